@@ -1,0 +1,41 @@
+//! The rtm wire protocol.
+//!
+//! `rtm-proto` holds everything that the server and the client must agree on: the frame codec
+//! (a big-endian `u32` length followed by a [postcard] body), the messages that travel in those
+//! frames, the stable numeric [`ErrorCode`]s, and the validation rules for user ids, channel
+//! names and custom types. `docs/protocol.md` describes the same format in prose, for people
+//! writing a client in another language; its section numbers are cited in the code.
+//!
+//! This crate contains no networking code, spawns no tasks and reads no clock: timestamps are
+//! arguments, and bytes go in and out through [`bytes`] buffers. The IO lives in `rtm-server`
+//! and `rtm-client`.
+//!
+//! # Layout
+//!
+//! - [`frame`]: length-prefixed framing, with the size cap checked before any allocation.
+//! - [`message`]: [`ClientMsg`] and [`ServerMsg`], the requests, responses and events.
+//! - [`error`]: [`ErrorCode`], [`RtmError`] and the codec's own errors.
+//! - [`validate`]: the reference's length and character-set rules.
+//! - [`limits`]: the reference's default limits.
+#![warn(missing_docs)]
+
+pub mod error;
+pub mod frame;
+pub mod limits;
+pub mod message;
+pub mod validate;
+
+pub use error::{DecodeError, ErrorCode, RtmError};
+pub use frame::{FrameDecoder, FrameError, encode_frame};
+pub use message::{
+    ChannelType, ClientMsg, CloseReason, Event, Hello, LoginLimits, LoginRequest, MessageEvent,
+    Payload, PublishRequest, Request, RequestId, Response, ServerMsg, SubscribeOptions, Welcome,
+    WireError,
+};
+
+/// The ALPN protocol name that clients and servers negotiate. The major version lives here: a
+/// breaking change to the wire format gets a new ALPN (`docs/protocol.md` §1).
+pub const ALPN: &[u8] = b"rtm/1";
+
+/// The protocol version carried in the first frame ([`Hello`] and [`Welcome`]).
+pub const PROTOCOL_VERSION: u16 = 1;

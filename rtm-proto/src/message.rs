@@ -1,0 +1,574 @@
+//! The messages carried in frames (`docs/protocol.md` §3–§5).
+//!
+//! Client to server: [`ClientMsg`], on the client-opened bidirectional control stream. The first
+//! frame is always [`ClientMsg::Hello`]; after it come [`ClientMsg::Request`]s, each with a
+//! [`RequestId`] that the server's [`ServerMsg::Response`] echoes.
+//!
+//! Server to client: [`ServerMsg`]. Responses and connection-level errors travel on the control
+//! stream; [`Event`]s on server-opened unidirectional delivery streams.
+//!
+//! Evolution rules: enum variants are only ever appended, never reordered or removed; a struct is
+//! frozen once released (a new field means a new variant). A peer that receives a kind it does
+//! not know answers with a typed error instead of dropping the connection.
+
+use std::fmt;
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{DecodeError, ErrorCode};
+
+/// Identifies a request on a connection; the response carries the same id. Chosen by the
+/// client; the server does not require them to be unique or increasing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct RequestId(pub u32);
+
+impl fmt::Display for RequestId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// A frame from the client.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ClientMsg {
+    /// The first frame of a connection.
+    Hello(Hello),
+    /// A request to be answered with a [`ServerMsg::Response`] carrying the same id.
+    Request {
+        /// The id the response will carry.
+        id: RequestId,
+        /// What the client asks for.
+        request: Request,
+    },
+}
+
+/// Variant index of [`ClientMsg::Request`] on the wire (postcard encodes it as a varint).
+const CLIENT_MSG_REQUEST_TAG: u8 = 1;
+
+impl ClientMsg {
+    /// Decodes a frame body. All of `body` must be used.
+    pub fn decode(body: &[u8]) -> Result<Self, DecodeError> {
+        decode_exact(body)
+    }
+
+    /// The request id at the start of a body that is a [`ClientMsg::Request`], read without
+    /// decoding the rest. This lets a peer answer a request it cannot decode (a kind it does not
+    /// know, a bad field, or an oversized frame) instead of leaving the caller waiting.
+    pub fn peek_request_id(body: &[u8]) -> Option<RequestId> {
+        let (tag, rest) = postcard::take_from_bytes::<u8>(body).ok()?;
+        if tag != CLIENT_MSG_REQUEST_TAG {
+            return None;
+        }
+        let (id, _) = postcard::take_from_bytes::<u32>(rest).ok()?;
+        Some(RequestId(id))
+    }
+}
+
+/// The first frame a client sends: which protocol version it speaks.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    /// [`crate::PROTOCOL_VERSION`] of the client.
+    pub version: u16,
+    /// Free text naming the client library and version, for the server's logs.
+    pub agent: String,
+}
+
+/// What a client can ask for.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Request {
+    /// Log in to an app as a user. Must come before anything else but [`Request::Ping`].
+    Login(LoginRequest),
+    /// Log out; the server answers, then drops the session's subscriptions.
+    Logout,
+    /// Subscribe to a message channel.
+    Subscribe {
+        /// The channel name.
+        channel: String,
+        /// What to receive from it.
+        options: SubscribeOptions,
+    },
+    /// Unsubscribe from a message channel.
+    Unsubscribe {
+        /// The channel name.
+        channel: String,
+    },
+    /// Publish to a message channel or a user.
+    Publish(PublishRequest),
+    /// Liveness check, answered with [`Response::Pong`].
+    Ping,
+}
+
+impl Request {
+    /// The API operation this request serves, as named in errors (`RtmError::operation`).
+    pub fn operation(&self) -> &'static str {
+        match self {
+            Self::Login(_) => "login",
+            Self::Logout => "logout",
+            Self::Subscribe { .. } => "subscribe",
+            Self::Unsubscribe { .. } => "unsubscribe",
+            Self::Publish(_) => "publish",
+            Self::Ping => "ping",
+        }
+    }
+}
+
+/// The login request.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoginRequest {
+    /// The App ID.
+    pub app_id: String,
+    /// The user id.
+    pub user_id: String,
+    /// The token; empty for an app without an App Certificate.
+    pub token: String,
+    /// When false, the user id must be numeric (the reference's `useStringUserId: false`).
+    pub use_string_user_id: bool,
+}
+
+/// Options of a subscription, as in the reference's `subscribe`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubscribeOptions {
+    /// Receive the channel's messages (default true).
+    pub with_message: bool,
+    /// Receive presence events (default true).
+    pub with_presence: bool,
+    /// Stay invisible to other users' presence (default false).
+    pub be_quiet: bool,
+    /// Receive storage events (default false).
+    pub with_metadata: bool,
+    /// Receive lock events (default false).
+    pub with_lock: bool,
+}
+
+impl Default for SubscribeOptions {
+    fn default() -> Self {
+        Self {
+            with_message: true,
+            with_presence: true,
+            be_quiet: false,
+            with_metadata: false,
+            with_lock: false,
+        }
+    }
+}
+
+/// The type of a channel. On the wire it is the reference's native number (MESSAGE=1,
+/// STREAM=2, USER=3).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(into = "u8", try_from = "u8")]
+pub enum ChannelType {
+    /// A pub/sub message channel.
+    #[default]
+    Message,
+    /// A stream channel with topics.
+    Stream,
+    /// The channel of one user: messages published to it reach that user.
+    User,
+}
+
+impl From<ChannelType> for u8 {
+    fn from(t: ChannelType) -> Self {
+        match t {
+            ChannelType::Message => 1,
+            ChannelType::Stream => 2,
+            ChannelType::User => 3,
+        }
+    }
+}
+
+impl TryFrom<u8> for ChannelType {
+    type Error = String;
+    fn try_from(n: u8) -> Result<Self, String> {
+        match n {
+            1 => Ok(Self::Message),
+            2 => Ok(Self::Stream),
+            3 => Ok(Self::User),
+            n => Err(format!("unknown channel type {n}")),
+        }
+    }
+}
+
+impl fmt::Display for ChannelType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Message => "MESSAGE",
+            Self::Stream => "STREAM",
+            Self::User => "USER",
+        })
+    }
+}
+
+/// A message payload: text (the reference's `STRING`) or bytes (`BINARY`).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Payload {
+    /// UTF-8 text.
+    Text(String),
+    /// Opaque bytes.
+    Binary(Bytes),
+}
+
+impl Payload {
+    /// The payload's size in bytes, the figure the message size limit applies to.
+    pub fn len(&self) -> usize {
+        match self {
+            Self::Text(s) => s.len(),
+            Self::Binary(b) => b.len(),
+        }
+    }
+
+    /// Whether the payload is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The payload's bytes, whichever its type.
+    pub fn as_bytes(&self) -> &[u8] {
+        match self {
+            Self::Text(s) => s.as_bytes(),
+            Self::Binary(b) => b,
+        }
+    }
+
+    /// The text, for a text payload.
+    pub fn as_text(&self) -> Option<&str> {
+        match self {
+            Self::Text(s) => Some(s),
+            Self::Binary(_) => None,
+        }
+    }
+
+    /// The reference's name of the payload's type: `"STRING"` or `"BINARY"`.
+    pub fn message_type(&self) -> &'static str {
+        match self {
+            Self::Text(_) => "STRING",
+            Self::Binary(_) => "BINARY",
+        }
+    }
+}
+
+impl fmt::Debug for Payload {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Text(s) if s.len() <= 64 => write!(f, "Text({s:?})"),
+            Self::Text(s) => write!(f, "Text(<{} bytes>)", s.len()),
+            Self::Binary(b) if b.len() <= 32 => write!(f, "Binary({:?})", &b[..]),
+            Self::Binary(b) => write!(f, "Binary(<{} bytes>)", b.len()),
+        }
+    }
+}
+
+impl From<&str> for Payload {
+    fn from(s: &str) -> Self {
+        Self::Text(s.to_owned())
+    }
+}
+
+impl From<String> for Payload {
+    fn from(s: String) -> Self {
+        Self::Text(s)
+    }
+}
+
+impl From<Vec<u8>> for Payload {
+    fn from(b: Vec<u8>) -> Self {
+        Self::Binary(b.into())
+    }
+}
+
+impl From<&[u8]> for Payload {
+    fn from(b: &[u8]) -> Self {
+        Self::Binary(Bytes::copy_from_slice(b))
+    }
+}
+
+impl From<Bytes> for Payload {
+    fn from(b: Bytes) -> Self {
+        Self::Binary(b)
+    }
+}
+
+/// A publish request.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PublishRequest {
+    /// [`ChannelType::Message`] for a channel, [`ChannelType::User`] for a user.
+    pub channel_type: ChannelType,
+    /// The channel name, or the target user id for [`ChannelType::User`].
+    pub channel: String,
+    /// The payload.
+    pub message: Payload,
+    /// An application-defined type, empty when unused.
+    pub custom_type: String,
+}
+
+/// A frame from the server.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ServerMsg {
+    /// The answer to [`ClientMsg::Hello`]: the protocol is accepted.
+    Welcome(Welcome),
+    /// The answer to one request.
+    Response {
+        /// The request's id.
+        id: RequestId,
+        /// What came of it.
+        result: Result<Response, WireError>,
+    },
+    /// Something that happened: a message, a change of the session.
+    Event(Event),
+    /// A problem with the connection rather than with one request: a frame that could not be
+    /// decoded and carried no request id, an unsupported protocol version.
+    Error(WireError),
+}
+
+impl ServerMsg {
+    /// Decodes a frame body. All of `body` must be used.
+    pub fn decode(body: &[u8]) -> Result<Self, DecodeError> {
+        decode_exact(body)
+    }
+}
+
+/// The server's answer to [`Hello`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Welcome {
+    /// The protocol version the server speaks on this connection.
+    pub version: u16,
+    /// Free text naming the server and its version.
+    pub server: String,
+}
+
+/// An error as it travels: the code and the reason. The client adds the operation.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WireError {
+    /// The stable code.
+    pub code: ErrorCode,
+    /// Why.
+    pub reason: String,
+}
+
+impl WireError {
+    /// An error with `code` and `reason`.
+    pub fn new(code: ErrorCode, reason: impl Into<String>) -> Self {
+        Self {
+            code,
+            reason: reason.into(),
+        }
+    }
+}
+
+/// A successful answer. Every variant carries the server time of the operation, in
+/// milliseconds since the Unix epoch.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Response {
+    /// Logged in.
+    Login {
+        /// Server time.
+        timestamp: u64,
+        /// The limits that apply to this session.
+        limits: LoginLimits,
+    },
+    /// Logged out.
+    Logout {
+        /// Server time.
+        timestamp: u64,
+    },
+    /// Subscribed.
+    Subscribe {
+        /// The channel.
+        channel: String,
+        /// Server time.
+        timestamp: u64,
+    },
+    /// Unsubscribed.
+    Unsubscribe {
+        /// The channel.
+        channel: String,
+        /// Server time.
+        timestamp: u64,
+    },
+    /// Published: the message has been handed to every online subscriber's queue.
+    Publish {
+        /// The channel (or the target user).
+        channel: String,
+        /// Server time, the same as the message event's.
+        timestamp: u64,
+    },
+    /// The answer to [`Request::Ping`].
+    Pong {
+        /// Server time.
+        timestamp: u64,
+    },
+}
+
+/// The limits of the app, told to the client at login.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoginLimits {
+    /// Largest message payload, in bytes.
+    pub max_message_size: u32,
+    /// Most message channels subscribed at once.
+    pub max_subscriptions: u32,
+    /// Messages a client may publish per second.
+    pub publish_rate: u32,
+    /// Largest frame body the server accepts, in bytes.
+    pub max_frame_len: u32,
+}
+
+/// A server-pushed event.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Event {
+    /// A message in a subscribed channel, or to this user.
+    Message(MessageEvent),
+    /// The server is ending this session; the connection closes after this event.
+    SessionClosed {
+        /// Why.
+        reason: CloseReason,
+    },
+}
+
+/// A message event, with the reference's fields.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MessageEvent {
+    /// The channel type.
+    pub channel_type: ChannelType,
+    /// The channel; for a user-channel message, the publisher's user id.
+    pub channel_name: String,
+    /// The topic, for stream channels; empty otherwise.
+    pub topic_name: String,
+    /// The payload.
+    pub message: Payload,
+    /// The publisher's `custom_type`.
+    pub custom_type: String,
+    /// The publisher's user id.
+    pub publisher: String,
+    /// Server time of the publish, in milliseconds since the Unix epoch.
+    pub timestamp: u64,
+}
+
+/// Why the server ended a session.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum CloseReason {
+    /// The same user id logged in on another connection.
+    SameUidLogin,
+    /// The connection did not read its events fast enough and its queue overflowed.
+    SlowConsumer,
+    /// The server is shutting down.
+    ServerShutdown,
+}
+
+impl CloseReason {
+    /// The QUIC application close code the server uses with this reason (`docs/protocol.md`
+    /// §1.3).
+    pub fn close_code(self) -> u32 {
+        match self {
+            Self::SameUidLogin => 0x10,
+            Self::SlowConsumer => 0x11,
+            Self::ServerShutdown => 0x12,
+        }
+    }
+}
+
+impl fmt::Display for CloseReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::SameUidLogin => "the same user id logged in elsewhere",
+            Self::SlowConsumer => "the client did not keep up with its events",
+            Self::ServerShutdown => "the server is shutting down",
+        })
+    }
+}
+
+fn decode_exact<'de, T: Deserialize<'de>>(body: &'de [u8]) -> Result<T, DecodeError> {
+    match postcard::take_from_bytes::<T>(body) {
+        Ok((msg, [])) => Ok(msg),
+        Ok((_, rest)) => Err(DecodeError::TrailingBytes(rest.len())),
+        Err(e) => Err(DecodeError::Malformed(e.to_string())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frame::encode_frame;
+
+    fn body_of<T: Serialize>(msg: &T) -> Vec<u8> {
+        encode_frame(msg)[crate::frame::HEADER_LEN..].to_vec()
+    }
+
+    #[test]
+    fn peek_finds_the_request_id_of_a_kind_it_cannot_decode() {
+        // A request with a made-up kind (variant 200) and id 77.
+        let body = [CLIENT_MSG_REQUEST_TAG, 77, 200, 1, 0, 0];
+        assert!(ClientMsg::decode(&body).is_err());
+        assert_eq!(ClientMsg::peek_request_id(&body), Some(RequestId(77)));
+        // A hello has no request id.
+        let hello = body_of(&ClientMsg::Hello(Hello {
+            version: 1,
+            agent: "x".into(),
+        }));
+        assert_eq!(ClientMsg::peek_request_id(&hello), None);
+        assert_eq!(ClientMsg::peek_request_id(&[]), None);
+    }
+
+    #[test]
+    fn trailing_bytes_are_refused() {
+        let mut body = body_of(&ClientMsg::Request {
+            id: RequestId(1),
+            request: Request::Ping,
+        });
+        body.push(0);
+        assert_eq!(ClientMsg::decode(&body), Err(DecodeError::TrailingBytes(1)));
+    }
+
+    #[test]
+    fn unknown_channel_type_is_malformed() {
+        let mut body = body_of(&ClientMsg::Request {
+            id: RequestId(1),
+            request: Request::Publish(PublishRequest {
+                channel_type: ChannelType::User,
+                channel: "c".into(),
+                message: "m".into(),
+                custom_type: String::new(),
+            }),
+        });
+        // [tag=1, id=1, Publish=4, channel_type=3, ...]
+        assert_eq!(body[3], 3);
+        body[3] = 9;
+        assert!(matches!(
+            ClientMsg::decode(&body),
+            Err(DecodeError::Malformed(_))
+        ));
+    }
+
+    /// Golden bytes: these must never change within `rtm/1` (`docs/protocol.md` §3).
+    #[test]
+    fn golden_bytes() {
+        let hello = ClientMsg::Hello(Hello {
+            version: 1,
+            agent: "a".into(),
+        });
+        assert_eq!(encode_frame(&hello).as_ref(), &[0, 0, 0, 4, 0, 1, 1, b'a']);
+        let publish = ClientMsg::Request {
+            id: RequestId(300),
+            request: Request::Publish(PublishRequest {
+                channel_type: ChannelType::Message,
+                channel: "ch".into(),
+                message: Payload::Binary(Bytes::from_static(&[9])),
+                custom_type: "t".into(),
+            }),
+        };
+        assert_eq!(
+            encode_frame(&publish).as_ref(),
+            &[
+                0, 0, 0, 13, 1, 0xac, 0x02, 4, 1, 2, b'c', b'h', 1, 1, 9, 1, b't'
+            ]
+        );
+        let err = ServerMsg::Response {
+            id: RequestId(2),
+            result: Err(WireError::new(ErrorCode::ChannelReceiverOffline, "")),
+        };
+        // -11033 zigzag-encoded is 22065 = varint [0xb1, 0xac, 0x01].
+        assert_eq!(
+            encode_frame(&err).as_ref(),
+            &[0, 0, 0, 7, 1, 2, 1, 0xb1, 0xac, 0x01, 0]
+        );
+    }
+}

@@ -1,0 +1,213 @@
+//! Property tests of the codec: every message survives encode → frame → decode, and no input,
+//! however broken, makes the decoder panic or allocate past its maximum.
+
+use bytes::{Bytes, BytesMut};
+use proptest::prelude::*;
+use rtm_proto::message::{LoginRequest, WireError};
+use rtm_proto::{
+    ChannelType, ClientMsg, CloseReason, ErrorCode, Event, FrameDecoder, FrameError, Hello,
+    LoginLimits, MessageEvent, Payload, PublishRequest, Request, RequestId, Response, ServerMsg,
+    SubscribeOptions, encode_frame,
+};
+
+fn payload() -> impl Strategy<Value = Payload> {
+    prop_oneof![
+        ".{0,40}".prop_map(Payload::Text),
+        prop::collection::vec(any::<u8>(), 0..200).prop_map(|v| Payload::Binary(Bytes::from(v))),
+    ]
+}
+
+fn channel_type() -> impl Strategy<Value = ChannelType> {
+    prop_oneof![
+        Just(ChannelType::Message),
+        Just(ChannelType::Stream),
+        Just(ChannelType::User)
+    ]
+}
+
+fn request() -> impl Strategy<Value = Request> {
+    prop_oneof![
+        (".{0,20}", ".{0,20}", ".{0,40}", any::<bool>()).prop_map(|(a, u, t, s)| {
+            Request::Login(LoginRequest {
+                app_id: a,
+                user_id: u,
+                token: t,
+                use_string_user_id: s,
+            })
+        }),
+        Just(Request::Logout),
+        (".{0,20}", any::<[bool; 5]>()).prop_map(|(channel, b)| Request::Subscribe {
+            channel,
+            options: SubscribeOptions {
+                with_message: b[0],
+                with_presence: b[1],
+                be_quiet: b[2],
+                with_metadata: b[3],
+                with_lock: b[4],
+            },
+        }),
+        ".{0,20}".prop_map(|channel| Request::Unsubscribe { channel }),
+        (channel_type(), ".{0,20}", payload(), ".{0,8}").prop_map(|(t, c, m, ct)| {
+            Request::Publish(PublishRequest {
+                channel_type: t,
+                channel: c,
+                message: m,
+                custom_type: ct,
+            })
+        }),
+        Just(Request::Ping),
+    ]
+}
+
+fn client_msg() -> impl Strategy<Value = ClientMsg> {
+    prop_oneof![
+        (any::<u16>(), ".{0,20}")
+            .prop_map(|(version, agent)| ClientMsg::Hello(Hello { version, agent })),
+        (any::<u32>(), request()).prop_map(|(id, request)| ClientMsg::Request {
+            id: RequestId(id),
+            request
+        }),
+    ]
+}
+
+fn server_msg() -> impl Strategy<Value = ServerMsg> {
+    let response = prop_oneof![
+        (any::<u64>(), any::<[u32; 4]>()).prop_map(|(timestamp, l)| Response::Login {
+            timestamp,
+            limits: LoginLimits {
+                max_message_size: l[0],
+                max_subscriptions: l[1],
+                publish_rate: l[2],
+                max_frame_len: l[3],
+            },
+        }),
+        any::<u64>().prop_map(|timestamp| Response::Logout { timestamp }),
+        (".{0,20}", any::<u64>())
+            .prop_map(|(channel, timestamp)| Response::Publish { channel, timestamp }),
+        any::<u64>().prop_map(|timestamp| Response::Pong { timestamp }),
+    ];
+    let error = (prop::sample::select(ErrorCode::ALL), ".{0,30}")
+        .prop_map(|(code, reason)| WireError { code, reason });
+    let event = prop_oneof![
+        (
+            channel_type(),
+            ".{0,20}",
+            payload(),
+            ".{0,8}",
+            ".{0,20}",
+            any::<u64>()
+        )
+            .prop_map(
+                |(channel_type, channel_name, message, custom_type, publisher, timestamp)| {
+                    Event::Message(MessageEvent {
+                        channel_type,
+                        channel_name,
+                        topic_name: String::new(),
+                        message,
+                        custom_type,
+                        publisher,
+                        timestamp,
+                    })
+                }
+            ),
+        Just(Event::SessionClosed {
+            reason: CloseReason::SameUidLogin
+        }),
+    ];
+    prop_oneof![
+        (any::<u32>(), response).prop_map(|(id, r)| ServerMsg::Response {
+            id: RequestId(id),
+            result: Ok(r)
+        }),
+        (any::<u32>(), error.clone()).prop_map(|(id, e)| ServerMsg::Response {
+            id: RequestId(id),
+            result: Err(e)
+        }),
+        event.prop_map(ServerMsg::Event),
+        error.prop_map(ServerMsg::Error),
+    ]
+}
+
+/// Feeds `bytes` to a decoder in chunks of `chunk` bytes, collecting every frame and error.
+fn decode_all(max: usize, bytes: &[u8], chunk: usize) -> (Vec<Bytes>, Vec<FrameError>, BytesMut) {
+    let mut decoder = FrameDecoder::new(max);
+    let mut buf = BytesMut::new();
+    let (mut frames, mut errors) = (Vec::new(), Vec::new());
+    for piece in bytes.chunks(chunk.max(1)) {
+        buf.extend_from_slice(piece);
+        loop {
+            match decoder.decode(&mut buf) {
+                Ok(Some(f)) => frames.push(f),
+                Ok(None) => break,
+                Err(e) => errors.push(e),
+            }
+        }
+        // The buffer never holds more than one maximum frame plus what just arrived.
+        assert!(
+            buf.capacity() <= max + 4 + 2 * chunk.max(1) + 64,
+            "buffer grew past the cap"
+        );
+    }
+    (frames, errors, buf)
+}
+
+proptest! {
+    #[test]
+    fn client_messages_round_trip(msgs in prop::collection::vec(client_msg(), 1..8),
+                                  chunk in 1usize..64) {
+        let mut stream = Vec::new();
+        for m in &msgs {
+            stream.extend_from_slice(&encode_frame(m));
+        }
+        let (frames, errors, rest) = decode_all(1 << 20, &stream, chunk);
+        prop_assert!(errors.is_empty());
+        prop_assert!(rest.is_empty());
+        let decoded: Vec<ClientMsg> =
+            frames.iter().map(|f| ClientMsg::decode(f).unwrap()).collect();
+        prop_assert_eq!(decoded, msgs);
+    }
+
+    #[test]
+    fn server_messages_round_trip(msg in server_msg()) {
+        let frame = encode_frame(&msg);
+        let (frames, errors, _) = decode_all(1 << 20, &frame, frame.len());
+        prop_assert!(errors.is_empty());
+        prop_assert_eq!(ServerMsg::decode(&frames[0]).unwrap(), msg);
+    }
+
+    #[test]
+    fn garbage_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..512),
+                            chunk in 1usize..32) {
+        let (frames, _errors, _) = decode_all(64, &bytes, chunk);
+        for f in frames {
+            // Any outcome is fine as long as it is a value, not a panic.
+            let _ = ClientMsg::decode(&f);
+            let _ = ServerMsg::decode(&f);
+            let _ = ClientMsg::peek_request_id(&f);
+        }
+    }
+
+    #[test]
+    fn truncated_bodies_are_errors_not_panics(msg in client_msg(), cut in 0usize..64) {
+        let frame = encode_frame(&msg);
+        let body = &frame[4..];
+        if cut < body.len() {
+            prop_assert!(ClientMsg::decode(&body[..cut]).is_err());
+        }
+    }
+
+    #[test]
+    fn oversized_frames_are_reported_once_and_skipped(len in 65usize..4096,
+                                                      chunk in 1usize..128) {
+        let mut stream = (len as u32).to_be_bytes().to_vec();
+        stream.extend(std::iter::repeat_n(0xAAu8, len));
+        let after = encode_frame(&ClientMsg::Request { id: RequestId(5), request: Request::Ping });
+        stream.extend_from_slice(&after);
+        let (frames, errors, rest) = decode_all(64, &stream, chunk);
+        prop_assert_eq!(errors.len(), 1);
+        prop_assert!(rest.is_empty());
+        prop_assert_eq!(frames.len(), 1);
+        prop_assert_eq!(ClientMsg::decode(&frames[0]).unwrap(),
+                        ClientMsg::Request { id: RequestId(5), request: Request::Ping });
+    }
+}
