@@ -18,7 +18,6 @@ pub const OVERSIZED_HEAD_LEN: usize = 16;
 
 /// A frame the decoder refused.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
 pub enum FrameError {
     /// The frame's declared length is above the maximum. Its body is being skipped; `head` holds
     /// its first bytes (up to [`OVERSIZED_HEAD_LEN`]), as far as they had arrived.

@@ -1,1 +1,191 @@
-//! placeholder
+//! The rtm server: a self-hosted real-time signaling server over QUIC.
+//!
+//! Start one with [`Server::builder`], or run the `rtm-server` binary. The server speaks the
+//! protocol of `rtm-proto` (`docs/protocol.md`) to `rtm-client`s.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), rtm_server::ServerError> {
+//! let handle = rtm_server::Server::builder().start().await?;
+//! println!("listening on {}", handle.local_addr());
+//! handle.shutdown().await;
+//! # Ok(()) }
+//! ```
+//!
+//! # Layout
+//!
+//! The layers of `docs/architecture.md`, from the network inwards:
+//!
+//! - `transport`: the QUIC endpoint, one task per connection reading the control stream, and
+//!   one writer per logged-in connection draining its [`outbox`].
+//! - `core`: the session of each connection (login, subscriptions, limits) and what each request
+//!   means; events are encoded once here.
+//! - [`engine`]: shared state and fan-out behind the [`Engine`] trait; [`MemoryEngine`] is the
+//!   single-node default, and a Redis engine will be a second implementation.
+//! - [`config`]: the TOML configuration; `tls`: certificates.
+//!
+//! What this crate does not do: it never blocks a publisher on a subscriber, and it never
+//! panics on what a client sends.
+#![warn(missing_docs)]
+
+pub mod config;
+mod core;
+pub mod engine;
+pub mod metrics;
+pub mod outbox;
+mod tls;
+mod transport;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+
+pub use crate::config::ServerConfig;
+pub use crate::engine::{Engine, MemoryEngine};
+pub use crate::metrics::Metrics;
+pub use crate::tls::{CertSource, TlsError};
+
+/// A server that could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServerError {
+    /// The configuration is not usable.
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    /// The certificate could not be loaded or made.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// The UDP socket could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// Entry point: see [`Server::builder`].
+#[derive(Debug)]
+pub struct Server;
+
+impl Server {
+    /// A builder with the embedded defaults and the in-memory engine.
+    pub fn builder() -> ServerBuilder<MemoryEngine> {
+        ServerBuilder { config: ServerConfig::default(), engine: MemoryEngine::new() }
+    }
+}
+
+/// Configures and starts a server.
+#[derive(Debug)]
+pub struct ServerBuilder<E> {
+    config: ServerConfig,
+    engine: E,
+}
+
+impl<E: Engine> ServerBuilder<E> {
+    /// Uses this configuration (replacing the defaults).
+    pub fn config(mut self, config: ServerConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Listens on `addr` instead of the configured address; port 0 picks a free port.
+    pub fn listen(mut self, addr: SocketAddr) -> Self {
+        self.config.listen = addr;
+        self
+    }
+
+    /// Uses another engine.
+    pub fn engine<E2: Engine>(self, engine: E2) -> ServerBuilder<E2> {
+        ServerBuilder { config: self.config, engine }
+    }
+
+    /// Binds the endpoint and starts serving on the current tokio runtime.
+    pub async fn start(self) -> Result<ServerHandle, ServerError> {
+        let config = self.config;
+        config.check()?;
+        let identity = tls::identity(&config)?;
+        let cert = identity.source.clone();
+        let server_config = tls::quic_server_config(identity)?;
+        let endpoint = transport::endpoint(config.listen, server_config)
+            .map_err(|source| ServerError::Bind { addr: config.listen, source })?;
+        let local_addr = endpoint
+            .local_addr()
+            .map_err(|source| ServerError::Bind { addr: config.listen, source })?;
+        let metrics = Arc::new(Metrics::default());
+        let core = Arc::new(core::Core::new(&config, self.engine, metrics.clone()));
+        let open_apps = core.open_apps();
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let (done_tx, done_rx) = mpsc::channel(1);
+        tokio::spawn(transport::accept_loop(endpoint.clone(), core, shutdown_rx, done_tx));
+        Ok(ServerHandle {
+            local_addr,
+            cert,
+            open_apps,
+            data_dir: config.data_dir,
+            endpoint,
+            metrics,
+            shutdown_tx,
+            done_rx,
+        })
+    }
+}
+
+/// A running server. Dropping it signals shutdown without waiting; [`ServerHandle::shutdown`]
+/// waits for the connections to close.
+#[derive(Debug)]
+pub struct ServerHandle {
+    local_addr: SocketAddr,
+    cert: CertSource,
+    open_apps: bool,
+    data_dir: std::path::PathBuf,
+    endpoint: quinn::Endpoint,
+    metrics: Arc<Metrics>,
+    shutdown_tx: watch::Sender<bool>,
+    done_rx: mpsc::Receiver<()>,
+}
+
+impl ServerHandle {
+    /// The address the server listens on (with the real port when 0 was asked for).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The certificate in use, and whether it was generated.
+    pub fn cert(&self) -> &CertSource {
+        &self.cert
+    }
+
+    /// Where the server keeps its data.
+    pub fn data_dir(&self) -> &std::path::Path {
+        &self.data_dir
+    }
+
+    /// Whether any App ID is accepted without a token (no apps configured).
+    pub fn accepts_any_app(&self) -> bool {
+        self.open_apps
+    }
+
+    /// The server's counters.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// Stops accepting, tells every session the server is shutting down, and waits (up to a
+    /// few seconds) for the connections to close.
+    pub async fn shutdown(mut self) {
+        let _ = self.shutdown_tx.send(true);
+        // Each connection task holds a sender; all gone means all finished.
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.done_rx.recv()).await;
+        self.endpoint.close(0u32.into(), b"server shutdown");
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.endpoint.wait_idle()).await;
+    }
+}
+
+impl Drop for ServerHandle {
+    fn drop(&mut self) {
+        let _ = self.shutdown_tx.send(true);
+    }
+}

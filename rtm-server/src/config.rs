@@ -1,0 +1,348 @@
+//! Server configuration, read from a TOML file (`rtm-server --config FILE`).
+//!
+//! Every field has a default, so an empty file (or none at all) gives the embedded defaults:
+//! listen on `127.0.0.1:4433`, keep data (and a generated self-signed certificate) in
+//! `./rtm-data`, accept any App ID without a token, and apply the reference's limits.
+//!
+//! ```toml
+//! listen = "127.0.0.1:4433"
+//! data_dir = "rtm-data"
+//! # cert_file = "/etc/rtm/cert.pem"   # both or neither; neither = self-signed in data_dir
+//! # key_file = "/etc/rtm/key.pem"
+//!
+//! [limits]              # defaults for every app
+//! publish_rate = 60
+//!
+//! [[apps]]
+//! app_id = "970CA35de60c44645bbae8a215061b33"
+//! app_certificate = "5CFd2fd1755d40ecb72977518be15d3b"
+//! [apps.limits]         # this app only
+//! publish_rate = 100
+//! ```
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rtm_proto::{LoginLimits, limits};
+use serde::Deserialize;
+
+/// The whole configuration.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address to listen on (UDP).
+    pub listen: SocketAddr,
+    /// Directory for the server's data; created if missing.
+    pub data_dir: PathBuf,
+    /// PEM certificate chain. With `key_file`; when both are absent the server uses (and if
+    /// needed generates) `cert.pem`/`key.pem` in `data_dir`.
+    pub cert_file: Option<PathBuf>,
+    /// PEM private key for `cert_file`.
+    pub key_file: Option<PathBuf>,
+    /// Limits for every app, unless the app overrides them.
+    pub limits: Limits,
+    /// Limits of connections, before any app is known.
+    pub connection: ConnectionLimits,
+    /// The apps this server serves. Empty: any App ID is accepted, without a token.
+    pub apps: Vec<AppConfig>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 4433)),
+            data_dir: PathBuf::from("rtm-data"),
+            cert_file: None,
+            key_file: None,
+            limits: Limits::default(),
+            connection: ConnectionLimits::default(),
+            apps: Vec::new(),
+        }
+    }
+}
+
+/// Limits that apply per app (`reference/extended-api.md` §7).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Largest message payload, in bytes (reference: 32 KB; error -11010).
+    pub max_message_size: u32,
+    /// Most message channels one client subscribes to (reference: 50; error -11005).
+    pub max_subscriptions: u32,
+    /// Messages one client may publish per second (reference: 60; error -11025).
+    pub publish_rate: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_message_size: limits::MAX_MESSAGE_SIZE as u32,
+            max_subscriptions: limits::MAX_SUBSCRIPTIONS as u32,
+            publish_rate: limits::PUBLISH_RATE,
+        }
+    }
+}
+
+/// Per-app overrides of [`Limits`]; what is absent comes from the server-wide `[limits]`.
+#[derive(Clone, Copy, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitOverrides {
+    /// See [`Limits::max_message_size`].
+    pub max_message_size: Option<u32>,
+    /// See [`Limits::max_subscriptions`].
+    pub max_subscriptions: Option<u32>,
+    /// See [`Limits::publish_rate`].
+    pub publish_rate: Option<u32>,
+}
+
+impl LimitOverrides {
+    fn over(self, base: Limits) -> Limits {
+        Limits {
+            max_message_size: self.max_message_size.unwrap_or(base.max_message_size),
+            max_subscriptions: self.max_subscriptions.unwrap_or(base.max_subscriptions),
+            publish_rate: self.publish_rate.unwrap_or(base.publish_rate),
+        }
+    }
+}
+
+/// Limits of every connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConnectionLimits {
+    /// Largest frame body accepted from a client, in bytes. Must leave room for the largest
+    /// message plus its envelope; larger frames are refused with a typed error and skipped.
+    pub max_frame_len: u32,
+    /// Frames a connection's outbound queue holds before the connection counts as a slow
+    /// consumer and is closed.
+    pub outbound_queue: u32,
+    /// Seconds a new connection has to log in.
+    pub login_timeout_secs: u32,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        Self {
+            max_frame_len: limits::MAX_FRAME_LEN as u32,
+            outbound_queue: 4096,
+            login_timeout_secs: 10,
+        }
+    }
+}
+
+/// One app.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppConfig {
+    /// The App ID.
+    pub app_id: String,
+    /// The App Certificate: when set, logins need a token signed with it.
+    #[serde(default)]
+    pub app_certificate: Option<String>,
+    /// Overrides of the server-wide limits.
+    #[serde(default)]
+    pub limits: LimitOverrides,
+}
+
+/// A configuration that could not be used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for this configuration.
+    #[error("invalid configuration in {path}: {source}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: Box<toml::de::Error>,
+    },
+    /// A value is out of range or inconsistent with another.
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+impl ServerConfig {
+    /// Reads and checks a configuration file.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.into(), source })?;
+        let config: Self = toml::from_str(&text)
+            .map_err(|source| ConfigError::Parse { path: path.into(), source: Box::new(source) })?;
+        config.check()?;
+        Ok(config)
+    }
+
+    /// Checks values that TOML types alone cannot.
+    pub fn check(&self) -> Result<(), ConfigError> {
+        let bad = |s: String| Err(ConfigError::Invalid(s));
+        if self.cert_file.is_some() != self.key_file.is_some() {
+            return bad("cert_file and key_file go together: set both or neither".into());
+        }
+        let mut seen = std::collections::HashSet::new();
+        for app in &self.apps {
+            if let Err(e) = rtm_proto::validate::app_id(&app.app_id) {
+                return bad(e.to_string());
+            }
+            if !seen.insert(app.app_id.as_str()) {
+                return bad(format!("App ID {} is listed twice", app.app_id));
+            }
+            check_limits(&format!("app {}", app.app_id), app.limits.over(self.limits), self)?;
+        }
+        check_limits("[limits]", self.limits, self)?;
+        let c = self.connection;
+        if c.outbound_queue == 0 || c.login_timeout_secs == 0 {
+            return bad("connection.outbound_queue and login_timeout_secs must be above 0".into());
+        }
+        Ok(())
+    }
+
+    /// The apps, resolved for lookups at login.
+    pub(crate) fn apps(&self) -> Apps {
+        let known = self
+            .apps
+            .iter()
+            .map(|a| {
+                let policy = AppPolicy {
+                    certificate: a.app_certificate.clone(),
+                    limits: a.limits.over(self.limits),
+                };
+                (a.app_id.clone(), Arc::new(policy))
+            })
+            .collect();
+        Apps {
+            open: self.apps.is_empty(),
+            known,
+            default: Arc::new(AppPolicy { certificate: None, limits: self.limits }),
+        }
+    }
+}
+
+fn check_limits(what: &str, l: Limits, config: &ServerConfig) -> Result<(), ConfigError> {
+    if l.max_message_size == 0 || l.max_subscriptions == 0 || l.publish_rate == 0 {
+        return Err(ConfigError::Invalid(format!("{what}: limits must be above 0")));
+    }
+    // The envelope of a publish adds the channel name, custom type and a few bytes.
+    let needed = l.max_message_size as u64 + 256;
+    if needed > config.connection.max_frame_len as u64 {
+        return Err(ConfigError::Invalid(format!(
+            "{what}: max_message_size {} does not fit in connection.max_frame_len {} \
+             (leave at least 256 bytes for the envelope)",
+            l.max_message_size, config.connection.max_frame_len
+        )));
+    }
+    Ok(())
+}
+
+/// What the server knows of an app.
+#[derive(Debug)]
+pub(crate) struct AppPolicy {
+    pub(crate) certificate: Option<String>,
+    pub(crate) limits: Limits,
+}
+
+impl AppPolicy {
+    pub(crate) fn login_limits(&self, max_frame_len: u32) -> LoginLimits {
+        LoginLimits {
+            max_message_size: self.limits.max_message_size,
+            max_subscriptions: self.limits.max_subscriptions,
+            publish_rate: self.limits.publish_rate,
+            max_frame_len,
+        }
+    }
+}
+
+/// The apps, by App ID.
+#[derive(Debug)]
+pub(crate) struct Apps {
+    /// No apps configured: every App ID is served with the default policy.
+    pub(crate) open: bool,
+    known: HashMap<String, Arc<AppPolicy>>,
+    default: Arc<AppPolicy>,
+}
+
+impl Apps {
+    pub(crate) fn get(&self, app_id: &str) -> Option<Arc<AppPolicy>> {
+        match self.known.get(app_id) {
+            Some(p) => Some(p.clone()),
+            None if self.open => Some(self.default.clone()),
+            None => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_issue_example_parses() {
+        let config: ServerConfig = toml::from_str(
+            r#"
+            listen = "127.0.0.1:4433"
+            data_dir = "rtm-data"
+            [[apps]]
+            app_id = "970CA35de60c44645bbae8a215061b33"
+            app_certificate = "5CFd2fd1755d40ecb72977518be15d3b"
+            "#,
+        )
+        .unwrap();
+        config.check().unwrap();
+        let apps = config.apps();
+        assert!(!apps.open);
+        assert!(apps.get("970CA35de60c44645bbae8a215061b33").is_some());
+        assert!(apps.get("other").is_none());
+    }
+
+    #[test]
+    fn app_limits_override_the_server_wide_ones() {
+        let config: ServerConfig = toml::from_str(
+            r#"
+            [limits]
+            publish_rate = 10
+            max_subscriptions = 5
+            [[apps]]
+            app_id = "a1"
+            [apps.limits]
+            publish_rate = 100
+            "#,
+        )
+        .unwrap();
+        config.check().unwrap();
+        let a1 = config.apps().get("a1").unwrap();
+        assert_eq!(a1.limits.publish_rate, 100);
+        assert_eq!(a1.limits.max_subscriptions, 5);
+    }
+
+    #[test]
+    fn empty_config_serves_any_app_with_reference_limits() {
+        let config: ServerConfig = toml::from_str("").unwrap();
+        config.check().unwrap();
+        let any = config.apps().get("whatever").unwrap();
+        assert_eq!(any.limits, Limits::default());
+        assert_eq!(any.limits.max_message_size, 32 * 1024);
+    }
+
+    #[test]
+    fn inconsistent_values_are_refused() {
+        for text in [
+            "cert_file = \"c.pem\"",
+            "[limits]\npublish_rate = 0",
+            "[limits]\nmax_message_size = 100000",
+            "[[apps]]\napp_id = \"a\"\n[[apps]]\napp_id = \"a\"",
+            "[[apps]]\napp_id = \"bad id\"",
+        ] {
+            let config: ServerConfig = toml::from_str(text).unwrap();
+            assert!(config.check().is_err(), "{text}");
+        }
+        assert!(toml::from_str::<ServerConfig>("unknown_key = 1").is_err());
+    }
+}

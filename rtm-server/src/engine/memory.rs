@@ -1,0 +1,236 @@
+//! The in-memory engine: one node's sessions and channels in a mutex-guarded map.
+//!
+//! The lock is a `std::sync::Mutex`, held only for map lookups and updates and never across an
+//! `.await`. Publishing does not fan out under the lock: each channel keeps its subscriber list
+//! as an `Arc<[Subscriber]>` that subscribe and unsubscribe replace (copy on write), so a
+//! publish clones one `Arc` under the lock and pushes to the queues after releasing it. Many
+//! publishers therefore never wait on each other's fan-out.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use bytes::Bytes;
+use rtm_proto::{CloseReason, SubscribeOptions};
+
+use super::{Delivery, Engine, EngineError, SessionHandle, tally};
+
+/// The default, single-node engine.
+#[derive(Debug, Default)]
+pub struct MemoryEngine {
+    state: Mutex<State>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    apps: HashMap<Box<str>, App>,
+}
+
+#[derive(Debug, Default)]
+struct App {
+    users: HashMap<Box<str>, SessionHandle>,
+    channels: HashMap<Box<str>, Arc<[Subscriber]>>,
+}
+
+#[derive(Clone, Debug)]
+struct Subscriber {
+    session: SessionHandle,
+    with_message: bool,
+}
+
+impl MemoryEngine {
+    /// An empty engine.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        // Every update below leaves the maps consistent before it can panic, so a poisoned
+        // lock still guards valid data.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// How many sessions subscribe to `channel` in `app_id` (for tests and metrics).
+    pub fn subscriber_count(&self, app_id: &str, channel: &str) -> usize {
+        self.state()
+            .apps
+            .get(app_id)
+            .and_then(|app| app.channels.get(channel))
+            .map_or(0, |subs| subs.len())
+    }
+}
+
+impl Engine for MemoryEngine {
+    async fn attach(&self, session: &SessionHandle) -> Result<(), EngineError> {
+        let previous = {
+            let mut state = self.state();
+            let app = state.apps.entry(session.app_id().into()).or_default();
+            app.users.insert(session.user_id().into(), session.clone())
+        };
+        if let Some(previous) = previous {
+            if previous.id() != session.id() {
+                previous.close(CloseReason::SameUidLogin);
+            }
+        }
+        Ok(())
+    }
+
+    async fn detach(&self, session: &SessionHandle) {
+        let mut state = self.state();
+        let Some(app) = state.apps.get_mut(session.app_id()) else {
+            return;
+        };
+        if app.users.get(session.user_id()).is_some_and(|s| s.id() == session.id()) {
+            app.users.remove(session.user_id());
+        }
+        app.channels.retain(|_, subs| {
+            if subs.iter().any(|s| s.session.id() == session.id()) {
+                *subs = subs.iter().filter(|s| s.session.id() != session.id()).cloned().collect();
+            }
+            !subs.is_empty()
+        });
+        if app.users.is_empty() && app.channels.is_empty() {
+            state.apps.remove(session.app_id());
+        }
+    }
+
+    async fn subscribe(
+        &self,
+        session: &SessionHandle,
+        channel: &str,
+        options: SubscribeOptions,
+    ) -> Result<(), EngineError> {
+        let mut state = self.state();
+        let app = state.apps.entry(session.app_id().into()).or_default();
+        let subs = app.channels.entry(channel.into()).or_insert_with(|| Arc::from([]));
+        let mut list: Vec<Subscriber> =
+            subs.iter().filter(|s| s.session.id() != session.id()).cloned().collect();
+        list.push(Subscriber { session: session.clone(), with_message: options.with_message });
+        *subs = list.into();
+        Ok(())
+    }
+
+    async fn unsubscribe(&self, session: &SessionHandle, channel: &str) -> Result<(), EngineError> {
+        let mut state = self.state();
+        let Some(app) = state.apps.get_mut(session.app_id()) else {
+            return Ok(());
+        };
+        if let Some(subs) = app.channels.get_mut(channel) {
+            let list: Vec<Subscriber> =
+                subs.iter().filter(|s| s.session.id() != session.id()).cloned().collect();
+            if list.is_empty() {
+                app.channels.remove(channel);
+            } else {
+                *subs = list.into();
+            }
+        }
+        Ok(())
+    }
+
+    async fn publish(
+        &self,
+        app_id: &str,
+        channel: &str,
+        frame: Bytes,
+    ) -> Result<Delivery, EngineError> {
+        let subs = {
+            let state = self.state();
+            match state.apps.get(app_id).and_then(|app| app.channels.get(channel)) {
+                Some(subs) => subs.clone(),
+                None => return Ok(Delivery::default()),
+            }
+        };
+        let mut delivery = Delivery::default();
+        for sub in subs.iter().filter(|s| s.with_message) {
+            tally(&mut delivery, sub.session.push(frame.clone()));
+        }
+        Ok(delivery)
+    }
+
+    async fn send_to_user(
+        &self,
+        app_id: &str,
+        user_id: &str,
+        frame: Bytes,
+    ) -> Result<Option<Delivery>, EngineError> {
+        let session = {
+            let state = self.state();
+            match state.apps.get(app_id).and_then(|app| app.users.get(user_id)) {
+                Some(session) => session.clone(),
+                None => return Ok(None),
+            }
+        };
+        let mut delivery = Delivery::default();
+        tally(&mut delivery, session.push(frame));
+        Ok(Some(delivery))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::SessionId;
+    use crate::metrics::Metrics;
+    use crate::outbox::{Next, Outbox, OutboxRx};
+
+    fn session(id: u64, app: &str, user: &str) -> (SessionHandle, OutboxRx) {
+        let (outbox, rx) = Outbox::new(8, Arc::new(Metrics::default()));
+        (SessionHandle::new(SessionId(id), app, user, outbox), rx)
+    }
+
+    async fn frames(rx: &mut OutboxRx) -> Vec<Bytes> {
+        rx.drain()
+    }
+
+    #[tokio::test]
+    async fn publish_reaches_subscribers_of_that_app_only() {
+        let engine = MemoryEngine::new();
+        let (a, mut a_rx) = session(1, "app1", "a");
+        let (b, mut b_rx) = session(2, "app2", "b");
+        let (quiet, mut quiet_rx) = session(3, "app1", "q");
+        for s in [&a, &b, &quiet] {
+            engine.attach(s).await.unwrap();
+        }
+        engine.subscribe(&a, "ch", SubscribeOptions::default()).await.unwrap();
+        engine.subscribe(&b, "ch", SubscribeOptions::default()).await.unwrap();
+        let no_messages = SubscribeOptions { with_message: false, ..Default::default() };
+        engine.subscribe(&quiet, "ch", no_messages).await.unwrap();
+        let d = engine.publish("app1", "ch", Bytes::from_static(b"x")).await.unwrap();
+        assert_eq!(d, Delivery { queued: 1, overflowed: 0 });
+        assert_eq!(frames(&mut a_rx).await, vec![Bytes::from_static(b"x")]);
+        assert!(frames(&mut b_rx).await.is_empty());
+        assert!(frames(&mut quiet_rx).await.is_empty());
+    }
+
+    #[tokio::test]
+    async fn second_login_closes_the_first_and_survives_its_detach() {
+        let engine = MemoryEngine::new();
+        let (first, mut first_rx) = session(1, "app", "tony");
+        let (second, _second_rx) = session(2, "app", "tony");
+        engine.attach(&first).await.unwrap();
+        engine.attach(&second).await.unwrap();
+        assert!(matches!(first_rx.next(4).await, Next::Close(CloseReason::SameUidLogin)));
+        // The old connection cleaning up must not unregister the new one.
+        engine.detach(&first).await;
+        let d = engine.send_to_user("app", "tony", Bytes::from_static(b"hi")).await.unwrap();
+        assert_eq!(d, Some(Delivery { queued: 1, overflowed: 0 }));
+        engine.detach(&second).await;
+        assert_eq!(engine.send_to_user("app", "tony", Bytes::new()).await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn unsubscribe_and_detach_remove_subscriptions() {
+        let engine = MemoryEngine::new();
+        let (a, _a_rx) = session(1, "app", "a");
+        let (b, _b_rx) = session(2, "app", "b");
+        engine.attach(&a).await.unwrap();
+        engine.attach(&b).await.unwrap();
+        engine.subscribe(&a, "ch", SubscribeOptions::default()).await.unwrap();
+        engine.subscribe(&a, "ch", SubscribeOptions::default()).await.unwrap();
+        engine.subscribe(&b, "ch", SubscribeOptions::default()).await.unwrap();
+        assert_eq!(engine.subscriber_count("app", "ch"), 2);
+        engine.unsubscribe(&a, "ch").await.unwrap();
+        assert_eq!(engine.subscriber_count("app", "ch"), 1);
+        engine.detach(&b).await;
+        assert_eq!(engine.subscriber_count("app", "ch"), 0);
+    }
+}

@@ -1,0 +1,155 @@
+//! The engine boundary: where shared state and fan-out live (`docs/architecture.md`, "Engine").
+//!
+//! The core decides *what* should happen (validation, limits, permissions, encoding an event
+//! once); the engine decides *where* it goes: which sessions are online, who subscribes to a
+//! channel, and how an encoded frame reaches their [`Outbox`]es. The in-memory engine
+//! ([`MemoryEngine`]) serves one node. A Redis engine for several nodes implements the same
+//! trait: its `publish` goes through Redis pub/sub to the nodes that have subscribers, and its
+//! session registry lives in Redis, so that a login on one node can close the same user's session
+//! on another.
+//!
+//! Every item is scoped by App ID: nothing of one app is visible to another.
+
+mod memory;
+
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use rtm_proto::{CloseReason, SubscribeOptions};
+
+use crate::outbox::{Outbox, Pushed};
+
+pub use memory::MemoryEngine;
+
+/// Identifies a session on this server. Unique for the life of the process.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SessionId(pub u64);
+
+impl fmt::Display for SessionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "s{}", self.0)
+    }
+}
+
+/// A logged-in session as the engine sees it: who it is and where its frames go. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct SessionHandle {
+    inner: Arc<SessionInner>,
+}
+
+#[derive(Debug)]
+struct SessionInner {
+    id: SessionId,
+    app_id: Box<str>,
+    user_id: Box<str>,
+    outbox: Outbox,
+}
+
+impl SessionHandle {
+    /// A handle for session `id` of `user_id` in `app_id`, delivering to `outbox`.
+    pub fn new(id: SessionId, app_id: &str, user_id: &str, outbox: Outbox) -> Self {
+        Self { inner: Arc::new(SessionInner { id, app_id: app_id.into(), user_id: user_id.into(), outbox }) }
+    }
+
+    /// The session's id.
+    pub fn id(&self) -> SessionId {
+        self.inner.id
+    }
+
+    /// The App ID the session logged in to.
+    pub fn app_id(&self) -> &str {
+        &self.inner.app_id
+    }
+
+    /// The session's user id.
+    pub fn user_id(&self) -> &str {
+        &self.inner.user_id
+    }
+
+    /// Queues a frame to the session without waiting.
+    pub fn push(&self, frame: Bytes) -> Pushed {
+        self.inner.outbox.push(frame)
+    }
+
+    /// Ends the session for `reason`: the client is told, then the connection closes.
+    pub fn close(&self, reason: CloseReason) -> bool {
+        self.inner.outbox.close(reason)
+    }
+}
+
+/// What became of a frame handed to the engine.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Delivery {
+    /// Sessions whose queue took the frame.
+    pub queued: usize,
+    /// Sessions whose queue was full (they are being closed as slow consumers).
+    pub overflowed: usize,
+}
+
+/// A failure of the engine itself (not of the caller's request).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EngineError {
+    /// The backing store could not be reached or answered with an error.
+    #[error("engine unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// Shared state and fan-out. See the module documentation.
+///
+/// Methods are `async` so that an engine backed by a network store fits; the in-memory engine
+/// completes them without waiting. Implementations must keep the frames of one publisher to one
+/// channel in the order they were published.
+pub trait Engine: Send + Sync + 'static {
+    /// Registers a logged-in session. Any other session of the same user in the same app is
+    /// closed with [`CloseReason::SameUidLogin`] (on whichever node it lives).
+    fn attach(&self, session: &SessionHandle) -> impl Future<Output = Result<(), EngineError>> + Send;
+
+    /// Removes a session and all its subscriptions. A session that was already replaced by a
+    /// newer login of the same user leaves the newer one in place.
+    fn detach(&self, session: &SessionHandle) -> impl Future<Output = ()> + Send;
+
+    /// Adds (or updates the options of) the session's subscription to a message channel.
+    fn subscribe(
+        &self,
+        session: &SessionHandle,
+        channel: &str,
+        options: SubscribeOptions,
+    ) -> impl Future<Output = Result<(), EngineError>> + Send;
+
+    /// Removes the session's subscription to a message channel, if any.
+    fn unsubscribe(
+        &self,
+        session: &SessionHandle,
+        channel: &str,
+    ) -> impl Future<Output = Result<(), EngineError>> + Send;
+
+    /// Delivers an encoded message event to every subscriber of `channel` in `app_id` that
+    /// subscribed `with_message`.
+    fn publish(
+        &self,
+        app_id: &str,
+        channel: &str,
+        frame: Bytes,
+    ) -> impl Future<Output = Result<Delivery, EngineError>> + Send;
+
+    /// Delivers an encoded event to the session of `user_id` in `app_id`. `Ok(None)` means the
+    /// user is not online.
+    fn send_to_user(
+        &self,
+        app_id: &str,
+        user_id: &str,
+        frame: Bytes,
+    ) -> impl Future<Output = Result<Option<Delivery>, EngineError>> + Send;
+}
+
+/// Tallies one push into a [`Delivery`].
+fn tally(delivery: &mut Delivery, pushed: Pushed) {
+    match pushed {
+        Pushed::Queued => delivery.queued += 1,
+        Pushed::Overflowed => delivery.overflowed += 1,
+        Pushed::Closed => {}
+    }
+}

@@ -1,0 +1,27 @@
+//! Counters the server keeps about itself. A Prometheus endpoint will read them later; tests
+//! and the load generator read them now through [`crate::ServerHandle::metrics`].
+
+use std::sync::atomic::AtomicU64;
+
+/// Server-wide counters. All are monotonic except `sessions`.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// Connections accepted (completed handshakes).
+    pub connections: AtomicU64,
+    /// Sessions logged in now.
+    pub sessions: AtomicU64,
+    /// Messages published (message and user channels).
+    pub messages_published: AtomicU64,
+    /// Frames queued to subscribers.
+    pub frames_delivered: AtomicU64,
+    /// Frames not queued because a subscriber's queue was full.
+    pub frames_dropped: AtomicU64,
+    /// Sessions closed because their outbound queue overflowed.
+    pub slow_consumer_disconnects: AtomicU64,
+    /// Frames from clients that did not decode.
+    pub malformed_frames: AtomicU64,
+    /// Frames from clients over the size limit.
+    pub oversized_frames: AtomicU64,
+    /// Publishes refused by the rate limit.
+    pub rate_limited: AtomicU64,
+}
