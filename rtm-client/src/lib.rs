@@ -1,1 +1,381 @@
-//! placeholder
+//! The rtm client: the Signaling API over QUIC.
+//!
+//! The names follow the Signaling SDK's JavaScript API (`rtm.login`, `rtm.subscribe`,
+//! `rtm.publish`, the `message` and `linkState` events …) in Rust's idiom: snake_case methods,
+//! option structs with [`Default`], `async fn`s returning `Result<_, RtmError>`, and one event
+//! stream instead of listeners.
+//!
+//! ```no_run
+//! use rtm_client::{LoginOptions, PublishOptions, RtmClient, RtmConfig, RtmEvent, SubscribeOptions};
+//!
+//! # async fn demo() -> Result<(), rtm_client::RtmError> {
+//! let rtm = RtmClient::new("my-app", "Tony", RtmConfig::local_dev("rtm-data/cert.pem"))?;
+//! let mut events = rtm.events();
+//! rtm.login(LoginOptions::default()).await?;
+//! rtm.subscribe("chat_room", SubscribeOptions::default()).await?;
+//! rtm.publish("chat_room", "Hello world", PublishOptions::default()).await?;
+//! while let Some(event) = events.recv().await {
+//!     if let RtmEvent::Message(m) = event {
+//!         println!("{}: {:?}", m.publisher, m.message);
+//!     }
+//! }
+//! # Ok(()) }
+//! ```
+//!
+//! # Layout
+//!
+//! - [`RtmClient`]: the cheap-to-clone handle with the API's methods.
+//! - `connection`: the task that owns the QUIC connection once logged in.
+//! - [`config`]: [`RtmConfig`], [`Endpoint`], [`Trust`] and the options of each call.
+//! - [`event`]: [`RtmEvent`] and the [`EventStream`] that yields it.
+//!
+//! What this crate does not do yet: reconnect by itself after a lost connection (the link goes
+//! to [`LinkState::Failed`] and the application logs in again), stream channels, presence,
+//! storage and locks. Those arrive with their issues.
+#![warn(missing_docs)]
+
+pub mod config;
+mod connection;
+pub mod event;
+mod link;
+pub mod raw;
+mod transport;
+
+use std::sync::{Arc, Mutex, PoisonError};
+
+pub use rtm_proto::{ChannelType, ErrorCode, LoginLimits, MessageEvent, Payload, RtmError};
+use rtm_proto::{PublishRequest, Request, Response, message::LoginRequest, validate};
+
+pub use crate::config::{
+    Endpoint, LoginOptions, PublishOptions, RtmConfig, SubscribeOptions, Trust,
+};
+use crate::connection::{Command, Connection};
+pub use crate::event::{
+    EventStream, LinkOperation, LinkState, LinkStateEvent, LinkStateReason, RtmEvent, ServiceType,
+};
+use crate::link::LinkTracker;
+pub use crate::transport::Transport;
+
+/// The answer to [`RtmClient::login`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LoginResponse {
+    /// Server time of the login, in milliseconds since the Unix epoch.
+    pub timestamp: u64,
+    /// The limits the server applies to this session.
+    pub limits: LoginLimits,
+}
+
+/// The answer to [`RtmClient::logout`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogoutResponse {
+    /// Server time of the logout (client time if the connection was already gone).
+    pub timestamp: u64,
+}
+
+/// The answer to [`RtmClient::subscribe`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SubscribeResponse {
+    /// The channel.
+    pub channel_name: String,
+    /// Server time.
+    pub timestamp: u64,
+}
+
+/// The answer to [`RtmClient::unsubscribe`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UnsubscribeResponse {
+    /// The channel.
+    pub channel_name: String,
+    /// Server time.
+    pub timestamp: u64,
+}
+
+/// The answer to [`RtmClient::publish`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PublishResponse {
+    /// The channel, or the target user.
+    pub channel_name: String,
+    /// Server time of the publish, the same as the message event's `timestamp`.
+    pub timestamp: u64,
+}
+
+/// A Signaling client: the reference's `RTM` instance.
+///
+/// Cheap to clone; all clones share one session. Dropping the last clone closes the connection,
+/// which ends the session on the server.
+#[derive(Clone, Debug)]
+pub struct RtmClient {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    app_id: String,
+    user_id: String,
+    config: RtmConfig,
+    listeners: event::Listeners,
+    link: Arc<LinkTracker>,
+    /// Serializes login and logout.
+    login_lock: tokio::sync::Mutex<()>,
+    connection: Mutex<Option<Connection>>,
+}
+
+impl RtmClient {
+    /// A client for `user_id` in the app `app_id`. Checks the ids; does not connect.
+    pub fn new(
+        app_id: impl Into<String>,
+        user_id: impl Into<String>,
+        config: RtmConfig,
+    ) -> Result<Self, RtmError> {
+        let (app_id, user_id) = (app_id.into(), user_id.into());
+        let invalid = |e: validate::InvalidName| RtmError::new(e.code, "new", e.what);
+        validate::app_id(&app_id).map_err(invalid)?;
+        validate::user_id(&user_id, config.use_string_user_id).map_err(invalid)?;
+        let listeners = event::Listeners::default();
+        let link = Arc::new(LinkTracker::new(listeners.clone()));
+        Ok(Self {
+            inner: Arc::new(Inner {
+                app_id,
+                user_id,
+                config,
+                listeners,
+                link,
+                login_lock: tokio::sync::Mutex::new(()),
+                connection: Mutex::new(None),
+            }),
+        })
+    }
+
+    /// The user id this client logs in as.
+    pub fn user_id(&self) -> &str {
+        &self.inner.user_id
+    }
+
+    /// The App ID.
+    pub fn app_id(&self) -> &str {
+        &self.inner.app_id
+    }
+
+    /// A new, independent stream of events. Dropping it removes the listener.
+    pub fn events(&self) -> EventStream {
+        self.inner.listeners.add()
+    }
+
+    /// The current link state.
+    pub fn link_state(&self) -> LinkState {
+        self.inner.link.get()
+    }
+
+    /// Connects and logs in. Fails with [`ErrorCode::DuplicateOperation`] when already logged
+    /// in.
+    pub async fn login(&self, options: LoginOptions) -> Result<LoginResponse, RtmError> {
+        let inner = &self.inner;
+        let _guard = inner.login_lock.lock().await;
+        if self.connection_alive() {
+            return Err(RtmError::new(
+                ErrorCode::DuplicateOperation,
+                "login",
+                "already logged in",
+            ));
+        }
+        inner.link.set(
+            LinkState::Connecting,
+            LinkOperation::Login,
+            LinkStateReason::Login,
+            "Perform login operation",
+        );
+        let login = LoginRequest {
+            app_id: inner.app_id.clone(),
+            user_id: inner.user_id.clone(),
+            token: options.token.unwrap_or_default(),
+            use_string_user_id: inner.config.use_string_user_id,
+        };
+        match Connection::open(
+            &inner.config,
+            login,
+            inner.listeners.clone(),
+            inner.link.clone(),
+        )
+        .await
+        {
+            Ok((connection, timestamp, limits)) => {
+                *self.connection() = Some(connection);
+                inner.link.set(
+                    LinkState::Connected,
+                    LinkOperation::Login,
+                    LinkStateReason::LoginSuccess,
+                    "Login success",
+                );
+                Ok(LoginResponse { timestamp, limits })
+            }
+            Err(e) => {
+                let reason = match e.code {
+                    ErrorCode::LoginTimeout => LinkStateReason::LoginTimeout,
+                    ErrorCode::InvalidToken => LinkStateReason::InvalidToken,
+                    ErrorCode::TokenExpired => LinkStateReason::TokenExpired,
+                    ErrorCode::InvalidUserId => LinkStateReason::InvalidUserId,
+                    ErrorCode::InconsistentAppid => LinkStateReason::InconsistentAppId,
+                    ErrorCode::NotConnected => LinkStateReason::ConnectionError,
+                    _ => LinkStateReason::LoginRejected,
+                };
+                inner.link.set(
+                    LinkState::Failed,
+                    LinkOperation::Login,
+                    reason,
+                    e.reason.clone(),
+                );
+                Err(e)
+            }
+        }
+    }
+
+    /// Logs out and closes the connection. Subscriptions end.
+    pub async fn logout(&self) -> Result<LogoutResponse, RtmError> {
+        let _guard = self.inner.login_lock.lock().await;
+        let answer = self.request("logout", Request::Logout).await;
+        if let Some(connection) = self.connection().take() {
+            connection.close();
+        }
+        self.inner.link.set(
+            LinkState::Idle,
+            LinkOperation::Logout,
+            LinkStateReason::Logout,
+            "Perform logout operation",
+        );
+        match answer {
+            Ok(Response::Logout { timestamp }) => Ok(LogoutResponse { timestamp }),
+            Ok(other) => Err(unexpected("logout", &other)),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Subscribes to a message channel.
+    pub async fn subscribe(
+        &self,
+        channel_name: &str,
+        options: SubscribeOptions,
+    ) -> Result<SubscribeResponse, RtmError> {
+        check(validate::channel_name(channel_name), "subscribe")?;
+        let request = Request::Subscribe {
+            channel: channel_name.to_owned(),
+            options,
+        };
+        match self.request("subscribe", request).await? {
+            Response::Subscribe { channel, timestamp } => Ok(SubscribeResponse {
+                channel_name: channel,
+                timestamp,
+            }),
+            other => Err(unexpected("subscribe", &other)),
+        }
+    }
+
+    /// Unsubscribes from a message channel.
+    pub async fn unsubscribe(&self, channel_name: &str) -> Result<UnsubscribeResponse, RtmError> {
+        check(validate::channel_name(channel_name), "unsubscribe")?;
+        let request = Request::Unsubscribe {
+            channel: channel_name.to_owned(),
+        };
+        match self.request("unsubscribe", request).await? {
+            Response::Unsubscribe { channel, timestamp } => Ok(UnsubscribeResponse {
+                channel_name: channel,
+                timestamp,
+            }),
+            other => Err(unexpected("unsubscribe", &other)),
+        }
+    }
+
+    /// Publishes a message to a channel, or (with [`ChannelType::User`]) to one user.
+    ///
+    /// Every subscriber of the channel receives it, this client included when it subscribes.
+    /// Messages from one client arrive in the order they were published.
+    pub async fn publish(
+        &self,
+        channel_name: &str,
+        message: impl Into<Payload>,
+        options: PublishOptions,
+    ) -> Result<PublishResponse, RtmError> {
+        let request = Request::Publish(PublishRequest {
+            channel_type: options.channel_type,
+            channel: channel_name.to_owned(),
+            message: message.into(),
+            custom_type: options.custom_type.unwrap_or_default(),
+        });
+        match self.request("publish", request).await? {
+            Response::Publish { channel, timestamp } => Ok(PublishResponse {
+                channel_name: channel,
+                timestamp,
+            }),
+            other => Err(unexpected("publish", &other)),
+        }
+    }
+
+    fn connection(&self) -> std::sync::MutexGuard<'_, Option<Connection>> {
+        self.inner
+            .connection
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn connection_alive(&self) -> bool {
+        self.connection().as_ref().is_some_and(Connection::is_alive)
+    }
+
+    async fn request(
+        &self,
+        operation: &'static str,
+        request: Request,
+    ) -> Result<Response, RtmError> {
+        let not_logged_in = || RtmError::new(ErrorCode::NotLogin, operation, "not logged in");
+        let commands = self
+            .connection()
+            .as_ref()
+            .map(|c| c.commands.clone())
+            .ok_or_else(not_logged_in)?;
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        commands
+            .send(Command { request, reply })
+            .await
+            .map_err(|_| {
+                RtmError::new(
+                    ErrorCode::NotConnected,
+                    operation,
+                    "the connection is closed",
+                )
+            })?;
+        match tokio::time::timeout(self.inner.config.request_timeout, answer).await {
+            Ok(Ok(Ok(response))) => Ok(response),
+            Ok(Ok(Err(e))) => Err(RtmError::new(e.code, operation, e.reason)),
+            Ok(Err(_)) => Err(RtmError::new(
+                ErrorCode::NotConnected,
+                operation,
+                "the connection closed before the server answered",
+            )),
+            Err(_) => Err(RtmError::new(
+                timeout_code(operation),
+                operation,
+                format!("no answer within {:?}", self.inner.config.request_timeout),
+            )),
+        }
+    }
+}
+
+fn check(result: Result<(), validate::InvalidName>, operation: &str) -> Result<(), RtmError> {
+    result.map_err(|e| RtmError::new(e.code, operation, e.what))
+}
+
+fn unexpected(operation: &str, response: &Response) -> RtmError {
+    RtmError::new(
+        ErrorCode::InvalidParameter,
+        operation,
+        format!("the server answered with {response:?}"),
+    )
+}
+
+fn timeout_code(operation: &str) -> ErrorCode {
+    match operation {
+        "publish" => ErrorCode::ChannelPublishMessageTimeout,
+        "subscribe" => ErrorCode::ChannelSubscribeTimeout,
+        "login" => ErrorCode::LoginTimeout,
+        _ => ErrorCode::NotConnected,
+    }
+}

@@ -173,10 +173,14 @@ pub enum ConfigError {
 impl ServerConfig {
     /// Reads and checks a configuration file.
     pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.into(), source })?;
-        let config: Self = toml::from_str(&text)
-            .map_err(|source| ConfigError::Parse { path: path.into(), source: Box::new(source) })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.into(),
+            source,
+        })?;
+        let config: Self = toml::from_str(&text).map_err(|source| ConfigError::Parse {
+            path: path.into(),
+            source: Box::new(source),
+        })?;
         config.check()?;
         Ok(config)
     }
@@ -195,7 +199,11 @@ impl ServerConfig {
             if !seen.insert(app.app_id.as_str()) {
                 return bad(format!("App ID {} is listed twice", app.app_id));
             }
-            check_limits(&format!("app {}", app.app_id), app.limits.over(self.limits), self)?;
+            check_limits(
+                &format!("app {}", app.app_id),
+                app.limits.over(self.limits),
+                self,
+            )?;
         }
         check_limits("[limits]", self.limits, self)?;
         let c = self.connection;
@@ -221,14 +229,19 @@ impl ServerConfig {
         Apps {
             open: self.apps.is_empty(),
             known,
-            default: Arc::new(AppPolicy { certificate: None, limits: self.limits }),
+            default: Arc::new(AppPolicy {
+                certificate: None,
+                limits: self.limits,
+            }),
         }
     }
 }
 
 fn check_limits(what: &str, l: Limits, config: &ServerConfig) -> Result<(), ConfigError> {
     if l.max_message_size == 0 || l.max_subscriptions == 0 || l.publish_rate == 0 {
-        return Err(ConfigError::Invalid(format!("{what}: limits must be above 0")));
+        return Err(ConfigError::Invalid(format!(
+            "{what}: limits must be above 0"
+        )));
     }
     // The envelope of a publish adds the channel name, custom type and a few bytes.
     let needed = l.max_message_size as u64 + 256;

@@ -53,7 +53,9 @@ impl<E: Engine> Core<E> {
 
 /// Server time in milliseconds since the Unix epoch.
 pub(crate) fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// One connection's session: logged out, or logged in as one user of one app.
@@ -75,13 +77,19 @@ fn err(code: ErrorCode, reason: impl Into<String>) -> WireError {
 }
 
 fn logged_in(state: &mut Option<LoggedIn>) -> Result<&mut LoggedIn, WireError> {
-    state.as_mut().ok_or_else(|| err(ErrorCode::NotLogin, "log in first"))
+    state
+        .as_mut()
+        .ok_or_else(|| err(ErrorCode::NotLogin, "log in first"))
 }
 
 impl<E: Engine> Session<E> {
     /// A logged-out session whose events will go to `outbox`.
     pub(crate) fn new(core: Arc<Core<E>>, outbox: Outbox) -> Self {
-        Self { core, outbox, state: None }
+        Self {
+            core,
+            outbox,
+            state: None,
+        }
     }
 
     pub(crate) fn is_logged_in(&self) -> bool {
@@ -91,11 +99,15 @@ impl<E: Engine> Session<E> {
     /// Serves one request.
     pub(crate) async fn handle(&mut self, request: Request) -> Result<Response, WireError> {
         match request {
-            Request::Ping => Ok(Response::Pong { timestamp: now_ms() }),
+            Request::Ping => Ok(Response::Pong {
+                timestamp: now_ms(),
+            }),
             Request::Login(login) => self.login(login).await,
             Request::Logout => {
                 self.end().await;
-                Ok(Response::Logout { timestamp: now_ms() })
+                Ok(Response::Logout {
+                    timestamp: now_ms(),
+                })
             }
             Request::Subscribe { channel, options } => self.subscribe(channel, options).await,
             Request::Unsubscribe { channel } => self.unsubscribe(channel).await,
@@ -105,11 +117,17 @@ impl<E: Engine> Session<E> {
 
     async fn login(&mut self, login: LoginRequest) -> Result<Response, WireError> {
         if self.state.is_some() {
-            return Err(err(ErrorCode::DuplicateOperation, "already logged in; log out first"));
+            return Err(err(
+                ErrorCode::DuplicateOperation,
+                "already logged in; log out first",
+            ));
         }
         validate::app_id(&login.app_id).map_err(|e| err(e.code, e.what))?;
         let Some(policy) = self.core.apps.get(&login.app_id) else {
-            return Err(err(ErrorCode::InvalidAppId, "this server does not serve that App ID"));
+            return Err(err(
+                ErrorCode::InvalidAppId,
+                "this server does not serve that App ID",
+            ));
         };
         validate::user_id(&login.user_id, login.use_string_user_id)
             .map_err(|e| err(e.code, e.what))?;
@@ -123,7 +141,11 @@ impl<E: Engine> Session<E> {
         }
         let id = SessionId(self.core.next_session.fetch_add(1, Ordering::Relaxed));
         let handle = SessionHandle::new(id, &login.app_id, &login.user_id, self.outbox.clone());
-        self.core.engine.attach(&handle).await.map_err(|e| err(ErrorCode::LoginRejected, e.to_string()))?;
+        self.core
+            .engine
+            .attach(&handle)
+            .await
+            .map_err(|e| err(ErrorCode::LoginRejected, e.to_string()))?;
         self.core.metrics.sessions.fetch_add(1, Ordering::Relaxed);
         let rate = NonZeroU32::new(policy.limits.publish_rate).unwrap_or(NonZeroU32::MIN);
         let limits = policy.login_limits(self.core.connection.max_frame_len);
@@ -134,7 +156,10 @@ impl<E: Engine> Session<E> {
             subscriptions: HashMap::new(),
             publish_limiter: RateLimiter::direct(Quota::per_second(rate)),
         });
-        Ok(Response::Login { timestamp: now_ms(), limits })
+        Ok(Response::Login {
+            timestamp: now_ms(),
+            limits,
+        })
     }
 
     async fn subscribe(
@@ -157,7 +182,10 @@ impl<E: Engine> Session<E> {
             .await
             .map_err(|e| err(ErrorCode::ChannelSubscribeFailed, e.to_string()))?;
         state.subscriptions.insert(channel.clone(), options);
-        Ok(Response::Subscribe { channel, timestamp: now_ms() })
+        Ok(Response::Subscribe {
+            channel,
+            timestamp: now_ms(),
+        })
     }
 
     async fn unsubscribe(&mut self, channel: String) -> Result<Response, WireError> {
@@ -165,20 +193,31 @@ impl<E: Engine> Session<E> {
         let state = logged_in(&mut self.state)?;
         validate::channel_name(&channel).map_err(|e| err(e.code, e.what))?;
         if state.subscriptions.remove(&channel).is_none() {
-            return Err(err(ErrorCode::ChannelNotSubscribed, "not subscribed to this channel"));
+            return Err(err(
+                ErrorCode::ChannelNotSubscribed,
+                "not subscribed to this channel",
+            ));
         }
         engine
             .unsubscribe(&state.handle, &channel)
             .await
             .map_err(|e| err(ErrorCode::ChannelUnsubscribeFailed, e.to_string()))?;
-        Ok(Response::Unsubscribe { channel, timestamp: now_ms() })
+        Ok(Response::Unsubscribe {
+            channel,
+            timestamp: now_ms(),
+        })
     }
 
     async fn publish(&mut self, publish: PublishRequest) -> Result<Response, WireError> {
         let metrics = &self.core.metrics;
         let engine = &self.core.engine;
         let state = logged_in(&mut self.state)?;
-        let PublishRequest { channel_type, channel, message, custom_type } = publish;
+        let PublishRequest {
+            channel_type,
+            channel,
+            message,
+            custom_type,
+        } = publish;
         match channel_type {
             ChannelType::Message => validate::channel_name(&channel),
             ChannelType::User => validate::user_id(&channel, true),
@@ -243,7 +282,9 @@ impl<E: Engine> Session<E> {
                 .map_err(|e| err(ErrorCode::ChannelPublishMessageFailed, e.to_string()))?,
         };
         metrics.messages_published.fetch_add(1, Ordering::Relaxed);
-        metrics.frames_delivered.fetch_add(delivery.queued as u64, Ordering::Relaxed);
+        metrics
+            .frames_delivered
+            .fetch_add(delivery.queued as u64, Ordering::Relaxed);
         Ok(Response::Publish { channel, timestamp })
     }
 

@@ -73,7 +73,10 @@ pub struct Server;
 impl Server {
     /// A builder with the embedded defaults and the in-memory engine.
     pub fn builder() -> ServerBuilder<MemoryEngine> {
-        ServerBuilder { config: ServerConfig::default(), engine: MemoryEngine::new() }
+        ServerBuilder {
+            config: ServerConfig::default(),
+            engine: MemoryEngine::new(),
+        }
     }
 }
 
@@ -99,7 +102,10 @@ impl<E: Engine> ServerBuilder<E> {
 
     /// Uses another engine.
     pub fn engine<E2: Engine>(self, engine: E2) -> ServerBuilder<E2> {
-        ServerBuilder { config: self.config, engine }
+        ServerBuilder {
+            config: self.config,
+            engine,
+        }
     }
 
     /// Binds the endpoint and starts serving on the current tokio runtime.
@@ -109,17 +115,27 @@ impl<E: Engine> ServerBuilder<E> {
         let identity = tls::identity(&config)?;
         let cert = identity.source.clone();
         let server_config = tls::quic_server_config(identity)?;
-        let endpoint = transport::endpoint(config.listen, server_config)
-            .map_err(|source| ServerError::Bind { addr: config.listen, source })?;
-        let local_addr = endpoint
-            .local_addr()
-            .map_err(|source| ServerError::Bind { addr: config.listen, source })?;
+        let endpoint = transport::endpoint(config.listen, server_config).map_err(|source| {
+            ServerError::Bind {
+                addr: config.listen,
+                source,
+            }
+        })?;
+        let local_addr = endpoint.local_addr().map_err(|source| ServerError::Bind {
+            addr: config.listen,
+            source,
+        })?;
         let metrics = Arc::new(Metrics::default());
         let core = Arc::new(core::Core::new(&config, self.engine, metrics.clone()));
         let open_apps = core.open_apps();
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let (done_tx, done_rx) = mpsc::channel(1);
-        tokio::spawn(transport::accept_loop(endpoint.clone(), core, shutdown_rx, done_tx));
+        tokio::spawn(transport::accept_loop(
+            endpoint.clone(),
+            core,
+            shutdown_rx,
+            done_tx,
+        ));
         Ok(ServerHandle {
             local_addr,
             cert,

@@ -27,8 +27,7 @@ struct Args {
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .init();
     let args = Args::parse();
@@ -42,7 +41,11 @@ async fn main() -> anyhow::Result<()> {
     if let Some(dir) = args.data_dir {
         config.data_dir = dir;
     }
-    let handle = Server::builder().config(config).start().await.context("starting the server")?;
+    let handle = Server::builder()
+        .config(config)
+        .start()
+        .await
+        .context("starting the server")?;
     let cert = handle.cert();
     tracing::info!(
         "rtm-server listening on {} (QUIC, ALPN rtm/1); certificate {}{}; data in {}; {}",
@@ -56,7 +59,9 @@ async fn main() -> anyhow::Result<()> {
             "serving the configured apps"
         },
     );
-    tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
+    tokio::signal::ctrl_c()
+        .await
+        .context("waiting for Ctrl-C")?;
     tracing::info!("shutting down");
     handle.shutdown().await;
     Ok(())

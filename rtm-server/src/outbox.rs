@@ -45,9 +45,18 @@ impl Outbox {
     /// A queue that holds up to `capacity` frames, and the receiving side for the writer.
     pub fn new(capacity: usize, metrics: Arc<Metrics>) -> (Self, OutboxRx) {
         let (tx, rx) = mpsc::channel(capacity.max(1));
-        let shared =
-            Arc::new(Shared { closing: Mutex::new(None), notify: Notify::new(), metrics });
-        (Self { tx, shared: shared.clone() }, OutboxRx { rx, shared })
+        let shared = Arc::new(Shared {
+            closing: Mutex::new(None),
+            notify: Notify::new(),
+            metrics,
+        });
+        (
+            Self {
+                tx,
+                shared: shared.clone(),
+            },
+            OutboxRx { rx, shared },
+        )
     }
 
     /// Queues one encoded frame without waiting.
@@ -56,10 +65,16 @@ impl Outbox {
             Ok(()) => Pushed::Queued,
             Err(mpsc::error::TrySendError::Full(_)) => {
                 if self.close(CloseReason::SlowConsumer) {
-                    self.shared.metrics.slow_consumer_disconnects.fetch_add(1, Ordering::Relaxed);
+                    self.shared
+                        .metrics
+                        .slow_consumer_disconnects
+                        .fetch_add(1, Ordering::Relaxed);
                     tracing::info!("closing a slow consumer: its outbound queue is full");
                 }
-                self.shared.metrics.frames_dropped.fetch_add(1, Ordering::Relaxed);
+                self.shared
+                    .metrics
+                    .frames_dropped
+                    .fetch_add(1, Ordering::Relaxed);
                 Pushed::Overflowed
             }
             Err(mpsc::error::TrySendError::Closed(_)) => Pushed::Closed,
@@ -172,7 +187,10 @@ mod tests {
         assert_eq!(outbox.push(Bytes::from_static(b"4")), Pushed::Overflowed);
         assert_eq!(metrics.slow_consumer_disconnects.load(Ordering::Relaxed), 1);
         assert_eq!(metrics.frames_dropped.load(Ordering::Relaxed), 2);
-        assert!(matches!(rx.next(8).await, Next::Close(CloseReason::SlowConsumer)));
+        assert!(matches!(
+            rx.next(8).await,
+            Next::Close(CloseReason::SlowConsumer)
+        ));
     }
 
     #[tokio::test]

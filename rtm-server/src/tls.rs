@@ -59,7 +59,10 @@ pub(crate) struct Identity {
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> TlsError + '_ {
-    move |source| TlsError::Io { path: path.into(), source }
+    move |source| TlsError::Io {
+        path: path.into(),
+        source,
+    }
 }
 
 /// Loads the configured certificate, or the self-signed one in the data directory, generating
@@ -77,21 +80,43 @@ pub(crate) fn identity(config: &ServerConfig) -> Result<Identity, TlsError> {
         }
     };
     let chain = CertificateDer::pem_file_iter(&cert_path)
-        .map_err(|e| TlsError::Pem { path: cert_path.clone(), what: e.to_string() })?
+        .map_err(|e| TlsError::Pem {
+            path: cert_path.clone(),
+            what: e.to_string(),
+        })?
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| TlsError::Pem { path: cert_path.clone(), what: e.to_string() })?;
+        .map_err(|e| TlsError::Pem {
+            path: cert_path.clone(),
+            what: e.to_string(),
+        })?;
     if chain.is_empty() {
-        return Err(TlsError::Pem { path: cert_path, what: "no certificate found".into() });
+        return Err(TlsError::Pem {
+            path: cert_path,
+            what: "no certificate found".into(),
+        });
     }
-    let key = PrivateKeyDer::from_pem_file(&key_path)
-        .map_err(|e| TlsError::Pem { path: key_path.clone(), what: e.to_string() })?;
-    Ok(Identity { chain, key, source: CertSource { cert_path, generated } })
+    let key = PrivateKeyDer::from_pem_file(&key_path).map_err(|e| TlsError::Pem {
+        path: key_path.clone(),
+        what: e.to_string(),
+    })?;
+    Ok(Identity {
+        chain,
+        key,
+        source: CertSource {
+            cert_path,
+            generated,
+        },
+    })
 }
 
 /// Writes a new self-signed certificate for `localhost` and `127.0.0.1`.
 fn generate_self_signed(dir: &Path, cert_path: &Path, key_path: &Path) -> Result<(), TlsError> {
     std::fs::create_dir_all(dir).map_err(io_err(dir))?;
-    let names = vec!["localhost".to_owned(), "127.0.0.1".to_owned(), "::1".to_owned()];
+    let names = vec![
+        "localhost".to_owned(),
+        "127.0.0.1".to_owned(),
+        "::1".to_owned(),
+    ];
     let certified = rcgen::generate_simple_self_signed(names)?;
     std::fs::write(cert_path, certified.cert.pem()).map_err(io_err(cert_path))?;
     write_private(key_path, certified.signing_key.serialize_pem().as_bytes())?;
@@ -139,7 +164,9 @@ fn transport_config() -> quinn::TransportConfig {
     t.stream_receive_window((256u32 * 1024).into());
     t.receive_window((1024u32 * 1024).into());
     t.send_window(2 * 1024 * 1024);
-    t.max_idle_timeout(Some(quinn::IdleTimeout::from(quinn::VarInt::from_u32(30_000))));
+    t.max_idle_timeout(Some(quinn::IdleTimeout::from(quinn::VarInt::from_u32(
+        30_000,
+    ))));
     t.initial_rtt(Duration::from_millis(50));
     t.datagram_receive_buffer_size(None);
     t

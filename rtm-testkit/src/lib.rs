@@ -1,1 +1,311 @@
-//! placeholder
+//! Run an rtm server and its clients in one process, for end-to-end tests and benches.
+//!
+//! ```no_run
+//! use rtm_testkit::{TestServer, expect_message};
+//! use rtm_client::{PublishOptions, SubscribeOptions};
+//!
+//! # async fn demo() {
+//! let server = TestServer::start().await;
+//! let (alice, mut alice_events) = server.login("alice").await;
+//! alice.subscribe("room", SubscribeOptions::default()).await.unwrap();
+//! alice.publish("room", "hi", PublishOptions::default()).await.unwrap();
+//! let message = expect_message(&mut alice_events).await;
+//! assert_eq!(message.publisher, "alice");
+//! # }
+//! ```
+//!
+//! Every [`TestServer`] listens on a free port of `127.0.0.1` with its own self-signed
+//! certificate in a temporary directory, and shuts down when dropped. Tests wait for events with
+//! [`expect_event`], which fails the test after a deadline instead of sleeping.
+#![warn(missing_docs)]
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use rtm_client::{
+    Endpoint, EventStream, LoginOptions, MessageEvent, RtmClient, RtmConfig, RtmEvent, Transport,
+    Trust,
+};
+use rtm_server::config::ServerConfig;
+use rtm_server::{Metrics, Server, ServerHandle};
+
+/// The App ID the test kit's clients use unless told otherwise.
+pub const TEST_APP_ID: &str = "testapp";
+
+/// How long [`expect_event`] waits before failing the test. Generous, because CI machines are
+/// slow and shared; a passing test never waits for it.
+pub const EVENT_DEADLINE: Duration = Duration::from_secs(20);
+
+/// Sets up logging for tests once (`RUST_LOG` picks the level; output goes through the test
+/// harness's capture).
+pub fn init_tracing() {
+    static ONCE: OnceLock<()> = OnceLock::new();
+    ONCE.get_or_init(|| {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_default_env()
+                    .unwrap_or_else(|_| "warn".into()),
+            )
+            .with_test_writer()
+            .try_init();
+    });
+}
+
+/// A server on a free loopback port, with its own certificate, stopped on drop.
+#[derive(Debug)]
+pub struct TestServer {
+    handle: Option<ServerHandle>,
+    addr: SocketAddr,
+    cert_path: PathBuf,
+    transport: Transport,
+    _dir: tempfile::TempDir,
+}
+
+impl TestServer {
+    /// A server with the test kit's configuration: the reference's limits, except a publish
+    /// rate of 100 000 messages per second so that tests can send bursts.
+    pub async fn start() -> Self {
+        Self::start_with(Self::config()).await
+    }
+
+    /// The configuration [`TestServer::start`] uses, to adjust and pass to
+    /// [`TestServer::start_with`].
+    pub fn config() -> ServerConfig {
+        let mut config = ServerConfig::default();
+        config.limits.publish_rate = 100_000;
+        config
+    }
+
+    /// A server with `config`; its listen address and data directory are replaced by a free
+    /// loopback port and a temporary directory.
+    pub async fn start_with(mut config: ServerConfig) -> Self {
+        init_tracing();
+        let dir = tempfile::tempdir().expect("creating a temporary directory");
+        config.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+        config.data_dir = dir.path().to_owned();
+        let handle = Server::builder()
+            .config(config)
+            .start()
+            .await
+            .expect("starting the server");
+        let addr = handle.local_addr();
+        let cert_path = handle.cert().cert_path.clone();
+        let transport = Transport::bind(addr).expect("binding the clients' socket");
+        Self {
+            handle: Some(handle),
+            addr,
+            cert_path,
+            transport,
+            _dir: dir,
+        }
+    }
+
+    /// The server's address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The server's certificate (PEM).
+    pub fn cert_path(&self) -> &Path {
+        &self.cert_path
+    }
+
+    /// The server's counters.
+    pub fn metrics(&self) -> Arc<Metrics> {
+        self.handle().metrics().clone()
+    }
+
+    fn handle(&self) -> &ServerHandle {
+        self.handle
+            .as_ref()
+            .expect("the server is running until dropped")
+    }
+
+    /// A client configuration for this server: pinned certificate, and the test kit's shared
+    /// UDP socket.
+    pub fn client_config(&self) -> RtmConfig {
+        let mut config = RtmConfig::new(Endpoint {
+            addr: self.addr,
+            server_name: "localhost".into(),
+            trust: Trust::pinned(&self.cert_path),
+        });
+        config.transport = Some(self.transport.clone());
+        config
+    }
+
+    /// A client of [`TEST_APP_ID`] for `user_id`, not logged in.
+    pub fn client(&self, user_id: &str) -> RtmClient {
+        RtmClient::new(TEST_APP_ID, user_id, self.client_config()).expect("a valid test user id")
+    }
+
+    /// A logged-in client for `user_id`, and a stream of its events opened before the login.
+    pub async fn login(&self, user_id: &str) -> (RtmClient, EventStream) {
+        let client = self.client(user_id);
+        let events = client.events();
+        client.login(LoginOptions::default()).await.expect("login");
+        (client, events)
+    }
+
+    /// A bare QUIC connection to the server (TLS and ALPN only), for tests of broken peers.
+    pub async fn raw_connection(&self) -> quinn::Connection {
+        rtm_client::raw::connect(&self.client_config())
+            .await
+            .expect("raw QUIC connection")
+    }
+
+    /// Stops the server and waits for its connections to close.
+    pub async fn shutdown(mut self) {
+        if let Some(handle) = self.handle.take() {
+            handle.shutdown().await;
+        }
+    }
+}
+
+/// Waits until `events` yields an event that `pick` accepts, and returns what `pick` made of it.
+/// Events that `pick` rejects are skipped. Panics after [`EVENT_DEADLINE`] with `what` in the
+/// message.
+pub async fn expect_event<T>(
+    events: &mut EventStream,
+    what: &str,
+    mut pick: impl FnMut(RtmEvent) -> Option<T>,
+) -> T {
+    let wait = async {
+        while let Some(event) = events.recv().await {
+            if let Some(found) = pick(event) {
+                return found;
+            }
+        }
+        panic!("the event stream ended while waiting for {what}");
+    };
+    within(EVENT_DEADLINE, what, wait).await
+}
+
+/// Waits for the next message event.
+pub async fn expect_message(events: &mut EventStream) -> MessageEvent {
+    expect_event(events, "a message", |e| match e {
+        RtmEvent::Message(m) => Some(m),
+        _ => None,
+    })
+    .await
+}
+
+/// Runs `fut`, panicking with `what` if it takes longer than `deadline`.
+pub async fn within<T>(deadline: Duration, what: &str, fut: impl Future<Output = T>) -> T {
+    match tokio::time::timeout(deadline, fut).await {
+        Ok(value) => value,
+        Err(_) => panic!("timed out after {deadline:?} waiting for {what}"),
+    }
+}
+
+/// A hand-driven control stream on a bare connection: send any bytes, read what the server
+/// answers. For tests of what a broken or hostile client can do.
+#[derive(Debug)]
+pub struct RawSession {
+    /// The connection.
+    pub conn: quinn::Connection,
+    send: quinn::SendStream,
+    recv: quinn::RecvStream,
+    buf: bytes::BytesMut,
+    decoder: rtm_proto::FrameDecoder,
+}
+
+impl RawSession {
+    /// Opens the control stream on a new bare connection to `server`.
+    pub async fn open(server: &TestServer) -> Self {
+        let conn = server.raw_connection().await;
+        let (send, recv) = conn.open_bi().await.expect("opening the control stream");
+        Self {
+            conn,
+            send,
+            recv,
+            buf: bytes::BytesMut::new(),
+            decoder: rtm_proto::FrameDecoder::new(1 << 20),
+        }
+    }
+
+    /// Opens a session and logs in as `user_id` of [`TEST_APP_ID`], checking the answers.
+    pub async fn login(server: &TestServer, user_id: &str) -> Self {
+        use rtm_proto::{ClientMsg, Hello, Request, RequestId, Response, ServerMsg};
+        let mut raw = Self::open(server).await;
+        raw.send_msg(&ClientMsg::Hello(Hello {
+            version: rtm_proto::PROTOCOL_VERSION,
+            agent: "raw".into(),
+        }))
+        .await;
+        assert!(matches!(raw.next_msg().await, ServerMsg::Welcome(_)));
+        let login = rtm_proto::LoginRequest {
+            app_id: TEST_APP_ID.into(),
+            user_id: user_id.into(),
+            token: String::new(),
+            use_string_user_id: true,
+        };
+        raw.send_msg(&ClientMsg::Request {
+            id: RequestId(1),
+            request: Request::Login(login),
+        })
+        .await;
+        match raw.next_msg().await {
+            ServerMsg::Response {
+                result: Ok(Response::Login { .. }),
+                ..
+            } => raw,
+            other => panic!("login failed: {other:?}"),
+        }
+    }
+
+    /// Writes raw bytes on the control stream.
+    pub async fn send_bytes(&mut self, bytes: &[u8]) {
+        self.send
+            .write_all(bytes)
+            .await
+            .expect("writing to the control stream");
+    }
+
+    /// Writes one message as a frame.
+    pub async fn send_msg(&mut self, msg: &rtm_proto::ClientMsg) {
+        let frame = rtm_proto::encode_frame(msg);
+        self.send_bytes(&frame).await;
+    }
+
+    /// Sends `request` with `id` and waits for the answer with that id.
+    pub async fn request(
+        &mut self,
+        id: u32,
+        request: rtm_proto::Request,
+    ) -> Result<rtm_proto::Response, rtm_proto::WireError> {
+        let id = rtm_proto::RequestId(id);
+        self.send_msg(&rtm_proto::ClientMsg::Request { id, request })
+            .await;
+        loop {
+            if let rtm_proto::ServerMsg::Response { id: got, result } = self.next_msg().await {
+                if got == id {
+                    return result;
+                }
+            }
+        }
+    }
+
+    /// The next message the server sends on the control stream (panics after the deadline).
+    pub async fn next_msg(&mut self) -> rtm_proto::ServerMsg {
+        let read = async {
+            loop {
+                if let Some(body) = self.decoder.decode(&mut self.buf).expect("frame size") {
+                    return rtm_proto::ServerMsg::decode(&body).expect("a decodable server frame");
+                }
+                match self
+                    .recv
+                    .read_chunk(64 * 1024, true)
+                    .await
+                    .expect("reading")
+                {
+                    Some(chunk) => self.buf.extend_from_slice(&chunk.bytes),
+                    None => panic!("the server finished the control stream"),
+                }
+            }
+        };
+        within(EVENT_DEADLINE, "a frame from the server", read).await
+    }
+}

@@ -79,12 +79,20 @@ impl Engine for MemoryEngine {
         let Some(app) = state.apps.get_mut(session.app_id()) else {
             return;
         };
-        if app.users.get(session.user_id()).is_some_and(|s| s.id() == session.id()) {
+        if app
+            .users
+            .get(session.user_id())
+            .is_some_and(|s| s.id() == session.id())
+        {
             app.users.remove(session.user_id());
         }
         app.channels.retain(|_, subs| {
             if subs.iter().any(|s| s.session.id() == session.id()) {
-                *subs = subs.iter().filter(|s| s.session.id() != session.id()).cloned().collect();
+                *subs = subs
+                    .iter()
+                    .filter(|s| s.session.id() != session.id())
+                    .cloned()
+                    .collect();
             }
             !subs.is_empty()
         });
@@ -101,10 +109,19 @@ impl Engine for MemoryEngine {
     ) -> Result<(), EngineError> {
         let mut state = self.state();
         let app = state.apps.entry(session.app_id().into()).or_default();
-        let subs = app.channels.entry(channel.into()).or_insert_with(|| Arc::from([]));
-        let mut list: Vec<Subscriber> =
-            subs.iter().filter(|s| s.session.id() != session.id()).cloned().collect();
-        list.push(Subscriber { session: session.clone(), with_message: options.with_message });
+        let subs = app
+            .channels
+            .entry(channel.into())
+            .or_insert_with(|| Arc::from([]));
+        let mut list: Vec<Subscriber> = subs
+            .iter()
+            .filter(|s| s.session.id() != session.id())
+            .cloned()
+            .collect();
+        list.push(Subscriber {
+            session: session.clone(),
+            with_message: options.with_message,
+        });
         *subs = list.into();
         Ok(())
     }
@@ -115,8 +132,11 @@ impl Engine for MemoryEngine {
             return Ok(());
         };
         if let Some(subs) = app.channels.get_mut(channel) {
-            let list: Vec<Subscriber> =
-                subs.iter().filter(|s| s.session.id() != session.id()).cloned().collect();
+            let list: Vec<Subscriber> = subs
+                .iter()
+                .filter(|s| s.session.id() != session.id())
+                .cloned()
+                .collect();
             if list.is_empty() {
                 app.channels.remove(channel);
             } else {
@@ -134,7 +154,11 @@ impl Engine for MemoryEngine {
     ) -> Result<Delivery, EngineError> {
         let subs = {
             let state = self.state();
-            match state.apps.get(app_id).and_then(|app| app.channels.get(channel)) {
+            match state
+                .apps
+                .get(app_id)
+                .and_then(|app| app.channels.get(channel))
+            {
                 Some(subs) => subs.clone(),
                 None => return Ok(Delivery::default()),
             }
@@ -154,7 +178,11 @@ impl Engine for MemoryEngine {
     ) -> Result<Option<Delivery>, EngineError> {
         let session = {
             let state = self.state();
-            match state.apps.get(app_id).and_then(|app| app.users.get(user_id)) {
+            match state
+                .apps
+                .get(app_id)
+                .and_then(|app| app.users.get(user_id))
+            {
                 Some(session) => session.clone(),
                 None => return Ok(None),
             }
@@ -190,12 +218,30 @@ mod tests {
         for s in [&a, &b, &quiet] {
             engine.attach(s).await.unwrap();
         }
-        engine.subscribe(&a, "ch", SubscribeOptions::default()).await.unwrap();
-        engine.subscribe(&b, "ch", SubscribeOptions::default()).await.unwrap();
-        let no_messages = SubscribeOptions { with_message: false, ..Default::default() };
+        engine
+            .subscribe(&a, "ch", SubscribeOptions::default())
+            .await
+            .unwrap();
+        engine
+            .subscribe(&b, "ch", SubscribeOptions::default())
+            .await
+            .unwrap();
+        let no_messages = SubscribeOptions {
+            with_message: false,
+            ..Default::default()
+        };
         engine.subscribe(&quiet, "ch", no_messages).await.unwrap();
-        let d = engine.publish("app1", "ch", Bytes::from_static(b"x")).await.unwrap();
-        assert_eq!(d, Delivery { queued: 1, overflowed: 0 });
+        let d = engine
+            .publish("app1", "ch", Bytes::from_static(b"x"))
+            .await
+            .unwrap();
+        assert_eq!(
+            d,
+            Delivery {
+                queued: 1,
+                overflowed: 0
+            }
+        );
         assert_eq!(frames(&mut a_rx).await, vec![Bytes::from_static(b"x")]);
         assert!(frames(&mut b_rx).await.is_empty());
         assert!(frames(&mut quiet_rx).await.is_empty());
@@ -208,13 +254,31 @@ mod tests {
         let (second, _second_rx) = session(2, "app", "tony");
         engine.attach(&first).await.unwrap();
         engine.attach(&second).await.unwrap();
-        assert!(matches!(first_rx.next(4).await, Next::Close(CloseReason::SameUidLogin)));
+        assert!(matches!(
+            first_rx.next(4).await,
+            Next::Close(CloseReason::SameUidLogin)
+        ));
         // The old connection cleaning up must not unregister the new one.
         engine.detach(&first).await;
-        let d = engine.send_to_user("app", "tony", Bytes::from_static(b"hi")).await.unwrap();
-        assert_eq!(d, Some(Delivery { queued: 1, overflowed: 0 }));
+        let d = engine
+            .send_to_user("app", "tony", Bytes::from_static(b"hi"))
+            .await
+            .unwrap();
+        assert_eq!(
+            d,
+            Some(Delivery {
+                queued: 1,
+                overflowed: 0
+            })
+        );
         engine.detach(&second).await;
-        assert_eq!(engine.send_to_user("app", "tony", Bytes::new()).await.unwrap(), None);
+        assert_eq!(
+            engine
+                .send_to_user("app", "tony", Bytes::new())
+                .await
+                .unwrap(),
+            None
+        );
     }
 
     #[tokio::test]
@@ -224,9 +288,18 @@ mod tests {
         let (b, _b_rx) = session(2, "app", "b");
         engine.attach(&a).await.unwrap();
         engine.attach(&b).await.unwrap();
-        engine.subscribe(&a, "ch", SubscribeOptions::default()).await.unwrap();
-        engine.subscribe(&a, "ch", SubscribeOptions::default()).await.unwrap();
-        engine.subscribe(&b, "ch", SubscribeOptions::default()).await.unwrap();
+        engine
+            .subscribe(&a, "ch", SubscribeOptions::default())
+            .await
+            .unwrap();
+        engine
+            .subscribe(&a, "ch", SubscribeOptions::default())
+            .await
+            .unwrap();
+        engine
+            .subscribe(&b, "ch", SubscribeOptions::default())
+            .await
+            .unwrap();
         assert_eq!(engine.subscriber_count("app", "ch"), 2);
         engine.unsubscribe(&a, "ch").await.unwrap();
         assert_eq!(engine.subscriber_count("app", "ch"), 1);

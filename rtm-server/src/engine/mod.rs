@@ -50,7 +50,14 @@ struct SessionInner {
 impl SessionHandle {
     /// A handle for session `id` of `user_id` in `app_id`, delivering to `outbox`.
     pub fn new(id: SessionId, app_id: &str, user_id: &str, outbox: Outbox) -> Self {
-        Self { inner: Arc::new(SessionInner { id, app_id: app_id.into(), user_id: user_id.into(), outbox }) }
+        Self {
+            inner: Arc::new(SessionInner {
+                id,
+                app_id: app_id.into(),
+                user_id: user_id.into(),
+                outbox,
+            }),
+        }
     }
 
     /// The session's id.
@@ -105,7 +112,10 @@ pub enum EngineError {
 pub trait Engine: Send + Sync + 'static {
     /// Registers a logged-in session. Any other session of the same user in the same app is
     /// closed with [`CloseReason::SameUidLogin`] (on whichever node it lives).
-    fn attach(&self, session: &SessionHandle) -> impl Future<Output = Result<(), EngineError>> + Send;
+    fn attach(
+        &self,
+        session: &SessionHandle,
+    ) -> impl Future<Output = Result<(), EngineError>> + Send;
 
     /// Removes a session and all its subscriptions. A session that was already replaced by a
     /// newer login of the same user leaves the newer one in place.

@@ -7,7 +7,7 @@ use std::time::Duration;
 use bytes::BytesMut;
 use rtm_proto::frame::encode_frame_into;
 use rtm_proto::{
-    ClientMsg, CloseReason, ErrorCode, Event, PROTOCOL_VERSION, ServerMsg, WireError, Welcome,
+    ClientMsg, CloseReason, ErrorCode, Event, PROTOCOL_VERSION, ServerMsg, Welcome, WireError,
     encode_frame,
 };
 use tokio::sync::watch;
@@ -109,7 +109,10 @@ async fn run<E: Engine>(
         other => {
             let reason = match other {
                 Some(ClientMsg::Hello(h)) => {
-                    format!("protocol version {} is not supported; this server speaks {PROTOCOL_VERSION}", h.version)
+                    format!(
+                        "protocol version {} is not supported; this server speaks {PROTOCOL_VERSION}",
+                        h.version
+                    )
                 }
                 _ => "the first frame must be a Hello".to_owned(),
             };
@@ -122,8 +125,10 @@ async fn run<E: Engine>(
         }
     }
 
-    let (outbox, outbox_rx) =
-        Outbox::new(core.connection.outbound_queue as usize, core.metrics.clone());
+    let (outbox, outbox_rx) = Outbox::new(
+        core.connection.outbound_queue as usize,
+        core.metrics.clone(),
+    );
     let mut outbox_rx = Some(outbox_rx);
     let mut session = Session::new(core.clone(), outbox.clone());
     let mut out = BytesMut::new();
@@ -187,7 +192,9 @@ async fn handle<E: Engine>(
     let body = match inbound {
         Inbound::Frame(body) => body,
         Inbound::Oversized { len, max, head } => {
-            core.metrics.oversized_frames.fetch_add(1, Ordering::Relaxed);
+            core.metrics
+                .oversized_frames
+                .fetch_add(1, Ordering::Relaxed);
             // docs/protocol.md §2.2: answer the request if its id can be read.
             let error = WireError::new(
                 ErrorCode::ChannelMessageLengthExceedLimitation,
@@ -207,7 +214,9 @@ async fn handle<E: Engine>(
             encode_frame_into(&ServerMsg::Error(error), out);
         }
         Err(e) => {
-            core.metrics.malformed_frames.fetch_add(1, Ordering::Relaxed);
+            core.metrics
+                .malformed_frames
+                .fetch_add(1, Ordering::Relaxed);
             tracing::debug!("malformed frame: {e}");
             let error = WireError::new(ErrorCode::InvalidParameter, e.to_string());
             reply_error(ClientMsg::peek_request_id(&body), error, out);
@@ -217,7 +226,10 @@ async fn handle<E: Engine>(
 
 fn reply_error(id: Option<rtm_proto::RequestId>, error: WireError, out: &mut BytesMut) {
     let msg = match id {
-        Some(id) => ServerMsg::Response { id, result: Err(error) },
+        Some(id) => ServerMsg::Response {
+            id,
+            result: Err(error),
+        },
         None => ServerMsg::Error(error),
     };
     encode_frame_into(&msg, out);
@@ -229,7 +241,9 @@ async fn write_events(conn: quinn::Connection, mut rx: OutboxRx) {
     loop {
         let reason = match rx.next(WRITE_BATCH).await {
             Next::Frames(mut frames) if !frames.is_empty() => {
-                let Ok(s) = delivery_stream(&conn, &mut stream).await else { return };
+                let Ok(s) = delivery_stream(&conn, &mut stream).await else {
+                    return;
+                };
                 // A close request while the write is blocked (a stalled reader) must not wait
                 // for the write.
                 tokio::select! {
@@ -250,8 +264,14 @@ async fn write_events(conn: quinn::Connection, mut rx: OutboxRx) {
             Next::Close(reason) => reason,
         };
         // Deliver what is queued (unless the queue is the problem), then say why, then close.
-        let mut frames = if reason == CloseReason::SlowConsumer { Vec::new() } else { rx.drain() };
-        frames.push(encode_frame(&ServerMsg::Event(Event::SessionClosed { reason })));
+        let mut frames = if reason == CloseReason::SlowConsumer {
+            Vec::new()
+        } else {
+            rx.drain()
+        };
+        frames.push(encode_frame(&ServerMsg::Event(Event::SessionClosed {
+            reason,
+        })));
         let _ = timeout(CLOSE_GRACE, async {
             let s = delivery_stream(&conn, &mut stream).await?;
             s.write_all_chunks(&mut frames).await.map_err(|_| ())?;

@@ -21,7 +21,11 @@ pub(crate) struct FrameReader {
 
 impl FrameReader {
     pub(crate) fn new(recv: quinn::RecvStream, max_frame_len: usize) -> Self {
-        Self { recv, buf: BytesMut::with_capacity(4096), decoder: FrameDecoder::new(max_frame_len) }
+        Self {
+            recv,
+            buf: BytesMut::with_capacity(4096),
+            decoder: FrameDecoder::new(max_frame_len),
+        }
     }
 
     /// The next frame already buffered, without reading.
@@ -29,7 +33,9 @@ impl FrameReader {
         match self.decoder.decode(&mut self.buf) {
             Ok(Some(body)) => Some(Inbound::Frame(body)),
             Ok(None) => None,
-            Err(FrameError::Oversized { len, max, head }) => Some(Inbound::Oversized { len, max, head }),
+            Err(FrameError::Oversized { len, max, head }) => {
+                Some(Inbound::Oversized { len, max, head })
+            }
         }
     }
 

@@ -1,0 +1,105 @@
+//! Client configuration: [`RtmConfig`], where the server is ([`Endpoint`]) and how to trust it
+//! ([`Trust`]), and the options of each call.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub use rtm_proto::{ChannelType, SubscribeOptions};
+
+use crate::transport::Transport;
+
+/// The client's configuration, the reference's `RTMConfig`.
+#[derive(Clone, Debug)]
+pub struct RtmConfig {
+    /// Where the server is and how to trust it (the JS `privateConfig.accessPointHosts`).
+    pub endpoint: Endpoint,
+    /// When false, the user id must be numeric (default true).
+    pub use_string_user_id: bool,
+    /// Seconds between heartbeats, [5, 1800] (default 5). The QUIC keep-alive runs at this
+    /// interval.
+    pub heartbeat_interval: u32,
+    /// Seconds the server waits before others see this user time out, [5, 300] (default 300).
+    /// Sent to the server by a later version; accepted and clamped now.
+    pub presence_timeout: u32,
+    /// How long a call waits for the server's answer before failing with a timeout code
+    /// (default 10 s).
+    pub request_timeout: Duration,
+    /// A UDP socket to share with other clients; by default each client binds its own.
+    pub transport: Option<Transport>,
+}
+
+impl RtmConfig {
+    /// A configuration for the server that `cargo run -p rtm-server` starts:
+    /// `127.0.0.1:4433`, trusting the self-signed certificate it wrote to `cert_path`
+    /// (`./rtm-data/cert.pem` when run from the same folder).
+    pub fn local_dev(cert_path: impl Into<PathBuf>) -> Self {
+        Self::new(Endpoint {
+            addr: SocketAddr::from(([127, 0, 0, 1], 4433)),
+            server_name: "localhost".into(),
+            trust: Trust::PinnedCertFile(cert_path.into()),
+        })
+    }
+
+    /// A configuration with defaults for everything but the endpoint.
+    pub fn new(endpoint: Endpoint) -> Self {
+        Self {
+            endpoint,
+            use_string_user_id: true,
+            heartbeat_interval: 5,
+            presence_timeout: 300,
+            request_timeout: Duration::from_secs(10),
+            transport: None,
+        }
+    }
+}
+
+/// Where the server is.
+#[derive(Clone, Debug)]
+pub struct Endpoint {
+    /// The server's UDP address.
+    pub addr: SocketAddr,
+    /// The name its certificate must carry (SNI and verification).
+    pub server_name: String,
+    /// Which certificates to trust.
+    pub trust: Trust,
+}
+
+/// Which server certificates the client accepts. There is no option that skips verification.
+#[derive(Clone, Debug)]
+pub enum Trust {
+    /// The operating system's root certificates (for servers with publicly trusted
+    /// certificates).
+    PlatformRoots,
+    /// The CA certificates in this PEM file.
+    CaFile(PathBuf),
+    /// Exactly the certificate in this PEM file (a self-signed server certificate). The name
+    /// and validity are still checked.
+    PinnedCertFile(PathBuf),
+    /// Exactly this DER-encoded certificate.
+    PinnedCertDer(Vec<u8>),
+}
+
+impl Trust {
+    /// Pins the certificate in `path`.
+    pub fn pinned(path: impl AsRef<Path>) -> Self {
+        Self::PinnedCertFile(path.as_ref().to_owned())
+    }
+}
+
+/// Options of [`login`](crate::RtmClient::login).
+#[derive(Clone, Debug, Default)]
+pub struct LoginOptions {
+    /// The token; `None` or empty for an app without an App Certificate.
+    pub token: Option<String>,
+}
+
+/// Options of [`publish`](crate::RtmClient::publish).
+#[derive(Clone, Debug, Default)]
+pub struct PublishOptions {
+    /// An application-defined type, up to 32 printable ASCII characters.
+    pub custom_type: Option<String>,
+    /// [`ChannelType::Message`] (the default) to publish to a channel, [`ChannelType::User`]
+    /// to send to one user (the channel argument is then the user id).
+    pub channel_type: ChannelType,
+}

@@ -1,0 +1,205 @@
+//! Events: what [`RtmClient::events`](crate::RtmClient::events) yields.
+
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
+
+pub use rtm_proto::MessageEvent;
+use tokio::sync::mpsc;
+
+/// An event, the reference's event listener types in one enum.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RtmEvent {
+    /// A message in a subscribed channel, or sent to this user (`message`).
+    Message(MessageEvent),
+    /// The connection's state changed (`linkState`).
+    LinkState(LinkStateEvent),
+}
+
+/// The state of the client's link to the server (the reference's `LinkState`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum LinkState {
+    /// Not logged in.
+    Idle,
+    /// Logging in.
+    Connecting,
+    /// Logged in and connected.
+    Connected,
+    /// The connection was lost for a while; the client is trying to restore it.
+    Disconnected,
+    /// The connection has been lost for long; the client retries slowly.
+    Suspended,
+    /// The session ended for a reason that retrying cannot fix; log in again.
+    Failed,
+}
+
+/// The operation that caused a link-state change (the reference's `LinkOperation`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum LinkOperation {
+    /// `login`.
+    Login,
+    /// `logout`.
+    Logout,
+    /// Joining a stream channel.
+    Join,
+    /// Leaving a stream channel.
+    Leave,
+    /// The server ended or refused the session.
+    ServerReject,
+    /// The client is reconnecting by itself.
+    AutoReconnect,
+    /// The client reconnected.
+    Reconnected,
+    /// Heartbeats stopped being answered.
+    HeartbeatTimeout,
+    /// The server stopped answering.
+    ServerTimeout,
+    /// The network changed.
+    NetworkChange,
+}
+
+/// Why the link state changed (the reference's `LinkStateChangeReason`, with its numbers).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum LinkStateReason {
+    /// Unknown.
+    Unknown = 0,
+    /// Logging in.
+    Login = 1,
+    /// Logged in.
+    LoginSuccess = 2,
+    /// The login timed out.
+    LoginTimeout = 3,
+    /// The login was not authorized.
+    LoginNotAuthorized = 4,
+    /// The login was rejected.
+    LoginRejected = 5,
+    /// Logging in again.
+    Relogin = 6,
+    /// Logged out.
+    Logout = 7,
+    /// Reconnecting.
+    AutoReconnect = 8,
+    /// Reconnecting timed out.
+    ReconnectTimeout = 9,
+    /// Reconnected.
+    ReconnectSuccess = 10,
+    /// The token is not valid.
+    InvalidToken = 16,
+    /// The token expired.
+    TokenExpired = 17,
+    /// The token was issued for another App ID.
+    InconsistentAppId = 18,
+    /// The user id is not valid.
+    InvalidUserId = 20,
+    /// The same user id logged in elsewhere.
+    SameUidLogin = 27,
+    /// The server ended the session.
+    KickedOutByServer = 28,
+    /// Keep-alives went unanswered.
+    KeepAliveTimeout = 29,
+    /// The connection failed.
+    ConnectionError = 30,
+}
+
+impl LinkStateReason {
+    /// The reference's number.
+    pub fn code(self) -> u32 {
+        self as u32
+    }
+}
+
+/// Which service a link-state event is about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ServiceType {
+    /// Message and user channels.
+    Message,
+    /// Stream channels.
+    Stream,
+}
+
+/// A link-state change (the reference's `LinkStateEvent`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LinkStateEvent {
+    /// The state now.
+    pub current_state: LinkState,
+    /// The state before.
+    pub previous_state: LinkState,
+    /// The service concerned.
+    pub service_type: ServiceType,
+    /// What caused the change.
+    pub operation: LinkOperation,
+    /// Why, as a code.
+    pub reason_code: LinkStateReason,
+    /// Why, in words.
+    pub reason: String,
+    /// Channels affected by the change.
+    pub affected_channels: Vec<String>,
+    /// Channels that could not be restored (normally empty).
+    pub unrestored_channels: Vec<String>,
+    /// Whether the session was resumed after a short disconnection.
+    pub is_resumed: bool,
+    /// Client time of the change, in milliseconds since the Unix epoch.
+    pub timestamp: u64,
+}
+
+/// An independent stream of events. Every [`events`](crate::RtmClient::events) call makes one;
+/// dropping it removes the listener.
+///
+/// It implements [`futures_core::Stream`]; [`EventStream::recv`] is the same without a
+/// combinator crate. Events are buffered without bound until read, so a listener that is never
+/// read should be dropped.
+#[derive(Debug)]
+pub struct EventStream {
+    rx: mpsc::UnboundedReceiver<RtmEvent>,
+}
+
+impl EventStream {
+    /// The next event; `None` once the client is gone.
+    pub async fn recv(&mut self) -> Option<RtmEvent> {
+        self.rx.recv().await
+    }
+
+    /// The next event if one is waiting.
+    pub fn try_recv(&mut self) -> Option<RtmEvent> {
+        self.rx.try_recv().ok()
+    }
+}
+
+impl futures_core::Stream for EventStream {
+    type Item = RtmEvent;
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<RtmEvent>> {
+        self.rx.poll_recv(cx)
+    }
+}
+
+/// The registered listeners, shared by the client handle and its connection task.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Listeners {
+    senders: Arc<Mutex<Vec<mpsc::UnboundedSender<RtmEvent>>>>,
+}
+
+impl Listeners {
+    pub(crate) fn add(&self) -> EventStream {
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.lock().push(tx);
+        EventStream { rx }
+    }
+
+    /// Gives `event` to every listener, forgetting those that were dropped.
+    pub(crate) fn emit(&self, event: RtmEvent) {
+        let mut senders = self.lock();
+        if let [only] = senders.as_slice() {
+            if only.send(event).is_err() {
+                senders.clear();
+            }
+            return;
+        }
+        senders.retain(|tx| tx.send(event.clone()).is_ok());
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<mpsc::UnboundedSender<RtmEvent>>> {
+        self.senders.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}

@@ -1,0 +1,164 @@
+//! The QUIC side: sockets, TLS, and frame reading.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use quinn::crypto::rustls::QuicClientConfig;
+use rtm_proto::{FrameDecoder, FrameError};
+use rustls::RootCertStore;
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
+
+use crate::config::{RtmConfig, Trust};
+
+/// A client UDP socket (a QUIC endpoint) that several clients can share.
+///
+/// Each [`RtmClient`](crate::RtmClient) binds its own socket unless its configuration carries a
+/// `Transport`. Sharing one saves a socket and a driver task per client, which matters when one
+/// process runs hundreds of clients (test kits, load generators).
+#[derive(Clone, Debug)]
+pub struct Transport {
+    endpoint: quinn::Endpoint,
+}
+
+impl Transport {
+    /// Binds a new client socket on an ephemeral port of `127.0.0.1` or `0.0.0.0`, matching the
+    /// server address family.
+    pub fn bind(server: SocketAddr) -> std::io::Result<Self> {
+        let local: SocketAddr = if server.is_ipv6() {
+            (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+        } else {
+            (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
+        };
+        let socket = socket2::Socket::new(
+            socket2::Domain::for_address(local),
+            socket2::Type::DGRAM,
+            Some(socket2::Protocol::UDP),
+        )?;
+        // Best effort; a shared socket receives for every client on it.
+        let _ = socket.set_recv_buffer_size(4 << 20);
+        let _ = socket.set_send_buffer_size(4 << 20);
+        socket.bind(&local.into())?;
+        let endpoint = quinn::Endpoint::new(
+            quinn::EndpointConfig::default(),
+            None,
+            socket.into(),
+            Arc::new(quinn::TokioRuntime),
+        )?;
+        Ok(Self { endpoint })
+    }
+
+    pub(crate) fn endpoint(&self) -> &quinn::Endpoint {
+        &self.endpoint
+    }
+}
+
+/// Why a TLS configuration could not be made.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum TlsSetupError {
+    #[error("{0}")]
+    Certs(String),
+    #[error(transparent)]
+    Rustls(#[from] rustls::Error),
+}
+
+/// The quinn client configuration for `config`: TLS 1.3 with the ring provider, ALPN `rtm/1`,
+/// the configured trust, and keep-alives at the heartbeat interval.
+pub(crate) fn client_config(config: &RtmConfig) -> Result<quinn::ClientConfig, TlsSetupError> {
+    let mut roots = RootCertStore::empty();
+    let certs_err = |what: String| TlsSetupError::Certs(what);
+    match &config.endpoint.trust {
+        Trust::PlatformRoots => {
+            let found = rustls_native_certs::load_native_certs();
+            let (added, _) = roots.add_parsable_certificates(found.certs);
+            if added == 0 {
+                return Err(certs_err("no usable platform root certificates".into()));
+            }
+        }
+        Trust::CaFile(path) | Trust::PinnedCertFile(path) => {
+            let certs = CertificateDer::pem_file_iter(path)
+                .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+                .map_err(|e| certs_err(format!("{}: {e}", path.display())))?;
+            if certs.is_empty() {
+                return Err(certs_err(format!(
+                    "{}: no certificate found",
+                    path.display()
+                )));
+            }
+            for cert in certs {
+                roots.add(cert)?;
+            }
+        }
+        Trust::PinnedCertDer(der) => roots.add(CertificateDer::from(der.clone()))?,
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    tls.alpn_protocols = vec![rtm_proto::ALPN.to_vec()];
+    let crypto = QuicClientConfig::try_from(tls).map_err(|e| certs_err(e.to_string()))?;
+    let mut client = quinn::ClientConfig::new(Arc::new(crypto));
+    let mut transport = quinn::TransportConfig::default();
+    let heartbeat = config.heartbeat_interval.clamp(5, 1800);
+    transport.keep_alive_interval(Some(Duration::from_secs(heartbeat.into())));
+    transport.max_idle_timeout(Some(quinn::IdleTimeout::from(quinn::VarInt::from_u32(
+        (heartbeat + 10) * 1000 + 20_000,
+    ))));
+    transport.max_concurrent_bidi_streams(0u32.into());
+    transport.max_concurrent_uni_streams(16u32.into());
+    transport.stream_receive_window((1024u32 * 1024).into());
+    transport.receive_window((4u32 * 1024 * 1024).into());
+    transport.initial_rtt(Duration::from_millis(50));
+    transport.datagram_receive_buffer_size(None);
+    client.transport_config(Arc::new(transport));
+    Ok(client)
+}
+
+/// A receive stream split into frames.
+pub(crate) struct FrameReader {
+    recv: quinn::RecvStream,
+    buf: BytesMut,
+    decoder: FrameDecoder,
+}
+
+/// The largest frame the client accepts from the server: a full-size message event plus
+/// generous room for names.
+const MAX_SERVER_FRAME: usize = 1 << 20;
+
+impl FrameReader {
+    pub(crate) fn new(recv: quinn::RecvStream) -> Self {
+        Self {
+            recv,
+            buf: BytesMut::with_capacity(4096),
+            decoder: FrameDecoder::new(MAX_SERVER_FRAME),
+        }
+    }
+
+    /// The next frame body; `Ok(None)` at the end of the stream.
+    pub(crate) async fn next(&mut self) -> Result<Option<Bytes>, ReadFrameError> {
+        loop {
+            match self.decoder.decode(&mut self.buf) {
+                Ok(Some(body)) => return Ok(Some(body)),
+                Ok(None) => {}
+                Err(FrameError::Oversized { len, .. }) => {
+                    return Err(ReadFrameError::Oversized(len));
+                }
+            }
+            match self.recv.read_chunk(64 * 1024, true).await? {
+                Some(chunk) => self.buf.extend_from_slice(&chunk.bytes),
+                None => return Ok(None),
+            }
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ReadFrameError {
+    #[error(transparent)]
+    Read(#[from] quinn::ReadError),
+    #[error("the server sent a frame of {0} bytes")]
+    Oversized(usize),
+}
