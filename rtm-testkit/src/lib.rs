@@ -280,10 +280,10 @@ impl RawSession {
         self.send_msg(&rtm_proto::ClientMsg::Request { id, request })
             .await;
         loop {
-            if let rtm_proto::ServerMsg::Response { id: got, result } = self.next_msg().await {
-                if got == id {
-                    return result;
-                }
+            if let rtm_proto::ServerMsg::Response { id: got, result } = self.next_msg().await
+                && got == id
+            {
+                return result;
             }
         }
     }

@@ -346,3 +346,18 @@ async fn logout_ends_the_session_and_login_works_again() {
         Payload::from("back")
     );
 }
+
+#[tokio::test]
+async fn server_shutdown_tells_the_clients() {
+    let server = TestServer::start().await;
+    let (a, mut events) = server.login("a").await;
+    a.subscribe("c", SubscribeOptions::default()).await.unwrap();
+    server.shutdown().await;
+    let failed = expect_event(&mut events, "the FAILED link state", |e| match e {
+        RtmEvent::LinkState(s) if s.current_state == LinkState::Failed => Some(s),
+        _ => None,
+    })
+    .await;
+    assert_eq!(failed.reason_code, LinkStateReason::KickedOutByServer);
+    assert!(failed.reason.contains("shutting down"), "{}", failed.reason);
+}

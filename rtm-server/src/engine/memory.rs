@@ -66,10 +66,8 @@ impl Engine for MemoryEngine {
             let app = state.apps.entry(session.app_id().into()).or_default();
             app.users.insert(session.user_id().into(), session.clone())
         };
-        if let Some(previous) = previous {
-            if previous.id() != session.id() {
-                previous.close(CloseReason::SameUidLogin);
-            }
+        if let Some(previous) = previous.filter(|p| p.id() != session.id()) {
+            previous.close(CloseReason::SameUidLogin);
         }
         Ok(())
     }

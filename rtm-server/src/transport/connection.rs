@@ -164,10 +164,10 @@ async fn run<E: Engine>(
                 None => break,
             }
         }
-        if session.is_logged_in() {
-            if let Some(rx) = outbox_rx.take() {
-                tokio::spawn(write_events(conn.clone(), rx).in_current_span());
-            }
+        if session.is_logged_in()
+            && let Some(rx) = outbox_rx.take()
+        {
+            tokio::spawn(write_events(conn.clone(), rx).in_current_span());
         }
         if let Err(e) = send.write_all(&out).await {
             break Err(e.into());
