@@ -1,1 +1,177 @@
-fn main() {}
+//! `rtm`: try an rtm server from a terminal.
+//!
+//! ```text
+//! rtm sub demo                 # print the messages of channel "demo" (and to this user)
+//! rtm pub demo hello           # publish "hello" to channel "demo"
+//! rtm pub --user bob hello     # send "hello" to user "bob"
+//! ```
+//!
+//! By default it connects to the server that `cargo run -p rtm-server` starts on this machine,
+//! trusting the certificate in `./rtm-data/cert.pem`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+use rtm_client::{
+    ChannelType, Endpoint, LoginOptions, Payload, PublishOptions, RtmClient, RtmConfig, RtmEvent,
+    SubscribeOptions, Trust,
+};
+
+/// A command-line client for rtm, the real-time signaling server.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Args {
+    /// The server's address.
+    #[arg(long, global = true, default_value = "127.0.0.1:4433")]
+    server: SocketAddr,
+    /// The name on the server's certificate.
+    #[arg(long, global = true, default_value = "localhost")]
+    server_name: String,
+    /// PEM file of the server's certificate (or of its CA) to trust.
+    #[arg(long, global = true, default_value = "rtm-data/cert.pem")]
+    cert: PathBuf,
+    /// Trust the system's root certificates instead of --cert.
+    #[arg(long, global = true)]
+    platform_roots: bool,
+    /// The App ID (any is accepted by a server without configured apps).
+    #[arg(long, global = true, default_value = "rtmdemo")]
+    app_id: String,
+    /// The user id [default: cli-<process id>].
+    #[arg(long, global = true)]
+    user_id: Option<String>,
+    /// The login token, for apps with an App Certificate.
+    #[arg(long, global = true)]
+    token: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Subscribe to channels and print their messages (and messages sent to this user) until
+    /// Ctrl-C.
+    Sub {
+        /// Channels to subscribe to.
+        #[arg(required = true)]
+        channels: Vec<String>,
+    },
+    /// Publish one text message: `rtm pub CHANNEL TEXT`, or `rtm pub --user USER TEXT`.
+    Pub {
+        /// Send to this user instead of a channel.
+        #[arg(long)]
+        user: Option<String>,
+        /// CHANNEL TEXT, or only TEXT with --user.
+        #[arg(required = true, num_args = 1..=2, value_names = ["CHANNEL", "TEXT"])]
+        words: Vec<String>,
+        /// An application-defined message type.
+        #[arg(long)]
+        custom_type: Option<String>,
+    },
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    let trust = if args.platform_roots {
+        Trust::PlatformRoots
+    } else {
+        if !args.cert.exists() {
+            bail!(
+                "no certificate at {} (run from the folder where rtm-server runs, or pass --cert)",
+                args.cert.display()
+            );
+        }
+        Trust::PinnedCertFile(args.cert.clone())
+    };
+    let config = RtmConfig::new(Endpoint {
+        addr: args.server,
+        server_name: args.server_name.clone(),
+        trust,
+    });
+    let user_id = args
+        .user_id
+        .clone()
+        .unwrap_or_else(|| format!("cli-{}", std::process::id()));
+    let rtm = RtmClient::new(&args.app_id, &user_id, config)?;
+    let mut events = rtm.events();
+    rtm.login(LoginOptions {
+        token: args.token.clone(),
+    })
+    .await
+    .with_context(|| format!("logging in to {}", args.server))?;
+    match args.command {
+        Command::Pub {
+            user,
+            words,
+            custom_type,
+        } => {
+            let (target, channel_type, text) = match (user, words.as_slice()) {
+                (Some(user), [text]) => (user, ChannelType::User, text.clone()),
+                (None, [channel, text]) => (channel.clone(), ChannelType::Message, text.clone()),
+                (Some(_), _) => bail!("with --user, give only the text: rtm pub --user USER TEXT"),
+                (None, _) => bail!("give a channel and a text: rtm pub CHANNEL TEXT"),
+            };
+            let options = PublishOptions {
+                custom_type,
+                channel_type,
+            };
+            let sent = rtm.publish(&target, text, options).await?;
+            eprintln!(
+                "published to {} {target} at {}",
+                channel_type, sent.timestamp
+            );
+            rtm.logout().await?;
+        }
+        Command::Sub { channels } => {
+            for channel in &channels {
+                rtm.subscribe(channel, SubscribeOptions::default()).await?;
+            }
+            eprintln!(
+                "subscribed to {} as {user_id}; Ctrl-C to stop",
+                channels.join(", ")
+            );
+            loop {
+                tokio::select! {
+                    event = events.recv() => match event {
+                        Some(RtmEvent::Message(m)) => {
+                            let text = match &m.message {
+                                Payload::Text(t) => t.clone(),
+                                Payload::Binary(b) => format!("<{} bytes>", b.len()),
+                            };
+                            let kind = match m.channel_type {
+                                ChannelType::User => "user",
+                                _ => "channel",
+                            };
+                            let custom = if m.custom_type.is_empty() {
+                                String::new()
+                            } else {
+                                format!(" ({})", m.custom_type)
+                            };
+                            println!("[{kind} {}] {}{custom}: {text}", m.channel_name, m.publisher);
+                        }
+                        Some(RtmEvent::LinkState(s)) => {
+                            if s.current_state == rtm_client::LinkState::Failed {
+                                bail!("the session ended: {}", s.reason);
+                            }
+                        }
+                        Some(_) => {}
+                        None => break,
+                    },
+                    _ = tokio::signal::ctrl_c() => {
+                        rtm.logout().await?;
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
