@@ -17,8 +17,9 @@
 //!
 //! - `transport`: the QUIC endpoint, one task per connection reading the control stream, and
 //!   one writer per logged-in connection draining its [`outbox`].
-//! - `core`: the session of each connection (login, subscriptions, limits) and what each request
-//!   means; events are encoded once here.
+//! - `session`: one per connection: login, the client's subscriptions and rate limit.
+//! - `core`: what a channel operation means: validation against the app's limits, and each
+//!   event encoded once.
 //! - [`engine`]: shared state and fan-out behind the [`Engine`] trait; [`MemoryEngine`] is the
 //!   single-node default, and a Redis engine will be a second implementation.
 //! - [`config`]: the TOML configuration; `tls`: certificates.
@@ -32,6 +33,7 @@ mod core;
 pub mod engine;
 pub mod metrics;
 pub mod outbox;
+mod session;
 mod tls;
 mod transport;
 

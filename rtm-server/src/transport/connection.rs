@@ -15,9 +15,10 @@ use tokio::time::{Instant, sleep_until, timeout};
 use tracing::Instrument;
 
 use super::reader::{FrameReader, Inbound};
-use crate::core::{Core, Session};
+use crate::core::Core;
 use crate::engine::Engine;
 use crate::outbox::{Next, Outbox, OutboxRx};
+use crate::session::Session;
 
 /// QUIC application close codes that are not a [`CloseReason`] (`docs/protocol.md` §1.3).
 pub(crate) mod close_code {

@@ -1,7 +1,7 @@
 //! The transport: the QUIC endpoint and its connections (`docs/architecture.md`, "Transport").
 //!
 //! Each connection runs one task that reads the client's control stream, passes decoded
-//! requests to its [`Session`](crate::core::Session) and writes the responses back, batched per
+//! requests to its [`Session`](crate::session::Session) and writes the responses back, batched per
 //! read. Once the client logs in, a second task drains the session's
 //! [`Outbox`](crate::outbox::Outbox) into a server-opened unidirectional delivery stream.
 

@@ -1,0 +1,195 @@
+//! Sessions: one per connection, logged out or logged in as one user of one app
+//! (`docs/architecture.md`, "Session").
+//!
+//! A [`Session`] turns each [`Request`] into a [`Response`]: it owns the login, the list of
+//! subscriptions (for the per-client limit and for cleanup), and the publish rate limiter, and
+//! asks the [`Core`] for the channel operations themselves. Heartbeats, resume and token expiry
+//! will live here too.
+
+use std::collections::HashMap;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use rtm_proto::message::LoginRequest;
+use rtm_proto::{
+    ErrorCode, PublishRequest, Request, Response, SubscribeOptions, WireError, validate,
+};
+
+use crate::config::AppPolicy;
+use crate::core::{Core, err, invalid, now_ms};
+use crate::engine::{Engine, SessionHandle};
+use crate::outbox::Outbox;
+
+/// One connection's session.
+pub(crate) struct Session<E> {
+    core: Arc<Core<E>>,
+    outbox: Outbox,
+    state: Option<LoggedIn>,
+}
+
+struct LoggedIn {
+    handle: SessionHandle,
+    policy: Arc<AppPolicy>,
+    subscriptions: HashMap<String, SubscribeOptions>,
+    publish_limiter: DefaultDirectRateLimiter,
+}
+
+fn logged_in(state: &mut Option<LoggedIn>) -> Result<&mut LoggedIn, WireError> {
+    state
+        .as_mut()
+        .ok_or_else(|| err(ErrorCode::NotLogin, "log in first"))
+}
+
+impl<E: Engine> Session<E> {
+    /// A logged-out session whose events will go to `outbox`.
+    pub(crate) fn new(core: Arc<Core<E>>, outbox: Outbox) -> Self {
+        Self {
+            core,
+            outbox,
+            state: None,
+        }
+    }
+
+    pub(crate) fn is_logged_in(&self) -> bool {
+        self.state.is_some()
+    }
+
+    /// Serves one request.
+    pub(crate) async fn handle(&mut self, request: Request) -> Result<Response, WireError> {
+        match request {
+            Request::Ping => Ok(Response::Pong {
+                timestamp: now_ms(),
+            }),
+            Request::Login(login) => self.login(login).await,
+            Request::Logout => {
+                self.end().await;
+                Ok(Response::Logout {
+                    timestamp: now_ms(),
+                })
+            }
+            Request::Subscribe { channel, options } => self.subscribe(channel, options).await,
+            Request::Unsubscribe { channel } => self.unsubscribe(channel).await,
+            Request::Publish(publish) => self.publish(publish).await,
+        }
+    }
+
+    async fn login(&mut self, login: LoginRequest) -> Result<Response, WireError> {
+        if self.state.is_some() {
+            return Err(err(
+                ErrorCode::DuplicateOperation,
+                "already logged in; log out first",
+            ));
+        }
+        validate::app_id(&login.app_id).map_err(invalid)?;
+        let Some(policy) = self.core.app(&login.app_id) else {
+            return Err(err(
+                ErrorCode::InvalidAppId,
+                "this server does not serve that App ID",
+            ));
+        };
+        validate::user_id(&login.user_id, login.use_string_user_id).map_err(invalid)?;
+        if policy.certificate.is_some() {
+            // Verifying AccessToken2 tokens is the next piece of work (the auth issue). Until
+            // then an app with a certificate refuses logins rather than accept unverified ones.
+            return Err(err(
+                ErrorCode::InvalidToken,
+                "this app requires token authentication, which this server version cannot verify",
+            ));
+        }
+        let id = self.core.next_session_id();
+        let handle = SessionHandle::new(id, &login.app_id, &login.user_id, self.outbox.clone());
+        self.core
+            .engine
+            .attach(&handle)
+            .await
+            .map_err(|e| err(ErrorCode::LoginRejected, e.to_string()))?;
+        self.core.metrics.sessions.fetch_add(1, Ordering::Relaxed);
+        let rate = NonZeroU32::new(policy.limits.publish_rate).unwrap_or(NonZeroU32::MIN);
+        let limits = policy.login_limits(self.core.connection.max_frame_len);
+        tracing::debug!(session = %id, app = %login.app_id, user = %login.user_id, "logged in");
+        self.state = Some(LoggedIn {
+            handle,
+            policy,
+            subscriptions: HashMap::new(),
+            publish_limiter: RateLimiter::direct(Quota::per_second(rate)),
+        });
+        Ok(Response::Login {
+            timestamp: now_ms(),
+            limits,
+        })
+    }
+
+    async fn subscribe(
+        &mut self,
+        channel: String,
+        options: SubscribeOptions,
+    ) -> Result<Response, WireError> {
+        let state = logged_in(&mut self.state)?;
+        validate::channel_name(&channel).map_err(invalid)?;
+        let max = state.policy.limits.max_subscriptions as usize;
+        if !state.subscriptions.contains_key(&channel) && state.subscriptions.len() >= max {
+            return Err(err(
+                ErrorCode::ChannelInstanceExceedLimitation,
+                format!("already subscribed to {max} channels, the limit"),
+            ));
+        }
+        self.core
+            .subscribe(&state.handle, &channel, options)
+            .await?;
+        state.subscriptions.insert(channel.clone(), options);
+        Ok(Response::Subscribe {
+            channel,
+            timestamp: now_ms(),
+        })
+    }
+
+    async fn unsubscribe(&mut self, channel: String) -> Result<Response, WireError> {
+        let state = logged_in(&mut self.state)?;
+        validate::channel_name(&channel).map_err(invalid)?;
+        if state.subscriptions.remove(&channel).is_none() {
+            return Err(err(
+                ErrorCode::ChannelNotSubscribed,
+                "not subscribed to this channel",
+            ));
+        }
+        self.core.unsubscribe(&state.handle, &channel).await?;
+        Ok(Response::Unsubscribe {
+            channel,
+            timestamp: now_ms(),
+        })
+    }
+
+    async fn publish(&mut self, publish: PublishRequest) -> Result<Response, WireError> {
+        let state = logged_in(&mut self.state)?;
+        self.core.check_publish(&state.policy, &publish)?;
+        // Only a valid message uses up the allowance.
+        if state.publish_limiter.check().is_err() {
+            self.core
+                .metrics
+                .rate_limited
+                .fetch_add(1, Ordering::Relaxed);
+            return Err(err(
+                ErrorCode::ChannelPublishMessageTooFrequent,
+                format!(
+                    "publishing faster than {} messages per second",
+                    state.policy.limits.publish_rate
+                ),
+            ));
+        }
+        let channel = publish.channel.clone();
+        let timestamp = self.core.publish(&state.handle, publish).await?;
+        Ok(Response::Publish { channel, timestamp })
+    }
+
+    /// Ends the login, if any: drops every subscription and unregisters the session.
+    pub(crate) async fn end(&mut self) {
+        let Some(state) = self.state.take() else {
+            return;
+        };
+        self.core.engine.detach(&state.handle).await;
+        self.core.metrics.sessions.fetch_sub(1, Ordering::Relaxed);
+        tracing::debug!(session = %state.handle.id(), "session ended");
+    }
+}
