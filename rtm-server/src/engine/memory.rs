@@ -6,13 +6,13 @@
 //! publish clones one `Arc` under the lock and pushes to the queues after releasing it. Many
 //! publishers therefore never wait on each other's fan-out.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use bytes::Bytes;
 use rtm_proto::{CloseReason, SubscribeOptions};
 
-use super::{Delivery, Engine, EngineError, SessionHandle, tally};
+use super::{Delivery, Engine, EngineError, SessionHandle, SessionId, tally};
 
 /// The default, single-node engine.
 #[derive(Debug, Default)]
@@ -29,6 +29,31 @@ struct State {
 struct App {
     users: HashMap<Box<str>, SessionHandle>,
     channels: HashMap<Box<str>, Arc<[Subscriber]>>,
+    /// The channels of each session, so that detaching does not scan every channel.
+    subscribed: HashMap<SessionId, HashSet<Box<str>>>,
+}
+
+impl App {
+    /// Removes `id` from the subscribers of `channel`, dropping the channel when it empties.
+    fn remove_subscriber(&mut self, channel: &str, id: SessionId) {
+        let Some(subs) = self.channels.get_mut(channel) else {
+            return;
+        };
+        let rest = without(subs, id);
+        if rest.is_empty() {
+            self.channels.remove(channel);
+        } else {
+            *subs = rest.into();
+        }
+    }
+}
+
+/// The subscribers in `subs` other than session `id`.
+fn without(subs: &[Subscriber], id: SessionId) -> Vec<Subscriber> {
+    subs.iter()
+        .filter(|s| s.session.id() != id)
+        .cloned()
+        .collect()
 }
 
 #[derive(Clone, Debug)]
@@ -84,16 +109,9 @@ impl Engine for MemoryEngine {
         {
             app.users.remove(session.user_id());
         }
-        app.channels.retain(|_, subs| {
-            if subs.iter().any(|s| s.session.id() == session.id()) {
-                *subs = subs
-                    .iter()
-                    .filter(|s| s.session.id() != session.id())
-                    .cloned()
-                    .collect();
-            }
-            !subs.is_empty()
-        });
+        for channel in app.subscribed.remove(&session.id()).unwrap_or_default() {
+            app.remove_subscriber(&channel, session.id());
+        }
         if app.users.is_empty() && app.channels.is_empty() {
             state.apps.remove(session.app_id());
         }
@@ -111,16 +129,16 @@ impl Engine for MemoryEngine {
             .channels
             .entry(channel.into())
             .or_insert_with(|| Arc::from([]));
-        let mut list: Vec<Subscriber> = subs
-            .iter()
-            .filter(|s| s.session.id() != session.id())
-            .cloned()
-            .collect();
+        let mut list = without(subs, session.id());
         list.push(Subscriber {
             session: session.clone(),
             with_message: options.with_message,
         });
         *subs = list.into();
+        app.subscribed
+            .entry(session.id())
+            .or_default()
+            .insert(channel.into());
         Ok(())
     }
 
@@ -129,17 +147,9 @@ impl Engine for MemoryEngine {
         let Some(app) = state.apps.get_mut(session.app_id()) else {
             return Ok(());
         };
-        if let Some(subs) = app.channels.get_mut(channel) {
-            let list: Vec<Subscriber> = subs
-                .iter()
-                .filter(|s| s.session.id() != session.id())
-                .cloned()
-                .collect();
-            if list.is_empty() {
-                app.channels.remove(channel);
-            } else {
-                *subs = list.into();
-            }
+        app.remove_subscriber(channel, session.id());
+        if let Some(channels) = app.subscribed.get_mut(&session.id()) {
+            channels.remove(channel);
         }
         Ok(())
     }
@@ -150,16 +160,15 @@ impl Engine for MemoryEngine {
         channel: &str,
         frame: Bytes,
     ) -> Result<Delivery, EngineError> {
-        let subs = {
-            let state = self.state();
-            match state
-                .apps
-                .get(app_id)
-                .and_then(|app| app.channels.get(channel))
-            {
-                Some(subs) => subs.clone(),
-                None => return Ok(Delivery::default()),
-            }
+        // Clone the list under the lock; push to the queues after releasing it.
+        let subs = self
+            .state()
+            .apps
+            .get(app_id)
+            .and_then(|a| a.channels.get(channel))
+            .cloned();
+        let Some(subs) = subs else {
+            return Ok(Delivery::default());
         };
         let mut delivery = Delivery::default();
         for sub in subs.iter().filter(|s| s.with_message) {
@@ -174,16 +183,14 @@ impl Engine for MemoryEngine {
         user_id: &str,
         frame: Bytes,
     ) -> Result<Option<Delivery>, EngineError> {
-        let session = {
-            let state = self.state();
-            match state
-                .apps
-                .get(app_id)
-                .and_then(|app| app.users.get(user_id))
-            {
-                Some(session) => session.clone(),
-                None => return Ok(None),
-            }
+        let session = self
+            .state()
+            .apps
+            .get(app_id)
+            .and_then(|a| a.users.get(user_id))
+            .cloned();
+        let Some(session) = session else {
+            return Ok(None);
         };
         let mut delivery = Delivery::default();
         tally(&mut delivery, session.push(frame));
@@ -194,7 +201,6 @@ impl Engine for MemoryEngine {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::SessionId;
     use crate::metrics::Metrics;
     use crate::outbox::{Next, Outbox, OutboxRx};
 
