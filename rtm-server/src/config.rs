@@ -345,6 +345,33 @@ mod tests {
     }
 
     #[test]
+    fn from_file_reads_and_checks() {
+        let dir = tempfile::tempdir().unwrap();
+        let good = dir.path().join("good.toml");
+        std::fs::write(
+            &good,
+            "listen = \"0.0.0.0:5000\"\n[connection]\noutbound_queue = 8\n",
+        )
+        .unwrap();
+        let config = ServerConfig::from_file(&good).unwrap();
+        assert_eq!(config.listen.port(), 5000);
+        assert_eq!(config.connection.outbound_queue, 8);
+        let bad = dir.path().join("bad.toml");
+        std::fs::write(&bad, "[limits]\npublish_rate = 0\n").unwrap();
+        assert!(matches!(
+            ServerConfig::from_file(&bad),
+            Err(ConfigError::Invalid(_))
+        ));
+        let typo = dir.path().join("typo.toml");
+        std::fs::write(&typo, "lisen = \"127.0.0.1:1\"\n").unwrap();
+        let err = ServerConfig::from_file(&typo).unwrap_err();
+        assert!(matches!(err, ConfigError::Parse { .. }), "{err}");
+        assert!(err.to_string().contains("lisen"), "{err}");
+        let missing = ServerConfig::from_file(&dir.path().join("missing.toml")).unwrap_err();
+        assert!(matches!(missing, ConfigError::Read { .. }));
+    }
+
+    #[test]
     fn inconsistent_values_are_refused() {
         for text in [
             "cert_file = \"c.pem\"",
