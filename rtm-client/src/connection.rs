@@ -1,6 +1,7 @@
 //! The connection task: one per logged-in client, owning the QUIC connection.
 //!
-//! The client handle sends [`Command`]s over a bounded channel. The task writes them on the
+//! The client handle sends [`Command`]s over an unbounded channel, at the moment a call is made
+//! (so calls are sent in the order they were made, however their futures are awaited). The task writes them on the
 //! control stream, batching whatever is queued into one write, and keeps each reply sender in a
 //! table keyed by request id. A second task reads the control stream and completes those
 //! replies; one more task per delivery stream decodes events and hands them to the listeners.
@@ -37,7 +38,7 @@ pub(crate) struct Command {
 /// The handle's side of a live connection.
 #[derive(Debug)]
 pub(crate) struct Connection {
-    pub(crate) commands: mpsc::Sender<Command>,
+    pub(crate) commands: mpsc::UnboundedSender<Command>,
     conn: quinn::Connection,
     shared: Arc<Shared>,
 }
@@ -150,7 +151,7 @@ impl Connection {
 
         let shared = Arc::new(Shared::default());
         let pending: Pending = Arc::default();
-        let (commands, commands_rx) = mpsc::channel(256);
+        let (commands, commands_rx) = mpsc::unbounded_channel();
         tokio::spawn(read_responses(reader, pending.clone()));
         tokio::spawn(drive(
             conn.clone(),
@@ -195,7 +196,7 @@ impl Drop for Connection {
 async fn drive(
     conn: quinn::Connection,
     mut send: quinn::SendStream,
-    mut commands: mpsc::Receiver<Command>,
+    mut commands: mpsc::UnboundedReceiver<Command>,
     pending: Pending,
     shared: Arc<Shared>,
     listeners: Listeners,

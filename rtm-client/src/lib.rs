@@ -41,6 +41,7 @@ mod link;
 pub mod raw;
 mod transport;
 
+use std::future::Future;
 use std::sync::{Arc, Mutex, PoisonError};
 
 pub use rtm_proto::{ChannelType, ErrorCode, LoginLimits, MessageEvent, Payload, RtmError};
@@ -287,25 +288,31 @@ impl RtmClient {
     /// Publishes a message to a channel, or (with [`ChannelType::User`]) to one user.
     ///
     /// Every subscriber of the channel receives it, this client included when it subscribes.
-    /// Messages from one client arrive in the order they were published.
-    pub async fn publish(
+    /// Messages from one client arrive in the order they were published. The message is queued
+    /// for sending when `publish` is called, not when its future is first polled, so calls made
+    /// one after another are sent in that order even if their futures are awaited later or
+    /// together (as with the JavaScript SDK's promises).
+    pub fn publish(
         &self,
         channel_name: &str,
         message: impl Into<Payload>,
         options: PublishOptions,
-    ) -> Result<PublishResponse, RtmError> {
+    ) -> impl Future<Output = Result<PublishResponse, RtmError>> + Send + 'static {
         let request = Request::Publish(PublishRequest {
             channel_type: options.channel_type,
             channel: channel_name.to_owned(),
             message: message.into(),
             custom_type: options.custom_type.unwrap_or_default(),
         });
-        match self.request("publish", request).await? {
-            Response::Publish { channel, timestamp } => Ok(PublishResponse {
-                channel_name: channel,
-                timestamp,
-            }),
-            other => Err(unexpected("publish", &other)),
+        let answer = self.request("publish", request);
+        async move {
+            match answer.await? {
+                Response::Publish { channel, timestamp } => Ok(PublishResponse {
+                    channel_name: channel,
+                    timestamp,
+                }),
+                other => Err(unexpected("publish", &other)),
+            }
         }
     }
 
@@ -320,41 +327,44 @@ impl RtmClient {
         self.connection().as_ref().is_some_and(Connection::is_alive)
     }
 
-    async fn request(
+    /// Queues `request` now and returns the future of its answer.
+    fn request(
         &self,
         operation: &'static str,
         request: Request,
-    ) -> Result<Response, RtmError> {
-        let not_logged_in = || RtmError::new(ErrorCode::NotLogin, operation, "not logged in");
-        let commands = self
-            .connection()
-            .as_ref()
-            .map(|c| c.commands.clone())
-            .ok_or_else(not_logged_in)?;
+    ) -> impl Future<Output = Result<Response, RtmError>> + Send + 'static {
         let (reply, answer) = tokio::sync::oneshot::channel();
-        commands
-            .send(Command { request, reply })
-            .await
-            .map_err(|_| {
+        let queued = match self.connection().as_ref() {
+            None => Err(RtmError::new(
+                ErrorCode::NotLogin,
+                operation,
+                "not logged in",
+            )),
+            Some(c) => c.commands.send(Command { request, reply }).map_err(|_| {
                 RtmError::new(
                     ErrorCode::NotConnected,
                     operation,
                     "the connection is closed",
                 )
-            })?;
-        match tokio::time::timeout(self.inner.config.request_timeout, answer).await {
-            Ok(Ok(Ok(response))) => Ok(response),
-            Ok(Ok(Err(e))) => Err(RtmError::new(e.code, operation, e.reason)),
-            Ok(Err(_)) => Err(RtmError::new(
-                ErrorCode::NotConnected,
-                operation,
-                "the connection closed before the server answered",
-            )),
-            Err(_) => Err(RtmError::new(
-                timeout_code(operation),
-                operation,
-                format!("no answer within {:?}", self.inner.config.request_timeout),
-            )),
+            }),
+        };
+        let timeout = self.inner.config.request_timeout;
+        async move {
+            queued?;
+            match tokio::time::timeout(timeout, answer).await {
+                Ok(Ok(Ok(response))) => Ok(response),
+                Ok(Ok(Err(e))) => Err(RtmError::new(e.code, operation, e.reason)),
+                Ok(Err(_)) => Err(RtmError::new(
+                    ErrorCode::NotConnected,
+                    operation,
+                    "the connection closed before the server answered",
+                )),
+                Err(_) => Err(RtmError::new(
+                    timeout_code(operation),
+                    operation,
+                    format!("no answer within {timeout:?}"),
+                )),
+            }
         }
     }
 }

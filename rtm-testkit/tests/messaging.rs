@@ -189,16 +189,21 @@ async fn ten_thousand_messages_arrive_in_publish_order() {
         .subscribe("ordered", SubscribeOptions::default())
         .await
         .unwrap();
+    // All ten thousand are queued before any answer is awaited: a message is queued when
+    // `publish` is called, so the call order is the publish order.
+    let answers: Vec<_> = (0..N)
+        .map(|i| {
+            publisher.publish(
+                "ordered",
+                i.to_be_bytes().to_vec(),
+                PublishOptions::default(),
+            )
+        })
+        .collect();
     let sender = tokio::spawn(async move {
-        for i in 0..N {
-            publisher
-                .publish(
-                    "ordered",
-                    i.to_be_bytes().to_vec(),
-                    PublishOptions::default(),
-                )
-                .await
-                .unwrap();
+        // The order of awaiting does not matter.
+        for answer in answers.into_iter().rev() {
+            answer.await.unwrap();
         }
     });
     for expected in 0..N {
