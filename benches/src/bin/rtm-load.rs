@@ -1,0 +1,776 @@
+//! `rtm-load`: an open-loop load generator for rtm, NATS and Redis pub/sub.
+//!
+//! The publisher runs on its own OS thread and sends message `i` at `start + i / rate`,
+//! whatever happened to earlier messages; each message carries its *scheduled* send time, and
+//! every subscriber records `receive time - scheduled time` into an HDR histogram. A server that
+//! stalls therefore shows its stall in the latency, instead of slowing the publisher down and
+//! hiding it (coordinated omission). All clocks are one process's monotonic clock.
+//!
+//! The same code drives the three systems; only connecting, subscribing and publishing differ.
+//! The report is one JSON line per run (and a readable line on stderr).
+//!
+//! ```text
+//! rtm-load --system rtm --workload fanout --subs 100 --rate 1000 --size 100
+//! rtm-load --system nats --addr 127.0.0.1:4222 --server-pid 1234 --workload throughput
+//! ```
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use bytes::{BufMut, Bytes, BytesMut};
+use clap::{Parser, ValueEnum};
+use futures_util::StreamExt;
+use hdrhistogram::Histogram;
+use rtm_client::{
+    Endpoint, EventStream, LoginOptions, Payload, PublishOptions, RtmClient, RtmConfig, RtmEvent,
+    SubscribeOptions, Transport, Trust,
+};
+use tokio::runtime::Handle;
+use tokio::task::JoinSet;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum System {
+    Rtm,
+    Nats,
+    Redis,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Workload {
+    /// N subscribers on one channel, one publisher at a fixed rate.
+    Fanout,
+    /// One publisher as fast as flow control allows, one subscriber.
+    Throughput,
+    /// K publisher/subscriber pairs, each on its own channel; --rate is the total.
+    Channels,
+    /// C idle connections, each subscribed to its own channel; server memory per connection.
+    Conns,
+}
+
+/// Open-loop load generator for rtm, NATS and Redis pub/sub.
+#[derive(Debug, Parser)]
+struct Args {
+    /// The system under test.
+    #[arg(long, value_enum, default_value = "rtm")]
+    system: System,
+    /// The workload.
+    #[arg(long, value_enum, default_value = "fanout")]
+    workload: Workload,
+    /// The server's address. For rtm without it, a server is started in this process.
+    #[arg(long)]
+    addr: Option<SocketAddr>,
+    /// rtm: the server's certificate (PEM) to trust.
+    #[arg(long)]
+    cert: Option<PathBuf>,
+    /// The server's process id, to report its CPU and memory.
+    #[arg(long)]
+    server_pid: Option<u32>,
+    /// Subscribers (fanout).
+    #[arg(long, default_value_t = 1)]
+    subs: usize,
+    /// Messages per second (fanout: from the one publisher; channels: in total).
+    #[arg(long, default_value_t = 1000)]
+    rate: u32,
+    /// Message size in bytes (at least 16).
+    #[arg(long, default_value_t = 100)]
+    size: usize,
+    /// Measured seconds.
+    #[arg(long, default_value_t = 5.0)]
+    duration: f64,
+    /// Seconds of warm-up before measuring.
+    #[arg(long, default_value_t = 1.0)]
+    warmup: f64,
+    /// Publisher/subscriber pairs (channels).
+    #[arg(long, default_value_t = 100)]
+    pairs: usize,
+    /// Idle connections (conns).
+    #[arg(long, default_value_t = 1000)]
+    conns: usize,
+    /// A label for this run in the report.
+    #[arg(long, default_value = "")]
+    label: String,
+}
+
+/// The one clock: nanoseconds since the process started measuring.
+fn clock() -> u64 {
+    static BASE: OnceLock<Instant> = OnceLock::new();
+    BASE.get_or_init(Instant::now).elapsed().as_nanos() as u64
+}
+
+fn instant_ns(at: Instant) -> u64 {
+    static BASE: OnceLock<Instant> = OnceLock::new();
+    let _ = clock();
+    let base = *BASE.get_or_init(|| Instant::now() - Duration::from_nanos(clock()));
+    at.saturating_duration_since(base).as_nanos() as u64
+}
+
+/// A message: sequence number, scheduled send time (ns), then padding.
+fn payload(seq: u64, scheduled_ns: u64, size: usize) -> Bytes {
+    let mut b = BytesMut::with_capacity(size.max(16));
+    b.put_u64_le(seq);
+    b.put_u64_le(scheduled_ns);
+    b.resize(size.max(16), 0x5a);
+    b.freeze()
+}
+
+fn parse(payload: &[u8]) -> Option<(u64, u64)> {
+    let seq = u64::from_le_bytes(payload.get(0..8)?.try_into().ok()?);
+    let scheduled = u64::from_le_bytes(payload.get(8..16)?.try_into().ok()?);
+    Some((seq, scheduled))
+}
+
+/// Where the system under test is.
+struct Target {
+    system: System,
+    addr: SocketAddr,
+    rtm_cert: PathBuf,
+    transports: Vec<Transport>,
+    _server: Option<rtm_testkit::TestServer>,
+}
+
+/// rtm clients share one UDP socket per this many clients.
+const CLIENTS_PER_SOCKET: usize = 100;
+
+impl Target {
+    async fn new(args: &Args) -> anyhow::Result<Self> {
+        let (addr, server, cert) = match (args.system, args.addr) {
+            (System::Rtm, None) => {
+                let mut config = rtm_testkit::TestServer::config();
+                config.limits.publish_rate = 10_000_000;
+                config.limits.max_subscriptions = 10_000;
+                let server = rtm_testkit::TestServer::start_with(config).await;
+                let cert = server.cert_path().to_owned();
+                (server.addr(), Some(server), cert)
+            }
+            (System::Rtm, Some(addr)) => {
+                let cert = args
+                    .cert
+                    .clone()
+                    .context("--cert is needed with --addr for rtm")?;
+                (addr, None, cert)
+            }
+            (_, Some(addr)) => (addr, None, PathBuf::new()),
+            (_, None) => bail!("--addr is needed for {:?}", args.system),
+        };
+        Ok(Self {
+            system: args.system,
+            addr,
+            rtm_cert: cert,
+            transports: Vec::new(),
+            _server: server,
+        })
+    }
+
+    fn rtm_config(&mut self, n: usize) -> anyhow::Result<RtmConfig> {
+        if n / CLIENTS_PER_SOCKET >= self.transports.len() {
+            self.transports.push(Transport::bind(self.addr)?);
+        }
+        let mut config = RtmConfig::new(Endpoint {
+            addr: self.addr,
+            server_name: "localhost".into(),
+            trust: Trust::PinnedCertFile(self.rtm_cert.clone()),
+        });
+        config.transport = self.transports.last().cloned();
+        config.request_timeout = Duration::from_secs(60);
+        Ok(config)
+    }
+
+    /// Client `n` subscribed to `channel`.
+    async fn subscriber(&mut self, n: usize, channel: &str) -> anyhow::Result<Sub> {
+        Ok(match self.system {
+            System::Rtm => {
+                let client = RtmClient::new("loadapp", format!("sub{n}"), self.rtm_config(n)?)?;
+                let events = client.events();
+                client.login(LoginOptions::default()).await?;
+                client
+                    .subscribe(channel, SubscribeOptions::default())
+                    .await?;
+                Sub::Rtm {
+                    _client: client,
+                    events,
+                }
+            }
+            System::Nats => {
+                let client = async_nats::connect(self.addr.to_string()).await?;
+                let sub = client.subscribe(channel.to_owned()).await?;
+                client.flush().await?;
+                Sub::Nats {
+                    _client: client,
+                    sub,
+                }
+            }
+            System::Redis => {
+                let client = redis::Client::open(format!("redis://{}/", self.addr))?;
+                let mut pubsub = client.get_async_pubsub().await?;
+                pubsub.subscribe(channel).await?;
+                Sub::Redis(Box::pin(pubsub.into_on_message()))
+            }
+        })
+    }
+
+    /// Publisher `n`.
+    async fn publisher(&mut self, n: usize) -> anyhow::Result<Pub> {
+        Ok(match self.system {
+            System::Rtm => {
+                let client = RtmClient::new("loadapp", format!("pub{n}"), self.rtm_config(n)?)?;
+                client.login(LoginOptions::default()).await?;
+                Pub::Rtm(client)
+            }
+            System::Nats => Pub::Nats(async_nats::connect(self.addr.to_string()).await?),
+            System::Redis => {
+                let client = redis::Client::open(format!("redis://{}/", self.addr))?;
+                Pub::Redis(client.get_multiplexed_async_connection().await?)
+            }
+        })
+    }
+}
+
+type RedisStream = Pin<Box<dyn futures_util::Stream<Item = redis::Msg> + Send>>;
+
+/// A subscriber. The clients are kept so that their connections stay open.
+enum Sub {
+    Rtm {
+        _client: RtmClient,
+        events: EventStream,
+    },
+    Nats {
+        _client: async_nats::Client,
+        sub: async_nats::Subscriber,
+    },
+    Redis(RedisStream),
+}
+
+impl Sub {
+    async fn next(&mut self) -> Option<Bytes> {
+        match self {
+            Self::Rtm { events, .. } => loop {
+                match events.recv().await? {
+                    RtmEvent::Message(m) => {
+                        return Some(match m.message {
+                            Payload::Binary(b) => b,
+                            Payload::Text(t) => Bytes::from(t),
+                        });
+                    }
+                    RtmEvent::LinkState(s) if s.current_state == rtm_client::LinkState::Failed => {
+                        eprintln!("subscriber link failed: {}", s.reason);
+                        return None;
+                    }
+                    _ => {}
+                }
+            },
+            Self::Nats { sub, .. } => sub.next().await.map(|m| m.payload),
+            Self::Redis(stream) => stream
+                .next()
+                .await
+                .map(|m| Bytes::copy_from_slice(m.get_payload_bytes())),
+        }
+    }
+}
+
+type Answer = Pin<Box<dyn Future<Output = bool> + Send>>;
+
+#[derive(Clone)]
+enum Pub {
+    Rtm(RtmClient),
+    Nats(async_nats::Client),
+    Redis(redis::aio::MultiplexedConnection),
+}
+
+impl Pub {
+    /// Sends now, from any thread; returns the answer to check later, when there is one.
+    fn send(&self, rt: &Handle, channel: &str, payload: Bytes) -> Option<Answer> {
+        match self {
+            Self::Rtm(client) => {
+                let answer = client.publish(channel, payload, PublishOptions::default());
+                Some(Box::pin(async move { answer.await.is_ok() }))
+            }
+            Self::Nats(client) => {
+                let ok = rt
+                    .block_on(client.publish(channel.to_owned(), payload))
+                    .is_ok();
+                (!ok).then(|| Box::pin(async { false }) as Answer)
+            }
+            Self::Redis(conn) => {
+                let mut conn = conn.clone();
+                let ok = rt
+                    .block_on(redis::AsyncCommands::publish::<_, _, ()>(
+                        &mut conn,
+                        channel,
+                        payload.as_ref(),
+                    ))
+                    .is_ok();
+                (!ok).then(|| Box::pin(async { false }) as Answer)
+            }
+        }
+    }
+}
+
+/// What one subscriber saw.
+struct Seen {
+    histogram: Histogram<u64>,
+    received: u64,
+    measured: u64,
+}
+
+fn new_histogram() -> Histogram<u64> {
+    // Microseconds, from 1 µs to 10 minutes, 3 significant digits.
+    Histogram::new_with_bounds(1, 600_000_000, 3).expect("valid histogram bounds")
+}
+
+/// Reads `sub` until `expected` messages arrived or `deadline` passed, recording latencies of
+/// messages with a sequence number of at least `first_measured`.
+async fn consume(
+    mut sub: Sub,
+    first_measured: u64,
+    expected: u64,
+    deadline: tokio::time::Instant,
+) -> Seen {
+    let mut seen = Seen {
+        histogram: new_histogram(),
+        received: 0,
+        measured: 0,
+    };
+    while seen.received < expected {
+        let Ok(Some(bytes)) = tokio::time::timeout_at(deadline, sub.next()).await else {
+            break;
+        };
+        let now = clock();
+        let Some((seq, scheduled)) = parse(&bytes) else {
+            continue;
+        };
+        seen.received += 1;
+        if seq >= first_measured {
+            seen.measured += 1;
+            let micros = now.saturating_sub(scheduled) / 1000;
+            let _ = seen.histogram.record(micros.max(1));
+        }
+    }
+    drop(sub);
+    seen
+}
+
+/// Waits until `due`: sleeps most of the way, then spins (the OS timer is too coarse for 1 ms
+/// schedules).
+fn wait_until(due: Instant) {
+    loop {
+        let now = Instant::now();
+        if now >= due {
+            return;
+        }
+        let left = due - now;
+        if left > Duration::from_micros(300) {
+            std::thread::sleep(left - Duration::from_micros(200));
+        } else {
+            std::hint::spin_loop();
+        }
+    }
+}
+
+/// CPU seconds used so far by a process (utime + stime from /proc).
+fn cpu_seconds(pid: Option<u32>) -> Option<f64> {
+    let path = match pid {
+        Some(pid) => format!("/proc/{pid}/stat"),
+        None => "/proc/self/stat".to_owned(),
+    };
+    let stat = std::fs::read_to_string(path).ok()?;
+    let after_name = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    // Fields 14 and 15 of stat, counted from the state field (3rd) here.
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    Some((utime + stime) / 100.0)
+}
+
+/// Resident memory of a process, in KiB.
+fn rss_kib(pid: Option<u32>) -> Option<u64> {
+    let path = match pid {
+        Some(pid) => format!("/proc/{pid}/status"),
+        None => "/proc/self/status".to_owned(),
+    };
+    let status = std::fs::read_to_string(path).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+struct Cpu {
+    server: Option<f64>,
+    client: Option<f64>,
+    at: Instant,
+}
+
+impl Cpu {
+    fn start(pid: Option<u32>) -> Self {
+        Self {
+            server: cpu_seconds(pid),
+            client: cpu_seconds(None),
+            at: Instant::now(),
+        }
+    }
+
+    /// (server %, client %) of one core since `start`.
+    fn percent(&self, pid: Option<u32>) -> (Option<f64>, Option<f64>) {
+        let secs = self.at.elapsed().as_secs_f64();
+        let pct = |before: Option<f64>, after: Option<f64>| {
+            Some(((after? - before?) / secs * 100.0 * 10.0).round() / 10.0)
+        };
+        (
+            pct(self.server, cpu_seconds(pid)),
+            pct(self.client, cpu_seconds(None)),
+        )
+    }
+}
+
+#[tokio::main(flavor = "multi_thread")]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    if args.size < 16 {
+        bail!("--size must be at least 16 (sequence number and timestamp)");
+    }
+    let _ = clock();
+    let mut target = Target::new(&args).await?;
+    let server_pid = match (args.server_pid, args.addr) {
+        (Some(pid), _) => Some(pid),
+        // In-process: the server is this process.
+        (None, None) => Some(std::process::id()),
+        (None, Some(_)) => None,
+    };
+    let mut report = serde_json::json!({
+        "system": format!("{:?}", args.system).to_lowercase(),
+        "workload": format!("{:?}", args.workload).to_lowercase(),
+        "label": args.label,
+        "server": if args.addr.is_some() { "separate process" } else { "in-process" },
+        "size": args.size,
+    });
+    match args.workload {
+        Workload::Fanout | Workload::Channels => {
+            rate_run(&args, &mut target, server_pid, &mut report).await?
+        }
+        Workload::Throughput => throughput_run(&args, &mut target, server_pid, &mut report).await?,
+        Workload::Conns => conns_run(&args, &mut target, server_pid, &mut report).await?,
+    }
+    println!("{report}");
+    Ok(())
+}
+
+fn quantiles(h: &Histogram<u64>, report: &mut serde_json::Value) {
+    for (name, q) in [
+        ("p50_us", 0.5),
+        ("p90_us", 0.9),
+        ("p99_us", 0.99),
+        ("p999_us", 0.999),
+    ] {
+        report[name] = h.value_at_quantile(q).into();
+    }
+    report["max_us"] = h.max().into();
+}
+
+async fn rate_run(
+    args: &Args,
+    target: &mut Target,
+    server_pid: Option<u32>,
+    report: &mut serde_json::Value,
+) -> anyhow::Result<()> {
+    let (groups, subs_per_group) = match args.workload {
+        Workload::Channels => (args.pairs, 1),
+        _ => (1, args.subs),
+    };
+    let total_rate = args.rate as f64;
+    let warm = (args.warmup * total_rate) as u64;
+    let total = warm + (args.duration * total_rate) as u64;
+    // Message i goes to channel i % groups.
+    let per_group =
+        |g: usize| (total / groups as u64) + u64::from((g as u64) < total % groups as u64);
+    let first_measured = |g: usize| {
+        let _ = g;
+        warm
+    };
+
+    eprintln!(
+        "connecting {} subscribers and {groups} publishers ...",
+        groups * subs_per_group
+    );
+    let mut subs = Vec::new();
+    let mut n = 0;
+    for g in 0..groups {
+        for _ in 0..subs_per_group {
+            subs.push((g, target.subscriber(n, &format!("load{g}")).await?));
+            n += 1;
+        }
+    }
+    let mut pubs = Vec::new();
+    for g in 0..groups {
+        pubs.push(target.publisher(g).await?);
+    }
+
+    let deadline = tokio::time::Instant::now()
+        + Duration::from_secs_f64(args.warmup + args.duration + 1.0)
+        + Duration::from_secs(5 + (groups * subs_per_group / 200) as u64);
+    let mut consumers = JoinSet::new();
+    for (g, sub) in subs {
+        consumers.spawn(consume(sub, first_measured(g), per_group(g), deadline));
+    }
+
+    let errors = Arc::new(AtomicU64::new(0));
+    let (answers_tx, mut answers_rx) = tokio::sync::mpsc::unbounded_channel::<Answer>();
+    let checker = {
+        let errors = errors.clone();
+        tokio::spawn(async move {
+            while let Some(answer) = answers_rx.recv().await {
+                if !answer.await {
+                    errors.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        })
+    };
+    let rt = Handle::current();
+    let size = args.size;
+    let (cpu_tx, cpu_rx) = tokio::sync::oneshot::channel();
+    let publisher = std::thread::spawn(move || {
+        let start = Instant::now() + Duration::from_millis(100);
+        let interval = 1.0 / total_rate;
+        let mut cpu = None;
+        let mut measure_start = None;
+        for i in 0..total {
+            let due = start + Duration::from_secs_f64(i as f64 * interval);
+            wait_until(due);
+            if i == warm {
+                cpu = Some(Cpu::start(server_pid));
+                measure_start = Some(Instant::now());
+            }
+            let g = (i % groups as u64) as usize;
+            let seq = i / groups as u64;
+            let channel = format!("load{g}");
+            if let Some(answer) = pubs[g].send(&rt, &channel, payload(seq, instant_ns(due), size)) {
+                let _ = answers_tx.send(answer);
+            }
+        }
+        let elapsed = measure_start.map(|s| s.elapsed());
+        let _ = cpu_tx.send((cpu.map(|c| c.percent(server_pid)), elapsed));
+        drop(answers_tx);
+        pubs
+    });
+    let (cpu, elapsed) = cpu_rx.await.context("publisher thread")?;
+    let mut histogram = new_histogram();
+    let (mut received, mut measured) = (0u64, 0u64);
+    while let Some(seen) = consumers.join_next().await {
+        let seen = seen?;
+        histogram.add(&seen.histogram)?;
+        received += seen.received;
+        measured += seen.measured;
+    }
+    checker.await?;
+    let _pubs = tokio::task::spawn_blocking(move || publisher.join()).await?;
+    let expected_measured = (total - warm) * subs_per_group as u64;
+    let measured_secs = elapsed.map_or(args.duration, |e| e.as_secs_f64());
+    report["subs"] = (groups * subs_per_group).into();
+    report["publishers"] = groups.into();
+    report["rate"] = args.rate.into();
+    report["duration_s"] = args.duration.into();
+    report["expected"] = expected_measured.into();
+    report["delivered"] = measured.into();
+    report["received_total"] = received.into();
+    report["publish_errors"] = errors.load(Ordering::Relaxed).into();
+    report["achieved_rate"] = (((total - warm) as f64 / measured_secs).round()).into();
+    quantiles(&histogram, report);
+    if let Some((server, client)) = cpu {
+        report["server_cpu_pct"] = server.into();
+        report["client_cpu_pct"] = client.into();
+    }
+    report["server_rss_kib"] = rss_kib(server_pid).into();
+    eprintln!(
+        "{:>6} {:>10} subs={:<5} rate={:<6} size={:<5} delivered {}/{}  p50 {}µs p90 {}µs p99 {}µs p99.9 {}µs max {}µs  cpu server {}% client {}%",
+        report["system"].as_str().unwrap_or(""),
+        report["workload"].as_str().unwrap_or(""),
+        groups * subs_per_group,
+        args.rate,
+        args.size,
+        measured,
+        expected_measured,
+        report["p50_us"],
+        report["p90_us"],
+        report["p99_us"],
+        report["p999_us"],
+        report["max_us"],
+        report["server_cpu_pct"],
+        report["client_cpu_pct"],
+    );
+    Ok(())
+}
+
+async fn throughput_run(
+    args: &Args,
+    target: &mut Target,
+    server_pid: Option<u32>,
+    report: &mut serde_json::Value,
+) -> anyhow::Result<()> {
+    let sub = target.subscriber(0, "tput").await?;
+    let publisher = target.publisher(0).await?;
+    let size = args.size;
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sent = Arc::new(AtomicU64::new(0));
+    let sending = {
+        let (stop, sent) = (stop.clone(), sent.clone());
+        tokio::spawn(async move {
+            let mut seq = 0u64;
+            match publisher {
+                Pub::Rtm(client) => {
+                    // Keep a window of answers outstanding, as a pipelining application would.
+                    let mut window = VecDeque::new();
+                    while !stop.load(Ordering::Relaxed) {
+                        let p = payload(seq, clock(), size);
+                        window.push_back(client.publish("tput", p, PublishOptions::default()));
+                        seq += 1;
+                        if window.len() >= 2048
+                            && let Some(answer) = window.pop_front()
+                        {
+                            answer.await?;
+                        }
+                    }
+                    for answer in window {
+                        answer.await?;
+                    }
+                }
+                Pub::Nats(client) => {
+                    while !stop.load(Ordering::Relaxed) {
+                        client.publish("tput", payload(seq, clock(), size)).await?;
+                        seq += 1;
+                    }
+                    client.flush().await?;
+                }
+                Pub::Redis(conn) => {
+                    // Pipelines of 256 PUBLISH, four in flight.
+                    let mut inflight = JoinSet::new();
+                    while !stop.load(Ordering::Relaxed) {
+                        let mut pipe = redis::pipe();
+                        for _ in 0..256 {
+                            pipe.publish("tput", payload(seq, clock(), size).as_ref())
+                                .ignore();
+                            seq += 1;
+                        }
+                        let mut conn = conn.clone();
+                        inflight.spawn(async move { pipe.query_async::<()>(&mut conn).await });
+                        if inflight.len() >= 4
+                            && let Some(done) = inflight.join_next().await
+                        {
+                            done??;
+                        }
+                    }
+                    while let Some(done) = inflight.join_next().await {
+                        done??;
+                    }
+                }
+            }
+            sent.store(seq, Ordering::Relaxed);
+            anyhow::Ok(())
+        })
+    };
+    // Count what arrives in the measured window.
+    let mut sub = sub;
+    let warm_until = Instant::now() + Duration::from_secs_f64(args.warmup);
+    let end = warm_until + Duration::from_secs_f64(args.duration);
+    let mut histogram = new_histogram();
+    let mut counted = 0u64;
+    let mut cpu = None;
+    loop {
+        let now = Instant::now();
+        if now >= end {
+            break;
+        }
+        let left = tokio::time::Instant::from_std(end);
+        let Ok(Some(bytes)) = tokio::time::timeout_at(left, sub.next()).await else {
+            break;
+        };
+        if Instant::now() < warm_until {
+            continue;
+        }
+        if cpu.is_none() {
+            cpu = Some(Cpu::start(server_pid));
+        }
+        counted += 1;
+        if let Some((_, sent_at)) = parse(&bytes) {
+            let _ = histogram.record((clock().saturating_sub(sent_at) / 1000).max(1));
+        }
+    }
+    let cpu = cpu.map(|c| c.percent(server_pid));
+    stop.store(true, Ordering::Relaxed);
+    // Drain so the publisher's last answers can come back.
+    let drain = tokio::time::Instant::now() + Duration::from_secs(5);
+    while let Ok(Some(_)) = tokio::time::timeout_at(drain, sub.next()).await {
+        if sending.is_finished() {
+            break;
+        }
+    }
+    sending.await??;
+    report["subs"] = 1.into();
+    report["duration_s"] = args.duration.into();
+    report["msgs_per_s"] = ((counted as f64 / args.duration).round()).into();
+    report["sent_total"] = sent.load(Ordering::Relaxed).into();
+    quantiles(&histogram, report);
+    if let Some((server, client)) = cpu {
+        report["server_cpu_pct"] = server.into();
+        report["client_cpu_pct"] = client.into();
+    }
+    eprintln!(
+        "{:>6} throughput size={}: {} msg/s delivered (latency from actual send: p50 {}µs p99 {}µs)",
+        report["system"].as_str().unwrap_or(""),
+        args.size,
+        report["msgs_per_s"],
+        report["p50_us"],
+        report["p99_us"],
+    );
+    Ok(())
+}
+
+async fn conns_run(
+    args: &Args,
+    target: &mut Target,
+    server_pid: Option<u32>,
+    report: &mut serde_json::Value,
+) -> anyhow::Result<()> {
+    // One connection first, so fixed costs (buffers, caches) are not counted per connection.
+    let first = target.subscriber(0, "idle0").await?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let before = rss_kib(server_pid);
+    let started = Instant::now();
+    let mut conns = vec![first];
+    for n in 1..args.conns {
+        conns.push(target.subscriber(n, &format!("idle{n}")).await?);
+        if n % 1000 == 0 {
+            eprintln!("{n} connections ...");
+        }
+    }
+    let connect_secs = started.elapsed().as_secs_f64();
+    // Let the server settle (allocations after handshakes, first keep-alives).
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let after = rss_kib(server_pid);
+    let cpu = Cpu::start(server_pid);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let (idle_cpu, _) = cpu.percent(server_pid);
+    report["conns"] = args.conns.into();
+    report["connect_s"] = ((connect_secs * 10.0).round() / 10.0).into();
+    report["server_rss_before_kib"] = before.into();
+    report["server_rss_after_kib"] = after.into();
+    if let (Some(b), Some(a)) = (before, after) {
+        let per = (a.saturating_sub(b)) as f64 / (args.conns - 1).max(1) as f64;
+        report["server_kib_per_conn"] = ((per * 10.0).round() / 10.0).into();
+    }
+    report["server_idle_cpu_pct"] = idle_cpu.into();
+    eprintln!(
+        "{:>6} conns={}: server RSS {:?} -> {:?} KiB, {} KiB per connection, idle CPU {}%",
+        report["system"].as_str().unwrap_or(""),
+        args.conns,
+        before,
+        after,
+        report["server_kib_per_conn"],
+        report["server_idle_cpu_pct"],
+    );
+    drop(conns);
+    Ok(())
+}
