@@ -292,12 +292,12 @@ impl RtmClient {
     /// for sending when `publish` is called, not when its future is first polled, so calls made
     /// one after another are sent in that order even if their futures are awaited later or
     /// together (as with the JavaScript SDK's promises).
-    pub fn publish(
+    pub fn publish<M: Into<Payload>>(
         &self,
         channel_name: &str,
-        message: impl Into<Payload>,
+        message: M,
         options: PublishOptions,
-    ) -> impl Future<Output = Result<PublishResponse, RtmError>> + Send + 'static {
+    ) -> impl Future<Output = Result<PublishResponse, RtmError>> + Send + 'static + use<M> {
         let request = Request::Publish(PublishRequest {
             channel_type: options.channel_type,
             channel: channel_name.to_owned(),
@@ -332,7 +332,7 @@ impl RtmClient {
         &self,
         operation: &'static str,
         request: Request,
-    ) -> impl Future<Output = Result<Response, RtmError>> + Send + 'static {
+    ) -> impl Future<Output = Result<Response, RtmError>> + Send + 'static + use<> {
         let (reply, answer) = tokio::sync::oneshot::channel();
         let queued = match self.connection().as_ref() {
             None => Err(RtmError::new(

@@ -487,10 +487,6 @@ async fn rate_run(
     // Message i goes to channel i % groups.
     let per_group =
         |g: usize| (total / groups as u64) + u64::from((g as u64) < total % groups as u64);
-    let first_measured = |g: usize| {
-        let _ = g;
-        warm
-    };
 
     eprintln!(
         "connecting {} subscribers and {groups} publishers ...",
@@ -514,7 +510,7 @@ async fn rate_run(
         + Duration::from_secs(5 + (groups * subs_per_group / 200) as u64);
     let mut consumers = JoinSet::new();
     for (g, sub) in subs {
-        consumers.spawn(consume(sub, first_measured(g), per_group(g), deadline));
+        consumers.spawn(consume(sub, warm, per_group(g), deadline));
     }
 
     let errors = Arc::new(AtomicU64::new(0));
@@ -545,7 +541,7 @@ async fn rate_run(
                 measure_start = Some(Instant::now());
             }
             let g = (i % groups as u64) as usize;
-            let seq = i / groups as u64;
+            let seq = i;
             let channel = format!("load{g}");
             if let Some(answer) = pubs[g].send(&rt, &channel, payload(seq, instant_ns(due), size)) {
                 let _ = answers_tx.send(answer);
@@ -567,6 +563,7 @@ async fn rate_run(
     }
     checker.await?;
     let _pubs = tokio::task::spawn_blocking(move || publisher.join()).await?;
+    // Every subscriber of a group receives that group's share of the measured messages.
     let expected_measured = (total - warm) * subs_per_group as u64;
     let measured_secs = elapsed.map_or(args.duration, |e| e.as_secs_f64());
     report["subs"] = (groups * subs_per_group).into();
@@ -615,30 +612,37 @@ async fn throughput_run(
     let size = args.size;
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let sent = Arc::new(AtomicU64::new(0));
+    // End-to-end flow control, the same for every system: at most WINDOW messages published
+    // and not yet received. Without it a publisher outruns the subscriber, and each system's
+    // slow-consumer protection (rtm's and NATS's disconnect, Redis's output buffer limit) ends
+    // the run instead of measuring it.
+    let window = Arc::new(Window::default());
     let sending = {
-        let (stop, sent) = (stop.clone(), sent.clone());
+        let (stop, sent, window) = (stop.clone(), sent.clone(), window.clone());
         tokio::spawn(async move {
             let mut seq = 0u64;
             match publisher {
                 Pub::Rtm(client) => {
-                    // Keep a window of answers outstanding, as a pipelining application would.
-                    let mut window = VecDeque::new();
+                    // Keep answers outstanding, as a pipelining application would.
+                    let mut answers = VecDeque::new();
                     while !stop.load(Ordering::Relaxed) {
+                        window.wait_for_room(seq).await;
                         let p = payload(seq, clock(), size);
-                        window.push_back(client.publish("tput", p, PublishOptions::default()));
+                        answers.push_back(client.publish("tput", p, PublishOptions::default()));
                         seq += 1;
-                        if window.len() >= 2048
-                            && let Some(answer) = window.pop_front()
+                        if answers.len() >= 2048
+                            && let Some(answer) = answers.pop_front()
                         {
                             answer.await?;
                         }
                     }
-                    for answer in window {
+                    for answer in answers {
                         answer.await?;
                     }
                 }
                 Pub::Nats(client) => {
                     while !stop.load(Ordering::Relaxed) {
+                        window.wait_for_room(seq).await;
                         client.publish("tput", payload(seq, clock(), size)).await?;
                         seq += 1;
                     }
@@ -648,6 +652,7 @@ async fn throughput_run(
                     // Pipelines of 256 PUBLISH, four in flight.
                     let mut inflight = JoinSet::new();
                     while !stop.load(Ordering::Relaxed) {
+                        window.wait_for_room(seq + 256).await;
                         let mut pipe = redis::pipe();
                         for _ in 0..256 {
                             pipe.publish("tput", payload(seq, clock(), size).as_ref())
@@ -687,6 +692,7 @@ async fn throughput_run(
         let Ok(Some(bytes)) = tokio::time::timeout_at(left, sub.next()).await else {
             break;
         };
+        window.received();
         if Instant::now() < warm_until {
             continue;
         }
@@ -700,9 +706,11 @@ async fn throughput_run(
     }
     let cpu = cpu.map(|c| c.percent(server_pid));
     stop.store(true, Ordering::Relaxed);
+    window.open();
     // Drain so the publisher's last answers can come back.
     let drain = tokio::time::Instant::now() + Duration::from_secs(5);
     while let Ok(Some(_)) = tokio::time::timeout_at(drain, sub.next()).await {
+        window.received();
         if sending.is_finished() {
             break;
         }
@@ -726,6 +734,40 @@ async fn throughput_run(
         report["p99_us"],
     );
     Ok(())
+}
+
+/// Messages a throughput publisher may have in flight (sent, not yet received).
+const WINDOW: u64 = 2_000;
+
+#[derive(Default)]
+struct Window {
+    received: AtomicU64,
+    open: std::sync::atomic::AtomicBool,
+    notify: tokio::sync::Notify,
+}
+
+impl Window {
+    fn received(&self) {
+        let n = self.received.fetch_add(1, Ordering::Relaxed) + 1;
+        if n % 256 == 0 {
+            self.notify.notify_one();
+        }
+    }
+
+    /// Waits until message `seq` may be sent.
+    async fn wait_for_room(&self, seq: u64) {
+        while seq >= self.received.load(Ordering::Relaxed) + WINDOW
+            && !self.open.load(Ordering::Relaxed)
+        {
+            let _ = tokio::time::timeout(Duration::from_millis(10), self.notify.notified()).await;
+        }
+    }
+
+    /// Lets the publisher finish.
+    fn open(&self) {
+        self.open.store(true, Ordering::Relaxed);
+        self.notify.notify_one();
+    }
 }
 
 async fn conns_run(
