@@ -749,7 +749,7 @@ struct Window {
 impl Window {
     fn received(&self) {
         let n = self.received.fetch_add(1, Ordering::Relaxed) + 1;
-        if n % 256 == 0 {
+        if n.is_multiple_of(256) {
             self.notify.notify_one();
         }
     }
