@@ -23,7 +23,8 @@ impl FrameReader {
     pub(crate) fn new(recv: quinn::RecvStream, max_frame_len: usize) -> Self {
         Self {
             recv,
-            buf: BytesMut::with_capacity(4096),
+            // No buffer until bytes arrive: an idle connection should cost little memory.
+            buf: BytesMut::new(),
             decoder: FrameDecoder::new(max_frame_len),
         }
     }
