@@ -93,6 +93,9 @@ struct Args {
     /// Idle connections (conns).
     #[arg(long, default_value_t = 1000)]
     conns: usize,
+    /// rtm: clients sharing one UDP socket.
+    #[arg(long, default_value_t = 100)]
+    clients_per_socket: usize,
     /// A label for this run in the report.
     #[arg(long, default_value = "")]
     label: String,
@@ -132,11 +135,9 @@ struct Target {
     addr: SocketAddr,
     rtm_cert: PathBuf,
     transports: Vec<Transport>,
+    clients_per_socket: usize,
     _server: Option<rtm_testkit::TestServer>,
 }
-
-/// rtm clients share one UDP socket per this many clients.
-const CLIENTS_PER_SOCKET: usize = 100;
 
 impl Target {
     async fn new(args: &Args) -> anyhow::Result<Self> {
@@ -164,12 +165,13 @@ impl Target {
             addr,
             rtm_cert: cert,
             transports: Vec::new(),
+            clients_per_socket: args.clients_per_socket.max(1),
             _server: server,
         })
     }
 
     fn rtm_config(&mut self, n: usize) -> anyhow::Result<RtmConfig> {
-        if n / CLIENTS_PER_SOCKET >= self.transports.len() {
+        if n / self.clients_per_socket >= self.transports.len() {
             self.transports.push(Transport::bind(self.addr)?);
         }
         let mut config = RtmConfig::new(Endpoint {
