@@ -6,28 +6,44 @@
 //! writer to close the session with [`CloseReason::SlowConsumer`] and counts it, so one stalled
 //! subscriber never delays a publisher or the other subscribers.
 
+use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use rtm_proto::CloseReason;
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::Notify;
 
 use crate::metrics::Metrics;
 
-/// The sending side of a connection's outbound queue. Cheap to clone.
+/// The sending side of a connection's outbound queue. Cheap to clone; when the last clone is
+/// dropped the writer finishes.
 #[derive(Clone, Debug)]
 pub struct Outbox {
-    tx: mpsc::Sender<Bytes>,
+    sender: Arc<Sender>,
+}
+
+/// Owned by every [`Outbox`] clone through one `Arc`: its drop means no sender is left.
+#[derive(Debug)]
+struct Sender {
     shared: Arc<Shared>,
 }
 
 #[derive(Debug)]
 struct Shared {
-    /// Set once: why the session is being closed.
-    closing: Mutex<Option<CloseReason>>,
+    state: Mutex<State>,
+    /// Wakes the writer: frames arrived, a close was asked for, or the senders are gone.
     notify: Notify,
+    capacity: usize,
     metrics: Arc<Metrics>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    queue: VecDeque<Bytes>,
+    /// Set once: why the session is being closed.
+    closing: Option<CloseReason>,
+    senders_gone: bool,
 }
 
 /// What [`Outbox::push`] did with a frame.
@@ -44,66 +60,90 @@ pub enum Pushed {
 impl Outbox {
     /// A queue that holds up to `capacity` frames, and the receiving side for the writer.
     pub fn new(capacity: usize, metrics: Arc<Metrics>) -> (Self, OutboxRx) {
-        let (tx, rx) = mpsc::channel(capacity.max(1));
         let shared = Arc::new(Shared {
-            closing: Mutex::new(None),
+            state: Mutex::new(State::default()),
             notify: Notify::new(),
+            capacity: capacity.max(1),
             metrics,
         });
-        (
-            Self {
-                tx,
-                shared: shared.clone(),
-            },
-            OutboxRx { rx, shared },
-        )
+        let sender = Arc::new(Sender {
+            shared: shared.clone(),
+        });
+        (Self { sender }, OutboxRx { shared })
+    }
+
+    fn shared(&self) -> &Shared {
+        &self.sender.shared
     }
 
     /// Queues one encoded frame without waiting.
+    ///
+    /// This is the fan-out hot path: one short lock, and a wake-up of the writer only when it
+    /// may be waiting (the queue was empty).
     pub fn push(&self, frame: Bytes) -> Pushed {
-        match self.tx.try_send(frame) {
-            Ok(()) => Pushed::Queued,
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                if self.close(CloseReason::SlowConsumer) {
-                    self.shared
-                        .metrics
-                        .slow_consumer_disconnects
-                        .fetch_add(1, Ordering::Relaxed);
-                    tracing::info!("closing a slow consumer: its outbound queue is full");
-                }
-                self.shared
+        let shared = self.shared();
+        let mut state = lock(&shared.state);
+        match state.closing {
+            None => {}
+            Some(CloseReason::SlowConsumer) => {
+                // Every frame a slow consumer misses is counted.
+                shared
                     .metrics
                     .frames_dropped
                     .fetch_add(1, Ordering::Relaxed);
-                Pushed::Overflowed
+                return Pushed::Overflowed;
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => Pushed::Closed,
+            Some(_) => return Pushed::Closed,
         }
+        if state.queue.len() >= shared.capacity {
+            state.closing = Some(CloseReason::SlowConsumer);
+            drop(state);
+            shared.notify.notify_one();
+            shared
+                .metrics
+                .slow_consumer_disconnects
+                .fetch_add(1, Ordering::Relaxed);
+            shared
+                .metrics
+                .frames_dropped
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::info!("closing a slow consumer: its outbound queue is full");
+            return Pushed::Overflowed;
+        }
+        let was_empty = state.queue.is_empty();
+        state.queue.push_back(frame);
+        drop(state);
+        if was_empty {
+            // `notify_one` stores a permit, so a writer that is busy writing sees it next time.
+            shared.notify.notify_one();
+        }
+        Pushed::Queued
     }
 
     /// Asks the writer to end the session for `reason`. Returns false if it was already closing.
     pub fn close(&self, reason: CloseReason) -> bool {
-        let mut closing = lock(&self.shared.closing);
-        if closing.is_some() {
+        let shared = self.shared();
+        let mut state = lock(&shared.state);
+        if state.closing.is_some() {
             return false;
         }
-        *closing = Some(reason);
-        drop(closing);
-        // `notify_one` stores a permit, so a writer that is busy writing sees it next time.
-        self.shared.notify.notify_one();
+        state.closing = Some(reason);
+        drop(state);
+        shared.notify.notify_one();
         true
     }
+}
 
-    /// Whether this and `other` are the same queue.
-    pub fn same(&self, other: &Self) -> bool {
-        Arc::ptr_eq(&self.shared, &other.shared)
+impl Drop for Sender {
+    fn drop(&mut self) {
+        lock(&self.shared.state).senders_gone = true;
+        self.shared.notify.notify_one();
     }
 }
 
 /// The receiving side of an [`Outbox`], owned by the connection's writer.
 #[derive(Debug)]
 pub struct OutboxRx {
-    rx: mpsc::Receiver<Bytes>,
     shared: Arc<Shared>,
 }
 
@@ -117,53 +157,41 @@ pub enum Next {
 }
 
 impl OutboxRx {
-    /// Waits for frames or a close request. Frames already queued are taken together, up to
-    /// `max_batch`, so the writer hands them to QUIC in one call.
+    /// Waits for frames or a close request, and takes up to `max_batch` queued frames at once so
+    /// the writer hands them to QUIC in one call. A close request comes before queued frames.
     pub async fn next(&mut self, max_batch: usize) -> Next {
-        tokio::select! {
-            biased;
-            () = self.shared.notify.notified() => {
-                if let Some(reason) = *lock(&self.shared.closing) {
+        loop {
+            {
+                let mut state = lock(&self.shared.state);
+                if let Some(reason) = state.closing {
                     return Next::Close(reason);
                 }
-                // A stale permit; nothing to do but wait again.
-                Next::Frames(Vec::new())
-            }
-            frame = self.rx.recv() => match frame {
-                Some(frame) => {
-                    let mut batch = Vec::with_capacity(max_batch.min(16));
-                    batch.push(frame);
-                    while batch.len() < max_batch {
-                        match self.rx.try_recv() {
-                            Ok(f) => batch.push(f),
-                            Err(_) => break,
-                        }
-                    }
-                    Next::Frames(batch)
+                if !state.queue.is_empty() {
+                    let n = state.queue.len().min(max_batch.max(1));
+                    return Next::Frames(state.queue.drain(..n).collect());
                 }
-                // Every sender is gone: the session ended without a reason to tell the client.
-                None => Next::Close(CloseReason::ServerShutdown),
-            },
+                if state.senders_gone {
+                    // The session ended without a reason to tell the client.
+                    return Next::Close(CloseReason::ServerShutdown);
+                }
+            }
+            self.shared.notify.notified().await;
         }
     }
 
     /// Waits until the session is asked to close, and says why.
     pub async fn closed(&mut self) -> CloseReason {
         loop {
-            self.shared.notify.notified().await;
-            if let Some(reason) = *lock(&self.shared.closing) {
+            if let Some(reason) = lock(&self.shared.state).closing {
                 return reason;
             }
+            self.shared.notify.notified().await;
         }
     }
 
     /// Takes the frames still queued, without waiting.
     pub fn drain(&mut self) -> Vec<Bytes> {
-        let mut out = Vec::new();
-        while let Ok(f) = self.rx.try_recv() {
-            out.push(f);
-        }
-        out
+        lock(&self.shared.state).queue.drain(..).collect()
     }
 }
 
