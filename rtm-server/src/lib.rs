@@ -35,6 +35,7 @@ pub mod metrics;
 pub mod outbox;
 mod session;
 mod tls;
+pub mod token;
 mod transport;
 
 use std::net::SocketAddr;

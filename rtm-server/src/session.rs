@@ -21,6 +21,7 @@ use crate::config::AppPolicy;
 use crate::core::{Core, err, invalid, now_ms};
 use crate::engine::{Engine, SessionHandle};
 use crate::outbox::Outbox;
+use crate::token::AccessToken;
 
 /// One connection's session.
 pub(crate) struct Session<E> {
@@ -90,13 +91,14 @@ impl<E: Engine> Session<E> {
             ));
         };
         validate::user_id(&login.user_id, login.use_string_user_id).map_err(invalid)?;
-        if policy.certificate.is_some() {
-            // Verifying AccessToken2 tokens is the next piece of work (the auth issue). Until
-            // then an app with a certificate refuses logins rather than accept unverified ones.
-            return Err(err(
-                ErrorCode::InvalidToken,
-                "this app requires token authentication, which this server version cannot verify",
-            ));
+        if let Some(certificate) = &policy.certificate {
+            // docs/protocol.md §5.1: an app with an App Certificate needs an AccessToken2 with
+            // the RTM Login privilege for this user. (Ending a session when its token expires
+            // later, and renewing it, come with the reconnect work.)
+            let now = now_ms() / 1000;
+            AccessToken::parse(&login.token)
+                .and_then(|t| t.verify_login(&login.app_id, certificate, &login.user_id, now))
+                .map_err(|e| err(e.code, e.reason))?;
         }
         let id = self.core.next_session_id();
         let handle = SessionHandle::new(id, &login.app_id, &login.user_id, self.outbox.clone());

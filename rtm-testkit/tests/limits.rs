@@ -356,7 +356,9 @@ async fn a_stalled_subscriber_does_not_hold_up_another() {
 }
 
 #[tokio::test]
-async fn configured_apps_are_enforced() {
+async fn configured_apps_are_enforced_with_tokens() {
+    const APP: &str = "970CA35de60c44645bbae8a215061b33";
+    const CERT: &str = "5CFd2fd1755d40ecb72977518be15d3b";
     let mut config = TestServer::config();
     config.apps = vec![
         AppConfig {
@@ -365,30 +367,83 @@ async fn configured_apps_are_enforced() {
             limits: Default::default(),
         },
         AppConfig {
-            app_id: "970CA35de60c44645bbae8a215061b33".into(),
-            app_certificate: Some("5CFd2fd1755d40ecb72977518be15d3b".into()),
+            app_id: APP.into(),
+            app_certificate: Some(CERT.into()),
             limits: Default::default(),
         },
     ];
     let server = TestServer::start_with(config).await;
+    // An app without a certificate takes any token, or none.
     server.login("fine").await;
     let stranger = RtmClient::new("otherapp", "x", server.client_config()).unwrap();
     let err = stranger.login(LoginOptions::default()).await.unwrap_err();
     assert_eq!(err.code, ErrorCode::InvalidAppId);
-    // Token verification comes with the auth work; until then such an app refuses logins.
-    let secured = RtmClient::new(
-        "970CA35de60c44645bbae8a215061b33",
-        "x",
-        server.client_config(),
+
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    let now = now.as_secs() as u32;
+    let token = |user: &str, issued: u32, expire: u32| {
+        rtm_server::token::build_rtm_token(APP, CERT, user, issued, expire, 4242).unwrap()
+    };
+    let login = |user: &str, token: Option<String>| {
+        let client = RtmClient::new(APP, user, server.client_config()).unwrap();
+        async move { client.login(LoginOptions { token }).await.map(|_| client) }
+    };
+    // A valid token logs in.
+    let tony = login("Tony", Some(token("Tony", now, 3600))).await.unwrap();
+    tony.publish(
+        "Tony",
+        "to myself",
+        PublishOptions {
+            channel_type: ChannelType::User,
+            ..Default::default()
+        },
     )
+    .await
     .unwrap();
-    let err = secured
-        .login(LoginOptions {
-            token: Some("007abc".into()),
-        })
-        .await
-        .unwrap_err();
-    assert_eq!(err.code, ErrorCode::InvalidToken);
+    // Each bad token is refused with its code.
+    let cases = [
+        (None, ErrorCode::InvalidToken),
+        (Some("007garbage".to_owned()), ErrorCode::InvalidToken),
+        (Some(token("Lily", now, 3600)), ErrorCode::InvalidToken),
+        (
+            Some(token("Tony", now - 7200, 3600)),
+            ErrorCode::TokenExpired,
+        ),
+        (
+            Some(
+                rtm_server::token::build_rtm_token(
+                    APP,
+                    "0123456789abcdef0123456789abcdef",
+                    "Tony",
+                    now,
+                    3600,
+                    1,
+                )
+                .unwrap(),
+            ),
+            ErrorCode::InvalidToken,
+        ),
+        (
+            Some(
+                rtm_server::token::build_rtm_token(
+                    "00000000000000000000000000000000",
+                    CERT,
+                    "Tony",
+                    now,
+                    3600,
+                    1,
+                )
+                .unwrap(),
+            ),
+            ErrorCode::InconsistentAppid,
+        ),
+    ];
+    for (token, code) in cases {
+        let err = login("Tony", token.clone()).await.unwrap_err();
+        assert_eq!(err.code, code, "{token:?}: {err}");
+    }
 }
 
 #[tokio::test]
