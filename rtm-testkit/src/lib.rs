@@ -19,6 +19,10 @@
 //! [`expect_event`], which fails the test after a deadline instead of sleeping.
 #![warn(missing_docs)]
 
+mod link;
+
+pub use link::LossyLink;
+
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -133,6 +137,15 @@ impl TestServer {
             trust: Trust::pinned(&self.cert_path),
         });
         config.transport = Some(self.transport.clone());
+        config
+    }
+
+    /// A client configuration that reaches this server through `link`.
+    pub fn client_config_via(&self, link: &LossyLink) -> RtmConfig {
+        let mut config = self.client_config();
+        config.endpoint.addr = link.addr();
+        // Its own socket: the relay tells clients apart by address.
+        config.transport = None;
         config
     }
 
