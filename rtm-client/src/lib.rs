@@ -126,12 +126,15 @@ impl RtmClient {
     pub fn new(
         app_id: impl Into<String>,
         user_id: impl Into<String>,
-        config: RtmConfig,
+        mut config: RtmConfig,
     ) -> Result<Self, RtmError> {
         let (app_id, user_id) = (app_id.into(), user_id.into());
         let invalid = |e: validate::InvalidName| RtmError::new(e.code, "new", e.what);
         validate::app_id(&app_id).map_err(invalid)?;
         validate::user_id(&user_id, config.use_string_user_id).map_err(invalid)?;
+        // Out-of-range values are clamped, as the reference does.
+        config.heartbeat_interval = config.heartbeat_interval.clamp(5, 1800);
+        config.presence_timeout = config.presence_timeout.clamp(5, 300);
         let listeners = event::Listeners::default();
         let link = Arc::new(LinkTracker::new(listeners.clone()));
         Ok(Self {
@@ -155,6 +158,11 @@ impl RtmClient {
     /// The App ID.
     pub fn app_id(&self) -> &str {
         &self.inner.app_id
+    }
+
+    /// The configuration in use, with out-of-range values clamped.
+    pub fn config(&self) -> &RtmConfig {
+        &self.inner.config
     }
 
     /// A new, independent stream of events. Dropping it removes the listener.

@@ -111,7 +111,13 @@ async fn invalid_names_get_their_codes() {
     numeric.use_string_user_id = false;
     let err = RtmClient::new(TEST_APP_ID, "Tony", numeric.clone()).unwrap_err();
     assert_eq!(err.code, ErrorCode::InvalidUserId);
+    numeric.heartbeat_interval = 1;
+    numeric.presence_timeout = 1000;
     let ok = RtmClient::new(TEST_APP_ID, "123456", numeric).unwrap();
+    assert_eq!(
+        (ok.config().heartbeat_interval, ok.config().presence_timeout),
+        (5, 300)
+    );
     ok.login(LoginOptions::default()).await.unwrap();
 }
 
