@@ -103,3 +103,10 @@ pub struct PublishOptions {
     /// to send to one user (the channel argument is then the user id).
     pub channel_type: ChannelType,
 }
+
+/// Options of [`renew_token`](crate::RtmClient::renew_token).
+#[derive(Clone, Debug, Default)]
+pub struct RenewTokenOptions {
+    /// The stream channel whose (RTC) token this is; `None` for the login token.
+    pub channel_name: Option<String>,
+}

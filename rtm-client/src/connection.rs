@@ -263,6 +263,11 @@ async fn drive(
             LinkStateReason::SameUidLogin,
             "The same uid login on another device".to_owned(),
         ),
+        (Some(CloseReason::TokenExpired), _) => (
+            LinkOperation::ServerReject,
+            LinkStateReason::TokenExpired,
+            "the login token expired".to_owned(),
+        ),
         (Some(r), _) => (
             LinkOperation::ServerReject,
             LinkStateReason::KickedOutByServer,
@@ -309,6 +314,9 @@ async fn read_events(recv: quinn::RecvStream, listeners: Listeners, shared: Arc<
     while let Ok(Some(body)) = reader.next().await {
         match ServerMsg::decode(&body) {
             Ok(ServerMsg::Event(Event::Message(m))) => listeners.emit(RtmEvent::Message(m)),
+            Ok(ServerMsg::Event(Event::TokenPrivilegeWillExpire { channel_name })) => {
+                listeners.emit(RtmEvent::TokenPrivilegeWillExpire { channel_name });
+            }
             Ok(ServerMsg::Event(Event::SessionClosed { reason })) => {
                 *shared
                     .closed_by_server

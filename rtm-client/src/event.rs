@@ -15,6 +15,12 @@ pub enum RtmEvent {
     Message(MessageEvent),
     /// The connection's state changed (`linkState`).
     LinkState(LinkStateEvent),
+    /// A token expires soon (`tokenPrivilegeWillExpire`): call
+    /// [`renew_token`](crate::RtmClient::renew_token).
+    TokenPrivilegeWillExpire {
+        /// Empty for the login token; the stream channel's name for its token.
+        channel_name: String,
+    },
 }
 
 /// The state of the client's link to the server (the reference's `LinkState`).

@@ -48,7 +48,7 @@ pub use rtm_proto::{ChannelType, ErrorCode, LoginLimits, MessageEvent, Payload, 
 use rtm_proto::{PublishRequest, Request, Response, message::LoginRequest, validate};
 
 pub use crate::config::{
-    Endpoint, LoginOptions, PublishOptions, RtmConfig, SubscribeOptions, Trust,
+    Endpoint, LoginOptions, PublishOptions, RenewTokenOptions, RtmConfig, SubscribeOptions, Trust,
 };
 use crate::connection::{Command, Connection};
 pub use crate::event::{
@@ -70,6 +70,13 @@ pub struct LoginResponse {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LogoutResponse {
     /// Server time of the logout (client time if the connection was already gone).
+    pub timestamp: u64,
+}
+
+/// The answer to [`RtmClient::renew_token`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RenewTokenResponse {
+    /// Server time.
     pub timestamp: u64,
 }
 
@@ -255,6 +262,34 @@ impl RtmClient {
             Ok(Response::Logout { timestamp }) => Ok(LogoutResponse { timestamp }),
             Ok(other) => Err(unexpected("logout", &other)),
             Err(e) => Err(e),
+        }
+    }
+
+    /// Replaces the login token with a fresh one, extending the session (the reference's
+    /// `renewToken`). Renewing a stream channel's token (`options.channel_name`) comes with
+    /// stream channels; until then it is refused with [`ErrorCode::InvalidParameter`].
+    pub async fn renew_token(
+        &self,
+        token: &str,
+        options: RenewTokenOptions,
+    ) -> Result<RenewTokenResponse, RtmError> {
+        if options
+            .channel_name
+            .as_deref()
+            .is_some_and(|c| !c.is_empty())
+        {
+            return Err(RtmError::new(
+                ErrorCode::InvalidParameter,
+                "renewToken",
+                "stream channel tokens are not supported yet",
+            ));
+        }
+        let request = Request::RenewToken {
+            token: token.to_owned(),
+        };
+        match self.request("renewToken", request).await? {
+            Response::RenewToken { timestamp } => Ok(RenewTokenResponse { timestamp }),
+            other => Err(unexpected("renewToken", &other)),
         }
     }
 

@@ -97,6 +97,11 @@ pub enum Request {
     Publish(PublishRequest),
     /// Liveness check, answered with [`Response::Pong`].
     Ping,
+    /// Replace the session's login token with a fresh one (the reference's `renewToken`).
+    RenewToken {
+        /// The new token.
+        token: String,
+    },
 }
 
 impl Request {
@@ -109,6 +114,7 @@ impl Request {
             Self::Unsubscribe { .. } => "unsubscribe",
             Self::Publish(_) => "publish",
             Self::Ping => "ping",
+            Self::RenewToken { .. } => "renewToken",
         }
     }
 }
@@ -397,6 +403,11 @@ pub enum Response {
         /// Server time.
         timestamp: u64,
     },
+    /// The token was renewed.
+    RenewToken {
+        /// Server time.
+        timestamp: u64,
+    },
 }
 
 /// The limits of the app, told to the client at login.
@@ -421,6 +432,11 @@ pub enum Event {
     SessionClosed {
         /// Why.
         reason: CloseReason,
+    },
+    /// A token of this session expires soon (30 s by default): renew it.
+    TokenPrivilegeWillExpire {
+        /// Empty for the login token; the stream channel's name for its token.
+        channel_name: String,
     },
 }
 
@@ -452,6 +468,8 @@ pub enum CloseReason {
     SlowConsumer,
     /// The server is shutting down.
     ServerShutdown,
+    /// The login token expired and was not renewed.
+    TokenExpired,
 }
 
 impl CloseReason {
@@ -462,6 +480,7 @@ impl CloseReason {
             Self::SameUidLogin => 0x10,
             Self::SlowConsumer => 0x11,
             Self::ServerShutdown => 0x12,
+            Self::TokenExpired => 0x13,
         }
     }
 }
@@ -472,6 +491,7 @@ impl fmt::Display for CloseReason {
             Self::SameUidLogin => "the same user id logged in elsewhere",
             Self::SlowConsumer => "the client did not keep up with its events",
             Self::ServerShutdown => "the server is shutting down",
+            Self::TokenExpired => "the login token expired",
         })
     }
 }

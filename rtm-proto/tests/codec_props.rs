@@ -56,6 +56,7 @@ fn request() -> impl Strategy<Value = Request> {
             })
         }),
         Just(Request::Ping),
+        ".{0,40}".prop_map(|token| Request::RenewToken { token }),
     ]
 }
 
@@ -85,6 +86,7 @@ fn server_msg() -> impl Strategy<Value = ServerMsg> {
         (".{0,20}", any::<u64>())
             .prop_map(|(channel, timestamp)| Response::Publish { channel, timestamp }),
         any::<u64>().prop_map(|timestamp| Response::Pong { timestamp }),
+        any::<u64>().prop_map(|timestamp| Response::RenewToken { timestamp }),
     ];
     let error = (prop::sample::select(ErrorCode::ALL), ".{0,30}")
         .prop_map(|(code, reason)| WireError { code, reason });

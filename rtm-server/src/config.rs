@@ -119,6 +119,9 @@ pub struct ConnectionLimits {
     pub outbound_queue: u32,
     /// Seconds a new connection has to log in.
     pub login_timeout_secs: u32,
+    /// Seconds before a login token expires at which the client is warned
+    /// (`TokenPrivilegeWillExpire`; the reference's 30).
+    pub token_warning_secs: u32,
 }
 
 impl Default for ConnectionLimits {
@@ -127,6 +130,7 @@ impl Default for ConnectionLimits {
             max_frame_len: limits::MAX_FRAME_LEN as u32,
             outbound_queue: 4096,
             login_timeout_secs: 10,
+            token_warning_secs: 30,
         }
     }
 }

@@ -35,6 +35,37 @@ struct LoggedIn {
     policy: Arc<AppPolicy>,
     subscriptions: HashMap<String, SubscribeOptions>,
     publish_limiter: DefaultDirectRateLimiter,
+    /// When the login token ends (Unix ms), for apps with an App Certificate.
+    token_ends_ms: Option<u64>,
+    /// Whether the client was warned about `token_ends_ms`.
+    token_warned: bool,
+}
+
+/// What the session's token clock asks of the connection, and when.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum TokenDeadline {
+    /// Tell the client its token expires soon, at this Unix time (ms).
+    Warn(u64),
+    /// End the session, at this Unix time (ms).
+    Expire(u64),
+}
+
+/// Checks `token` for `user_id` of `app_id` under the app's policy, and returns when it ends
+/// (Unix ms; `None` for an app without a certificate, whose sessions do not expire).
+fn check_token(
+    policy: &AppPolicy,
+    app_id: &str,
+    user_id: &str,
+    token: &str,
+) -> Result<Option<u64>, WireError> {
+    let Some(certificate) = &policy.certificate else {
+        return Ok(None);
+    };
+    let now = now_ms() / 1000;
+    let ends = AccessToken::parse(token)
+        .and_then(|t| t.verify_login(app_id, certificate, user_id, now))
+        .map_err(|e| err(e.code, e.reason))?;
+    Ok(Some(ends.saturating_mul(1000)))
 }
 
 fn logged_in(state: &mut Option<LoggedIn>) -> Result<&mut LoggedIn, WireError> {
@@ -73,6 +104,42 @@ impl<E: Engine> Session<E> {
             Request::Subscribe { channel, options } => self.subscribe(channel, options).await,
             Request::Unsubscribe { channel } => self.unsubscribe(channel).await,
             Request::Publish(publish) => self.publish(publish).await,
+            Request::RenewToken { token } => self.renew_token(&token),
+        }
+    }
+
+    /// Replaces the login token: the same checks as at login, for this session's user.
+    fn renew_token(&mut self, token: &str) -> Result<Response, WireError> {
+        let state = logged_in(&mut self.state)?;
+        let ends = check_token(
+            &state.policy,
+            state.handle.app_id(),
+            state.handle.user_id(),
+            token,
+        )?;
+        state.token_ends_ms = ends;
+        state.token_warned = false;
+        Ok(Response::RenewToken {
+            timestamp: now_ms(),
+        })
+    }
+
+    /// The next thing the token clock asks for, if any.
+    pub(crate) fn token_deadline(&self) -> Option<TokenDeadline> {
+        let state = self.state.as_ref()?;
+        let ends = state.token_ends_ms?;
+        let warning = u64::from(self.core.connection.token_warning_secs) * 1000;
+        if !state.token_warned && ends > warning {
+            Some(TokenDeadline::Warn(ends - warning))
+        } else {
+            Some(TokenDeadline::Expire(ends))
+        }
+    }
+
+    /// Records that the client was warned.
+    pub(crate) fn token_warned(&mut self) {
+        if let Some(state) = self.state.as_mut() {
+            state.token_warned = true;
         }
     }
 
@@ -91,15 +158,9 @@ impl<E: Engine> Session<E> {
             ));
         };
         validate::user_id(&login.user_id, login.use_string_user_id).map_err(invalid)?;
-        if let Some(certificate) = &policy.certificate {
-            // docs/protocol.md §5.1: an app with an App Certificate needs an AccessToken2 with
-            // the RTM Login privilege for this user. (Ending a session when its token expires
-            // later, and renewing it, come with the reconnect work.)
-            let now = now_ms() / 1000;
-            AccessToken::parse(&login.token)
-                .and_then(|t| t.verify_login(&login.app_id, certificate, &login.user_id, now))
-                .map_err(|e| err(e.code, e.reason))?;
-        }
+        // docs/protocol.md §5.1.1: an app with an App Certificate needs an AccessToken2 with
+        // the RTM Login privilege for this user.
+        let token_ends_ms = check_token(&policy, &login.app_id, &login.user_id, &login.token)?;
         let id = self.core.next_session_id();
         let handle = SessionHandle::new(id, &login.app_id, &login.user_id, self.outbox.clone());
         self.core
@@ -116,6 +177,8 @@ impl<E: Engine> Session<E> {
             policy,
             subscriptions: HashMap::new(),
             publish_limiter: RateLimiter::direct(Quota::per_second(rate)),
+            token_ends_ms,
+            token_warned: false,
         });
         Ok(Response::Login {
             timestamp: now_ms(),

@@ -16,9 +16,10 @@ use tracing::Instrument;
 
 use super::reader::{FrameReader, Inbound};
 use crate::core::Core;
+use crate::core::now_ms;
 use crate::engine::Engine;
 use crate::outbox::{Next, Outbox, OutboxRx};
-use crate::session::Session;
+use crate::session::{Session, TokenDeadline};
 
 /// QUIC application close codes that are not a [`CloseReason`] (`docs/protocol.md` §1.3).
 pub(crate) mod close_code {
@@ -134,9 +135,33 @@ async fn run<E: Engine>(
     let mut session = Session::new(core.clone(), outbox.clone());
     let mut out = BytesMut::new();
     let mut shutting_down = false;
+    let mut token_expired = false;
     let result = loop {
+        let token_deadline = session.token_deadline();
+        let token_at = token_deadline.map(|d| match d {
+            TokenDeadline::Warn(at) | TokenDeadline::Expire(at) => {
+                Instant::now() + Duration::from_millis(at.saturating_sub(now_ms()))
+            }
+        });
         let inbound = tokio::select! {
             inbound = reader.next() => inbound,
+            () = sleep_until(token_at.unwrap_or(login_deadline)),
+                if token_at.is_some() && !token_expired =>
+            {
+                match token_deadline {
+                    Some(TokenDeadline::Warn(_)) => {
+                        // docs/protocol.md §5.1.2: warn, once per token.
+                        let event = Event::TokenPrivilegeWillExpire { channel_name: String::new() };
+                        outbox.push(encode_frame(&ServerMsg::Event(event)));
+                        session.token_warned();
+                    }
+                    _ => {
+                        token_expired = true;
+                        outbox.close(CloseReason::TokenExpired);
+                    }
+                }
+                continue;
+            }
             () = sleep_until(login_deadline), if outbox_rx.is_some() => {
                 conn.close(close_code::LOGIN_TIMEOUT.into(), b"login timeout");
                 break Err(ConnError::Protocol("no login before the deadline"));
