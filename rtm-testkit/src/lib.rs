@@ -205,6 +205,18 @@ pub async fn expect_message(events: &mut EventStream) -> MessageEvent {
     .await
 }
 
+/// Waits for the link to reach `state`, and returns that link-state event.
+pub async fn expect_link_state(
+    events: &mut EventStream,
+    state: rtm_client::LinkState,
+) -> rtm_client::LinkStateEvent {
+    expect_event(events, &format!("the {state:?} link state"), |e| match e {
+        RtmEvent::LinkState(s) if s.current_state == state => Some(s),
+        _ => None,
+    })
+    .await
+}
+
 /// Runs `fut`, panicking with `what` if it takes longer than `deadline`.
 pub async fn within<T>(deadline: Duration, what: &str, fut: impl Future<Output = T>) -> T {
     match tokio::time::timeout(deadline, fut).await {

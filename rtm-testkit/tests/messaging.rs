@@ -9,7 +9,7 @@ use rtm_client::{
     ChannelType, ErrorCode, LinkState, LinkStateReason, Payload, PublishOptions, RtmEvent,
     SubscribeOptions,
 };
-use rtm_testkit::{TestServer, expect_event, expect_message, within};
+use rtm_testkit::{TestServer, expect_event, expect_link_state, expect_message, within};
 use tokio::task::JoinSet;
 
 fn to_user() -> PublishOptions {
@@ -271,15 +271,7 @@ async fn same_user_id_login_replaces_the_old_session() {
         .await
         .unwrap();
     let (second, mut second_events) = server.login("Tony").await;
-    let kicked = expect_event(
-        &mut first_events,
-        "the SAME_UID_LOGIN link state",
-        |e| match e {
-            RtmEvent::LinkState(s) if s.current_state == LinkState::Failed => Some(s),
-            _ => None,
-        },
-    )
-    .await;
+    let kicked = expect_link_state(&mut first_events, LinkState::Failed).await;
     assert_eq!(kicked.reason_code, LinkStateReason::SameUidLogin);
     assert_eq!(kicked.previous_state, LinkState::Connected);
     assert_eq!(first.link_state(), LinkState::Failed);
@@ -330,11 +322,7 @@ async fn logout_ends_the_session_and_login_works_again() {
     let server = TestServer::start().await;
     let (a, mut events) = server.login("a").await;
     a.logout().await.unwrap();
-    let idle = expect_event(&mut events, "the IDLE link state", |e| match e {
-        RtmEvent::LinkState(s) if s.current_state == LinkState::Idle => Some(s),
-        _ => None,
-    })
-    .await;
+    let idle = expect_link_state(&mut events, LinkState::Idle).await;
     assert_eq!(idle.reason_code, LinkStateReason::Logout);
     let err = a
         .publish("c", "x", PublishOptions::default())
@@ -358,11 +346,7 @@ async fn server_shutdown_tells_the_clients() {
     let (a, mut events) = server.login("a").await;
     a.subscribe("c", SubscribeOptions::default()).await.unwrap();
     server.shutdown().await;
-    let failed = expect_event(&mut events, "the FAILED link state", |e| match e {
-        RtmEvent::LinkState(s) if s.current_state == LinkState::Failed => Some(s),
-        _ => None,
-    })
-    .await;
+    let failed = expect_link_state(&mut events, LinkState::Failed).await;
     assert_eq!(failed.reason_code, LinkStateReason::KickedOutByServer);
     assert!(failed.reason.contains("shutting down"), "{}", failed.reason);
 }

@@ -6,7 +6,7 @@ use rtm_client::{
     RenewTokenOptions, RtmClient, RtmEvent, SubscribeOptions,
 };
 use rtm_server::config::{AppConfig, ServerConfig};
-use rtm_testkit::{TestServer, expect_event, expect_message};
+use rtm_testkit::{TestServer, expect_event, expect_link_state, expect_message};
 
 const APP: &str = "970CA35de60c44645bbae8a215061b33";
 const CERT: &str = "5CFd2fd1755d40ecb72977518be15d3b";
@@ -97,11 +97,7 @@ async fn a_session_whose_token_expires_is_dropped() {
         })
         .await
         .unwrap();
-    let failed = expect_event(&mut events, "the FAILED link state", |e| match e {
-        RtmEvent::LinkState(s) if s.current_state == LinkState::Failed => Some(s),
-        _ => None,
-    })
-    .await;
+    let failed = expect_link_state(&mut events, LinkState::Failed).await;
     assert_eq!(failed.reason_code, LinkStateReason::TokenExpired);
     let err = client
         .publish("c", "too late", PublishOptions::default())
