@@ -114,7 +114,6 @@ pub fn encode_frame_into<T: Serialize + ?Sized>(msg: &T, buf: &mut BytesMut) {
     let mut writer = buf.writer();
     // Writing into memory cannot fail, and every message type serializes: its fields are plain
     // data with no fallible `Serialize` impls.
-    #[allow(clippy::expect_used)]
     postcard::to_io(msg, &mut writer).expect("serializing into memory cannot fail");
     let buf = writer.into_inner();
     let len = (buf.len() - start - HEADER_LEN) as u32;

@@ -103,15 +103,14 @@ struct Args {
 
 /// The one clock: nanoseconds since the process started measuring.
 fn clock() -> u64 {
-    static BASE: OnceLock<Instant> = OnceLock::new();
-    BASE.get_or_init(Instant::now).elapsed().as_nanos() as u64
+    instant_ns(Instant::now())
 }
 
+/// `at` on the same clock: nanoseconds since the one base instant.
 fn instant_ns(at: Instant) -> u64 {
     static BASE: OnceLock<Instant> = OnceLock::new();
-    let _ = clock();
-    let base = *BASE.get_or_init(|| Instant::now() - Duration::from_nanos(clock()));
-    at.saturating_duration_since(base).as_nanos() as u64
+    at.saturating_duration_since(*BASE.get_or_init(Instant::now))
+        .as_nanos() as u64
 }
 
 /// A message: sequence number, scheduled send time (ns), then padding.
@@ -435,7 +434,7 @@ async fn main() -> anyhow::Result<()> {
     if args.size < 16 {
         bail!("--size must be at least 16 (sequence number and timestamp)");
     }
-    let _ = clock();
+    let _ = clock(); // fixes the clock's base before anything is measured
     let mut target = Target::new(&args).await?;
     let server_pid = match (args.server_pid, args.addr) {
         (Some(pid), _) => Some(pid),
