@@ -1,29 +1,35 @@
-//! The connection task: one per logged-in client, owning the QUIC connection.
+//! One QUIC connection to the server, and the tasks that serve it.
 //!
 //! The client handle sends [`Command`]s over an unbounded channel, at the moment a call is made
-//! (so calls are sent in the order they were made, however their futures are awaited). The task writes them on the
-//! control stream, batching whatever is queued into one write, and keeps each reply sender in a
-//! table keyed by request id. A second task reads the control stream and completes those
-//! replies; one more task per delivery stream decodes events and hands them to the listeners.
-//! Reading and writing are separate tasks so that a burst of requests can never deadlock
-//! against a burst of responses.
+//! (so calls are sent in the order they were made, however their futures are awaited). The
+//! driver task writes them on the control stream, batching whatever is queued into one write,
+//! and keeps each reply sender in a table keyed by request id. A second task reads the control
+//! stream and completes those replies; one more task per delivery stream decodes events and
+//! hands them to the listeners, counting them for the resume (`docs/protocol.md` §5.6). Reading
+//! and writing are separate tasks so that a burst of requests can never deadlock against a
+//! burst of responses.
+//!
+//! The driver also sends the heartbeat and acknowledges received events. When the connection
+//! ends, the driver's [`Outcome`] tells the session supervisor (`session.rs`) whether to
+//! reconnect.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use bytes::BytesMut;
 use rtm_proto::frame::encode_frame_into;
 use rtm_proto::{
-    ClientMsg, CloseReason, ErrorCode, Event, Hello, LoginLimits, PROTOCOL_VERSION, Request,
-    RequestId, Response, RtmError, ServerMsg, WireError, message::LoginRequest,
+    ClientMsg, CloseReason, ErrorCode, Event, Hello, PROTOCOL_VERSION, Request, RequestId,
+    Response, RtmError, ServerMsg, WireError,
 };
-use tokio::sync::{mpsc, oneshot};
-use tokio::time::timeout;
+use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio::time::{Instant, sleep_until, timeout};
 
 use crate::config::RtmConfig;
-use crate::event::{LinkOperation, LinkState, LinkStateReason, Listeners, RtmEvent};
-use crate::link::LinkTracker;
+use crate::event::{LinkOperation, LinkStateReason, Listeners, RtmEvent};
 use crate::transport::{FrameReader, Transport, client_config};
 
 /// The answer to one request, as the server sent it.
@@ -33,6 +39,34 @@ pub(crate) type Reply = oneshot::Sender<Result<Response, WireError>>;
 pub(crate) struct Command {
     pub(crate) request: Request,
     pub(crate) reply: Reply,
+}
+
+/// How long the client waits for the answer to a heartbeat before it counts the connection as
+/// lost (the reference's 10 s).
+const PONG_TIMEOUT: Duration = Duration::from_secs(10);
+/// The client acknowledges received events at least this often (in events), besides every
+/// heartbeat, so that the server can forget them.
+const ACK_EVERY: u64 = 128;
+/// QUIC application close codes the server uses for a lost connection (`docs/protocol.md`
+/// §1.3).
+const HEARTBEAT_TIMEOUT_CODE: u64 = 0x03;
+
+/// How a connection ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    /// The user closed it (logout, or the client was dropped).
+    Closed,
+    /// The server ended the session for good: no reconnect.
+    Rejected {
+        reason: LinkStateReason,
+        text: String,
+    },
+    /// The connection was lost: reconnect and resume.
+    Lost {
+        operation: LinkOperation,
+        reason: LinkStateReason,
+        text: String,
+    },
 }
 
 /// The handle's side of a live connection.
@@ -49,6 +83,10 @@ struct Shared {
     closing: AtomicBool,
     /// Why the server ended the session, when it said so in an event.
     closed_by_server: Mutex<Option<CloseReason>>,
+    /// Delivery-stream frames of the session handled so far.
+    received: AtomicU64,
+    /// Wakes the driver to send an acknowledgement.
+    ack: Notify,
 }
 
 type Pending = Arc<Mutex<HashMap<u32, Reply>>>;
@@ -56,44 +94,75 @@ type Pending = Arc<Mutex<HashMap<u32, Reply>>>;
 /// Commands written in one batch, at most.
 const WRITE_BATCH: usize = 64;
 
+/// A connection that has said hello and had its first request (login or resume) answered.
+pub(crate) struct Opened {
+    pub(crate) connection: Connection,
+    /// The answer to the first request.
+    pub(crate) response: Response,
+    /// Completes when the connection ends.
+    pub(crate) ended: JoinHandle<Outcome>,
+    /// The session's count of received frames, live.
+    pub(crate) received: ReceivedCounter,
+}
+
+/// Reads a connection's count of received delivery-stream frames.
+#[derive(Clone, Debug)]
+pub(crate) struct ReceivedCounter(Arc<Shared>);
+
+impl ReceivedCounter {
+    pub(crate) fn get(&self) -> u64 {
+        self.0.received.load(Ordering::Acquire)
+    }
+}
+
+/// Why opening a connection failed.
+#[derive(Debug)]
+pub(crate) enum OpenError {
+    /// The server could not be reached or the connection broke: worth retrying.
+    Unreachable(RtmError),
+    /// The server answered the first request with an error.
+    Refused(RtmError),
+}
+
+impl OpenError {
+    pub(crate) fn into_error(self) -> RtmError {
+        match self {
+            Self::Unreachable(e) | Self::Refused(e) => e,
+        }
+    }
+}
+
 impl Connection {
-    /// Connects, says hello and logs in. On success the connection's tasks are running.
+    /// Connects, says hello and sends `first` (a login or a resume). On an answer that is not an
+    /// error, the connection's tasks are running, counting received frames from `received`.
     pub(crate) async fn open(
         config: &RtmConfig,
-        login: LoginRequest,
+        operation: &'static str,
+        first: Request,
         listeners: Listeners,
-        link: Arc<LinkTracker>,
-    ) -> Result<(Self, u64, LoginLimits), RtmError> {
-        let fail = |code, reason: String| RtmError::new(code, "login", reason);
+        received: u64,
+    ) -> Result<Opened, OpenError> {
+        let fail = |code, reason: String| RtmError::new(code, operation, reason);
+        let unreachable =
+            |reason: String| OpenError::Unreachable(fail(ErrorCode::NotConnected, reason));
         let addr = config.endpoint.addr;
         let transport = match &config.transport {
             Some(t) => t.clone(),
-            None => Transport::bind(addr).map_err(|e| {
-                fail(
-                    ErrorCode::NotConnected,
-                    format!("binding a UDP socket: {e}"),
-                )
-            })?,
+            None => Transport::bind(addr)
+                .map_err(|e| unreachable(format!("binding a UDP socket: {e}")))?,
         };
-        let client_config = client_config(config)
-            .map_err(|e| fail(ErrorCode::InvalidParameter, format!("TLS setup: {e}")))?;
+        let client_config = client_config(config).map_err(|e| {
+            OpenError::Refused(fail(ErrorCode::InvalidParameter, format!("TLS setup: {e}")))
+        })?;
         let connecting = transport
             .endpoint()
             .connect_with(client_config, addr, &config.endpoint.server_name)
-            .map_err(|e| {
-                fail(
-                    ErrorCode::NotConnected,
-                    format!("connecting to {addr}: {e}"),
-                )
-            })?;
+            .map_err(|e| unreachable(format!("connecting to {addr}: {e}")))?;
         let handshake = async {
-            let conn = connecting.await.map_err(|e| {
-                fail(
-                    ErrorCode::NotConnected,
-                    format!("connecting to {addr}: {e}"),
-                )
-            })?;
-            let lost = |e: &dyn std::fmt::Display| fail(ErrorCode::NotConnected, e.to_string());
+            let conn = connecting
+                .await
+                .map_err(|e| unreachable(format!("connecting to {addr}: {e}")))?;
+            let lost = |e: &dyn std::fmt::Display| unreachable(e.to_string());
             let (mut send, recv) = conn.open_bi().await.map_err(|e| lost(&e))?;
             let mut out = BytesMut::new();
             let hello = Hello {
@@ -101,11 +170,10 @@ impl Connection {
                 agent: concat!("rtm-client/", env!("CARGO_PKG_VERSION")).into(),
             };
             encode_frame_into(&ClientMsg::Hello(hello), &mut out);
-            let request = Request::Login(login);
             encode_frame_into(
                 &ClientMsg::Request {
                     id: RequestId(0),
-                    request,
+                    request: first,
                 },
                 &mut out,
             );
@@ -121,56 +189,62 @@ impl Connection {
                 let msg = ServerMsg::decode(&body).map_err(|e| lost(&e))?;
                 match msg {
                     ServerMsg::Welcome(_) => welcomed = true,
-                    ServerMsg::Error(e) => return Err(fail(e.code, e.reason)),
+                    ServerMsg::Error(e) => return Err(OpenError::Refused(fail(e.code, e.reason))),
                     ServerMsg::Response {
                         id: RequestId(0),
                         result,
                     } if welcomed => {
                         return match result {
-                            Ok(Response::Login { timestamp, limits }) => {
-                                Ok((conn, send, reader, timestamp, limits))
-                            }
-                            Ok(other) => Err(lost(&format!("unexpected answer {other:?}"))),
-                            Err(e) => Err(fail(e.code, e.reason)),
+                            Ok(response) => Ok((conn, send, reader, response)),
+                            Err(e) => Err(OpenError::Refused(fail(e.code, e.reason))),
                         };
                     }
                     other => return Err(lost(&format!("unexpected frame {other:?}"))),
                 }
             }
         };
-        let (conn, send, reader, timestamp, limits) =
-            match timeout(config.request_timeout, handshake).await {
-                Ok(result) => result?,
-                Err(_) => {
-                    return Err(fail(
-                        ErrorCode::LoginTimeout,
-                        format!("no answer from {addr}"),
-                    ));
-                }
-            };
+        let (conn, send, reader, response) = match timeout(config.request_timeout, handshake).await
+        {
+            Ok(result) => result?,
+            Err(_) => {
+                return Err(OpenError::Unreachable(fail(
+                    ErrorCode::LoginTimeout,
+                    format!("no answer from {addr}"),
+                )));
+            }
+        };
 
         let shared = Arc::new(Shared::default());
+        // After a resume the count goes on from the server's next frame (frames it no longer
+        // held are skipped).
+        let received = match &response {
+            Response::Resume { next_frame, .. } => *next_frame,
+            _ => received,
+        };
+        shared.received.store(received, Ordering::Release);
         let pending: Pending = Arc::default();
         let (commands, commands_rx) = mpsc::unbounded_channel();
         tokio::spawn(read_responses(reader, pending.clone()));
-        tokio::spawn(drive(
+        let heartbeat = Duration::from_secs(config.heartbeat_interval.clamp(5, 1800).into());
+        let ended = tokio::spawn(drive(
             conn.clone(),
             send,
             commands_rx,
             pending,
             shared.clone(),
             listeners,
-            link,
+            heartbeat,
         ));
-        Ok((
-            Self {
+        Ok(Opened {
+            connection: Self {
                 commands,
                 conn,
-                shared,
+                shared: shared.clone(),
             },
-            timestamp,
-            limits,
-        ))
+            response,
+            ended,
+            received: ReceivedCounter(shared),
+        })
     }
 
     /// Closes the connection on the user's behalf (after a logout): no failure is reported.
@@ -192,7 +266,8 @@ impl Drop for Connection {
     }
 }
 
-/// Writes commands and accepts delivery streams until the connection ends.
+/// Writes commands, heartbeats and acknowledgements, and accepts delivery streams, until the
+/// connection ends; then says how it ended.
 async fn drive(
     conn: quinn::Connection,
     mut send: quinn::SendStream,
@@ -200,12 +275,19 @@ async fn drive(
     pending: Pending,
     shared: Arc<Shared>,
     listeners: Listeners,
-    link: Arc<LinkTracker>,
-) {
+    heartbeat: Duration,
+) -> Outcome {
     let mut next_id: u32 = 1;
     let mut out = BytesMut::new();
     let mut batch = Vec::with_capacity(WRITE_BATCH);
+    let mut readers: Vec<JoinHandle<()>> = Vec::new();
+    let mut next_heartbeat = Instant::now() + heartbeat;
+    // The answer to the heartbeat in flight, and when it is due.
+    let mut pong: Option<(oneshot::Receiver<Result<Response, WireError>>, Instant)> = None;
+    let mut acked = shared.received.load(Ordering::Acquire);
+    let mut heartbeat_lost = false;
     loop {
+        let pong_due = pong.as_ref().map(|p| p.1);
         tokio::select! {
             n = commands.recv_many(&mut batch, WRITE_BATCH) => {
                 if n == 0 {
@@ -220,17 +302,44 @@ async fn drive(
                         encode_frame_into(&ClientMsg::Request { id: RequestId(id), request }, &mut out);
                     }
                 }
-                if send.write_all(&out).await.is_err() {
-                    break;
+            }
+            () = sleep_until(next_heartbeat), if pong.is_none() => {
+                next_heartbeat = Instant::now() + heartbeat;
+                let (reply, answer) = oneshot::channel();
+                let id = next_id;
+                next_id = next_id.wrapping_add(1).max(1);
+                pending.lock().unwrap_or_else(PoisonError::into_inner).insert(id, reply);
+                acked = shared.received.load(Ordering::Acquire);
+                let request = Request::Heartbeat { received: acked };
+                encode_frame_into(&ClientMsg::Request { id: RequestId(id), request }, &mut out);
+                pong = Some((answer, Instant::now() + PONG_TIMEOUT));
+            }
+            () = pong_answer(&mut pong) => {
+                pong = None;
+            }
+            () = sleep_until(pong_due.unwrap_or_else(Instant::now)), if pong_due.is_some() => {
+                heartbeat_lost = true;
+                break;
+            }
+            () = shared.ack.notified() => {
+                let received = shared.received.load(Ordering::Acquire);
+                if received > acked {
+                    acked = received;
+                    encode_frame_into(&ClientMsg::Ack { received }, &mut out);
                 }
-                out.clear();
             }
             stream = conn.accept_uni() => match stream {
                 Ok(recv) => {
-                    tokio::spawn(read_events(recv, listeners.clone(), shared.clone()));
+                    readers.push(tokio::spawn(read_events(recv, listeners.clone(), shared.clone())));
                 }
                 Err(_) => break,
             },
+        }
+        if !out.is_empty() {
+            if send.write_all(&out).await.is_err() {
+                break;
+            }
+            out.clear();
         }
     }
     // Fail the calls still waiting: dropping their reply senders tells them the connection is
@@ -240,52 +349,102 @@ async fn drive(
         .unwrap_or_else(PoisonError::into_inner)
         .clear();
     if shared.closing.load(Ordering::Acquire) {
-        return;
+        return Outcome::Closed;
     }
-    conn.close(0u32.into(), b"");
     let told = *shared
         .closed_by_server
         .lock()
         .unwrap_or_else(PoisonError::into_inner);
-    let reason = told.or_else(|| match conn.close_reason() {
-        Some(quinn::ConnectionError::ApplicationClosed(close)) => [
+    let close = conn.close_reason();
+    conn.close(0u32.into(), b"");
+    // The event readers end with the connection; the count they leave is what a resume starts
+    // from.
+    for reader in readers {
+        let _ = reader.await;
+    }
+    let outcome = outcome(heartbeat_lost, told, close);
+    tracing::debug!(?outcome, "connection ended");
+    outcome
+}
+
+/// Waits for the answer to the heartbeat in flight; never completes when there is none.
+async fn pong_answer(pong: &mut Option<(oneshot::Receiver<Result<Response, WireError>>, Instant)>) {
+    match pong {
+        Some((answer, _)) => {
+            let _ = answer.await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+/// Classifies the end of a connection.
+fn outcome(
+    heartbeat_lost: bool,
+    told: Option<CloseReason>,
+    close: Option<quinn::ConnectionError>,
+) -> Outcome {
+    use quinn::ConnectionError as E;
+    if heartbeat_lost {
+        return Outcome::Lost {
+            operation: LinkOperation::HeartbeatTimeout,
+            reason: LinkStateReason::KeepAliveTimeout,
+            text: "no answer to the heartbeat".into(),
+        };
+    }
+    let app_code = match &close {
+        Some(E::ApplicationClosed(c)) => Some(c.error_code.into_inner()),
+        _ => None,
+    };
+    let reason = told.or_else(|| {
+        [
             CloseReason::SameUidLogin,
             CloseReason::SlowConsumer,
             CloseReason::ServerShutdown,
+            CloseReason::TokenExpired,
         ]
         .into_iter()
-        .find(|r| u64::from(r.close_code()) == close.error_code.into_inner()),
-        _ => None,
+        .find(|r| Some(u64::from(r.close_code())) == app_code)
     });
-    let (operation, code, text) = match (reason, conn.close_reason()) {
-        (Some(CloseReason::SameUidLogin), _) => (
-            LinkOperation::ServerReject,
-            LinkStateReason::SameUidLogin,
-            "The same uid login on another device".to_owned(),
-        ),
-        (Some(CloseReason::TokenExpired), _) => (
-            LinkOperation::ServerReject,
-            LinkStateReason::TokenExpired,
-            "the login token expired".to_owned(),
-        ),
-        (Some(r), _) => (
-            LinkOperation::ServerReject,
-            LinkStateReason::KickedOutByServer,
-            r.to_string(),
-        ),
-        (None, Some(quinn::ConnectionError::TimedOut)) => (
-            LinkOperation::ServerTimeout,
-            LinkStateReason::KeepAliveTimeout,
-            "the server stopped answering".to_owned(),
-        ),
-        (None, other) => (
-            LinkOperation::ServerReject,
-            LinkStateReason::ConnectionError,
-            other.map_or_else(|| "the connection closed".to_owned(), |e| e.to_string()),
-        ),
+    let rejected = |reason, text: &str| Outcome::Rejected {
+        reason,
+        text: text.to_owned(),
     };
-    tracing::debug!(?code, "connection ended: {text}");
-    link.set(LinkState::Failed, operation, code, text);
+    match reason {
+        Some(CloseReason::SameUidLogin) => rejected(
+            LinkStateReason::SameUidLogin,
+            "The same uid login on another device",
+        ),
+        Some(CloseReason::TokenExpired) => {
+            rejected(LinkStateReason::TokenExpired, "the login token expired")
+        }
+        Some(CloseReason::SlowConsumer) => rejected(
+            LinkStateReason::KickedOutByServer,
+            "Kicked out by server: the client did not keep up with its events",
+        ),
+        // The server went away; another (or the same, restarted) one may take the client back.
+        Some(CloseReason::ServerShutdown) => Outcome::Lost {
+            operation: LinkOperation::ServerReject,
+            reason: LinkStateReason::ConnectionError,
+            text: "the server is shutting down".into(),
+        },
+        None => match close {
+            Some(E::TimedOut) => Outcome::Lost {
+                operation: LinkOperation::ServerTimeout,
+                reason: LinkStateReason::KeepAliveTimeout,
+                text: "the connection timed out".into(),
+            },
+            _ if app_code == Some(HEARTBEAT_TIMEOUT_CODE) => Outcome::Lost {
+                operation: LinkOperation::ServerTimeout,
+                reason: LinkStateReason::KeepAliveTimeout,
+                text: "the server heard no heartbeat".into(),
+            },
+            other => Outcome::Lost {
+                operation: LinkOperation::ServerTimeout,
+                reason: LinkStateReason::ConnectionError,
+                text: other.map_or_else(|| "the connection closed".to_owned(), |e| e.to_string()),
+            },
+        },
+    }
 }
 
 /// Completes pending calls with the server's answers.
@@ -308,7 +467,7 @@ async fn read_responses(mut reader: FrameReader, pending: Pending) {
     }
 }
 
-/// Hands the events of one delivery stream to the listeners.
+/// Hands the events of one delivery stream to the listeners, counting them.
 async fn read_events(recv: quinn::RecvStream, listeners: Listeners, shared: Arc<Shared>) {
     let mut reader = FrameReader::new(recv);
     while let Ok(Some(body)) = reader.next().await {
@@ -325,6 +484,10 @@ async fn read_events(recv: quinn::RecvStream, listeners: Listeners, shared: Arc<
             }
             Ok(other) => tracing::debug!("ignoring {other:?} on a delivery stream"),
             Err(e) => tracing::warn!("undecodable event from the server: {e}"),
+        }
+        let received = shared.received.fetch_add(1, Ordering::AcqRel) + 1;
+        if received.is_multiple_of(ACK_EVERY) {
+            shared.ack.notify_one();
         }
     }
 }

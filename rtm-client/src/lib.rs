@@ -29,9 +29,11 @@
 //! - [`config`]: [`RtmConfig`], [`Endpoint`], [`Trust`] and the options of each call.
 //! - [`event`]: [`RtmEvent`] and the [`EventStream`] that yields it.
 //!
-//! What this crate does not do yet: reconnect by itself after a lost connection (the link goes
-//! to [`LinkState::Failed`] and the application logs in again), stream channels, presence,
-//! storage and locks. Those arrive with their issues.
+//! - `session`: the supervisor that reconnects after a lost connection and resumes the session
+//!   (or logs in again and re-subscribes), reporting each step as a [`LinkStateEvent`].
+//!
+//! What this crate does not do yet: stream channels, presence, storage and locks. Those arrive
+//! with their issues.
 #![warn(missing_docs)]
 
 pub mod config;
@@ -39,10 +41,12 @@ mod connection;
 pub mod event;
 mod link;
 pub mod raw;
+mod session;
 mod transport;
 
 use std::future::Future;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 pub use rtm_proto::{ChannelType, ErrorCode, LoginLimits, MessageEvent, Payload, RtmError};
 use rtm_proto::{PublishRequest, Request, Response, message::LoginRequest, validate};
@@ -50,11 +54,12 @@ use rtm_proto::{PublishRequest, Request, Response, message::LoginRequest, valida
 pub use crate::config::{
     Endpoint, LoginOptions, PublishOptions, RenewTokenOptions, RtmConfig, SubscribeOptions, Trust,
 };
-use crate::connection::{Command, Connection};
+use crate::connection::{Command, Connection, Opened};
 pub use crate::event::{
     EventStream, LinkOperation, LinkState, LinkStateEvent, LinkStateReason, RtmEvent, ServiceType,
 };
 use crate::link::LinkTracker;
+use crate::session::SessionCache;
 pub use crate::transport::Transport;
 
 /// The answer to [`RtmClient::login`].
@@ -125,7 +130,99 @@ struct Inner {
     link: Arc<LinkTracker>,
     /// Serializes login and logout.
     login_lock: tokio::sync::Mutex<()>,
-    connection: Mutex<Option<Connection>>,
+    state: Mutex<State>,
+}
+
+/// The session and its connection.
+#[derive(Debug, Default)]
+struct State {
+    /// Counts logins and logouts: a supervisor acts only on the session of its own epoch.
+    epoch: u64,
+    /// The live connection; `None` while logged out or reconnecting.
+    connection: Option<Connection>,
+    /// The session, while logged in (connected or not).
+    session: Option<SessionCache>,
+}
+
+/// What the session supervisor asks of the client. Each returns `None` when the session of
+/// `epoch` is no longer the client's (a logout or a new login came first).
+impl Inner {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn session_of(state: &mut State, epoch: u64) -> Option<&mut SessionCache> {
+        if state.epoch == epoch {
+            state.session.as_mut()
+        } else {
+            None
+        }
+    }
+
+    /// Ends the session (the server refused it for good).
+    pub(crate) fn end_session(&self, epoch: u64) -> Option<()> {
+        let mut state = self.lock();
+        Self::session_of(&mut state, epoch)?;
+        state.session = None;
+        state.connection = None;
+        Some(())
+    }
+
+    /// Forgets the lost connection; returns the subscribed channels.
+    pub(crate) fn drop_connection(&self, epoch: u64) -> Option<Vec<String>> {
+        let mut state = self.lock();
+        let channels = Self::session_of(&mut state, epoch)?.channels();
+        state.connection = None;
+        Some(channels)
+    }
+
+    /// The subscribed channels.
+    pub(crate) fn cached_channels(&self, epoch: u64) -> Option<Vec<String>> {
+        Some(Self::session_of(&mut self.lock(), epoch)?.channels())
+    }
+
+    /// The login token.
+    pub(crate) fn cached_token(&self, epoch: u64) -> Option<String> {
+        Some(Self::session_of(&mut self.lock(), epoch)?.token.clone())
+    }
+
+    /// The subscriptions and their options.
+    pub(crate) fn cached_subscriptions(
+        &self,
+        epoch: u64,
+    ) -> Option<std::collections::BTreeMap<String, SubscribeOptions>> {
+        Some(
+            Self::session_of(&mut self.lock(), epoch)?
+                .subscriptions
+                .clone(),
+        )
+    }
+
+    /// Makes `connection` the live one; returns the subscribed channels.
+    pub(crate) fn install(&self, epoch: u64, connection: Connection) -> Option<Vec<String>> {
+        let mut state = self.lock();
+        let channels = Self::session_of(&mut state, epoch)?.channels();
+        state.connection = Some(connection);
+        Some(channels)
+    }
+
+    /// Makes `connection` (a new login) the live one, forgetting the channels that could not be
+    /// subscribed again; returns the channels that were.
+    pub(crate) fn install_relogin(
+        &self,
+        epoch: u64,
+        connection: Connection,
+        unrestored: &[String],
+    ) -> Option<Vec<String>> {
+        let mut state = self.lock();
+        let session = Self::session_of(&mut state, epoch)?;
+        for channel in unrestored {
+            session.subscriptions.remove(channel);
+        }
+        let channels = session.channels();
+        state.connection = Some(connection);
+        Some(channels)
+    }
 }
 
 impl RtmClient {
@@ -152,7 +249,7 @@ impl RtmClient {
                 listeners,
                 link,
                 login_lock: tokio::sync::Mutex::new(()),
-                connection: Mutex::new(None),
+                state: Mutex::new(State::default()),
             }),
         })
     }
@@ -183,7 +280,12 @@ impl RtmClient {
     }
 
     /// Connects and logs in. Fails with [`ErrorCode::DuplicateOperation`] when already logged
-    /// in.
+    /// in. While the client is restoring a lost connection (`DISCONNECTED` or `SUSPENDED`), a
+    /// login gives up on that session and starts a new one.
+    ///
+    /// Once logged in, the client keeps the session: it sends a heartbeat every
+    /// `heartbeat_interval`, and after a lost connection it reconnects by itself and resumes
+    /// (see [`LinkStateEvent`]).
     pub async fn login(&self, options: LoginOptions) -> Result<LoginResponse, RtmError> {
         let inner = &self.inner;
         let _guard = inner.login_lock.lock().await;
@@ -194,50 +296,74 @@ impl RtmClient {
                 "already logged in",
             ));
         }
+        let epoch = {
+            let mut state = inner.lock();
+            state.session = None;
+            state.connection = None;
+            state.epoch += 1;
+            state.epoch
+        };
         inner.link.set(
             LinkState::Connecting,
             LinkOperation::Login,
             LinkStateReason::Login,
             "Perform login operation",
         );
-        let login = LoginRequest {
+        let token = options.token.unwrap_or_default();
+        let login = Request::Login(LoginRequest {
             app_id: inner.app_id.clone(),
             user_id: inner.user_id.clone(),
-            token: options.token.unwrap_or_default(),
+            token: token.clone(),
             use_string_user_id: inner.config.use_string_user_id,
+            heartbeat_interval: inner.config.heartbeat_interval as u16,
+            presence_timeout: inner.config.presence_timeout as u16,
+        });
+        let opened = Connection::open(&inner.config, "login", login, inner.listeners.clone(), 0)
+            .await
+            .map_err(connection::OpenError::into_error);
+        let opened = match opened {
+            Ok(Opened {
+                response:
+                    Response::Login {
+                        timestamp,
+                        limits,
+                        ticket,
+                    },
+                connection,
+                ended,
+                received,
+            }) => {
+                let mut state = inner.lock();
+                let cache = session::start(
+                    Arc::downgrade(&self.inner),
+                    epoch,
+                    token,
+                    ticket,
+                    received,
+                    ended,
+                );
+                state.connection = Some(connection);
+                state.session = Some(cache);
+                Ok(LoginResponse { timestamp, limits })
+            }
+            Ok(other) => Err(unexpected("login", &other.response)),
+            Err(e) => Err(e),
         };
-        match Connection::open(
-            &inner.config,
-            login,
-            inner.listeners.clone(),
-            inner.link.clone(),
-        )
-        .await
-        {
-            Ok((connection, timestamp, limits)) => {
-                *self.connection() = Some(connection);
+        match opened {
+            Ok(response) => {
                 inner.link.set(
                     LinkState::Connected,
                     LinkOperation::Login,
                     LinkStateReason::LoginSuccess,
                     "Login success",
                 );
-                Ok(LoginResponse { timestamp, limits })
+                Ok(response)
             }
             Err(e) => {
-                let reason = match e.code {
-                    ErrorCode::LoginTimeout => LinkStateReason::LoginTimeout,
-                    ErrorCode::InvalidToken => LinkStateReason::InvalidToken,
-                    ErrorCode::TokenExpired => LinkStateReason::TokenExpired,
-                    ErrorCode::InvalidUserId => LinkStateReason::InvalidUserId,
-                    ErrorCode::InconsistentAppid => LinkStateReason::InconsistentAppId,
-                    ErrorCode::NotConnected => LinkStateReason::ConnectionError,
-                    _ => LinkStateReason::LoginRejected,
-                };
                 inner.link.set(
                     LinkState::Failed,
                     LinkOperation::Login,
-                    reason,
+                    session::failure_reason(e.code),
                     e.reason.clone(),
                 );
                 Err(e)
@@ -245,12 +371,33 @@ impl RtmClient {
         }
     }
 
-    /// Logs out and closes the connection. Subscriptions end.
+    /// Logs out and closes the connection. Subscriptions end. While the client is restoring a
+    /// lost connection, the session is given up locally (the server ends it at its presence
+    /// timeout).
     pub async fn logout(&self) -> Result<LogoutResponse, RtmError> {
         let _guard = self.inner.login_lock.lock().await;
-        let answer = self.request("logout", Request::Logout).await;
-        if let Some(connection) = self.connection().take() {
-            connection.close();
+        let answer = if self.connection_alive() {
+            self.request("logout", Request::Logout).await
+        } else if self.inner.lock().session.is_some() {
+            Ok(Response::Logout {
+                timestamp: SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis() as u64),
+            })
+        } else {
+            Err(RtmError::new(
+                ErrorCode::NotLogin,
+                "logout",
+                "not logged in",
+            ))
+        };
+        {
+            let mut state = self.inner.lock();
+            if let Some(connection) = state.connection.take() {
+                connection.close();
+            }
+            state.session = None;
+            state.epoch += 1;
         }
         self.inner.link.set(
             LinkState::Idle,
@@ -288,7 +435,13 @@ impl RtmClient {
             token: token.to_owned(),
         };
         match self.request("renewToken", request).await? {
-            Response::RenewToken { timestamp } => Ok(RenewTokenResponse { timestamp }),
+            Response::RenewToken { timestamp } => {
+                if let Some(session) = self.inner.lock().session.as_mut() {
+                    // A later automatic login uses the fresh token.
+                    session.token = token.to_owned();
+                }
+                Ok(RenewTokenResponse { timestamp })
+            }
             other => Err(unexpected("renewToken", &other)),
         }
     }
@@ -305,10 +458,15 @@ impl RtmClient {
             options,
         };
         match self.request("subscribe", request).await? {
-            Response::Subscribe { channel, timestamp } => Ok(SubscribeResponse {
-                channel_name: channel,
-                timestamp,
-            }),
+            Response::Subscribe { channel, timestamp } => {
+                if let Some(session) = self.inner.lock().session.as_mut() {
+                    session.subscriptions.insert(channel.clone(), options);
+                }
+                Ok(SubscribeResponse {
+                    channel_name: channel,
+                    timestamp,
+                })
+            }
             other => Err(unexpected("subscribe", &other)),
         }
     }
@@ -320,10 +478,15 @@ impl RtmClient {
             channel: channel_name.to_owned(),
         };
         match self.request("unsubscribe", request).await? {
-            Response::Unsubscribe { channel, timestamp } => Ok(UnsubscribeResponse {
-                channel_name: channel,
-                timestamp,
-            }),
+            Response::Unsubscribe { channel, timestamp } => {
+                if let Some(session) = self.inner.lock().session.as_mut() {
+                    session.subscriptions.remove(&channel);
+                }
+                Ok(UnsubscribeResponse {
+                    channel_name: channel,
+                    timestamp,
+                })
+            }
             other => Err(unexpected("unsubscribe", &other)),
         }
     }
@@ -359,15 +522,12 @@ impl RtmClient {
         }
     }
 
-    fn connection(&self) -> std::sync::MutexGuard<'_, Option<Connection>> {
-        self.inner
-            .connection
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-    }
-
     fn connection_alive(&self) -> bool {
-        self.connection().as_ref().is_some_and(Connection::is_alive)
+        self.inner
+            .lock()
+            .connection
+            .as_ref()
+            .is_some_and(Connection::is_alive)
     }
 
     /// Queues `request` now and returns the future of its answer.
@@ -377,13 +537,20 @@ impl RtmClient {
         request: Request,
     ) -> impl Future<Output = Result<Response, RtmError>> + Send + 'static + use<> {
         let (reply, answer) = tokio::sync::oneshot::channel();
-        let queued = match self.connection().as_ref() {
-            None => Err(RtmError::new(
+        let state = self.inner.lock();
+        let queued = match (&state.connection, &state.session) {
+            (None, None) => Err(RtmError::new(
                 ErrorCode::NotLogin,
                 operation,
                 "not logged in",
             )),
-            Some(c) => c.commands.send(Command { request, reply }).map_err(|_| {
+            // docs/protocol.md §5.6: calls fail at once while the link is being restored.
+            (None, Some(_)) => Err(RtmError::new(
+                ErrorCode::NotConnected,
+                operation,
+                "not connected: the client is restoring its connection",
+            )),
+            (Some(c), _) => c.commands.send(Command { request, reply }).map_err(|_| {
                 RtmError::new(
                     ErrorCode::NotConnected,
                     operation,
@@ -391,6 +558,7 @@ impl RtmClient {
                 )
             }),
         };
+        drop(state);
         let timeout = self.inner.config.request_timeout;
         async move {
             queued?;

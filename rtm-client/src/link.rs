@@ -34,27 +34,63 @@ impl LinkTracker {
         reason_code: LinkStateReason,
         reason: impl Into<String>,
     ) {
+        self.change(LinkChange::new(state, operation, reason_code, reason));
+    }
+
+    /// Applies `change` and tells the listeners (nothing happens if already in that state).
+    pub(crate) fn change(&self, change: LinkChange) {
         let previous = {
             let mut current = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-            std::mem::replace(&mut *current, state)
+            std::mem::replace(&mut *current, change.state)
         };
-        if previous == state {
+        if previous == change.state {
             return;
         }
         let timestamp = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
         self.listeners.emit(RtmEvent::LinkState(LinkStateEvent {
-            current_state: state,
+            current_state: change.state,
             previous_state: previous,
             service_type: ServiceType::Message,
+            operation: change.operation,
+            reason_code: change.reason_code,
+            reason: change.reason,
+            affected_channels: change.affected_channels,
+            unrestored_channels: change.unrestored_channels,
+            is_resumed: change.is_resumed,
+            timestamp,
+        }));
+    }
+}
+
+/// A change of link state, with what the event says about it.
+#[derive(Debug)]
+pub(crate) struct LinkChange {
+    pub(crate) state: LinkState,
+    pub(crate) operation: LinkOperation,
+    pub(crate) reason_code: LinkStateReason,
+    pub(crate) reason: String,
+    pub(crate) affected_channels: Vec<String>,
+    pub(crate) unrestored_channels: Vec<String>,
+    pub(crate) is_resumed: bool,
+}
+
+impl LinkChange {
+    pub(crate) fn new(
+        state: LinkState,
+        operation: LinkOperation,
+        reason_code: LinkStateReason,
+        reason: impl Into<String>,
+    ) -> Self {
+        Self {
+            state,
             operation,
             reason_code,
             reason: reason.into(),
             affected_channels: Vec::new(),
             unrestored_channels: Vec::new(),
             is_resumed: false,
-            timestamp,
-        }));
+        }
     }
 }

@@ -29,8 +29,8 @@ pub use error::{DecodeError, ErrorCode, RtmError};
 pub use frame::{FrameDecoder, FrameError, encode_frame};
 pub use message::{
     ChannelType, ClientMsg, CloseReason, Event, Hello, LoginLimits, LoginRequest, MessageEvent,
-    Payload, PublishRequest, Request, RequestId, Response, ServerMsg, SubscribeOptions, Welcome,
-    WireError,
+    Payload, PublishRequest, Request, RequestId, Response, ResumeRequest, ServerMsg, SessionTicket,
+    SubscribeOptions, Welcome, WireError,
 };
 
 /// The ALPN protocol name that clients and servers negotiate. The major version lives here: a

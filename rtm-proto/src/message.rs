@@ -41,6 +41,13 @@ pub enum ClientMsg {
         /// What the client asks for.
         request: Request,
     },
+    /// How many delivery-stream frames of this session the client has received and handled,
+    /// counted from the session's first. Not answered. The server forgets the frames it kept
+    /// for a resume up to that count (`docs/protocol.md` §5.6).
+    Ack {
+        /// Frames received so far in this session.
+        received: u64,
+    },
 }
 
 /// Variant index of [`ClientMsg::Request`] on the wire (postcard encodes it as a varint).
@@ -77,7 +84,8 @@ pub struct Hello {
 /// What a client can ask for.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Request {
-    /// Log in to an app as a user. Must come before anything else but [`Request::Ping`].
+    /// Log in to an app as a user. Must come before anything else but [`Request::Ping`] (or be
+    /// replaced by [`Request::Resume`]).
     Login(LoginRequest),
     /// Log out; the server answers, then drops the session's subscriptions.
     Logout,
@@ -102,6 +110,15 @@ pub enum Request {
         /// The new token.
         token: String,
     },
+    /// The client's periodic heartbeat, answered with [`Response::Pong`]. It carries the same
+    /// count as [`ClientMsg::Ack`].
+    Heartbeat {
+        /// Delivery-stream frames received so far in this session.
+        received: u64,
+    },
+    /// Take over a session that a lost connection left on the server, instead of logging in
+    /// (`docs/protocol.md` §5.6).
+    Resume(ResumeRequest),
 }
 
 impl Request {
@@ -115,6 +132,8 @@ impl Request {
             Self::Publish(_) => "publish",
             Self::Ping => "ping",
             Self::RenewToken { .. } => "renewToken",
+            Self::Heartbeat { .. } => "heartbeat",
+            Self::Resume(_) => "resume",
         }
     }
 }
@@ -130,6 +149,43 @@ pub struct LoginRequest {
     pub token: String,
     /// When false, the user id must be numeric (the reference's `useStringUserId: false`).
     pub use_string_user_id: bool,
+    /// Seconds between the client's heartbeats (the reference's `heartbeatInterval`, 5–1800;
+    /// the server clamps it). The server treats the connection as lost after this plus its
+    /// grace period (10 s by default) without a frame.
+    pub heartbeat_interval: u16,
+    /// Seconds the server keeps the session after losing its connection, waiting for a resume
+    /// (the reference's `presenceTimeout`, 5–300; the server clamps it).
+    pub presence_timeout: u16,
+}
+
+/// What a client needs to resume its session on a new connection, given at login.
+#[derive(Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionTicket {
+    /// The session's id on the server.
+    pub session_id: u64,
+    /// A random secret that proves the client owns the session.
+    pub secret: [u8; 16],
+}
+
+impl fmt::Debug for SessionTicket {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The secret stays out of logs.
+        write!(f, "SessionTicket({})", self.session_id)
+    }
+}
+
+/// The resume request (`docs/protocol.md` §5.6).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResumeRequest {
+    /// The App ID of the session.
+    pub app_id: String,
+    /// The user id of the session.
+    pub user_id: String,
+    /// The ticket from the login.
+    pub ticket: SessionTicket,
+    /// Delivery-stream frames of the session the client has received; the server sends again
+    /// the ones after these that it still holds.
+    pub received: u64,
 }
 
 /// Options of a subscription, as in the reference's `subscribe`.
@@ -371,6 +427,8 @@ pub enum Response {
         timestamp: u64,
         /// The limits that apply to this session.
         limits: LoginLimits,
+        /// What the client presents to resume this session after losing its connection.
+        ticket: SessionTicket,
     },
     /// Logged out.
     Logout {
@@ -398,7 +456,7 @@ pub enum Response {
         /// Server time, the same as the message event's.
         timestamp: u64,
     },
-    /// The answer to [`Request::Ping`].
+    /// The answer to [`Request::Ping`] and [`Request::Heartbeat`].
     Pong {
         /// Server time.
         timestamp: u64,
@@ -407,6 +465,17 @@ pub enum Response {
     RenewToken {
         /// Server time.
         timestamp: u64,
+    },
+    /// The session was resumed on this connection.
+    Resume {
+        /// Server time.
+        timestamp: u64,
+        /// The limits that apply to this session.
+        limits: LoginLimits,
+        /// The number of the next delivery-stream frame the server sends: the client's count
+        /// continues from here. Frames between the client's `received` and this number were
+        /// lost (the server no longer held them).
+        next_frame: u64,
     },
 }
 

@@ -6,8 +6,8 @@ use proptest::prelude::*;
 use rtm_proto::message::{LoginRequest, WireError};
 use rtm_proto::{
     ChannelType, ClientMsg, CloseReason, ErrorCode, Event, FrameDecoder, FrameError, Hello,
-    LoginLimits, MessageEvent, Payload, PublishRequest, Request, RequestId, Response, ServerMsg,
-    SubscribeOptions, encode_frame,
+    LoginLimits, MessageEvent, Payload, PublishRequest, Request, RequestId, Response,
+    ResumeRequest, ServerMsg, SessionTicket, SubscribeOptions, encode_frame,
 };
 
 fn payload() -> impl Strategy<Value = Payload> {
@@ -27,14 +27,23 @@ fn channel_type() -> impl Strategy<Value = ChannelType> {
 
 fn request() -> impl Strategy<Value = Request> {
     prop_oneof![
-        (".{0,20}", ".{0,20}", ".{0,40}", any::<bool>()).prop_map(|(a, u, t, s)| {
-            Request::Login(LoginRequest {
-                app_id: a,
-                user_id: u,
-                token: t,
-                use_string_user_id: s,
-            })
-        }),
+        (
+            ".{0,20}",
+            ".{0,20}",
+            ".{0,40}",
+            any::<bool>(),
+            any::<[u16; 2]>()
+        )
+            .prop_map(|(a, u, t, s, times)| {
+                Request::Login(LoginRequest {
+                    app_id: a,
+                    user_id: u,
+                    token: t,
+                    use_string_user_id: s,
+                    heartbeat_interval: times[0],
+                    presence_timeout: times[1],
+                })
+            }),
         Just(Request::Logout),
         (".{0,20}", any::<[bool; 5]>()).prop_map(|(channel, b)| Request::Subscribe {
             channel,
@@ -57,6 +66,15 @@ fn request() -> impl Strategy<Value = Request> {
         }),
         Just(Request::Ping),
         ".{0,40}".prop_map(|token| Request::RenewToken { token }),
+        any::<u64>().prop_map(|received| Request::Heartbeat { received }),
+        (".{0,20}", ".{0,20}", ticket(), any::<u64>()).prop_map(
+            |(app_id, user_id, ticket, received)| Request::Resume(ResumeRequest {
+                app_id,
+                user_id,
+                ticket,
+                received,
+            })
+        ),
     ]
 }
 
@@ -68,19 +86,39 @@ fn client_msg() -> impl Strategy<Value = ClientMsg> {
             id: RequestId(id),
             request
         }),
+        any::<u64>().prop_map(|received| ClientMsg::Ack { received }),
     ]
+}
+
+fn ticket() -> impl Strategy<Value = SessionTicket> {
+    (any::<u64>(), any::<[u8; 16]>())
+        .prop_map(|(session_id, secret)| SessionTicket { session_id, secret })
+}
+
+fn limits() -> impl Strategy<Value = LoginLimits> {
+    any::<[u32; 4]>().prop_map(|l| LoginLimits {
+        max_message_size: l[0],
+        max_subscriptions: l[1],
+        publish_rate: l[2],
+        max_frame_len: l[3],
+    })
 }
 
 fn server_msg() -> impl Strategy<Value = ServerMsg> {
     let response = prop_oneof![
-        (any::<u64>(), any::<[u32; 4]>()).prop_map(|(timestamp, l)| Response::Login {
-            timestamp,
-            limits: LoginLimits {
-                max_message_size: l[0],
-                max_subscriptions: l[1],
-                publish_rate: l[2],
-                max_frame_len: l[3],
-            },
+        (any::<u64>(), limits(), ticket()).prop_map(|(timestamp, limits, ticket)| {
+            Response::Login {
+                timestamp,
+                limits,
+                ticket,
+            }
+        }),
+        (any::<u64>(), limits(), any::<u64>()).prop_map(|(timestamp, limits, next_frame)| {
+            Response::Resume {
+                timestamp,
+                limits,
+                next_frame,
+            }
         }),
         any::<u64>().prop_map(|timestamp| Response::Logout { timestamp }),
         (".{0,20}", any::<u64>())

@@ -122,6 +122,9 @@ pub struct ConnectionLimits {
     /// Seconds before a login token expires at which the client is warned
     /// (`TokenPrivilegeWillExpire`; the reference's 30).
     pub token_warning_secs: u32,
+    /// Seconds of silence, beyond the client's heartbeat interval, after which its connection
+    /// counts as lost and its session is kept for its presence timeout (the reference's 10).
+    pub heartbeat_grace_secs: u32,
 }
 
 impl Default for ConnectionLimits {
@@ -131,6 +134,7 @@ impl Default for ConnectionLimits {
             outbound_queue: 4096,
             login_timeout_secs: 10,
             token_warning_secs: 30,
+            heartbeat_grace_secs: 10,
         }
     }
 }
@@ -213,6 +217,9 @@ impl ServerConfig {
         let c = self.connection;
         if c.outbound_queue == 0 || c.login_timeout_secs == 0 {
             return bad("connection.outbound_queue and login_timeout_secs must be above 0".into());
+        }
+        if c.heartbeat_grace_secs == 0 || c.heartbeat_grace_secs > 600 {
+            return bad("connection.heartbeat_grace_secs must be between 1 and 600".into());
         }
         Ok(())
     }

@@ -17,6 +17,7 @@ use rtm_proto::{
 use crate::config::{AppPolicy, Apps, ConnectionLimits, ServerConfig};
 use crate::engine::{Engine, SessionHandle, SessionId};
 use crate::metrics::Metrics;
+use crate::resume::Registry;
 
 /// State shared by every connection of a server.
 #[derive(Debug)]
@@ -24,6 +25,8 @@ pub(crate) struct Core<E> {
     pub(crate) engine: E,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) connection: ConnectionLimits,
+    /// The logged-in sessions a resume can reach.
+    pub(crate) sessions: Registry<E>,
     apps: Apps,
     next_session: AtomicU64,
 }
@@ -51,6 +54,7 @@ impl<E: Engine> Core<E> {
             engine,
             metrics,
             connection: config.connection,
+            sessions: Registry::default(),
             apps: config.apps(),
             next_session: AtomicU64::new(1),
         }

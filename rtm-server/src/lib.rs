@@ -33,6 +33,7 @@ mod core;
 pub mod engine;
 pub mod metrics;
 pub mod outbox;
+mod resume;
 mod session;
 mod tls;
 pub mod token;
@@ -117,7 +118,8 @@ impl<E: Engine> ServerBuilder<E> {
         config.check()?;
         let identity = tls::identity(&config)?;
         let cert = identity.source.clone();
-        let server_config = tls::quic_server_config(identity)?;
+        let server_config =
+            tls::quic_server_config(identity, config.connection.heartbeat_grace_secs)?;
         let endpoint = transport::endpoint(config.listen, server_config).map_err(|source| {
             ServerError::Bind {
                 addr: config.listen,

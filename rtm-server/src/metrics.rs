@@ -3,7 +3,7 @@
 
 use std::sync::atomic::AtomicU64;
 
-/// Server-wide counters. All are monotonic except `sessions`.
+/// Server-wide counters. All are monotonic except `sessions` and `sessions_parked`.
 #[derive(Debug, Default)]
 pub struct Metrics {
     /// Connections accepted (completed handshakes).
@@ -24,4 +24,13 @@ pub struct Metrics {
     pub oversized_frames: AtomicU64,
     /// Publishes refused by the rate limit.
     pub rate_limited: AtomicU64,
+    /// Sessions kept now after losing their connection, waiting for a resume.
+    pub sessions_parked: AtomicU64,
+    /// Sessions resumed on a new connection.
+    pub sessions_resumed: AtomicU64,
+    /// Kept sessions ended because no resume came within their presence timeout.
+    pub sessions_timed_out: AtomicU64,
+    /// Connections dropped because the client fell silent (no frame within its heartbeat
+    /// interval plus the grace period).
+    pub heartbeat_timeouts: AtomicU64,
 }

@@ -5,6 +5,13 @@
 //! never waits. When the queue is full the connection is a slow consumer: the outbox asks its
 //! writer to close the session with [`CloseReason::SlowConsumer`] and counts it, so one stalled
 //! subscriber never delays a publisher or the other subscribers.
+//!
+//! The outbox also keeps, after the writer has taken them, the frames the client has not yet
+//! acknowledged (`ClientMsg::Ack`), up to the same capacity. When a connection is lost and the
+//! client resumes the session on a new one, [`OutboxRx::rewind`] puts those back at the head of
+//! the queue, so that nothing written into the dead connection is lost (`docs/protocol.md`
+//! §5.6). Frames are counted from the session's first: the writer takes frame number
+//! `written`, the client acknowledges `received` of them.
 
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
@@ -41,6 +48,11 @@ struct Shared {
 #[derive(Debug, Default)]
 struct State {
     queue: VecDeque<Bytes>,
+    /// Frames taken by the writer and not yet acknowledged, oldest first: numbers
+    /// `written - sent.len() .. written`.
+    sent: VecDeque<Bytes>,
+    /// Frames taken by the writer since the session began.
+    written: u64,
     /// Set once: why the session is being closed.
     closing: Option<CloseReason>,
     senders_gone: bool,
@@ -120,6 +132,24 @@ impl Outbox {
         Pushed::Queued
     }
 
+    /// Forgets the kept frames the client says it has received (the first `received` of the
+    /// session).
+    pub fn ack(&self, received: u64) {
+        let mut state = lock(&self.shared().state);
+        let first_kept = state.written - state.sent.len() as u64;
+        let done = received.min(state.written).saturating_sub(first_kept);
+        state.sent.drain(..done as usize);
+        if state.sent.is_empty() && state.sent.capacity() > 64 {
+            // A burst is over: give the memory back.
+            state.sent = VecDeque::new();
+        }
+    }
+
+    /// Whether the session is being closed.
+    pub fn is_closing(&self) -> bool {
+        lock(&self.shared().state).closing.is_some()
+    }
+
     /// Asks the writer to end the session for `reason`. Returns false if it was already closing.
     pub fn close(&self, reason: CloseReason) -> bool {
         let shared = self.shared();
@@ -168,7 +198,16 @@ impl OutboxRx {
                 }
                 if !state.queue.is_empty() {
                     let n = state.queue.len().min(max_batch.max(1));
-                    return Next::Frames(state.queue.drain(..n).collect());
+                    let frames: Vec<Bytes> = state.queue.drain(..n).collect();
+                    // Keep them until acknowledged, dropping the oldest beyond the capacity.
+                    let capacity = self.shared.capacity;
+                    let kept = state.sent.len();
+                    let overflow = (kept + n).saturating_sub(capacity);
+                    state.sent.drain(..overflow.min(kept));
+                    let skip = n.saturating_sub(capacity);
+                    state.sent.extend(frames.iter().skip(skip).cloned());
+                    state.written += n as u64;
+                    return Next::Frames(frames);
                 }
                 if state.senders_gone {
                     // The session ended without a reason to tell the client.
@@ -187,6 +226,27 @@ impl OutboxRx {
             }
             self.shared.notify.notified().await;
         }
+    }
+
+    /// Prepares the queue for a new connection after the client has received `received` frames
+    /// of the session: the kept frames after those go back to the head of the queue. Returns the
+    /// number of the next frame the writer will take, which is more than `received` when some
+    /// frames were no longer kept (they are lost).
+    pub fn rewind(&mut self, received: u64) -> u64 {
+        let mut state = lock(&self.shared.state);
+        let state = &mut *state;
+        let first_kept = state.written - state.sent.len() as u64;
+        let from = received.min(state.written).max(first_kept);
+        let resend = state.sent.split_off((from - first_kept) as usize);
+        state.sent.clear();
+        for frame in resend.into_iter().rev() {
+            state.queue.push_front(frame);
+        }
+        state.written = from;
+        if !state.queue.is_empty() {
+            self.shared.notify.notify_one();
+        }
+        from
     }
 
     /// Takes the frames still queued, without waiting.
@@ -219,6 +279,43 @@ mod tests {
             rx.next(8).await,
             Next::Close(CloseReason::SlowConsumer)
         ));
+    }
+
+    fn frames(next: Next) -> Vec<u8> {
+        match next {
+            Next::Frames(f) => f.iter().map(|b| b[0]).collect(),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn rewind_resends_what_was_not_acknowledged() {
+        let (outbox, mut rx) = Outbox::new(16, Arc::new(Metrics::default()));
+        for i in 0..6u8 {
+            outbox.push(Bytes::from(vec![i]));
+        }
+        assert_eq!(frames(rx.next(4).await), [0, 1, 2, 3]);
+        outbox.ack(2);
+        // The client got frames 0..3; 3 was lost with the connection, 4 and 5 never left.
+        assert_eq!(rx.rewind(3), 3);
+        assert_eq!(frames(rx.next(16).await), [3, 4, 5]);
+        // A client that says it has more than was written is held to what was written.
+        assert_eq!(rx.rewind(100), 6);
+        outbox.push(Bytes::from(vec![6]));
+        assert_eq!(frames(rx.next(16).await), [6]);
+    }
+
+    #[tokio::test]
+    async fn frames_beyond_the_kept_window_are_reported_lost() {
+        let (outbox, mut rx) = Outbox::new(2, Arc::new(Metrics::default()));
+        for round in 0..3u8 {
+            outbox.push(Bytes::from(vec![2 * round]));
+            outbox.push(Bytes::from(vec![2 * round + 1]));
+            assert_eq!(frames(rx.next(8).await), [2 * round, 2 * round + 1]);
+        }
+        // Six written, only the last two kept: a client that got one frame lost three.
+        assert_eq!(rx.rewind(1), 4);
+        assert_eq!(frames(rx.next(8).await), [4, 5]);
     }
 
     #[tokio::test]

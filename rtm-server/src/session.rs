@@ -3,35 +3,47 @@
 //!
 //! A [`Session`] turns each [`Request`] into a [`Response`]: it owns the login, the list of
 //! subscriptions (for the per-client limit and for cleanup), and the publish rate limiter, and
-//! asks the [`Core`] for the channel operations themselves. Heartbeats, resume and token expiry
-//! will live here too.
+//! asks the [`Core`] for the channel operations themselves, and keeps the session's clocks
+//! (heartbeat, presence timeout, token expiry). A session can outlive its connection: see
+//! [`crate::resume`].
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use rtm_proto::message::LoginRequest;
 use rtm_proto::{
-    ErrorCode, PublishRequest, Request, Response, SubscribeOptions, WireError, validate,
+    ErrorCode, LoginLimits, PublishRequest, Request, Response, SubscribeOptions, WireError,
+    validate,
 };
 
 use crate::config::AppPolicy;
 use crate::core::{Core, err, invalid, now_ms};
+use crate::engine::SessionId;
 use crate::engine::{Engine, SessionHandle};
 use crate::outbox::Outbox;
+use crate::resume::{Claim, Claims};
 use crate::token::AccessToken;
 
 /// One connection's session.
 pub(crate) struct Session<E> {
     core: Arc<Core<E>>,
     outbox: Outbox,
-    state: Option<LoggedIn>,
+    state: Option<LoggedIn<E>>,
 }
 
-struct LoggedIn {
+struct LoggedIn<E> {
     handle: SessionHandle,
+    /// Resume requests for this session, from the registry.
+    claims: Claims<E>,
+    limits: LoginLimits,
+    /// The client's heartbeat interval.
+    heartbeat: Duration,
+    /// How long the session waits for a resume after losing its connection.
+    presence_timeout: Duration,
     policy: Arc<AppPolicy>,
     subscriptions: HashMap<String, SubscribeOptions>,
     publish_limiter: DefaultDirectRateLimiter,
@@ -68,7 +80,7 @@ fn check_token(
     Ok(Some(ends.saturating_mul(1000)))
 }
 
-fn logged_in(state: &mut Option<LoggedIn>) -> Result<&mut LoggedIn, WireError> {
+fn logged_in<E>(state: &mut Option<LoggedIn<E>>) -> Result<&mut LoggedIn<E>, WireError> {
     state
         .as_mut()
         .ok_or_else(|| err(ErrorCode::NotLogin, "log in first"))
@@ -88,6 +100,59 @@ impl<E: Engine> Session<E> {
         self.state.is_some()
     }
 
+    /// The session's id, when logged in.
+    pub(crate) fn id(&self) -> Option<SessionId> {
+        self.state.as_ref().map(|s| s.handle.id())
+    }
+
+    /// The limits told to the client, when logged in.
+    pub(crate) fn limits(&self) -> Option<LoginLimits> {
+        self.state.as_ref().map(|s| s.limits)
+    }
+
+    /// How long the connection may stay silent before it counts as lost (the client's
+    /// heartbeat interval plus the server's grace), when logged in.
+    pub(crate) fn silence_limit(&self) -> Option<Duration> {
+        let grace = Duration::from_secs(self.core.connection.heartbeat_grace_secs.into());
+        self.state.as_ref().map(|s| s.heartbeat + grace)
+    }
+
+    /// How long the session is kept after losing its connection, when logged in.
+    pub(crate) fn presence_timeout(&self) -> Option<Duration> {
+        self.state.as_ref().map(|s| s.presence_timeout)
+    }
+
+    /// Whether the session is being closed by the server (and so cannot be resumed).
+    pub(crate) fn is_closing(&self) -> bool {
+        self.outbox.is_closing()
+    }
+
+    /// Waits for a resume request for this session; never completes when logged out.
+    pub(crate) async fn next_claim(&mut self) -> Option<Claim<E>> {
+        match self.state.as_mut() {
+            Some(state) => state.claims.recv().await,
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Queues an event to the client.
+    pub(crate) fn push_event(&self, event: &rtm_proto::Event) {
+        let frame = rtm_proto::encode_frame(&rtm_proto::ServerMsg::Event(event.clone()));
+        self.outbox.push(frame);
+    }
+
+    /// Ends the session for `reason`: the client is told, then the connection closes.
+    pub(crate) fn close(&self, reason: rtm_proto::CloseReason) {
+        self.outbox.close(reason);
+    }
+
+    /// The client has received the first `received` delivery frames of the session.
+    pub(crate) fn ack(&self, received: u64) {
+        if self.state.is_some() {
+            self.outbox.ack(received);
+        }
+    }
+
     /// Serves one request.
     pub(crate) async fn handle(&mut self, request: Request) -> Result<Response, WireError> {
         match request {
@@ -105,6 +170,17 @@ impl<E: Engine> Session<E> {
             Request::Unsubscribe { channel } => self.unsubscribe(channel).await,
             Request::Publish(publish) => self.publish(publish).await,
             Request::RenewToken { token } => self.renew_token(&token),
+            Request::Heartbeat { received } => {
+                self.ack(received);
+                Ok(Response::Pong {
+                    timestamp: now_ms(),
+                })
+            }
+            // Served by the connection, which owns the outbox a resume replaces.
+            Request::Resume(_) => Err(err(
+                ErrorCode::DuplicateOperation,
+                "resume is the first request of a connection, instead of a login",
+            )),
         }
     }
 
@@ -171,9 +247,18 @@ impl<E: Engine> Session<E> {
         self.core.metrics.sessions.fetch_add(1, Ordering::Relaxed);
         let rate = NonZeroU32::new(policy.limits.publish_rate).unwrap_or(NonZeroU32::MIN);
         let limits = policy.login_limits(self.core.connection.max_frame_len);
+        let (ticket, claims) = self
+            .core
+            .sessions
+            .register(id, &login.app_id, &login.user_id);
         tracing::debug!(session = %id, app = %login.app_id, user = %login.user_id, "logged in");
         self.state = Some(LoggedIn {
             handle,
+            claims,
+            limits,
+            // The reference's ranges (`reference/extended-api.md` §6.4).
+            heartbeat: Duration::from_secs(login.heartbeat_interval.clamp(5, 1800).into()),
+            presence_timeout: Duration::from_secs(login.presence_timeout.clamp(5, 300).into()),
             policy,
             subscriptions: HashMap::new(),
             publish_limiter: RateLimiter::direct(Quota::per_second(rate)),
@@ -183,6 +268,7 @@ impl<E: Engine> Session<E> {
         Ok(Response::Login {
             timestamp: now_ms(),
             limits,
+            ticket,
         })
     }
 
@@ -253,6 +339,7 @@ impl<E: Engine> Session<E> {
         let Some(state) = self.state.take() else {
             return;
         };
+        self.core.sessions.remove(state.handle.id());
         self.core.engine.detach(&state.handle).await;
         self.core.metrics.sessions.fetch_sub(1, Ordering::Relaxed);
         tracing::debug!(session = %state.handle.id(), "session ended");

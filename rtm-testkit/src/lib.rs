@@ -217,6 +217,18 @@ pub async fn expect_link_state(
     .await
 }
 
+/// Waits until `condition` holds (checked every 20 ms), panicking with `what` after
+/// `deadline`. For state that has no event to wait on, such as the server's counters.
+pub async fn wait_until(deadline: Duration, what: &str, mut condition: impl FnMut() -> bool) {
+    let check = async {
+        let mut tick = tokio::time::interval(Duration::from_millis(20));
+        while !condition() {
+            tick.tick().await;
+        }
+    };
+    within(deadline, what, check).await;
+}
+
 /// Runs `fut`, panicking with `what` if it takes longer than `deadline`.
 pub async fn within<T>(deadline: Duration, what: &str, fut: impl Future<Output = T>) -> T {
     match tokio::time::timeout(deadline, fut).await {
@@ -266,6 +278,10 @@ impl RawSession {
             user_id: user_id.into(),
             token: String::new(),
             use_string_user_id: true,
+            // A raw session sends no heartbeats: the longest interval keeps it from being
+            // taken for a lost connection during a test.
+            heartbeat_interval: 1800,
+            presence_timeout: 300,
         };
         raw.send_msg(&ClientMsg::Request {
             id: RequestId(1),

@@ -346,7 +346,18 @@ async fn server_shutdown_tells_the_clients() {
     let (a, mut events) = server.login("a").await;
     a.subscribe("c", SubscribeOptions::default()).await.unwrap();
     server.shutdown().await;
-    let failed = expect_link_state(&mut events, LinkState::Failed).await;
-    assert_eq!(failed.reason_code, LinkStateReason::KickedOutByServer);
-    assert!(failed.reason.contains("shutting down"), "{}", failed.reason);
+    // A server going away is not the session's end: the client will try to come back.
+    let lost = expect_link_state(&mut events, LinkState::Disconnected).await;
+    assert_eq!(lost.reason_code, LinkStateReason::ConnectionError);
+    assert!(lost.reason.contains("shutting down"), "{}", lost.reason);
+    assert_eq!(lost.affected_channels, ["c"]);
+    // Meanwhile calls fail at once instead of waiting.
+    let err = a
+        .publish("c", "x", PublishOptions::default())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code, ErrorCode::NotConnected);
+    // The application may give up on the session.
+    a.logout().await.unwrap();
+    assert_eq!(a.link_state(), LinkState::Idle);
 }

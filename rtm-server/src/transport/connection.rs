@@ -7,10 +7,10 @@ use std::time::Duration;
 use bytes::BytesMut;
 use rtm_proto::frame::encode_frame_into;
 use rtm_proto::{
-    ClientMsg, CloseReason, ErrorCode, Event, PROTOCOL_VERSION, ServerMsg, Welcome, WireError,
-    encode_frame,
+    ClientMsg, CloseReason, ErrorCode, Event, LoginLimits, PROTOCOL_VERSION, Request, Response,
+    ResumeRequest, ServerMsg, Welcome, WireError, encode_frame,
 };
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch};
 use tokio::time::{Instant, sleep_until, timeout};
 use tracing::Instrument;
 
@@ -19,6 +19,7 @@ use crate::core::Core;
 use crate::core::now_ms;
 use crate::engine::Engine;
 use crate::outbox::{Next, Outbox, OutboxRx};
+use crate::resume::{self, Claim, Detached};
 use crate::session::{Session, TokenDeadline};
 
 /// QUIC application close codes that are not a [`CloseReason`] (`docs/protocol.md` §1.3).
@@ -29,6 +30,10 @@ pub(crate) mod close_code {
     pub(crate) const PROTOCOL: u32 = 0x01;
     /// No login in time.
     pub(crate) const LOGIN_TIMEOUT: u32 = 0x02;
+    /// No frame from the client within its heartbeat interval plus the grace period.
+    pub(crate) const HEARTBEAT_TIMEOUT: u32 = 0x03;
+    /// The session was resumed on another connection.
+    pub(crate) const RESUMED: u32 = 0x04;
 }
 
 /// Frames the writer hands to QUIC in one call, at most.
@@ -131,20 +136,31 @@ async fn run<E: Engine>(
         core.connection.outbound_queue as usize,
         core.metrics.clone(),
     );
-    let mut outbox_rx = Some(outbox_rx);
-    let mut session = Session::new(core.clone(), outbox.clone());
+    let mut served = Served {
+        session: Session::new(core.clone(), outbox),
+        outbox_rx: Some(outbox_rx),
+    };
+    let mut writer: Option<Writer> = None;
     let mut out = BytesMut::new();
     let mut shutting_down = false;
     let mut token_expired = false;
-    let result = loop {
+    let mut last_frame = Instant::now();
+    let ending = loop {
+        let session = &mut served.session;
         let token_deadline = session.token_deadline();
         let token_at = token_deadline.map(|d| match d {
             TokenDeadline::Warn(at) | TokenDeadline::Expire(at) => {
                 Instant::now() + Duration::from_millis(at.saturating_sub(now_ms()))
             }
         });
+        let silence_limit = session.silence_limit();
+        let logged_in = session.is_logged_in();
         let inbound = tokio::select! {
             inbound = reader.next() => inbound,
+            claim = session.next_claim() => match claim {
+                Some(claim) => break Ending::TakenOver(claim),
+                None => continue,
+            },
             () = sleep_until(token_at.unwrap_or(login_deadline)),
                 if token_at.is_some() && !token_expired =>
             {
@@ -152,65 +168,139 @@ async fn run<E: Engine>(
                     Some(TokenDeadline::Warn(_)) => {
                         // docs/protocol.md §5.1.2: warn, once per token.
                         let event = Event::TokenPrivilegeWillExpire { channel_name: String::new() };
-                        outbox.push(encode_frame(&ServerMsg::Event(event)));
+                        session.push_event(&event);
                         session.token_warned();
                     }
                     _ => {
                         token_expired = true;
-                        outbox.close(CloseReason::TokenExpired);
+                        session.close(CloseReason::TokenExpired);
                     }
                 }
                 continue;
             }
-            () = sleep_until(login_deadline), if outbox_rx.is_some() => {
+            () = sleep_until(last_frame + silence_limit.unwrap_or_default()),
+                if silence_limit.is_some() =>
+            {
+                // docs/protocol.md §5.6: the client fell silent; keep its session for a resume.
+                core.metrics.heartbeat_timeouts.fetch_add(1, Ordering::Relaxed);
+                conn.close(close_code::HEARTBEAT_TIMEOUT.into(), b"no heartbeat");
+                break Ending::Lost;
+            }
+            () = sleep_until(login_deadline), if !logged_in => {
                 conn.close(close_code::LOGIN_TIMEOUT.into(), b"login timeout");
-                break Err(ConnError::Protocol("no login before the deadline"));
+                break Ending::Finished;
             }
             _ = shutdown.changed(), if !shutting_down => {
                 shutting_down = true;
-                if outbox_rx.is_some() {
-                    conn.close(CloseReason::ServerShutdown.close_code().into(), b"server shutdown");
+                if logged_in {
+                    session.close(CloseReason::ServerShutdown);
                 } else {
-                    outbox.close(CloseReason::ServerShutdown);
+                    conn.close(CloseReason::ServerShutdown.close_code().into(), b"server shutdown");
                 }
                 // The writer closes the connection; the reader then ends.
                 continue;
             }
         };
+        last_frame = Instant::now();
         let mut inbound = match inbound {
             Ok(Some(inbound)) => inbound,
-            Ok(None) => break Ok(()),
-            Err(e) => break Err(e.into()),
+            Ok(None) => break Ending::Finished,
+            Err(quinn::ReadError::ConnectionLost(quinn::ConnectionError::ApplicationClosed(
+                close,
+            ))) if close.error_code == close_code::NORMAL.into() => break Ending::Finished,
+            Err(e) => {
+                tracing::debug!("connection lost: {e}");
+                break Ending::Lost;
+            }
         };
         // Serve everything that has arrived, then write all the answers at once.
         loop {
-            handle(&mut session, core, inbound, &mut out).await;
+            handle(&mut served, core, inbound, &mut out).await;
             match reader.buffered() {
                 Some(next) => inbound = next,
                 None => break,
             }
         }
-        if session.is_logged_in()
-            && let Some(rx) = outbox_rx.take()
+        if served.session.is_logged_in()
+            && let Some(rx) = served.outbox_rx.take()
         {
-            tokio::spawn(write_events(conn.clone(), rx).in_current_span());
+            writer = Some(Writer::spawn(conn.clone(), rx));
         }
         if let Err(e) = send.write_all(&out).await {
-            break Err(e.into());
+            tracing::debug!("connection lost: {e}");
+            break Ending::Lost;
         }
         out.clear();
     };
-    session.end().await;
-    if outbox_rx.is_some() || result.is_ok() {
-        // Never logged in (so no writer will close it), or the client finished its stream.
-        conn.close(close_code::NORMAL.into(), b"");
+    let Served {
+        mut session,
+        outbox_rx,
+    } = served;
+    // The outbox's receiving side: back from the writer, or never handed to one.
+    let rx = match writer {
+        Some(writer) => writer.stop().await,
+        None => outbox_rx,
+    };
+    match (ending, rx) {
+        (Ending::TakenOver(claim), Some(rx)) if session.is_logged_in() => {
+            conn.close(close_code::RESUMED.into(), b"resumed on another connection");
+            if let Err(mut detached) = claim.reply.send(Detached { session, rx }) {
+                detached.session.end().await;
+            }
+        }
+        (Ending::Lost, Some(rx)) if session.is_logged_in() && !session.is_closing() => {
+            tokio::spawn(resume::park(core.clone(), session, rx, shutdown).in_current_span());
+        }
+        (ending, _) => {
+            session.end().await;
+            if matches!(ending, Ending::Finished) {
+                conn.close(close_code::NORMAL.into(), b"");
+            }
+        }
     }
-    result
+    Ok(())
+}
+
+/// How the request loop ended.
+enum Ending<E> {
+    /// The client finished (or closed) the connection, or never logged in: the session ends.
+    Finished,
+    /// The connection was lost: the session waits for a resume.
+    Lost,
+    /// A resume on another connection asked for the session.
+    TakenOver(Claim<E>),
+}
+
+/// What the request loop serves: the session, and the outbox receiver until a writer has it.
+struct Served<E> {
+    session: Session<E>,
+    outbox_rx: Option<OutboxRx>,
+}
+
+/// The task that writes a session's events to this connection.
+struct Writer {
+    stop: oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<Option<OutboxRx>>,
+}
+
+impl Writer {
+    fn spawn(conn: quinn::Connection, rx: OutboxRx) -> Self {
+        let (stop, stopped) = oneshot::channel();
+        let task = tokio::spawn(write_events(conn, rx, stopped).in_current_span());
+        Self { stop, task }
+    }
+
+    /// Stops the writer and takes back the outbox receiver, unless the writer ended the
+    /// session.
+    async fn stop(self) -> Option<OutboxRx> {
+        let _ = self.stop.send(());
+        self.task.await.ok().flatten()
+    }
 }
 
 /// Serves one inbound frame, appending the answer (if any) to `out`.
 async fn handle<E: Engine>(
-    session: &mut Session<E>,
+    served: &mut Served<E>,
     core: &Core<E>,
     inbound: Inbound,
     out: &mut BytesMut,
@@ -231,10 +321,18 @@ async fn handle<E: Engine>(
         }
     };
     match ClientMsg::decode(&body) {
-        Ok(ClientMsg::Request { id, request }) => {
-            let result = session.handle(request).await;
+        Ok(ClientMsg::Request {
+            id,
+            request: Request::Resume(resume),
+        }) => {
+            let result = resume_here(served, core, &resume).await;
             encode_frame_into(&ServerMsg::Response { id, result }, out);
         }
+        Ok(ClientMsg::Request { id, request }) => {
+            let result = served.session.handle(request).await;
+            encode_frame_into(&ServerMsg::Response { id, result }, out);
+        }
+        Ok(ClientMsg::Ack { received }) => served.session.ack(received),
         Ok(ClientMsg::Hello(_)) => {
             let error = WireError::new(ErrorCode::InvalidParameter, "Hello was already sent");
             encode_frame_into(&ServerMsg::Error(error), out);
@@ -250,6 +348,43 @@ async fn handle<E: Engine>(
     }
 }
 
+/// Serves a resume: takes the session from its owner and makes it this connection's.
+async fn resume_here<E: Engine>(
+    served: &mut Served<E>,
+    core: &Core<E>,
+    request: &ResumeRequest,
+) -> Result<Response, WireError> {
+    if served.session.is_logged_in() || served.outbox_rx.is_none() {
+        return Err(WireError::new(
+            ErrorCode::DuplicateOperation,
+            "this connection already has a session",
+        ));
+    }
+    let Detached { session, mut rx } = core.sessions.claim(request).await?;
+    let next_frame = rx.rewind(request.received);
+    let lost = next_frame.saturating_sub(request.received);
+    if lost > 0 {
+        tracing::info!(session = ?session.id(), lost, "resumed; events the server no longer held are lost");
+    }
+    let limits = session.limits().unwrap_or(LoginLimits {
+        max_message_size: 0,
+        max_subscriptions: 0,
+        publish_rate: 0,
+        max_frame_len: 0,
+    });
+    served.session = session;
+    served.outbox_rx = Some(rx);
+    core.metrics
+        .sessions_resumed
+        .fetch_add(1, Ordering::Relaxed);
+    tracing::debug!(session = ?served.session.id(), next_frame, "session resumed");
+    Ok(Response::Resume {
+        timestamp: now_ms(),
+        limits,
+        next_frame,
+    })
+}
+
 fn reply_error(id: Option<rtm_proto::RequestId>, error: WireError, out: &mut BytesMut) {
     let msg = match id {
         Some(id) => ServerMsg::Response {
@@ -261,54 +396,65 @@ fn reply_error(id: Option<rtm_proto::RequestId>, error: WireError, out: &mut Byt
     encode_frame_into(&msg, out);
 }
 
-/// Drains the session's outbox into a delivery stream until the session closes.
-async fn write_events(conn: quinn::Connection, mut rx: OutboxRx) {
+/// Drains the session's outbox into a delivery stream until the session closes (returns
+/// `None`), the connection fails, or the connection task stops it (both return the receiver, so
+/// that the session can go on elsewhere: the frames taken are kept until acknowledged).
+async fn write_events(
+    conn: quinn::Connection,
+    mut rx: OutboxRx,
+    mut stop: oneshot::Receiver<()>,
+) -> Option<OutboxRx> {
     let mut stream: Option<quinn::SendStream> = None;
-    loop {
-        let reason = match rx.next(WRITE_BATCH).await {
-            Next::Frames(mut frames) if !frames.is_empty() => {
-                let Ok(s) = delivery_stream(&conn, &mut stream).await else {
-                    return;
-                };
-                // A close request while the write is blocked (a stalled reader) must not wait
-                // for the write.
-                tokio::select! {
-                    written = s.write_all_chunks(&mut frames) => {
-                        if written.is_err() {
-                            return;
-                        }
-                        continue;
-                    }
-                    reason = rx.closed() => {
-                        // Part of a frame may be written: close without another frame.
-                        conn.close(reason.close_code().into(), reason.to_string().as_bytes());
-                        return;
-                    }
+    let reason = loop {
+        let next = tokio::select! {
+            next = rx.next(WRITE_BATCH) => next,
+            _ = &mut stop => return Some(rx),
+        };
+        let mut frames = match next {
+            Next::Frames(frames) => frames,
+            Next::Close(reason) => break reason,
+        };
+        let Ok(s) = delivery_stream(&conn, &mut stream).await else {
+            // The connection is gone; wait to be stopped.
+            let _ = stop.await;
+            return Some(rx);
+        };
+        // A close request while the write is blocked (a stalled reader) must not wait for the
+        // write.
+        tokio::select! {
+            written = s.write_all_chunks(&mut frames) => {
+                if written.is_err() {
+                    let _ = stop.await;
+                    return Some(rx);
                 }
             }
-            Next::Frames(_) => continue,
-            Next::Close(reason) => reason,
-        };
-        // Deliver what is queued (unless the queue is the problem), then say why, then close.
-        let mut frames = if reason == CloseReason::SlowConsumer {
-            Vec::new()
-        } else {
-            rx.drain()
-        };
-        frames.push(encode_frame(&ServerMsg::Event(Event::SessionClosed {
-            reason,
-        })));
-        let _ = timeout(CLOSE_GRACE, async {
-            let s = delivery_stream(&conn, &mut stream).await?;
-            s.write_all_chunks(&mut frames).await.map_err(|_| ())?;
-            let _ = s.finish();
-            let _ = s.stopped().await;
-            Ok::<(), ()>(())
-        })
-        .await;
-        conn.close(reason.close_code().into(), reason.to_string().as_bytes());
-        return;
-    }
+            reason = rx.closed() => {
+                // Part of a frame may be written: close without another frame.
+                conn.close(reason.close_code().into(), reason.to_string().as_bytes());
+                return None;
+            }
+            _ = &mut stop => return Some(rx),
+        }
+    };
+    // Deliver what is queued (unless the queue is the problem), then say why, then close.
+    let mut frames = if reason == CloseReason::SlowConsumer {
+        Vec::new()
+    } else {
+        rx.drain()
+    };
+    frames.push(encode_frame(&ServerMsg::Event(Event::SessionClosed {
+        reason,
+    })));
+    let _ = timeout(CLOSE_GRACE, async {
+        let s = delivery_stream(&conn, &mut stream).await?;
+        s.write_all_chunks(&mut frames).await.map_err(|_| ())?;
+        let _ = s.finish();
+        let _ = s.stopped().await;
+        Ok::<(), ()>(())
+    })
+    .await;
+    conn.close(reason.close_code().into(), reason.to_string().as_bytes());
+    None
 }
 
 async fn delivery_stream<'a>(

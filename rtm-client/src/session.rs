@@ -1,0 +1,363 @@
+//! The session supervisor: what keeps a logged-in client logged in across lost connections
+//! (`docs/architecture.md`, "Reconnect and resume"; `docs/protocol.md` §5.6).
+//!
+//! One supervisor task runs per login. It waits for the connection to end. A lost connection
+//! sends the link to `DISCONNECTED` and starts the retries (after 2, 4, 8 … s, at most 30 s
+//! apart; `SUSPENDED` after 2 minutes, then every 30 s). Each attempt first resumes the session
+//! with its ticket and the count of events received: the server sends again what the client
+//! missed and nobody else notices. When the server no longer has the session, the attempt logs
+//! in again with the cached token and re-subscribes the cached channels, and the `CONNECTED`
+//! event names the ones it could not restore. A session the server ended for good (same user
+//! elsewhere, expired token, slow consumer) goes to `FAILED`.
+
+use std::collections::BTreeMap;
+use std::sync::Weak;
+use std::time::Duration;
+
+use rtm_proto::message::LoginRequest;
+use rtm_proto::{ErrorCode, Request, Response, ResumeRequest, SessionTicket, SubscribeOptions};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use crate::Inner;
+use crate::connection::{Command, Connection, OpenError, Opened, Outcome, ReceivedCounter};
+use crate::event::{LinkOperation, LinkState, LinkStateReason};
+use crate::link::LinkChange;
+
+/// First delay before a reconnect attempt; it doubles after each failure.
+const FIRST_RETRY: Duration = Duration::from_secs(2);
+/// Longest delay between attempts, and the delay while suspended.
+const MAX_RETRY: Duration = Duration::from_secs(30);
+/// How long the link stays `DISCONNECTED` before it is `SUSPENDED`.
+const SUSPEND_AFTER: Duration = Duration::from_secs(120);
+
+/// What the client remembers of its session, to restore it (the reference's "session cache").
+#[derive(Debug)]
+pub(crate) struct SessionCache {
+    /// The login token, as last renewed.
+    pub(crate) token: String,
+    /// The subscribed message channels and their options.
+    pub(crate) subscriptions: BTreeMap<String, SubscribeOptions>,
+    /// Dropping it stops the supervisor.
+    _stop: oneshot::Sender<()>,
+}
+
+impl SessionCache {
+    pub(crate) fn channels(&self) -> Vec<String> {
+        self.subscriptions.keys().cloned().collect()
+    }
+}
+
+/// What the supervisor needs of the live connection.
+struct Live {
+    ticket: SessionTicket,
+    received: ReceivedCounter,
+    ended: JoinHandle<Outcome>,
+}
+
+/// Starts supervising a session that just logged in (`ticket`) on a connection (`received`,
+/// `ended`); returns its cache.
+pub(crate) fn start(
+    inner: Weak<Inner>,
+    epoch: u64,
+    token: String,
+    ticket: SessionTicket,
+    received: ReceivedCounter,
+    ended: JoinHandle<Outcome>,
+) -> SessionCache {
+    let (stop_tx, stop) = oneshot::channel();
+    let live = Live {
+        ticket,
+        received,
+        ended,
+    };
+    tokio::spawn(supervise(inner, epoch, live, stop));
+    SessionCache {
+        token,
+        subscriptions: BTreeMap::new(),
+        _stop: stop_tx,
+    }
+}
+
+async fn supervise(
+    inner: Weak<Inner>,
+    epoch: u64,
+    mut live: Live,
+    mut stop: oneshot::Receiver<()>,
+) {
+    loop {
+        let outcome = tokio::select! {
+            outcome = &mut live.ended => outcome.unwrap_or_else(|_| Outcome::Lost {
+                operation: LinkOperation::ServerTimeout,
+                reason: LinkStateReason::ConnectionError,
+                text: "the connection task failed".into(),
+            }),
+            _ = &mut stop => return,
+        };
+        let Some(client) = inner.upgrade() else {
+            return;
+        };
+        match outcome {
+            Outcome::Closed => return,
+            Outcome::Rejected { reason, text } => {
+                if client.end_session(epoch).is_some() {
+                    client
+                        .link
+                        .set(LinkState::Failed, LinkOperation::ServerReject, reason, text);
+                }
+                return;
+            }
+            Outcome::Lost {
+                operation,
+                reason,
+                text,
+            } => {
+                let Some(channels) = client.drop_connection(epoch) else {
+                    return;
+                };
+                tracing::debug!(?reason, "connection lost: {text}; reconnecting");
+                client.link.change(LinkChange {
+                    affected_channels: channels,
+                    ..LinkChange::new(LinkState::Disconnected, operation, reason, text)
+                });
+            }
+        }
+        drop(client);
+        match reconnect(&inner, epoch, &live, &mut stop).await {
+            Some(next) => live = next,
+            None => return,
+        }
+    }
+}
+
+/// Retries until the session is back (resumed, or logged in again), the user gives up on it,
+/// or the server refuses it for good.
+async fn reconnect(
+    inner: &Weak<Inner>,
+    epoch: u64,
+    lost: &Live,
+    stop: &mut oneshot::Receiver<()>,
+) -> Option<Live> {
+    let lost_at = Instant::now();
+    let mut delay = FIRST_RETRY;
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            _ = &mut *stop => return None,
+        }
+        let client = inner.upgrade()?;
+        let channels = client.cached_channels(epoch)?;
+        client.link.set(
+            LinkState::Connecting,
+            LinkOperation::AutoReconnect,
+            LinkStateReason::AutoReconnect,
+            "Auto reconnect",
+        );
+        match attempt(&client, epoch, lost).await {
+            Attempt::Back(live, change) => {
+                client.link.change(change);
+                return Some(live);
+            }
+            Attempt::Failed(reason, text) => {
+                if client.end_session(epoch).is_some() {
+                    client
+                        .link
+                        .set(LinkState::Failed, LinkOperation::ServerReject, reason, text);
+                }
+                return None;
+            }
+            Attempt::Abandoned => return None,
+            Attempt::Unreachable(text) => {
+                let suspended = lost_at.elapsed() >= SUSPEND_AFTER;
+                let state = if suspended {
+                    LinkState::Suspended
+                } else {
+                    LinkState::Disconnected
+                };
+                client.link.change(LinkChange {
+                    affected_channels: channels,
+                    ..LinkChange::new(
+                        state,
+                        LinkOperation::AutoReconnect,
+                        LinkStateReason::ReconnectTimeout,
+                        text,
+                    )
+                });
+                delay = if suspended {
+                    MAX_RETRY
+                } else {
+                    (delay * 2).min(MAX_RETRY)
+                };
+            }
+        }
+    }
+}
+
+enum Attempt {
+    /// Connected again, with the event to tell.
+    Back(Live, LinkChange),
+    /// The server will not take the client back.
+    Failed(LinkStateReason, String),
+    /// The user logged out or in meanwhile.
+    Abandoned,
+    /// No server answer: try again later.
+    Unreachable(String),
+}
+
+async fn attempt(client: &Inner, epoch: u64, lost: &Live) -> Attempt {
+    let received = lost.received.get();
+    let resume = Request::Resume(ResumeRequest {
+        app_id: client.app_id.clone(),
+        user_id: client.user_id.clone(),
+        ticket: lost.ticket,
+        received,
+    });
+    let listeners = client.listeners.clone();
+    match Connection::open(
+        &client.config,
+        "resume",
+        resume,
+        listeners.clone(),
+        received,
+    )
+    .await
+    {
+        Ok(opened) => {
+            let Opened {
+                connection,
+                ended,
+                received,
+                ..
+            } = opened;
+            let Some(channels) = client.install(epoch, connection) else {
+                return Attempt::Abandoned;
+            };
+            let live = Live {
+                ticket: lost.ticket,
+                received,
+                ended,
+            };
+            let change = LinkChange {
+                affected_channels: channels,
+                is_resumed: true,
+                ..LinkChange::new(
+                    LinkState::Connected,
+                    LinkOperation::Reconnected,
+                    LinkStateReason::ReconnectSuccess,
+                    "Reconnect success",
+                )
+            };
+            Attempt::Back(live, change)
+        }
+        Err(OpenError::Unreachable(e)) => Attempt::Unreachable(e.reason),
+        // Anything else (the session is gone, most often): log in again.
+        Err(OpenError::Refused(e)) => {
+            tracing::debug!("resume refused ({}): logging in again", e.reason);
+            relogin(client, epoch).await
+        }
+    }
+}
+
+/// Logs in again with the cached token and re-subscribes the cached channels.
+async fn relogin(client: &Inner, epoch: u64) -> Attempt {
+    let Some(token) = client.cached_token(epoch) else {
+        return Attempt::Abandoned;
+    };
+    let login = Request::Login(LoginRequest {
+        app_id: client.app_id.clone(),
+        user_id: client.user_id.clone(),
+        token,
+        use_string_user_id: client.config.use_string_user_id,
+        heartbeat_interval: client.config.heartbeat_interval as u16,
+        presence_timeout: client.config.presence_timeout as u16,
+    });
+    let opened =
+        match Connection::open(&client.config, "login", login, client.listeners.clone(), 0).await {
+            Ok(opened) => opened,
+            Err(OpenError::Unreachable(e)) => return Attempt::Unreachable(e.reason),
+            Err(OpenError::Refused(e)) => {
+                return Attempt::Failed(failure_reason(e.code), e.reason);
+            }
+        };
+    let Response::Login { ticket, .. } = opened.response else {
+        return Attempt::Failed(
+            LinkStateReason::LoginRejected,
+            "the server answered the login with something else".into(),
+        );
+    };
+    let Opened {
+        connection,
+        ended,
+        received,
+        ..
+    } = opened;
+    // Subscribe again, all at once, before the connection is handed to the application.
+    let Some(subscriptions) = client.cached_subscriptions(epoch) else {
+        return Attempt::Abandoned;
+    };
+    let mut answers = Vec::with_capacity(subscriptions.len());
+    for (channel, options) in &subscriptions {
+        let (reply, answer) = oneshot::channel();
+        let request = Request::Subscribe {
+            channel: channel.clone(),
+            options: *options,
+        };
+        if connection
+            .commands
+            .send(Command { request, reply })
+            .is_err()
+        {
+            return Attempt::Unreachable("the connection closed while re-subscribing".into());
+        }
+        answers.push((channel.clone(), answer));
+    }
+    let mut unrestored = Vec::new();
+    for (channel, answer) in answers {
+        match tokio::time::timeout(client.config.request_timeout, answer).await {
+            Ok(Ok(Ok(_))) => {}
+            Ok(Ok(Err(e))) => {
+                tracing::warn!(
+                    channel,
+                    "could not subscribe again: {} ({})",
+                    e.reason,
+                    e.code
+                );
+                unrestored.push(channel);
+            }
+            _ => return Attempt::Unreachable("no answer while re-subscribing".into()),
+        }
+    }
+    let Some(channels) = client.install_relogin(epoch, connection, &unrestored) else {
+        return Attempt::Abandoned;
+    };
+    let live = Live {
+        ticket,
+        received,
+        ended,
+    };
+    let change = LinkChange {
+        affected_channels: channels,
+        unrestored_channels: unrestored,
+        ..LinkChange::new(
+            LinkState::Connected,
+            LinkOperation::Reconnected,
+            LinkStateReason::ReconnectSuccess,
+            "Reconnect success: logged in again, the previous session had ended",
+        )
+    };
+    Attempt::Back(live, change)
+}
+
+/// The error code a refused login maps to in the link-state event.
+pub(crate) fn failure_reason(code: ErrorCode) -> LinkStateReason {
+    match code {
+        ErrorCode::LoginTimeout => LinkStateReason::LoginTimeout,
+        ErrorCode::InvalidToken => LinkStateReason::InvalidToken,
+        ErrorCode::TokenExpired => LinkStateReason::TokenExpired,
+        ErrorCode::InvalidUserId => LinkStateReason::InvalidUserId,
+        ErrorCode::InconsistentAppid => LinkStateReason::InconsistentAppId,
+        ErrorCode::NotConnected => LinkStateReason::ConnectionError,
+        _ => LinkStateReason::LoginRejected,
+    }
+}
