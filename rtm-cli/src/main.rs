@@ -157,16 +157,31 @@ async fn main() -> anyhow::Result<()> {
                             };
                             println!("[{kind} {}] {}{custom}: {text}", m.channel_name, m.publisher);
                         }
-                        Some(RtmEvent::LinkState(s)) => {
-                            if s.current_state == rtm_client::LinkState::Failed {
+                        Some(RtmEvent::LinkState(s)) => match s.current_state {
+                            rtm_client::LinkState::Failed => {
                                 bail!("the session ended: {}", s.reason);
                             }
-                        }
+                            rtm_client::LinkState::Disconnected
+                            | rtm_client::LinkState::Suspended => {
+                                eprintln!("connection lost ({}); reconnecting…", s.reason);
+                            }
+                            rtm_client::LinkState::Connected
+                                if s.operation == rtm_client::LinkOperation::Reconnected =>
+                            {
+                                if s.is_resumed {
+                                    eprintln!("reconnected; session resumed");
+                                } else {
+                                    eprintln!("reconnected with a new session; subscribed again");
+                                }
+                            }
+                            _ => {}
+                        },
                         Some(_) => {}
                         None => break,
                     },
                     _ = tokio::signal::ctrl_c() => {
-                        rtm.logout().await?;
+                        // Logged out locally even if the server cannot be reached.
+                        let _ = rtm.logout().await;
                         break;
                     }
                 }

@@ -654,6 +654,28 @@ mod tests {
             id: RequestId(2),
             result: Err(WireError::new(ErrorCode::ChannelReceiverOffline, "")),
         };
+        let ack = ClientMsg::Ack { received: 300 };
+        assert_eq!(encode_frame(&ack).as_ref(), &[0, 0, 0, 3, 2, 0xac, 0x02]);
+        let ticket = SessionTicket {
+            session_id: 1,
+            secret: [7; 16],
+        };
+        let mut resume = vec![0, 0, 0, 25, 1, 5, 8, 1, b'a', 1, b'u', 1];
+        resume.extend([7; 16]);
+        resume.push(0);
+        assert_eq!(
+            encode_frame(&ClientMsg::Request {
+                id: RequestId(5),
+                request: Request::Resume(ResumeRequest {
+                    app_id: "a".into(),
+                    user_id: "u".into(),
+                    ticket,
+                    received: 0,
+                }),
+            })
+            .as_ref(),
+            resume.as_slice()
+        );
         // -11033 zigzag-encoded is 22065 = varint [0xb1, 0xac, 0x01].
         assert_eq!(
             encode_frame(&err).as_ref(),
