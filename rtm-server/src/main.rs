@@ -125,10 +125,27 @@ async fn main() -> anyhow::Result<()> {
             "serving the configured apps"
         },
     );
+    stop_signal().await?;
+    tracing::info!("shutting down");
+    handle.shutdown().await;
+    Ok(())
+}
+
+/// Waits for Ctrl-C, or SIGTERM (what service managers send): either stops the server
+/// gracefully, telling the clients (they reconnect to its successor).
+async fn stop_signal() -> anyhow::Result<()> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate()).context("listening for SIGTERM")?;
+        tokio::select! {
+            ctrl_c = tokio::signal::ctrl_c() => ctrl_c.context("waiting for Ctrl-C")?,
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
     tokio::signal::ctrl_c()
         .await
         .context("waiting for Ctrl-C")?;
-    tracing::info!("shutting down");
-    handle.shutdown().await;
     Ok(())
 }
