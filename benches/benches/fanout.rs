@@ -14,7 +14,7 @@ use rtm_proto::{
 };
 use rtm_server::Metrics;
 use rtm_server::engine::{Engine, MemoryEngine, SessionHandle, SessionId};
-use rtm_server::outbox::{Outbox, OutboxRx};
+use rtm_server::outbox::{Frame, Outbox, OutboxRx};
 
 /// Runs a future that completes without waiting (the in-memory engine's always do).
 fn now<F: Future>(fut: F) -> F::Output {
@@ -35,7 +35,7 @@ fn fanout(c: &mut Criterion) {
         let metrics = Arc::new(Metrics::default());
         let mut receivers: Vec<OutboxRx> = Vec::new();
         for i in 0..subscribers {
-            let (outbox, rx) = Outbox::new(DRAIN_EVERY as usize, metrics.clone());
+            let (outbox, rx) = Outbox::with_lanes(DRAIN_EVERY as usize, 16, metrics.clone());
             let session = SessionHandle::new(SessionId(i as u64), "app", &format!("u{i}"), outbox);
             now(engine.attach(&session)).expect("attach");
             now(engine.subscribe(&session, "room", SubscribeOptions::default()))
@@ -65,7 +65,8 @@ fn fanout(c: &mut Criterion) {
                                     timestamp: 1_795_719_793_000,
                                 })));
                             let delivery =
-                                now(engine.publish("app", "room", frame)).expect("publish");
+                                now(engine.publish("app", "room", Frame::keyed(frame, "room")))
+                                    .expect("publish");
                             debug_assert_eq!(delivery.queued, subscribers);
                         }
                         busy += start.elapsed();

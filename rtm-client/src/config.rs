@@ -16,11 +16,13 @@ pub struct RtmConfig {
     pub endpoint: Endpoint,
     /// When false, the user id must be numeric (default true).
     pub use_string_user_id: bool,
-    /// Seconds between heartbeats, [5, 1800] (default 5; out-of-range values are clamped). The
-    /// QUIC keep-alive runs at this interval.
+    /// Seconds between heartbeats, [5, 1800] (default 5; out-of-range values are clamped). A
+    /// heartbeat unanswered for 10 s counts as a lost connection; the server counts one after
+    /// this interval plus its grace period (10 s) without a word from the client.
     pub heartbeat_interval: u32,
-    /// Seconds the server waits before others see this user time out, [5, 300] (default 300;
-    /// out-of-range values are clamped). Sent to the server by a later version.
+    /// Seconds the server keeps the session after losing the connection, waiting for the client
+    /// to come back and resume it, [5, 300] (default 300; out-of-range values are clamped).
+    /// Others see this user time out only after it.
     pub presence_timeout: u32,
     /// How long a call waits for the server's answer before failing with a timeout code
     /// (default 10 s).

@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use rtm_proto::frame::encode_frame_into;
+use rtm_proto::limits::MAX_LANES;
 use rtm_proto::{
     ClientMsg, CloseReason, ErrorCode, Event, Hello, PROTOCOL_VERSION, Request, RequestId,
     Response, RtmError, ServerMsg, WireError,
@@ -83,8 +84,8 @@ struct Shared {
     closing: AtomicBool,
     /// Why the server ended the session, when it said so in an event.
     closed_by_server: Mutex<Option<CloseReason>>,
-    /// Delivery-stream frames of the session handled so far.
-    received: AtomicU64,
+    /// Delivery-stream frames of the session handled so far, per lane.
+    received: [AtomicU64; MAX_LANES],
     /// Wakes the driver to send an acknowledgement.
     ack: Notify,
 }
@@ -105,13 +106,28 @@ pub(crate) struct Opened {
     pub(crate) received: ReceivedCounter,
 }
 
-/// Reads a connection's count of received delivery-stream frames.
+/// Reads a connection's counts of received delivery-stream frames.
 #[derive(Clone, Debug)]
 pub(crate) struct ReceivedCounter(Arc<Shared>);
 
 impl ReceivedCounter {
-    pub(crate) fn get(&self) -> u64 {
-        self.0.received.load(Ordering::Acquire)
+    /// Per lane, without trailing zeros (the protocol's form).
+    pub(crate) fn get(&self) -> Vec<u64> {
+        self.0.counts()
+    }
+}
+
+impl Shared {
+    fn counts(&self) -> Vec<u64> {
+        let mut counts: Vec<u64> = self
+            .received
+            .iter()
+            .map(|c| c.load(Ordering::Acquire))
+            .collect();
+        while counts.last() == Some(&0) {
+            counts.pop();
+        }
+        counts
     }
 }
 
@@ -140,7 +156,7 @@ impl Connection {
         operation: &'static str,
         first: Request,
         listeners: Listeners,
-        received: u64,
+        received: Vec<u64>,
     ) -> Result<Opened, OpenError> {
         let fail = |code, reason: String| RtmError::new(code, operation, reason);
         let unreachable =
@@ -218,10 +234,12 @@ impl Connection {
         // After a resume the count goes on from the server's next frame (frames it no longer
         // held are skipped).
         let received = match &response {
-            Response::Resume { next_frame, .. } => *next_frame,
-            _ => received,
+            Response::Resume { next_frame, .. } => next_frame,
+            _ => &received,
         };
-        shared.received.store(received, Ordering::Release);
+        for (count, &value) in shared.received.iter().zip(received) {
+            count.store(value, Ordering::Release);
+        }
         let pending: Pending = Arc::default();
         let (commands, commands_rx) = mpsc::unbounded_channel();
         tokio::spawn(read_responses(reader, pending.clone()));
@@ -284,7 +302,7 @@ async fn drive(
     let mut next_heartbeat = Instant::now() + heartbeat;
     // The answer to the heartbeat in flight, and when it is due.
     let mut pong: Option<(oneshot::Receiver<Result<Response, WireError>>, Instant)> = None;
-    let mut acked = shared.received.load(Ordering::Acquire);
+    let mut acked = shared.counts();
     let mut heartbeat_lost = false;
     loop {
         let pong_due = pong.as_ref().map(|p| p.1);
@@ -309,8 +327,8 @@ async fn drive(
                 let id = next_id;
                 next_id = next_id.wrapping_add(1).max(1);
                 pending.lock().unwrap_or_else(PoisonError::into_inner).insert(id, reply);
-                acked = shared.received.load(Ordering::Acquire);
-                let request = Request::Heartbeat { received: acked };
+                acked = shared.counts();
+                let request = Request::Heartbeat { received: acked.clone() };
                 encode_frame_into(&ClientMsg::Request { id: RequestId(id), request }, &mut out);
                 pong = Some((answer, Instant::now() + PONG_TIMEOUT));
             }
@@ -322,9 +340,9 @@ async fn drive(
                 break;
             }
             () = shared.ack.notified() => {
-                let received = shared.received.load(Ordering::Acquire);
-                if received > acked {
-                    acked = received;
+                let received = shared.counts();
+                if received != acked {
+                    acked = received.clone();
                     encode_frame_into(&ClientMsg::Ack { received }, &mut out);
                 }
             }
@@ -467,9 +485,20 @@ async fn read_responses(mut reader: FrameReader, pending: Pending) {
     }
 }
 
-/// Hands the events of one delivery stream to the listeners, counting them.
+/// Hands the events of one delivery stream to the listeners, counting them for its lane.
 async fn read_events(recv: quinn::RecvStream, listeners: Listeners, shared: Arc<Shared>) {
     let mut reader = FrameReader::new(recv);
+    // docs/protocol.md §1.2: the first frame says which lane the stream carries.
+    let lane = match reader.next().await {
+        Ok(Some(body)) => match ServerMsg::decode(&body) {
+            Ok(ServerMsg::Lane { lane }) if usize::from(lane) < MAX_LANES => usize::from(lane),
+            other => {
+                tracing::warn!("a delivery stream without a valid lane: {other:?}");
+                return;
+            }
+        },
+        _ => return,
+    };
     while let Ok(Some(body)) = reader.next().await {
         match ServerMsg::decode(&body) {
             Ok(ServerMsg::Event(Event::Message(m))) => listeners.emit(RtmEvent::Message(m)),
@@ -485,7 +514,7 @@ async fn read_events(recv: quinn::RecvStream, listeners: Listeners, shared: Arc<
             Ok(other) => tracing::debug!("ignoring {other:?} on a delivery stream"),
             Err(e) => tracing::warn!("undecodable event from the server: {e}"),
         }
-        let received = shared.received.fetch_add(1, Ordering::AcqRel) + 1;
+        let received = shared.received[lane].fetch_add(1, Ordering::AcqRel) + 1;
         if received.is_multiple_of(ACK_EVERY) {
             shared.ack.notify_one();
         }

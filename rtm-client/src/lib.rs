@@ -318,9 +318,15 @@ impl RtmClient {
             heartbeat_interval: inner.config.heartbeat_interval as u16,
             presence_timeout: inner.config.presence_timeout as u16,
         });
-        let opened = Connection::open(&inner.config, "login", login, inner.listeners.clone(), 0)
-            .await
-            .map_err(connection::OpenError::into_error);
+        let opened = Connection::open(
+            &inner.config,
+            "login",
+            login,
+            inner.listeners.clone(),
+            Vec::new(),
+        )
+        .await
+        .map_err(connection::OpenError::into_error);
         let opened = match opened {
             Ok(Opened {
                 response:

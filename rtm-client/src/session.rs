@@ -211,18 +211,10 @@ async fn attempt(client: &Inner, epoch: u64, lost: &Live) -> Attempt {
         app_id: client.app_id.clone(),
         user_id: client.user_id.clone(),
         ticket: lost.ticket,
-        received,
+        received: received.clone(),
     });
     let listeners = client.listeners.clone();
-    match Connection::open(
-        &client.config,
-        "resume",
-        resume,
-        listeners.clone(),
-        received,
-    )
-    .await
-    {
+    match Connection::open(&client.config, "resume", resume, listeners, received).await {
         Ok(opened) => {
             let Opened {
                 connection,
@@ -272,14 +264,21 @@ async fn relogin(client: &Inner, epoch: u64) -> Attempt {
         heartbeat_interval: client.config.heartbeat_interval as u16,
         presence_timeout: client.config.presence_timeout as u16,
     });
-    let opened =
-        match Connection::open(&client.config, "login", login, client.listeners.clone(), 0).await {
-            Ok(opened) => opened,
-            Err(OpenError::Unreachable(e)) => return Attempt::Unreachable(e.reason),
-            Err(OpenError::Refused(e)) => {
-                return Attempt::Failed(failure_reason(e.code), e.reason);
-            }
-        };
+    let opened = match Connection::open(
+        &client.config,
+        "login",
+        login,
+        client.listeners.clone(),
+        Vec::new(),
+    )
+    .await
+    {
+        Ok(opened) => opened,
+        Err(OpenError::Unreachable(e)) => return Attempt::Unreachable(e.reason),
+        Err(OpenError::Refused(e)) => {
+            return Attempt::Failed(failure_reason(e.code), e.reason);
+        }
+    };
     let Response::Login { ticket, .. } = opened.response else {
         return Attempt::Failed(
             LinkStateReason::LoginRejected,

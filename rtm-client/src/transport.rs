@@ -102,13 +102,15 @@ pub(crate) fn client_config(config: &RtmConfig) -> Result<quinn::ClientConfig, T
     let crypto = QuicClientConfig::try_from(tls).map_err(|e| certs_err(e.to_string()))?;
     let mut client = quinn::ClientConfig::new(Arc::new(crypto));
     let mut transport = quinn::TransportConfig::default();
+    // The connection's own heartbeat (a request every interval, `connection.rs`) keeps it
+    // alive; QUIC's keep-alive would only add packets.
     let heartbeat = config.heartbeat_interval.clamp(5, 1800);
-    transport.keep_alive_interval(Some(Duration::from_secs(heartbeat.into())));
     transport.max_idle_timeout(Some(quinn::IdleTimeout::from(quinn::VarInt::from_u32(
         (heartbeat + 10) * 1000 + 20_000,
     ))));
     transport.max_concurrent_bidi_streams(0u32.into());
-    transport.max_concurrent_uni_streams(16u32.into());
+    // One delivery stream per lane (docs/protocol.md §1.2).
+    transport.max_concurrent_uni_streams((rtm_proto::limits::MAX_LANES as u32).into());
     transport.stream_receive_window((1024u32 * 1024).into());
     transport.receive_window((4u32 * 1024 * 1024).into());
     transport.initial_rtt(Duration::from_millis(50));

@@ -16,3 +16,5 @@ pub const PUBLISH_RATE: u32 = 60;
 /// Largest frame body the server accepts by default: a full-size message plus room for names
 /// and the envelope.
 pub const MAX_FRAME_LEN: usize = MAX_MESSAGE_SIZE + 4 * 1024;
+/// Most delivery streams ("lanes") a server opens per connection (`docs/protocol.md` §1.2).
+pub const MAX_LANES: usize = 16;

@@ -42,11 +42,12 @@ pub enum ClientMsg {
         request: Request,
     },
     /// How many delivery-stream frames of this session the client has received and handled,
-    /// counted from the session's first. Not answered. The server forgets the frames it kept
-    /// for a resume up to that count (`docs/protocol.md` §5.6).
+    /// per lane, counted from the session's first. Not answered. The server forgets the frames
+    /// it kept for a resume up to those counts (`docs/protocol.md` §5.6).
     Ack {
-        /// Frames received so far in this session.
-        received: u64,
+        /// Frames received so far in this session; entry *i* is lane *i* (missing entries are
+        /// 0). At most [`crate::limits::MAX_LANES`] entries.
+        received: Vec<u64>,
     },
 }
 
@@ -113,8 +114,9 @@ pub enum Request {
     /// The client's periodic heartbeat, answered with [`Response::Pong`]. It carries the same
     /// count as [`ClientMsg::Ack`].
     Heartbeat {
-        /// Delivery-stream frames received so far in this session.
-        received: u64,
+        /// Delivery-stream frames received so far in this session, per lane, as in
+        /// [`ClientMsg::Ack`].
+        received: Vec<u64>,
     },
     /// Take over a session that a lost connection left on the server, instead of logging in
     /// (`docs/protocol.md` §5.6).
@@ -183,9 +185,9 @@ pub struct ResumeRequest {
     pub user_id: String,
     /// The ticket from the login.
     pub ticket: SessionTicket,
-    /// Delivery-stream frames of the session the client has received; the server sends again
-    /// the ones after these that it still holds.
-    pub received: u64,
+    /// Delivery-stream frames of the session the client has received, per lane, as in
+    /// [`ClientMsg::Ack`]; the server sends again the ones after these that it still holds.
+    pub received: Vec<u64>,
 }
 
 /// Options of a subscription, as in the reference's `subscribe`.
@@ -380,6 +382,12 @@ pub enum ServerMsg {
     /// A problem with the connection rather than with one request: a frame that could not be
     /// decoded and carried no request id, an unsupported protocol version.
     Error(WireError),
+    /// The first frame of every delivery stream: which lane the stream carries (below
+    /// [`crate::limits::MAX_LANES`]). Not counted as a frame of the session.
+    Lane {
+        /// The lane number.
+        lane: u8,
+    },
 }
 
 impl ServerMsg {
@@ -472,10 +480,10 @@ pub enum Response {
         timestamp: u64,
         /// The limits that apply to this session.
         limits: LoginLimits,
-        /// The number of the next delivery-stream frame the server sends: the client's count
-        /// continues from here. Frames between the client's `received` and this number were
-        /// lost (the server no longer held them).
-        next_frame: u64,
+        /// Per lane, the number of the next delivery-stream frame the server sends: the
+        /// client's counts continue from here. Frames between the client's `received` and this
+        /// number were lost (the server no longer held them).
+        next_frame: Vec<u64>,
     },
 }
 
@@ -654,15 +662,20 @@ mod tests {
             id: RequestId(2),
             result: Err(WireError::new(ErrorCode::ChannelReceiverOffline, "")),
         };
-        let ack = ClientMsg::Ack { received: 300 };
-        assert_eq!(encode_frame(&ack).as_ref(), &[0, 0, 0, 3, 2, 0xac, 0x02]);
+        let ack = ClientMsg::Ack {
+            received: vec![300, 0, 1],
+        };
+        assert_eq!(
+            encode_frame(&ack).as_ref(),
+            &[0, 0, 0, 6, 2, 3, 0xac, 0x02, 0, 1]
+        );
         let ticket = SessionTicket {
             session_id: 1,
             secret: [7; 16],
         };
-        let mut resume = vec![0, 0, 0, 25, 1, 5, 8, 1, b'a', 1, b'u', 1];
+        let mut resume = vec![0, 0, 0, 26, 1, 5, 8, 1, b'a', 1, b'u', 1];
         resume.extend([7; 16]);
-        resume.push(0);
+        resume.extend([1, 9]);
         assert_eq!(
             encode_frame(&ClientMsg::Request {
                 id: RequestId(5),
@@ -670,7 +683,7 @@ mod tests {
                     app_id: "a".into(),
                     user_id: "u".into(),
                     ticket,
-                    received: 0,
+                    received: vec![9],
                 }),
             })
             .as_ref(),

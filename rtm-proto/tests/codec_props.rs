@@ -66,15 +66,22 @@ fn request() -> impl Strategy<Value = Request> {
         }),
         Just(Request::Ping),
         ".{0,40}".prop_map(|token| Request::RenewToken { token }),
-        any::<u64>().prop_map(|received| Request::Heartbeat { received }),
-        (".{0,20}", ".{0,20}", ticket(), any::<u64>()).prop_map(
-            |(app_id, user_id, ticket, received)| Request::Resume(ResumeRequest {
-                app_id,
-                user_id,
-                ticket,
-                received,
-            })
-        ),
+        prop::collection::vec(any::<u64>(), 0..17)
+            .prop_map(|received| Request::Heartbeat { received }),
+        (
+            ".{0,20}",
+            ".{0,20}",
+            ticket(),
+            prop::collection::vec(any::<u64>(), 0..17)
+        )
+            .prop_map(|(app_id, user_id, ticket, received)| Request::Resume(
+                ResumeRequest {
+                    app_id,
+                    user_id,
+                    ticket,
+                    received,
+                }
+            )),
     ]
 }
 
@@ -86,7 +93,7 @@ fn client_msg() -> impl Strategy<Value = ClientMsg> {
             id: RequestId(id),
             request
         }),
-        any::<u64>().prop_map(|received| ClientMsg::Ack { received }),
+        prop::collection::vec(any::<u64>(), 0..17).prop_map(|received| ClientMsg::Ack { received }),
     ]
 }
 
@@ -113,13 +120,18 @@ fn server_msg() -> impl Strategy<Value = ServerMsg> {
                 ticket,
             }
         }),
-        (any::<u64>(), limits(), any::<u64>()).prop_map(|(timestamp, limits, next_frame)| {
-            Response::Resume {
-                timestamp,
-                limits,
-                next_frame,
-            }
-        }),
+        (
+            any::<u64>(),
+            limits(),
+            prop::collection::vec(any::<u64>(), 0..17)
+        )
+            .prop_map(|(timestamp, limits, next_frame)| {
+                Response::Resume {
+                    timestamp,
+                    limits,
+                    next_frame,
+                }
+            }),
         any::<u64>().prop_map(|timestamp| Response::Logout { timestamp }),
         (".{0,20}", any::<u64>())
             .prop_map(|(channel, timestamp)| Response::Publish { channel, timestamp }),
@@ -165,6 +177,7 @@ fn server_msg() -> impl Strategy<Value = ServerMsg> {
         }),
         event.prop_map(ServerMsg::Event),
         error.prop_map(ServerMsg::Error),
+        any::<u8>().prop_map(|lane| ServerMsg::Lane { lane }),
     ]
 }
 

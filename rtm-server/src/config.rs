@@ -125,6 +125,10 @@ pub struct ConnectionLimits {
     /// Seconds of silence, beyond the client's heartbeat interval, after which its connection
     /// counts as lost and its session is kept for its presence timeout (the reference's 10).
     pub heartbeat_grace_secs: u32,
+    /// Delivery streams ("lanes") per connection, 1 to 16 (`docs/protocol.md` §1.2). Each
+    /// channel's events travel on one lane, so a packet lost on one lane does not hold up the
+    /// channels of the others. 1 puts everything on one stream.
+    pub delivery_lanes: u8,
 }
 
 impl Default for ConnectionLimits {
@@ -135,6 +139,7 @@ impl Default for ConnectionLimits {
             login_timeout_secs: 10,
             token_warning_secs: 30,
             heartbeat_grace_secs: 10,
+            delivery_lanes: 16,
         }
     }
 }
@@ -220,6 +225,12 @@ impl ServerConfig {
         }
         if c.heartbeat_grace_secs == 0 || c.heartbeat_grace_secs > 600 {
             return bad("connection.heartbeat_grace_secs must be between 1 and 600".into());
+        }
+        if c.delivery_lanes == 0 || usize::from(c.delivery_lanes) > limits::MAX_LANES {
+            return bad(format!(
+                "connection.delivery_lanes must be between 1 and {}",
+                limits::MAX_LANES
+            ));
         }
         Ok(())
     }

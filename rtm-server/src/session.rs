@@ -138,7 +138,7 @@ impl<E: Engine> Session<E> {
     /// Queues an event to the client.
     pub(crate) fn push_event(&self, event: &rtm_proto::Event) {
         let frame = rtm_proto::encode_frame(&rtm_proto::ServerMsg::Event(event.clone()));
-        self.outbox.push(frame);
+        self.outbox.push(crate::outbox::Frame::session(frame));
     }
 
     /// Ends the session for `reason`: the client is told, then the connection closes.
@@ -147,7 +147,7 @@ impl<E: Engine> Session<E> {
     }
 
     /// The client has received the first `received` delivery frames of the session.
-    pub(crate) fn ack(&self, received: u64) {
+    pub(crate) fn ack(&self, received: &[u64]) {
         if self.state.is_some() {
             self.outbox.ack(received);
         }
@@ -171,7 +171,7 @@ impl<E: Engine> Session<E> {
             Request::Publish(publish) => self.publish(publish).await,
             Request::RenewToken { token } => self.renew_token(&token),
             Request::Heartbeat { received } => {
-                self.ack(received);
+                self.ack(&received);
                 Ok(Response::Pong {
                     timestamp: now_ms(),
                 })

@@ -28,18 +28,23 @@ async fn server_with_grace(grace: u32) -> TestServer {
     TestServer::start_with(config).await
 }
 
+/// Side channels: with 16 lanes, their events travel on several delivery streams.
+const SIDES: [&str; 4] = ["side0", "side1", "side2", "side3"];
+
 /// The link is cut for less than the presence timeout: the client comes back to the same
-/// session, receives what was published meanwhile, in order, and the server never let the
-/// session go.
+/// session, receives what was published meanwhile, each channel in order, and the server never
+/// let the session go.
 async fn cut_and_resume(server: TestServer) -> TestServer {
     let link = LossyLink::start(server.addr()).await.unwrap();
     let roamer = RtmClient::new(TEST_APP_ID, "roamer", server.client_config_via(&link)).unwrap();
     let mut events = roamer.events();
     roamer.login(LoginOptions::default()).await.unwrap();
-    roamer
-        .subscribe("room", SubscribeOptions::default())
-        .await
-        .unwrap();
+    for channel in std::iter::once("room").chain(SIDES) {
+        roamer
+            .subscribe(channel, SubscribeOptions::default())
+            .await
+            .unwrap();
+    }
     let (other, mut other_events) = server.login("other").await;
     other
         .subscribe("room", SubscribeOptions::default())
@@ -65,7 +70,10 @@ async fn cut_and_resume(server: TestServer) -> TestServer {
     )
     .await;
     assert_eq!(lost.previous_state, LinkState::Connected);
-    assert_eq!(lost.affected_channels, ["room"]);
+    assert_eq!(
+        lost.affected_channels,
+        ["room", "side0", "side1", "side2", "side3"]
+    );
     assert!(!lost.is_resumed);
     // Calls fail at once while the link is down.
     let err = roamer
@@ -79,6 +87,13 @@ async fn cut_and_resume(server: TestServer) -> TestServer {
         .publish("room", "during 2", PublishOptions::default())
         .await
         .unwrap();
+    for i in 0..20 {
+        let channel = SIDES[i % SIDES.len()];
+        other
+            .publish(channel, format!("{i}"), PublishOptions::default())
+            .await
+            .unwrap();
+    }
 
     link.restore();
     let back = within(
@@ -90,11 +105,24 @@ async fn cut_and_resume(server: TestServer) -> TestServer {
     assert!(back.is_resumed, "{back:?}");
     assert_eq!(back.operation, LinkOperation::Reconnected);
     assert_eq!(back.reason_code, LinkStateReason::ReconnectSuccess);
-    assert_eq!(back.affected_channels, ["room"]);
+    assert_eq!(back.affected_channels.len(), 1 + SIDES.len());
     assert!(back.unrestored_channels.is_empty());
-    // Nothing published while away is lost, and the order holds.
-    assert_eq!(text(&expect_message(&mut events).await), "during 1");
-    assert_eq!(text(&expect_message(&mut events).await), "during 2");
+    // Nothing published while away is lost, and each channel's order holds.
+    let mut got: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    for _ in 0..22 {
+        let m = expect_message(&mut events).await;
+        got.entry(m.channel_name.clone())
+            .or_default()
+            .push(text(&m).to_owned());
+    }
+    assert_eq!(got["room"], ["during 1", "during 2"]);
+    for (c, channel) in SIDES.iter().enumerate() {
+        let expected: Vec<String> = (0..20)
+            .filter(|i| i % SIDES.len() == c)
+            .map(|i| i.to_string())
+            .collect();
+        assert_eq!(got[*channel], expected, "{channel}");
+    }
     // The session goes on: both directions work.
     other
         .publish("room", "after", PublishOptions::default())
@@ -275,7 +303,7 @@ async fn a_resume_with_a_wrong_ticket_is_refused() {
             app_id: TEST_APP_ID.into(),
             user_id: user.into(),
             ticket,
-            received: 0,
+            received: Vec::new(),
         });
         let err = thief.request(1, resume).await.unwrap_err();
         assert_eq!(err.code, ErrorCode::NotLogin, "{user}");

@@ -52,6 +52,10 @@ enum Workload {
     Channels,
     /// C idle connections, each subscribed to its own channel; server memory per connection.
     Conns,
+    /// rtm only, in-process: one subscriber on --channels channels behind the test kit's lossy
+    /// link (--loss, --delay-ms each way), one publisher sending to them in turn at --rate.
+    /// Shows whether a lost packet of one channel holds up the others.
+    Lossy,
 }
 
 /// Open-loop load generator for rtm, NATS and Redis pub/sub.
@@ -96,6 +100,18 @@ struct Args {
     /// rtm: clients sharing one UDP socket.
     #[arg(long, default_value_t = 100)]
     clients_per_socket: usize,
+    /// Channels (lossy).
+    #[arg(long, default_value_t = 8)]
+    channels: usize,
+    /// Fraction of datagrams the link drops, each way (lossy).
+    #[arg(long, default_value_t = 0.02)]
+    loss: f64,
+    /// One-way delay of the link in milliseconds (lossy).
+    #[arg(long, default_value_t = 10)]
+    delay_ms: u64,
+    /// rtm in-process: delivery streams per connection (lanes), 1 to 16.
+    #[arg(long)]
+    lanes: Option<u8>,
     /// A label for this run in the report.
     #[arg(long, default_value = "")]
     label: String,
@@ -145,6 +161,9 @@ impl Target {
                 let mut config = rtm_testkit::TestServer::config();
                 config.limits.publish_rate = 10_000_000;
                 config.limits.max_subscriptions = 10_000;
+                if let Some(lanes) = args.lanes {
+                    config.connection.delivery_lanes = lanes;
+                }
                 let server = rtm_testkit::TestServer::start_with(config).await;
                 let cert = server.cert_path().to_owned();
                 (server.addr(), Some(server), cert)
@@ -290,7 +309,12 @@ impl Pub {
         match self {
             Self::Rtm(client) => {
                 let answer = client.publish(channel, payload, PublishOptions::default());
-                Some(Box::pin(async move { answer.await.is_ok() }))
+                Some(Box::pin(async move {
+                    answer
+                        .await
+                        .map_err(|e| eprintln!("publish failed: {e}"))
+                        .is_ok()
+                }))
             }
             Self::Nats(client) => {
                 let ok = rt
@@ -455,6 +479,7 @@ async fn main() -> anyhow::Result<()> {
         }
         Workload::Throughput => throughput_run(&args, &mut target, server_pid, &mut report).await?,
         Workload::Conns => conns_run(&args, &mut target, server_pid, &mut report).await?,
+        Workload::Lossy => lossy_run(&args, &mut target, &mut report).await?,
     }
     println!("{report}");
     Ok(())
@@ -815,5 +840,98 @@ async fn conns_run(
         report["server_idle_cpu_pct"],
     );
     drop(conns);
+    Ok(())
+}
+
+async fn lossy_run(
+    args: &Args,
+    target: &mut Target,
+    report: &mut serde_json::Value,
+) -> anyhow::Result<()> {
+    let server = target
+        ._server
+        .as_ref()
+        .context("the lossy workload runs rtm in-process (no --addr)")?;
+    let link = rtm_testkit::LossyLink::start(server.addr()).await?;
+    let mut config = server.client_config_via(&link);
+    config.request_timeout = Duration::from_secs(60);
+    let client = RtmClient::new("loadapp", "lossy-sub", config)?;
+    let events = client.events();
+    client.login(LoginOptions::default()).await?;
+    let channels = args.channels.max(1);
+    for c in 0..channels {
+        client
+            .subscribe(&format!("lossy{c}"), SubscribeOptions::default())
+            .await?;
+    }
+    let sub = Sub::Rtm {
+        _client: client,
+        events,
+    };
+    let publisher = target.publisher(0).await?;
+    link.set_delay(Duration::from_millis(args.delay_ms));
+    link.set_loss(args.loss);
+
+    let rate = args.rate as f64;
+    let warm = (args.warmup * rate) as u64;
+    let total = warm + (args.duration * rate) as u64;
+    let deadline = tokio::time::Instant::now()
+        + Duration::from_secs_f64(args.warmup + args.duration)
+        + Duration::from_secs(10);
+    let consumer = tokio::spawn(consume(sub, warm, total, deadline));
+    let rt = Handle::current();
+    let size = args.size;
+    let publishing = std::thread::spawn(move || {
+        let start = Instant::now() + Duration::from_millis(100);
+        let mut answers = Vec::new();
+        for i in 0..total {
+            let due = start + Duration::from_secs_f64(i as f64 / rate);
+            wait_until(due);
+            let channel = format!("lossy{}", i % channels as u64);
+            answers.extend(publisher.send(&rt, &channel, payload(i, instant_ns(due), size)));
+        }
+        // The publisher stays connected until its answers are in.
+        (answers, publisher)
+    });
+    let seen = consumer.await?;
+    let (answers, _publisher) = tokio::task::spawn_blocking(move || publishing.join())
+        .await?
+        .map_err(|_| anyhow::anyhow!("the publisher thread panicked"))?;
+    let mut errors = 0u64;
+    for answer in answers {
+        if !answer.await {
+            errors += 1;
+        }
+    }
+    report["channels"] = channels.into();
+    report["rate"] = args.rate.into();
+    report["loss"] = args.loss.into();
+    report["delay_ms"] = args.delay_ms.into();
+    report["lanes"] = args.lanes.map_or(serde_json::Value::Null, |l| l.into());
+    report["expected"] = (total - warm).into();
+    report["delivered"] = seen.measured.into();
+    report["publish_errors"] = errors.into();
+    report["link_dropped"] = link.dropped().into();
+    quantiles(&seen.histogram, report);
+    // The share of messages held up beyond the link's own delay plus 5 ms.
+    let base_us = args.delay_ms * 1000;
+    let late = seen.histogram.count_between(base_us + 5_000, u64::MAX);
+    report["late_pct"] =
+        ((late as f64 / seen.histogram.len().max(1) as f64 * 1000.0).round() / 10.0).into();
+    eprintln!(
+        "lossy channels={} lanes={:?} loss={} delay={}ms rate={}: delivered {}/{}  p50 {}µs p90 {}µs p99 {}µs max {}µs  late {}%",
+        channels,
+        args.lanes,
+        args.loss,
+        args.delay_ms,
+        args.rate,
+        seen.measured,
+        total - warm,
+        report["p50_us"],
+        report["p90_us"],
+        report["p99_us"],
+        report["max_us"],
+        report["late_pct"],
+    );
     Ok(())
 }

@@ -16,10 +16,9 @@ use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
 
-use bytes::Bytes;
 use rtm_proto::{CloseReason, SubscribeOptions};
 
-use crate::outbox::{Outbox, Pushed};
+use crate::outbox::{Frame, Outbox, Pushed};
 
 pub use memory::MemoryEngine;
 
@@ -76,7 +75,7 @@ impl SessionHandle {
     }
 
     /// Queues a frame to the session without waiting.
-    pub fn push(&self, frame: Bytes) -> Pushed {
+    pub fn push(&self, frame: Frame) -> Pushed {
         self.inner.outbox.push(frame)
     }
 
@@ -142,7 +141,7 @@ pub trait Engine: Send + Sync + 'static {
         &self,
         app_id: &str,
         channel: &str,
-        frame: Bytes,
+        frame: Frame,
     ) -> impl Future<Output = Result<Delivery, EngineError>> + Send;
 
     /// Delivers an encoded event to the session of `user_id` in `app_id`. `Ok(None)` means the
@@ -151,7 +150,7 @@ pub trait Engine: Send + Sync + 'static {
         &self,
         app_id: &str,
         user_id: &str,
-        frame: Bytes,
+        frame: Frame,
     ) -> impl Future<Output = Result<Option<Delivery>, EngineError>> + Send;
 }
 

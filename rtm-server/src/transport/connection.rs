@@ -132,8 +132,9 @@ async fn run<E: Engine>(
         }
     }
 
-    let (outbox, outbox_rx) = Outbox::new(
+    let (outbox, outbox_rx) = Outbox::with_lanes(
         core.connection.outbound_queue as usize,
+        core.connection.delivery_lanes,
         core.metrics.clone(),
     );
     let mut served = Served {
@@ -332,7 +333,7 @@ async fn handle<E: Engine>(
             let result = served.session.handle(request).await;
             encode_frame_into(&ServerMsg::Response { id, result }, out);
         }
-        Ok(ClientMsg::Ack { received }) => served.session.ack(received),
+        Ok(ClientMsg::Ack { received }) => served.session.ack(&received),
         Ok(ClientMsg::Hello(_)) => {
             let error = WireError::new(ErrorCode::InvalidParameter, "Hello was already sent");
             encode_frame_into(&ServerMsg::Error(error), out);
@@ -361,8 +362,12 @@ async fn resume_here<E: Engine>(
         ));
     }
     let Detached { session, mut rx } = core.sessions.claim(request).await?;
-    let next_frame = rx.rewind(request.received);
-    let lost = next_frame.saturating_sub(request.received);
+    let next_frame = rx.rewind(&request.received);
+    let lost: u64 = next_frame
+        .iter()
+        .enumerate()
+        .map(|(lane, next)| next.saturating_sub(request.received.get(lane).copied().unwrap_or(0)))
+        .sum();
     if lost > 0 {
         tracing::info!(session = ?session.id(), lost, "resumed; events the server no longer held are lost");
     }
@@ -377,7 +382,7 @@ async fn resume_here<E: Engine>(
     core.metrics
         .sessions_resumed
         .fetch_add(1, Ordering::Relaxed);
-    tracing::debug!(session = ?served.session.id(), next_frame, "session resumed");
+    tracing::debug!(session = ?served.session.id(), ?next_frame, "session resumed");
     Ok(Response::Resume {
         timestamp: now_ms(),
         limits,
@@ -396,34 +401,31 @@ fn reply_error(id: Option<rtm_proto::RequestId>, error: WireError, out: &mut Byt
     encode_frame_into(&msg, out);
 }
 
-/// Drains the session's outbox into a delivery stream until the session closes (returns
-/// `None`), the connection fails, or the connection task stops it (both return the receiver, so
-/// that the session can go on elsewhere: the frames taken are kept until acknowledged).
+/// Drains the session's outbox into its delivery streams, one per lane, until the session
+/// closes (returns `None`), the connection fails, or the connection task stops it (both return
+/// the receiver, so that the session can go on elsewhere: the frames taken are kept until
+/// acknowledged).
 async fn write_events(
     conn: quinn::Connection,
     mut rx: OutboxRx,
     mut stop: oneshot::Receiver<()>,
 ) -> Option<OutboxRx> {
-    let mut stream: Option<quinn::SendStream> = None;
+    let mut lanes = Lanes::new(rx.lanes());
     let reason = loop {
         let next = tokio::select! {
             next = rx.next(WRITE_BATCH) => next,
             _ = &mut stop => return Some(rx),
         };
-        let mut frames = match next {
+        let frames = match next {
             Next::Frames(frames) => frames,
             Next::Close(reason) => break reason,
-        };
-        let Ok(s) = delivery_stream(&conn, &mut stream).await else {
-            // The connection is gone; wait to be stopped.
-            let _ = stop.await;
-            return Some(rx);
         };
         // A close request while the write is blocked (a stalled reader) must not wait for the
         // write.
         tokio::select! {
-            written = s.write_all_chunks(&mut frames) => {
+            written = lanes.write(&conn, frames) => {
                 if written.is_err() {
+                    // The connection is gone; wait to be stopped.
                     let _ = stop.await;
                     return Some(rx);
                 }
@@ -442,14 +444,13 @@ async fn write_events(
     } else {
         rx.drain()
     };
-    frames.push(encode_frame(&ServerMsg::Event(Event::SessionClosed {
-        reason,
-    })));
+    frames.push((
+        0,
+        encode_frame(&ServerMsg::Event(Event::SessionClosed { reason })),
+    ));
     let _ = timeout(CLOSE_GRACE, async {
-        let s = delivery_stream(&conn, &mut stream).await?;
-        s.write_all_chunks(&mut frames).await.map_err(|_| ())?;
-        let _ = s.finish();
-        let _ = s.stopped().await;
+        lanes.write(&conn, frames).await?;
+        lanes.finish().await;
         Ok::<(), ()>(())
     })
     .await;
@@ -457,12 +458,78 @@ async fn write_events(
     None
 }
 
-async fn delivery_stream<'a>(
-    conn: &quinn::Connection,
-    stream: &'a mut Option<quinn::SendStream>,
-) -> Result<&'a mut quinn::SendStream, ()> {
-    if stream.is_none() {
-        *stream = Some(conn.open_uni().await.map_err(|_| ())?);
+/// A connection's delivery streams, opened on first use, each starting with its `Lane` frame.
+struct Lanes {
+    streams: Vec<Option<quinn::SendStream>>,
+    /// Frames of one batch, sorted by lane (kept to reuse the allocations).
+    by_lane: Vec<Vec<bytes::Bytes>>,
+}
+
+impl Lanes {
+    fn new(lanes: u8) -> Self {
+        Self {
+            streams: (0..lanes).map(|_| None).collect(),
+            by_lane: (0..lanes).map(|_| Vec::new()).collect(),
+        }
     }
-    stream.as_mut().ok_or(())
+
+    /// Writes a batch, each frame to its lane, in order within each lane.
+    async fn write(
+        &mut self,
+        conn: &quinn::Connection,
+        frames: Vec<(u8, bytes::Bytes)>,
+    ) -> Result<(), ()> {
+        // The common case, every frame on one lane, needs no sorting.
+        if let Some(&(first, _)) = frames.first()
+            && frames.iter().all(|(lane, _)| *lane == first)
+        {
+            let mut chunks: Vec<bytes::Bytes> = frames.into_iter().map(|(_, f)| f).collect();
+            let stream = self.stream(conn, first).await?;
+            return stream.write_all_chunks(&mut chunks).await.map_err(|_| ());
+        }
+        for (lane, frame) in frames {
+            if let Some(group) = self.by_lane.get_mut(usize::from(lane)) {
+                group.push(frame);
+            }
+        }
+        for lane in 0..self.by_lane.len() {
+            if self.by_lane[lane].is_empty() {
+                continue;
+            }
+            let mut chunks = std::mem::take(&mut self.by_lane[lane]);
+            let stream = self.stream(conn, lane as u8).await?;
+            let written = stream.write_all_chunks(&mut chunks).await;
+            chunks.clear();
+            self.by_lane[lane] = chunks;
+            written.map_err(|_| ())?;
+        }
+        Ok(())
+    }
+
+    async fn stream(
+        &mut self,
+        conn: &quinn::Connection,
+        lane: u8,
+    ) -> Result<&mut quinn::SendStream, ()> {
+        let slot = self.streams.get_mut(usize::from(lane)).ok_or(())?;
+        if slot.is_none() {
+            let mut stream = conn.open_uni().await.map_err(|_| ())?;
+            stream
+                .write_all(&encode_frame(&ServerMsg::Lane { lane }))
+                .await
+                .map_err(|_| ())?;
+            *slot = Some(stream);
+        }
+        slot.as_mut().ok_or(())
+    }
+
+    /// Finishes every open stream and waits for the client to have received them.
+    async fn finish(&mut self) {
+        for stream in self.streams.iter_mut().flatten() {
+            let _ = stream.finish();
+        }
+        for stream in self.streams.iter_mut().flatten() {
+            let _ = stream.stopped().await;
+        }
+    }
 }
