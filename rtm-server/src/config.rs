@@ -125,7 +125,7 @@ pub struct ConnectionLimits {
     /// Seconds of silence, beyond the client's heartbeat interval, after which its connection
     /// counts as lost and its session is kept for its presence timeout (the reference's 10).
     pub heartbeat_grace_secs: u32,
-    /// Delivery streams ("lanes") per connection, 1 to 16 (`docs/protocol.md` §1.2). Each
+    /// Delivery streams ("lanes") per connection: 1, 2, 4, 8 or 16 (`docs/protocol.md` §1.2). Each
     /// channel's events travel on one lane, so a packet lost on one lane does not hold up the
     /// channels of the others. 1 puts everything on one stream.
     pub delivery_lanes: u8,
@@ -226,9 +226,10 @@ impl ServerConfig {
         if c.heartbeat_grace_secs == 0 || c.heartbeat_grace_secs > 600 {
             return bad("connection.heartbeat_grace_secs must be between 1 and 600".into());
         }
-        if c.delivery_lanes == 0 || usize::from(c.delivery_lanes) > limits::MAX_LANES {
+        if !c.delivery_lanes.is_power_of_two() || usize::from(c.delivery_lanes) > limits::MAX_LANES
+        {
             return bad(format!(
-                "connection.delivery_lanes must be between 1 and {}",
+                "connection.delivery_lanes must be 1, 2, 4, 8 or {}",
                 limits::MAX_LANES
             ));
         }
@@ -401,6 +402,10 @@ mod tests {
             "[limits]\nmax_message_size = 100000",
             "[[apps]]\napp_id = \"a\"\n[[apps]]\napp_id = \"a\"",
             "[[apps]]\napp_id = \"bad id\"",
+            "[connection]\ndelivery_lanes = 3",
+            "[connection]\ndelivery_lanes = 32",
+            "[connection]\ndelivery_lanes = 0",
+            "[connection]\nheartbeat_grace_secs = 0",
         ] {
             let config: ServerConfig = toml::from_str(text).unwrap();
             assert!(config.check().is_err(), "{text}");

@@ -82,6 +82,8 @@ struct Shared {
     notify: Notify,
     capacity: usize,
     lanes: u8,
+    /// `lanes - 1`: lanes are a power of two, so a key's lane is a mask, not a division.
+    lane_mask: u32,
     metrics: Arc<Metrics>,
 }
 
@@ -127,14 +129,17 @@ impl Outbox {
         Self::with_lanes(capacity, 1, metrics)
     }
 
-    /// A queue that holds up to `capacity` frames for `lanes` delivery lanes (clamped to 1 to
-    /// [`MAX_LANES`]), and the receiving side for the writer.
+    /// A queue that holds up to `capacity` frames for `lanes` delivery lanes (rounded down to
+    /// a power of two from 1 to [`MAX_LANES`]), and the receiving side for the writer.
     pub fn with_lanes(capacity: usize, lanes: u8, metrics: Arc<Metrics>) -> (Self, OutboxRx) {
+        let lanes = lanes.clamp(1, MAX_LANES as u8);
+        let lanes = 1u8 << lanes.ilog2();
         let shared = Arc::new(Shared {
             state: Mutex::new(State::default()),
             notify: Notify::new(),
             capacity: capacity.max(1),
-            lanes: lanes.clamp(1, MAX_LANES as u8),
+            lanes,
+            lane_mask: u32::from(lanes) - 1,
             metrics,
         });
         let sender = Arc::new(Sender {
@@ -153,7 +158,7 @@ impl Outbox {
     /// may be waiting (the queue was empty).
     pub fn push(&self, frame: Frame) -> Pushed {
         let shared = self.shared();
-        let lane = (frame.lane_key % u32::from(shared.lanes)) as u8;
+        let lane = (frame.lane_key & shared.lane_mask) as u8;
         let mut state = lock(&shared.state);
         match state.closing {
             None => {}
