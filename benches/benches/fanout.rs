@@ -14,7 +14,7 @@ use rtm_proto::{
 };
 use rtm_server::Metrics;
 use rtm_server::engine::{Engine, MemoryEngine, SessionHandle, SessionId};
-use rtm_server::outbox::{Frame, Outbox, OutboxRx};
+use rtm_server::outbox::{Outbox, OutboxRx};
 
 /// Runs a future that completes without waiting (the in-memory engine's always do).
 fn now<F: Future>(fut: F) -> F::Output {
@@ -65,8 +65,7 @@ fn fanout(c: &mut Criterion) {
                                     timestamp: 1_795_719_793_000,
                                 })));
                             let delivery =
-                                now(engine.publish("app", "room", Frame::keyed(frame, "room")))
-                                    .expect("publish");
+                                now(engine.publish("app", "room", frame)).expect("publish");
                             debug_assert_eq!(delivery.queued, subscribers);
                         }
                         busy += start.elapsed();

@@ -395,7 +395,31 @@ impl ServerMsg {
     pub fn decode(body: &[u8]) -> Result<Self, DecodeError> {
         decode_exact(body)
     }
+
+    /// The bytes of the `channel_name` of a whole frame (length header included) that holds a
+    /// [`Event::Message`], read without decoding the rest; `None` for any other frame. The
+    /// server picks a frame's delivery lane from it (`docs/protocol.md` §1.2).
+    pub fn peek_message_channel(frame: &[u8]) -> Option<&[u8]> {
+        let body = frame.get(crate::frame::HEADER_LEN..)?;
+        let (kind, rest) = postcard::take_from_bytes::<u32>(body).ok()?;
+        if kind != SERVER_MSG_EVENT_TAG {
+            return None;
+        }
+        let (event, rest) = postcard::take_from_bytes::<u32>(rest).ok()?;
+        if event != EVENT_MESSAGE_TAG {
+            return None;
+        }
+        // channel_type (one byte), then the name's varint length and bytes.
+        let rest = rest.get(1..)?;
+        let (len, rest) = postcard::take_from_bytes::<u64>(rest).ok()?;
+        rest.get(..usize::try_from(len).ok()?)
+    }
 }
+
+/// Variant index of [`ServerMsg::Event`] on the wire.
+const SERVER_MSG_EVENT_TAG: u32 = 2;
+/// Variant index of [`Event::Message`] on the wire.
+const EVENT_MESSAGE_TAG: u32 = 0;
 
 /// The server's answer to [`Hello`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -633,6 +657,42 @@ mod tests {
             ClientMsg::decode(&body),
             Err(DecodeError::Malformed(_))
         ));
+    }
+
+    #[test]
+    fn peek_finds_the_channel_of_a_message_event_only() {
+        let message = |channel_type| {
+            encode_frame(&ServerMsg::Event(Event::Message(MessageEvent {
+                channel_type,
+                channel_name: "room-42".into(),
+                topic_name: String::new(),
+                message: Payload::Text("hi".into()),
+                custom_type: String::new(),
+                publisher: "p".into(),
+                timestamp: 1,
+            })))
+        };
+        for t in [ChannelType::Message, ChannelType::User, ChannelType::Stream] {
+            assert_eq!(
+                ServerMsg::peek_message_channel(&message(t)),
+                Some(&b"room-42"[..])
+            );
+        }
+        let closed = encode_frame(&ServerMsg::Event(Event::SessionClosed {
+            reason: CloseReason::SlowConsumer,
+        }));
+        assert_eq!(ServerMsg::peek_message_channel(&closed), None);
+        let pong = encode_frame(&ServerMsg::Response {
+            id: RequestId(1),
+            result: Ok(Response::Pong { timestamp: 5 }),
+        });
+        assert_eq!(ServerMsg::peek_message_channel(&pong), None);
+        // Cut anywhere, a frame gives no name rather than a wrong one or a panic.
+        let full = message(ChannelType::Message);
+        for cut in 0..full.len() {
+            let peeked = ServerMsg::peek_message_channel(&full[..cut]);
+            assert!(peeked.is_none() || peeked == Some(&b"room-42"[..]), "{cut}");
+        }
     }
 
     /// Golden bytes: these must never change within `rtm/1` (`docs/protocol.md` §3).

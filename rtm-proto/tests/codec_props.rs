@@ -238,6 +238,7 @@ proptest! {
             let _ = ServerMsg::decode(&f);
             let _ = ClientMsg::peek_request_id(&f);
         }
+        let _ = ServerMsg::peek_message_channel(&bytes);
     }
 
     #[test]

@@ -9,8 +9,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use bytes::Bytes;
-
 use rtm_proto::{
     ChannelType, ErrorCode, Event, MessageEvent, PublishRequest, ServerMsg, SubscribeOptions,
     WireError, encode_frame, validate,
@@ -19,7 +17,6 @@ use rtm_proto::{
 use crate::config::{AppPolicy, Apps, ConnectionLimits, ServerConfig};
 use crate::engine::{Engine, SessionHandle, SessionId};
 use crate::metrics::Metrics;
-use crate::outbox::Frame;
 use crate::resume::Registry;
 
 /// State shared by every connection of a server.
@@ -154,13 +151,7 @@ impl<E: Engine> Core<E> {
             ChannelType::User => publisher.user_id().to_owned(),
             _ => channel.clone(),
         };
-        // Events of one channel (or, for a receiver, of one publisher's user channel) share a
-        // lane, which keeps their order.
-        let lane = match channel_type {
-            ChannelType::User => Frame::keyed(Bytes::new(), publisher.user_id()).lane_key,
-            _ => Frame::keyed(Bytes::new(), &channel).lane_key,
-        };
-        let bytes = encode_frame(&ServerMsg::Event(Event::Message(MessageEvent {
+        let frame = encode_frame(&ServerMsg::Event(Event::Message(MessageEvent {
             channel_type,
             channel_name,
             topic_name: String::new(),
@@ -169,10 +160,6 @@ impl<E: Engine> Core<E> {
             publisher: publisher.user_id().to_owned(),
             timestamp,
         })));
-        let frame = Frame {
-            bytes,
-            lane_key: lane,
-        };
         let app_id = publisher.app_id();
         let failed = |e: crate::engine::EngineError| {
             err(ErrorCode::ChannelPublishMessageFailed, e.to_string())

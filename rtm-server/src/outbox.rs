@@ -6,10 +6,11 @@
 //! writer to close the session with [`CloseReason::SlowConsumer`] and counts it, so one stalled
 //! subscriber never delays a publisher or the other subscribers.
 //!
-//! Each frame goes to one of the connection's delivery **lanes** (`docs/protocol.md` §1.2): the
-//! frame's [`Frame::lane_key`] (a hash of its channel) modulo the number of lanes, so that one
+//! Each frame goes to one of the connection's delivery **lanes** (`docs/protocol.md` §1.2): a
+//! message event's lane is a hash of its channel name modulo the number of lanes, so that one
 //! channel's events stay in order on one QUIC stream while a packet lost on one lane does not
-//! hold up the others.
+//! hold up the others. The lane is worked out by the writer when it takes a frame (from the
+//! frame itself, [`lane_of`]), so the fan-out path only queues a refcounted `Bytes`.
 //!
 //! The outbox also keeps, after the writer has taken them, the frames the client has not yet
 //! acknowledged (`ClientMsg::Ack`), up to the same capacity per lane. When a connection is lost
@@ -23,43 +24,23 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use rtm_proto::CloseReason;
 use rtm_proto::limits::MAX_LANES;
+use rtm_proto::{CloseReason, ServerMsg};
 use tokio::sync::Notify;
 
 use crate::metrics::Metrics;
 
-/// An encoded event on its way to a session, with the key that picks its lane: frames with the
-/// same key keep their order.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Frame {
-    /// The encoded `ServerMsg`.
-    pub bytes: Bytes,
-    /// What the lane is chosen by.
-    pub lane_key: u32,
-}
-
-impl Frame {
-    /// A frame ordered with everything else keyed by `key` (a channel name, say).
-    pub fn keyed(bytes: Bytes, key: &str) -> Self {
-        Self {
-            bytes,
-            lane_key: lane_key(key),
-        }
-    }
-
-    /// A frame about the session itself (lane 0).
-    pub fn session(bytes: Bytes) -> Self {
-        Self { bytes, lane_key: 0 }
-    }
-}
-
-/// FNV-1a of `key`: stable across processes and versions, so every node of a cluster picks the
-/// same lane for a channel.
-fn lane_key(key: &str) -> u32 {
-    key.bytes().fold(0x811c_9dc5u32, |hash, byte| {
+/// The lane of an encoded frame among `lanes` (a power of two): FNV-1a of a message event's
+/// channel name, masked; 0 for every other frame. FNV-1a is stable across processes and
+/// versions, so every node of a cluster picks the same lane for a channel.
+pub fn lane_of(frame: &[u8], lanes: u8) -> u8 {
+    let Some(channel) = ServerMsg::peek_message_channel(frame) else {
+        return 0;
+    };
+    let hash = channel.iter().fold(0x811c_9dc5u32, |hash, &byte| {
         (hash ^ u32::from(byte)).wrapping_mul(0x0100_0193)
-    })
+    });
+    (hash & (u32::from(lanes.max(1)) - 1)) as u8
 }
 
 /// The sending side of a connection's outbound queue. Cheap to clone; when the last clone is
@@ -82,27 +63,30 @@ struct Shared {
     notify: Notify,
     capacity: usize,
     lanes: u8,
-    /// `lanes - 1`: lanes are a power of two, so a key's lane is a mask, not a division.
-    lane_mask: u32,
+    /// What was written and not yet acknowledged. Apart from `state` so that publishers never
+    /// wait for the writer's or the acknowledgements' bookkeeping.
+    kept: Mutex<Kept>,
     metrics: Arc<Metrics>,
 }
 
 #[derive(Debug, Default)]
 struct State {
-    /// Frames not yet taken by the writer, with their lane.
-    queue: VecDeque<(u8, Bytes)>,
-    /// Per lane (created on first use), the frames taken by the writer and not yet
-    /// acknowledged, oldest first: numbers `written - sent.len() .. written` of that lane.
-    sent: Vec<VecDeque<Bytes>>,
-    /// Per lane, frames taken by the writer since the session began.
-    written: Vec<u64>,
+    queue: VecDeque<Bytes>,
     /// Set once: why the session is being closed.
     closing: Option<CloseReason>,
     senders_gone: bool,
 }
 
-impl State {
-    /// Makes sure the per-lane tables have `lanes` entries.
+/// Per lane (created on first use), the frames taken by the writer and not yet acknowledged,
+/// oldest first (numbers `written - sent.len() .. written` of that lane), and how many the
+/// writer has taken since the session began.
+#[derive(Debug, Default)]
+struct Kept {
+    sent: Vec<VecDeque<Bytes>>,
+    written: Vec<u64>,
+}
+
+impl Kept {
     fn lanes(&mut self, lanes: usize) {
         if self.written.len() < lanes {
             self.written.resize(lanes, 0);
@@ -133,13 +117,12 @@ impl Outbox {
     /// a power of two from 1 to [`MAX_LANES`]), and the receiving side for the writer.
     pub fn with_lanes(capacity: usize, lanes: u8, metrics: Arc<Metrics>) -> (Self, OutboxRx) {
         let lanes = lanes.clamp(1, MAX_LANES as u8);
-        let lanes = 1u8 << lanes.ilog2();
         let shared = Arc::new(Shared {
             state: Mutex::new(State::default()),
             notify: Notify::new(),
             capacity: capacity.max(1),
-            lanes,
-            lane_mask: u32::from(lanes) - 1,
+            lanes: 1u8 << lanes.ilog2(),
+            kept: Mutex::new(Kept::default()),
             metrics,
         });
         let sender = Arc::new(Sender {
@@ -152,13 +135,12 @@ impl Outbox {
         &self.sender.shared
     }
 
-    /// Queues one frame without waiting.
+    /// Queues one encoded frame without waiting.
     ///
     /// This is the fan-out hot path: one short lock, and a wake-up of the writer only when it
     /// may be waiting (the queue was empty).
-    pub fn push(&self, frame: Frame) -> Pushed {
+    pub fn push(&self, frame: Bytes) -> Pushed {
         let shared = self.shared();
-        let lane = (frame.lane_key & shared.lane_mask) as u8;
         let mut state = lock(&shared.state);
         match state.closing {
             None => {}
@@ -188,7 +170,7 @@ impl Outbox {
             return Pushed::Overflowed;
         }
         let was_empty = state.queue.is_empty();
-        state.queue.push_back((lane, frame.bytes));
+        state.queue.push_back(frame);
         drop(state);
         if was_empty {
             // `notify_one` stores a permit, so a writer that is busy writing sees it next time.
@@ -200,10 +182,9 @@ impl Outbox {
     /// Forgets the kept frames the client says it has received: per lane, the first
     /// `received[lane]` of the session.
     pub fn ack(&self, received: &[u64]) {
-        let mut state = lock(&self.shared().state);
-        let state = &mut *state;
-        for ((sent, &written), &received) in state.sent.iter_mut().zip(&state.written).zip(received)
-        {
+        let mut kept = lock(&self.shared().kept);
+        let kept = &mut *kept;
+        for ((sent, &written), &received) in kept.sent.iter_mut().zip(&kept.written).zip(received) {
             let first_kept = written - sent.len() as u64;
             let done = received.min(written).saturating_sub(first_kept);
             sent.drain(..done as usize);
@@ -249,7 +230,7 @@ pub struct OutboxRx {
 /// What the writer should do next.
 #[derive(Debug)]
 pub enum Next {
-    /// Write these frames (at least one), each to its lane.
+    /// Write these frames (at least one), each to its lane, in this order within each lane.
     Frames(Vec<(u8, Bytes)>),
     /// End the session for this reason.
     Close(CloseReason),
@@ -262,24 +243,33 @@ impl OutboxRx {
     }
 
     /// Waits for frames or a close request, and takes up to `max_batch` queued frames at once so
-    /// the writer hands them to QUIC in one call. A close request comes before queued frames.
+    /// the writer hands them to QUIC in few calls. A close request comes before queued frames.
     pub async fn next(&mut self, max_batch: usize) -> Next {
         loop {
-            {
+            let taken = {
                 let mut state = lock(&self.shared.state);
                 if let Some(reason) = state.closing {
                     return Next::Close(reason);
                 }
-                if !state.queue.is_empty() {
+                if state.queue.is_empty() {
+                    if state.senders_gone {
+                        // The session ended without a reason to tell the client.
+                        return Next::Close(CloseReason::ServerShutdown);
+                    }
+                    None
+                } else {
                     let n = state.queue.len().min(max_batch.max(1));
-                    let frames: Vec<(u8, Bytes)> = state.queue.drain(..n).collect();
-                    self.keep(&mut state, &frames);
-                    return Next::Frames(frames);
+                    Some(state.queue.drain(..n).collect::<Vec<Bytes>>())
                 }
-                if state.senders_gone {
-                    // The session ended without a reason to tell the client.
-                    return Next::Close(CloseReason::ServerShutdown);
-                }
+            };
+            if let Some(frames) = taken {
+                let lanes = self.shared.lanes;
+                let frames: Vec<(u8, Bytes)> = frames
+                    .into_iter()
+                    .map(|frame| (lane_of(&frame, lanes), frame))
+                    .collect();
+                self.keep(&frames);
+                return Next::Frames(frames);
             }
             self.shared.notify.notified().await;
         }
@@ -287,17 +277,18 @@ impl OutboxRx {
 
     /// Keeps the frames the writer takes until they are acknowledged, dropping a lane's oldest
     /// beyond the capacity.
-    fn keep(&self, state: &mut State, frames: &[(u8, Bytes)]) {
-        state.lanes(usize::from(self.shared.lanes));
+    fn keep(&self, frames: &[(u8, Bytes)]) {
+        let mut kept = lock(&self.shared.kept);
+        kept.lanes(usize::from(self.shared.lanes));
         let capacity = self.shared.capacity;
         for (lane, frame) in frames {
             let lane = usize::from(*lane);
-            let sent = &mut state.sent[lane];
+            let sent = &mut kept.sent[lane];
             if sent.len() >= capacity {
                 sent.pop_front();
             }
             sent.push_back(frame.clone());
-            state.written[lane] += 1;
+            kept.written[lane] += 1;
         }
     }
 
@@ -316,33 +307,37 @@ impl OutboxRx {
     /// of the queue. Returns, per lane, the number of the next frame the writer will take, which
     /// is more than `received` when some frames were no longer kept (they are lost).
     pub fn rewind(&mut self, received: &[u64]) -> Vec<u64> {
-        let mut state = lock(&self.shared.state);
-        let state = &mut *state;
-        state.lanes(usize::from(self.shared.lanes));
+        let mut kept = lock(&self.shared.kept);
+        let kept = &mut *kept;
+        kept.lanes(usize::from(self.shared.lanes));
         let mut resend = Vec::new();
-        for (lane, (sent, written)) in state.sent.iter_mut().zip(&mut state.written).enumerate() {
+        for (lane, (sent, written)) in kept.sent.iter_mut().zip(&mut kept.written).enumerate() {
             let first_kept = *written - sent.len() as u64;
             let got = received.get(lane).copied().unwrap_or(0);
             let from = got.min(*written).max(first_kept);
-            resend.extend(
-                sent.drain((from - first_kept) as usize..)
-                    .map(|frame| (lane as u8, frame)),
-            );
+            resend.extend(sent.drain((from - first_kept) as usize..));
             sent.clear();
             *written = from;
         }
+        let mut state = lock(&self.shared.state);
+        // Lane by lane, each in order: the order within a lane is all that counts.
         for frame in resend.into_iter().rev() {
             state.queue.push_front(frame);
         }
         if !state.queue.is_empty() {
             self.shared.notify.notify_one();
         }
-        state.written.clone()
+        kept.written.clone()
     }
 
-    /// Takes the frames still queued, without waiting.
+    /// Takes the frames still queued, without waiting, with their lanes.
     pub fn drain(&mut self) -> Vec<(u8, Bytes)> {
-        lock(&self.shared.state).queue.drain(..).collect()
+        let frames: Vec<Bytes> = lock(&self.shared.state).queue.drain(..).collect();
+        let lanes = self.shared.lanes;
+        frames
+            .into_iter()
+            .map(|frame| (lane_of(&frame, lanes), frame))
+            .collect()
     }
 }
 
@@ -354,15 +349,41 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 #[cfg(test)]
 mod tests {
+    use rtm_proto::{ChannelType, Event, MessageEvent, encode_frame};
+
     use super::*;
 
-    fn one(b: u8) -> Frame {
-        Frame::session(Bytes::from(vec![b]))
+    /// A frame the outbox does not look into: lane 0, told apart by its one byte.
+    fn one(b: u8) -> Bytes {
+        Bytes::from(vec![b])
+    }
+
+    /// A message event of `channel` carrying `b`.
+    fn message(channel: &str, b: u8) -> Bytes {
+        encode_frame(&ServerMsg::Event(Event::Message(MessageEvent {
+            channel_type: ChannelType::Message,
+            channel_name: channel.into(),
+            topic_name: String::new(),
+            message: vec![b].into(),
+            custom_type: String::new(),
+            publisher: "p".into(),
+            timestamp: 0,
+        })))
+    }
+
+    fn byte_of(frame: &Bytes) -> u8 {
+        let body = frame
+            .get(rtm_proto::frame::HEADER_LEN..)
+            .unwrap_or_default();
+        match ServerMsg::decode(body) {
+            Ok(ServerMsg::Event(Event::Message(m))) => m.message.as_bytes()[0],
+            _ => frame[0],
+        }
     }
 
     fn frames(next: Next) -> Vec<u8> {
         match next {
-            Next::Frames(f) => f.iter().map(|(_, b)| b[0]).collect(),
+            Next::Frames(f) => f.iter().map(|(_, b)| byte_of(b)).collect(),
             other => panic!("{other:?}"),
         }
     }
@@ -415,38 +436,43 @@ mod tests {
 
     #[tokio::test]
     async fn lanes_are_counted_and_rewound_separately() {
-        let (outbox, mut rx) = Outbox::with_lanes(16, 4, Arc::new(Metrics::default()));
-        // Keys 0..4 on lanes 0..4: frames i and i + 4 share a lane.
-        for i in 0..8u8 {
-            outbox.push(Frame {
-                bytes: Bytes::from(vec![i]),
-                lane_key: u32::from(i),
-            });
+        let (outbox, mut rx) = Outbox::with_lanes(16, 16, Arc::new(Metrics::default()));
+        // "room" and "side0" share lane 10, "side1" is on lane 13, "side2" on lane 4.
+        let sent = [
+            ("room", 0),
+            ("side1", 1),
+            ("side0", 2),
+            ("side2", 3),
+            ("room", 4),
+        ];
+        for (channel, b) in sent {
+            outbox.push(message(channel, b));
         }
         match rx.next(16).await {
             Next::Frames(f) => {
                 let lanes: Vec<u8> = f.iter().map(|(lane, _)| *lane).collect();
-                assert_eq!(lanes, [0, 1, 2, 3, 0, 1, 2, 3]);
+                assert_eq!(lanes, [10, 13, 10, 4, 10]);
             }
             other => panic!("{other:?}"),
         }
-        // Lane 0 got both of its frames, lane 1 one, lanes 2 and 3 none (a short list means
-        // zeros).
-        assert_eq!(rx.rewind(&[2, 1]), [2, 1, 0, 0]);
-        let mut again = frames(rx.next(16).await);
-        again.sort_unstable();
-        assert_eq!(again, [2, 3, 5, 6, 7]);
+        // The client got two frames of lane 10 and the one of lane 13, none of lane 4.
+        let mut received = vec![0; 16];
+        received[10] = 2;
+        received[13] = 1;
+        let next = rx.rewind(&received);
+        assert_eq!((next[4], next[10], next[13]), (0, 2, 1));
+        // Lane 4's frame and lane 10's third come again, in lane order.
+        assert_eq!(frames(rx.next(16).await), [3, 4]);
     }
 
     #[test]
-    fn a_channel_always_gets_the_same_lane_key() {
-        assert_eq!(
-            Frame::keyed(Bytes::new(), "room").lane_key,
-            lane_key("room")
-        );
-        // FNV-1a's published test value for "a".
-        assert_eq!(lane_key("a"), 0xe40c_292c);
-        assert_ne!(lane_key("room1"), lane_key("room2"));
+    fn a_channel_always_gets_the_same_lane() {
+        assert_eq!(lane_of(&message("room", 1), 16), 10);
+        assert_eq!(lane_of(&message("room", 2), 16), 10);
+        assert_eq!(lane_of(&message("room", 2), 4), 10 & 3);
+        assert_eq!(lane_of(&message("room", 2), 1), 0);
+        // Not a message event: lane 0.
+        assert_eq!(lane_of(&one(9), 16), 0);
     }
 
     #[tokio::test]

@@ -138,7 +138,7 @@ impl<E: Engine> Session<E> {
     /// Queues an event to the client.
     pub(crate) fn push_event(&self, event: &rtm_proto::Event) {
         let frame = rtm_proto::encode_frame(&rtm_proto::ServerMsg::Event(event.clone()));
-        self.outbox.push(crate::outbox::Frame::session(frame));
+        self.outbox.push(frame);
     }
 
     /// Ends the session for `reason`: the client is told, then the connection closes.

@@ -9,10 +9,10 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
+use bytes::Bytes;
 use rtm_proto::{CloseReason, SubscribeOptions};
 
 use super::{Delivery, Engine, EngineError, SessionHandle, SessionId, tally};
-use crate::outbox::Frame;
 
 /// The default, single-node engine.
 #[derive(Debug, Default)]
@@ -158,7 +158,7 @@ impl Engine for MemoryEngine {
         &self,
         app_id: &str,
         channel: &str,
-        frame: Frame,
+        frame: Bytes,
     ) -> Result<Delivery, EngineError> {
         // Clone the list under the lock; push to the queues after releasing it.
         let subs = self
@@ -181,7 +181,7 @@ impl Engine for MemoryEngine {
         &self,
         app_id: &str,
         user_id: &str,
-        frame: Frame,
+        frame: Bytes,
     ) -> Result<Option<Delivery>, EngineError> {
         let session = self
             .state()
@@ -201,8 +201,6 @@ impl Engine for MemoryEngine {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bytes::Bytes;
-
     use crate::metrics::Metrics;
     use crate::outbox::{Next, Outbox, OutboxRx};
 
@@ -238,7 +236,7 @@ mod tests {
         };
         engine.subscribe(&quiet, "ch", no_messages).await.unwrap();
         let d = engine
-            .publish("app1", "ch", Frame::keyed(Bytes::from_static(b"x"), "ch"))
+            .publish("app1", "ch", Bytes::from_static(b"x"))
             .await
             .unwrap();
         assert_eq!(
@@ -267,7 +265,7 @@ mod tests {
         // The old connection cleaning up must not unregister the new one.
         engine.detach(&first).await;
         let d = engine
-            .send_to_user("app", "tony", Frame::session(Bytes::from_static(b"hi")))
+            .send_to_user("app", "tony", Bytes::from_static(b"hi"))
             .await
             .unwrap();
         assert_eq!(
@@ -280,7 +278,7 @@ mod tests {
         engine.detach(&second).await;
         assert_eq!(
             engine
-                .send_to_user("app", "tony", Frame::session(Bytes::new()))
+                .send_to_user("app", "tony", Bytes::new())
                 .await
                 .unwrap(),
             None

@@ -16,9 +16,10 @@ use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
 
+use bytes::Bytes;
 use rtm_proto::{CloseReason, SubscribeOptions};
 
-use crate::outbox::{Frame, Outbox, Pushed};
+use crate::outbox::{Outbox, Pushed};
 
 pub use memory::MemoryEngine;
 
@@ -75,7 +76,7 @@ impl SessionHandle {
     }
 
     /// Queues a frame to the session without waiting.
-    pub fn push(&self, frame: Frame) -> Pushed {
+    pub fn push(&self, frame: Bytes) -> Pushed {
         self.inner.outbox.push(frame)
     }
 
@@ -141,7 +142,7 @@ pub trait Engine: Send + Sync + 'static {
         &self,
         app_id: &str,
         channel: &str,
-        frame: Frame,
+        frame: Bytes,
     ) -> impl Future<Output = Result<Delivery, EngineError>> + Send;
 
     /// Delivers an encoded event to the session of `user_id` in `app_id`. `Ok(None)` means the
@@ -150,7 +151,7 @@ pub trait Engine: Send + Sync + 'static {
         &self,
         app_id: &str,
         user_id: &str,
-        frame: Frame,
+        frame: Bytes,
     ) -> impl Future<Output = Result<Option<Delivery>, EngineError>> + Send;
 }
 
