@@ -9,9 +9,9 @@
 //! and writing are separate tasks so that a burst of requests can never deadlock against a
 //! burst of responses.
 //!
-//! The driver also sends the heartbeat and acknowledges received events. When the connection
-//! ends, the driver's [`Outcome`] tells the session supervisor (`session.rs`) whether to
-//! reconnect.
+//! The driver also acknowledges received events; the heartbeat is QUIC's keep-alive
+//! (`transport.rs`). When the connection ends, the driver's [`Outcome`] tells the session
+//! supervisor (`session.rs`) whether to reconnect.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -27,7 +27,7 @@ use rtm_proto::{
 };
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::task::JoinHandle;
-use tokio::time::{Instant, sleep_until, timeout};
+use tokio::time::{Instant, timeout};
 
 use crate::config::RtmConfig;
 use crate::event::{LinkOperation, LinkStateReason, Listeners, RtmEvent};
@@ -42,15 +42,9 @@ pub(crate) struct Command {
     pub(crate) reply: Reply,
 }
 
-/// How long the client waits for the answer to a heartbeat before it counts the connection as
-/// lost (the reference's 10 s).
-const PONG_TIMEOUT: Duration = Duration::from_secs(10);
-/// The client acknowledges received events at least this often (in events), besides every
-/// heartbeat, so that the server can forget them.
+/// The client acknowledges received events at least this often (in events of a lane), and at
+/// every heartbeat interval when some arrived, so that the server can forget them.
 const ACK_EVERY: u64 = 128;
-/// QUIC application close codes the server uses for a lost connection (`docs/protocol.md`
-/// §1.3).
-const HEARTBEAT_TIMEOUT_CODE: u64 = 0x03;
 
 /// How a connection ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -299,13 +293,10 @@ async fn drive(
     let mut out = BytesMut::new();
     let mut batch = Vec::with_capacity(WRITE_BATCH);
     let mut readers: Vec<JoinHandle<()>> = Vec::new();
-    let mut next_heartbeat = Instant::now() + heartbeat;
-    // The answer to the heartbeat in flight, and when it is due.
-    let mut pong: Option<(oneshot::Receiver<Result<Response, WireError>>, Instant)> = None;
+    let mut ack_tick = tokio::time::interval_at(Instant::now() + heartbeat, heartbeat);
+    ack_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut acked = shared.counts();
-    let mut heartbeat_lost = false;
     loop {
-        let pong_due = pong.as_ref().map(|p| p.1);
         tokio::select! {
             n = commands.recv_many(&mut batch, WRITE_BATCH) => {
                 if n == 0 {
@@ -321,23 +312,12 @@ async fn drive(
                     }
                 }
             }
-            () = sleep_until(next_heartbeat), if pong.is_none() => {
-                next_heartbeat = Instant::now() + heartbeat;
-                let (reply, answer) = oneshot::channel();
-                let id = next_id;
-                next_id = next_id.wrapping_add(1).max(1);
-                pending.lock().unwrap_or_else(PoisonError::into_inner).insert(id, reply);
-                acked = shared.counts();
-                let request = Request::Heartbeat { received: acked.clone() };
-                encode_frame_into(&ClientMsg::Request { id: RequestId(id), request }, &mut out);
-                pong = Some((answer, Instant::now() + PONG_TIMEOUT));
-            }
-            () = pong_answer(&mut pong) => {
-                pong = None;
-            }
-            () = sleep_until(pong_due.unwrap_or_else(Instant::now)), if pong_due.is_some() => {
-                heartbeat_lost = true;
-                break;
+            _ = ack_tick.tick() => {
+                let received = shared.counts();
+                if received != acked {
+                    acked = received.clone();
+                    encode_frame_into(&ClientMsg::Ack { received }, &mut out);
+                }
             }
             () = shared.ack.notified() => {
                 let received = shared.counts();
@@ -380,35 +360,14 @@ async fn drive(
     for reader in readers {
         let _ = reader.await;
     }
-    let outcome = outcome(heartbeat_lost, told, close);
+    let outcome = outcome(told, close);
     tracing::debug!(?outcome, "connection ended");
     outcome
 }
 
-/// Waits for the answer to the heartbeat in flight; never completes when there is none.
-async fn pong_answer(pong: &mut Option<(oneshot::Receiver<Result<Response, WireError>>, Instant)>) {
-    match pong {
-        Some((answer, _)) => {
-            let _ = answer.await;
-        }
-        None => std::future::pending().await,
-    }
-}
-
 /// Classifies the end of a connection.
-fn outcome(
-    heartbeat_lost: bool,
-    told: Option<CloseReason>,
-    close: Option<quinn::ConnectionError>,
-) -> Outcome {
+fn outcome(told: Option<CloseReason>, close: Option<quinn::ConnectionError>) -> Outcome {
     use quinn::ConnectionError as E;
-    if heartbeat_lost {
-        return Outcome::Lost {
-            operation: LinkOperation::HeartbeatTimeout,
-            reason: LinkStateReason::KeepAliveTimeout,
-            text: "no answer to the heartbeat".into(),
-        };
-    }
     let app_code = match &close {
         Some(E::ApplicationClosed(c)) => Some(c.error_code.into_inner()),
         _ => None,
@@ -447,14 +406,9 @@ fn outcome(
         },
         None => match close {
             Some(E::TimedOut) => Outcome::Lost {
-                operation: LinkOperation::ServerTimeout,
+                operation: LinkOperation::HeartbeatTimeout,
                 reason: LinkStateReason::KeepAliveTimeout,
-                text: "the connection timed out".into(),
-            },
-            _ if app_code == Some(HEARTBEAT_TIMEOUT_CODE) => Outcome::Lost {
-                operation: LinkOperation::ServerTimeout,
-                reason: LinkStateReason::KeepAliveTimeout,
-                text: "the server heard no heartbeat".into(),
+                text: "nothing heard from the server for the heartbeat interval + 10 s".into(),
             },
             other => Outcome::Lost {
                 operation: LinkOperation::ServerTimeout,

@@ -169,12 +169,8 @@ async fn reconnect(
             }
             Attempt::Abandoned => return None,
             Attempt::Unreachable(text) => {
-                let suspended = lost_at.elapsed() >= SUSPEND_AFTER;
-                let state = if suspended {
-                    LinkState::Suspended
-                } else {
-                    LinkState::Disconnected
-                };
+                let state;
+                (state, delay) = after_failure(lost_at.elapsed(), delay);
                 client.link.change(LinkChange {
                     affected_channels: channels,
                     ..LinkChange::new(
@@ -184,13 +180,18 @@ async fn reconnect(
                         text,
                     )
                 });
-                delay = if suspended {
-                    MAX_RETRY
-                } else {
-                    (delay * 2).min(MAX_RETRY)
-                };
             }
         }
+    }
+}
+
+/// After a failed attempt, `away` after the connection was lost and `delay` after the previous
+/// one: the state to report and the wait before the next attempt.
+fn after_failure(away: Duration, delay: Duration) -> (LinkState, Duration) {
+    if away >= SUSPEND_AFTER {
+        (LinkState::Suspended, MAX_RETRY)
+    } else {
+        (LinkState::Disconnected, (delay * 2).min(MAX_RETRY))
     }
 }
 
@@ -358,5 +359,45 @@ pub(crate) fn failure_reason(code: ErrorCode) -> LinkStateReason {
         ErrorCode::InconsistentAppid => LinkStateReason::InconsistentAppId,
         ErrorCode::NotConnected => LinkStateReason::ConnectionError,
         _ => LinkStateReason::LoginRejected,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retries_back_off_then_suspend() {
+        // The reference's schedule: 2, 4, 8, 16 s … at most 30 s; SUSPENDED after 2 minutes,
+        // then every 30 s.
+        let mut delay = FIRST_RETRY;
+        let mut away = Duration::ZERO;
+        let mut delays = Vec::new();
+        let mut states = Vec::new();
+        while away < Duration::from_secs(200) {
+            away += delay;
+            let state;
+            (state, delay) = after_failure(away, delay);
+            delays.push(delay.as_secs());
+            states.push(state);
+        }
+        assert_eq!(delays[..5], [4, 8, 16, 30, 30]);
+        let suspended_at = states
+            .iter()
+            .position(|s| *s == LinkState::Suspended)
+            .expect("suspended within 200 s");
+        // 2 + 4 + 8 + 16 + 30 + 30 + 30 = 120 s: the seventh failure is the first after 2 min.
+        assert_eq!(suspended_at, 6);
+        assert!(
+            states[..suspended_at]
+                .iter()
+                .all(|s| *s == LinkState::Disconnected)
+        );
+        assert!(
+            states[suspended_at..]
+                .iter()
+                .all(|s| *s == LinkState::Suspended)
+        );
+        assert!(delays[suspended_at..].iter().all(|d| *d == 30));
     }
 }

@@ -102,11 +102,13 @@ pub(crate) fn client_config(config: &RtmConfig) -> Result<quinn::ClientConfig, T
     let crypto = QuicClientConfig::try_from(tls).map_err(|e| certs_err(e.to_string()))?;
     let mut client = quinn::ClientConfig::new(Arc::new(crypto));
     let mut transport = quinn::TransportConfig::default();
-    // The connection's own heartbeat (a request every interval, `connection.rs`) keeps it
-    // alive; QUIC's keep-alive would only add packets.
+    // docs/protocol.md §5.6: the heartbeat is QUIC's keep-alive, and a connection with no
+    // packet from the peer for the interval + 10 s is lost. QUIC takes the smaller idle timeout
+    // of both ends, so the server notices a silent client at the same point.
     let heartbeat = config.heartbeat_interval.clamp(5, 1800);
+    transport.keep_alive_interval(Some(Duration::from_secs(heartbeat.into())));
     transport.max_idle_timeout(Some(quinn::IdleTimeout::from(quinn::VarInt::from_u32(
-        (heartbeat + 10) * 1000 + 20_000,
+        (heartbeat + 10) * 1000,
     ))));
     transport.max_concurrent_bidi_streams(0u32.into());
     // One delivery stream per lane (docs/protocol.md §1.2).

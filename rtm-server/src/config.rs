@@ -122,9 +122,6 @@ pub struct ConnectionLimits {
     /// Seconds before a login token expires at which the client is warned
     /// (`TokenPrivilegeWillExpire`; the reference's 30).
     pub token_warning_secs: u32,
-    /// Seconds of silence, beyond the client's heartbeat interval, after which its connection
-    /// counts as lost and its session is kept for its presence timeout (the reference's 10).
-    pub heartbeat_grace_secs: u32,
     /// Delivery streams ("lanes") per connection: 1, 2, 4, 8 or 16 (`docs/protocol.md` §1.2). Each
     /// channel's events travel on one lane, so a packet lost on one lane does not hold up the
     /// channels of the others. 1 puts everything on one stream.
@@ -138,7 +135,6 @@ impl Default for ConnectionLimits {
             outbound_queue: 4096,
             login_timeout_secs: 10,
             token_warning_secs: 30,
-            heartbeat_grace_secs: 10,
             delivery_lanes: 16,
         }
     }
@@ -222,9 +218,6 @@ impl ServerConfig {
         let c = self.connection;
         if c.outbound_queue == 0 || c.login_timeout_secs == 0 {
             return bad("connection.outbound_queue and login_timeout_secs must be above 0".into());
-        }
-        if c.heartbeat_grace_secs == 0 || c.heartbeat_grace_secs > 600 {
-            return bad("connection.heartbeat_grace_secs must be between 1 and 600".into());
         }
         if !c.delivery_lanes.is_power_of_two() || usize::from(c.delivery_lanes) > limits::MAX_LANES
         {
@@ -405,7 +398,6 @@ mod tests {
             "[connection]\ndelivery_lanes = 3",
             "[connection]\ndelivery_lanes = 32",
             "[connection]\ndelivery_lanes = 0",
-            "[connection]\nheartbeat_grace_secs = 0",
         ] {
             let config: ServerConfig = toml::from_str(text).unwrap();
             assert!(config.check().is_err(), "{text}");

@@ -118,8 +118,7 @@ impl<E: Engine> ServerBuilder<E> {
         config.check()?;
         let identity = tls::identity(&config)?;
         let cert = identity.source.clone();
-        let server_config =
-            tls::quic_server_config(identity, config.connection.heartbeat_grace_secs)?;
+        let server_config = tls::quic_server_config(identity)?;
         let endpoint = transport::endpoint(config.listen, server_config).map_err(|source| {
             ServerError::Bind {
                 addr: config.listen,

@@ -30,7 +30,7 @@ pub struct Metrics {
     pub sessions_resumed: AtomicU64,
     /// Kept sessions ended because no resume came within their presence timeout.
     pub sessions_timed_out: AtomicU64,
-    /// Connections dropped because the client fell silent (no frame within its heartbeat
-    /// interval plus the grace period).
+    /// Connections lost because the client fell silent (the QUIC idle timeout: its heartbeat
+    /// interval + 10 s without a packet).
     pub heartbeat_timeouts: AtomicU64,
 }

@@ -168,10 +168,11 @@ pub(crate) async fn park<E: Engine>(
     };
     core.metrics.sessions_parked.fetch_add(1, Ordering::Relaxed);
     tracing::debug!(session = ?session.id(), ?timeout, "connection lost; keeping the session");
+    let mut timed_out = false;
     let claim = tokio::select! {
         () = tokio::time::sleep(timeout) => {
-            core.metrics.sessions_timed_out.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(session = ?session.id(), "presence timeout; ending the session");
+            timed_out = true;
             None
         }
         _ = rx.closed() => None,
@@ -187,4 +188,10 @@ pub(crate) async fn park<E: Engine>(
         }
     }
     session.end().await;
+    if timed_out {
+        // Counted once the session is gone, so that the counters agree at every moment.
+        core.metrics
+            .sessions_timed_out
+            .fetch_add(1, Ordering::Relaxed);
+    }
 }

@@ -40,8 +40,6 @@ struct LoggedIn<E> {
     /// Resume requests for this session, from the registry.
     claims: Claims<E>,
     limits: LoginLimits,
-    /// The client's heartbeat interval.
-    heartbeat: Duration,
     /// How long the session waits for a resume after losing its connection.
     presence_timeout: Duration,
     policy: Arc<AppPolicy>,
@@ -108,13 +106,6 @@ impl<E: Engine> Session<E> {
     /// The limits told to the client, when logged in.
     pub(crate) fn limits(&self) -> Option<LoginLimits> {
         self.state.as_ref().map(|s| s.limits)
-    }
-
-    /// How long the connection may stay silent before it counts as lost (the client's
-    /// heartbeat interval plus the server's grace), when logged in.
-    pub(crate) fn silence_limit(&self) -> Option<Duration> {
-        let grace = Duration::from_secs(self.core.connection.heartbeat_grace_secs.into());
-        self.state.as_ref().map(|s| s.heartbeat + grace)
     }
 
     /// How long the session is kept after losing its connection, when logged in.
@@ -251,13 +242,18 @@ impl<E: Engine> Session<E> {
             .core
             .sessions
             .register(id, &login.app_id, &login.user_id);
-        tracing::debug!(session = %id, app = %login.app_id, user = %login.user_id, "logged in");
+        tracing::debug!(
+            session = %id,
+            app = %login.app_id,
+            user = %login.user_id,
+            heartbeat = login.heartbeat_interval.clamp(5, 1800),
+            "logged in"
+        );
         self.state = Some(LoggedIn {
             handle,
             claims,
             limits,
             // The reference's ranges (`reference/extended-api.md` §6.4).
-            heartbeat: Duration::from_secs(login.heartbeat_interval.clamp(5, 1800).into()),
             presence_timeout: Duration::from_secs(login.presence_timeout.clamp(5, 300).into()),
             policy,
             subscriptions: HashMap::new(),

@@ -139,10 +139,7 @@ fn write_private(path: &Path, data: &[u8]) -> Result<(), TlsError> {
 
 /// The quinn server configuration: TLS 1.3 with the ring provider, ALPN `rtm/1`, and transport
 /// settings for many connections (`docs/architecture.md`, "Transport").
-pub(crate) fn quic_server_config(
-    identity: Identity,
-    heartbeat_grace_secs: u32,
-) -> Result<quinn::ServerConfig, TlsError> {
+pub(crate) fn quic_server_config(identity: Identity) -> Result<quinn::ServerConfig, TlsError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut tls = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])?
@@ -152,16 +149,17 @@ pub(crate) fn quic_server_config(
     tls.max_early_data_size = 0;
     let crypto = QuicServerConfig::try_from(tls).map_err(|e| TlsError::Quic(e.to_string()))?;
     let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
-    server.transport_config(Arc::new(transport_config(heartbeat_grace_secs)));
+    server.transport_config(Arc::new(transport_config()));
     Ok(server)
 }
 
 /// Transport settings. quinn's defaults suit one fast long link; a signaling server holds many
 /// connections with small messages, so the windows are smaller (bounded memory per
-/// connection). A silent client is noticed by the session's heartbeat clock
-/// (`transport::connection`), which knows the client's heartbeat interval; the QUIC idle
-/// timeout is only a backstop above the longest interval the reference allows.
-fn transport_config(heartbeat_grace_secs: u32) -> quinn::TransportConfig {
+/// connection). The idle timeout is the longest the reference's heartbeat allows (1 800 s +
+/// 10 s, and some slack): QUIC uses the smaller of both ends' values, and the client asks for
+/// its heartbeat interval + 10 s, so that is when the server notices a silent client
+/// (`docs/protocol.md` §5.6).
+fn transport_config() -> quinn::TransportConfig {
     let mut t = quinn::TransportConfig::default();
     // One control stream per connection; clients never open unidirectional streams.
     t.max_concurrent_bidi_streams(4u32.into());
@@ -169,7 +167,7 @@ fn transport_config(heartbeat_grace_secs: u32) -> quinn::TransportConfig {
     t.stream_receive_window((256u32 * 1024).into());
     t.receive_window((1024u32 * 1024).into());
     t.send_window(2 * 1024 * 1024);
-    let idle_secs = 1800 + heartbeat_grace_secs + 20;
+    let idle_secs = 1800 + 10 + 20;
     t.max_idle_timeout(Some(quinn::IdleTimeout::from(quinn::VarInt::from_u32(
         idle_secs * 1000,
     ))));

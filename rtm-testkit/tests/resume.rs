@@ -14,18 +14,11 @@ use rtm_testkit::{
     expect_message, wait_until, within,
 };
 
-/// Long enough for a heartbeat interval (5 s) plus the pong timeout (10 s), plus a retry.
+/// Long enough for the idle timeout (heartbeat interval 5 s + 10 s), plus retries.
 const LINK_DEADLINE: Duration = Duration::from_secs(45);
 
 fn text(m: &rtm_client::MessageEvent) -> &str {
     m.message.as_text().unwrap_or_default()
-}
-
-/// A server whose silence limit is the heartbeat plus `grace` seconds.
-async fn server_with_grace(grace: u32) -> TestServer {
-    let mut config = TestServer::config();
-    config.connection.heartbeat_grace_secs = grace;
-    TestServer::start_with(config).await
 }
 
 /// Side channels: with 16 lanes, their events travel on several delivery streams.
@@ -34,7 +27,13 @@ const SIDES: [&str; 4] = ["side0", "side1", "side2", "side3"];
 /// The link is cut for less than the presence timeout: the client comes back to the same
 /// session, receives what was published meanwhile, each channel in order, and the server never
 /// let the session go.
-async fn cut_and_resume(server: TestServer) -> TestServer {
+///
+/// Both ends notice the silence after the heartbeat interval + 10 s; whichever notices first,
+/// the client comes back to its session: kept aside by the server, or taken over from the
+/// connection the server still held.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cut_link_resumes_the_session_without_losing_events() {
+    let server = TestServer::start().await;
     let link = LossyLink::start(server.addr()).await.unwrap();
     let roamer = RtmClient::new(TEST_APP_ID, "roamer", server.client_config_via(&link)).unwrap();
     let mut events = roamer.events();
@@ -140,32 +139,13 @@ async fn cut_and_resume(server: TestServer) -> TestServer {
     assert_eq!(metrics.sessions_resumed.load(Ordering::Relaxed), 1);
     assert_eq!(metrics.sessions_timed_out.load(Ordering::Relaxed), 0);
     assert_eq!(metrics.sessions.load(Ordering::Relaxed), 2);
-    server
-}
-
-/// The server has not noticed the loss yet when the client comes back: the new connection
-/// takes the session over from the old one.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn resume_takes_the_session_from_a_connection_the_server_still_holds() {
-    let server = cut_and_resume(server_with_grace(600).await).await;
-    assert_eq!(
-        server.metrics().heartbeat_timeouts.load(Ordering::Relaxed),
-        0
-    );
-}
-
-/// The server noticed the silence first (heartbeat + 1 s) and kept the session aside.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn resume_finds_a_session_the_server_kept_after_a_heartbeat_timeout() {
-    let server = cut_and_resume(server_with_grace(1).await).await;
-    assert!(server.metrics().heartbeat_timeouts.load(Ordering::Relaxed) >= 1);
 }
 
 /// The link is cut for longer than the presence timeout: the server ends the session; the
 /// client logs in again by itself and subscribes to its channels again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_the_presence_timeout_the_client_logs_in_again_and_resubscribes() {
-    let server = server_with_grace(1).await;
+    let server = TestServer::start().await;
     let link = LossyLink::start(server.addr()).await.unwrap();
     let mut config = server.client_config_via(&link);
     config.presence_timeout = 5;
@@ -180,7 +160,7 @@ async fn after_the_presence_timeout_the_client_logs_in_again_and_resubscribes() 
     }
     let metrics = server.metrics();
     link.cut();
-    // Heartbeat (5 s) + grace (1 s) + presence timeout (5 s).
+    // Idle timeout (5 s + 10 s) + presence timeout (5 s).
     wait_until(LINK_DEADLINE, "the session's presence timeout", || {
         metrics.sessions_timed_out.load(Ordering::Relaxed) == 1
     })
@@ -218,7 +198,7 @@ async fn after_the_presence_timeout_the_client_logs_in_again_and_resubscribes() 
 /// While the client is away, a login of the same user elsewhere ends the kept session for good.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_kept_session_replaced_by_the_same_user_fails_instead_of_resuming() {
-    let server = server_with_grace(1).await;
+    let server = TestServer::start().await;
     let link = LossyLink::start(server.addr()).await.unwrap();
     let roamer = RtmClient::new(TEST_APP_ID, "twin", server.client_config_via(&link)).unwrap();
     let mut events = roamer.events();
@@ -251,6 +231,113 @@ async fn a_kept_session_replaced_by_the_same_user_fails_instead_of_resuming() {
     .await;
     assert!(!back.is_resumed);
     assert_eq!(metrics.sessions_resumed.load(Ordering::Relaxed), 0);
+}
+
+/// A bare connection that has said hello.
+async fn hello(server: &TestServer) -> RawSession {
+    let mut raw = RawSession::open(server).await;
+    raw.send_msg(&ClientMsg::Hello(Hello {
+        version: rtm_proto::PROTOCOL_VERSION,
+        agent: "raw".into(),
+    }))
+    .await;
+    assert!(matches!(raw.next_msg().await, ServerMsg::Welcome(_)));
+    raw
+}
+
+/// Logs `user` in on a bare connection; returns the session's ticket.
+async fn raw_login(raw: &mut RawSession, user: &str) -> rtm_proto::SessionTicket {
+    let login = Request::Login(LoginRequest {
+        app_id: TEST_APP_ID.into(),
+        user_id: user.into(),
+        token: String::new(),
+        use_string_user_id: true,
+        heartbeat_interval: 1800,
+        presence_timeout: 300,
+    });
+    match raw.request(1, login).await {
+        Ok(Response::Login { ticket, .. }) => ticket,
+        other => panic!("{other:?}"),
+    }
+}
+
+/// A resume while the session's connection is still open takes the session from it: the old
+/// connection is closed with code 0x04, the new one serves the session (its subscriptions
+/// included), and nobody else notices.
+#[tokio::test]
+async fn a_resume_takes_the_session_from_a_live_connection() {
+    let server = TestServer::start().await;
+    let mut old = hello(&server).await;
+    let ticket = raw_login(&mut old, "mover").await;
+    let subscribe = Request::Subscribe {
+        channel: "room".into(),
+        options: SubscribeOptions::default(),
+    };
+    assert!(old.request(2, subscribe).await.is_ok());
+
+    let mut new = hello(&server).await;
+    let resume = Request::Resume(ResumeRequest {
+        app_id: TEST_APP_ID.into(),
+        user_id: "mover".into(),
+        ticket,
+        received: Vec::new(),
+    });
+    match new.request(1, resume).await {
+        Ok(Response::Resume { next_frame, .. }) => assert!(next_frame.iter().all(|n| *n == 0)),
+        other => panic!("{other:?}"),
+    }
+    let closed = within(
+        Duration::from_secs(10),
+        "the old connection to close",
+        old.conn.closed(),
+    )
+    .await;
+    match closed {
+        quinn::ConnectionError::ApplicationClosed(close) => {
+            assert_eq!(close.error_code, quinn::VarInt::from_u32(0x04));
+        }
+        other => panic!("{other:?}"),
+    }
+    // The session, with its subscription, is the new connection's.
+    let (other, _) = server.login("other").await;
+    other
+        .publish("room", "to the mover", PublishOptions::default())
+        .await
+        .unwrap();
+    let mut events = within(
+        Duration::from_secs(10),
+        "a delivery stream",
+        new.conn.accept_uni(),
+    )
+    .await
+    .unwrap();
+    let mut decoder = rtm_proto::FrameDecoder::new(1 << 16);
+    let mut bytes = bytes::BytesMut::new();
+    let mut frames = Vec::new();
+    while frames.len() < 2 {
+        let chunk = within(
+            Duration::from_secs(10),
+            "an event",
+            events.read_chunk(4096, true),
+        )
+        .await
+        .unwrap()
+        .expect("the stream stays open");
+        bytes.extend_from_slice(&chunk.bytes);
+        while let Some(body) = decoder.decode(&mut bytes).unwrap() {
+            frames.push(ServerMsg::decode(&body).unwrap());
+        }
+    }
+    assert!(matches!(frames[0], ServerMsg::Lane { .. }));
+    match &frames[1] {
+        ServerMsg::Event(rtm_proto::Event::Message(m)) => {
+            assert_eq!(m.message.as_text(), Some("to the mover"));
+        }
+        other => panic!("{other:?}"),
+    }
+    let metrics = server.metrics();
+    assert_eq!(metrics.sessions_resumed.load(Ordering::Relaxed), 1);
+    assert_eq!(metrics.sessions.load(Ordering::Relaxed), 2);
 }
 
 /// A resume must present the ticket of a session of the same app and user.
@@ -319,12 +406,12 @@ async fn a_resume_with_a_wrong_ticket_is_refused() {
 /// A client that keeps its heartbeat is never taken for lost, however long it is idle.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn heartbeats_keep_an_idle_session() {
-    let server = server_with_grace(1).await;
+    let server = TestServer::start().await;
     let (client, mut events) = server.login("idle").await;
     let metrics = server.metrics();
-    // Two heartbeat intervals with nothing to say (the silence limit is 6 s): no link-state
-    // change may come.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(12);
+    // Longer than the idle timeout (5 s + 10 s) with nothing to say: no link-state change may
+    // come.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(18);
     let change = expect_event(&mut events, "a link-state change while idle", |e| match e {
         RtmEvent::LinkState(s) if s.previous_state == LinkState::Connected => Some(s),
         _ => None,

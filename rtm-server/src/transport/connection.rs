@@ -30,8 +30,6 @@ pub(crate) mod close_code {
     pub(crate) const PROTOCOL: u32 = 0x01;
     /// No login in time.
     pub(crate) const LOGIN_TIMEOUT: u32 = 0x02;
-    /// No frame from the client within its heartbeat interval plus the grace period.
-    pub(crate) const HEARTBEAT_TIMEOUT: u32 = 0x03;
     /// The session was resumed on another connection.
     pub(crate) const RESUMED: u32 = 0x04;
 }
@@ -145,7 +143,6 @@ async fn run<E: Engine>(
     let mut out = BytesMut::new();
     let mut shutting_down = false;
     let mut token_expired = false;
-    let mut last_frame = Instant::now();
     let ending = loop {
         let session = &mut served.session;
         let token_deadline = session.token_deadline();
@@ -154,7 +151,6 @@ async fn run<E: Engine>(
                 Instant::now() + Duration::from_millis(at.saturating_sub(now_ms()))
             }
         });
-        let silence_limit = session.silence_limit();
         let logged_in = session.is_logged_in();
         let inbound = tokio::select! {
             inbound = reader.next() => inbound,
@@ -179,14 +175,6 @@ async fn run<E: Engine>(
                 }
                 continue;
             }
-            () = sleep_until(last_frame + silence_limit.unwrap_or_default()),
-                if silence_limit.is_some() =>
-            {
-                // docs/protocol.md §5.6: the client fell silent; keep its session for a resume.
-                core.metrics.heartbeat_timeouts.fetch_add(1, Ordering::Relaxed);
-                conn.close(close_code::HEARTBEAT_TIMEOUT.into(), b"no heartbeat");
-                break Ending::Lost;
-            }
             () = sleep_until(login_deadline), if !logged_in => {
                 conn.close(close_code::LOGIN_TIMEOUT.into(), b"login timeout");
                 break Ending::Finished;
@@ -202,7 +190,6 @@ async fn run<E: Engine>(
                 continue;
             }
         };
-        last_frame = Instant::now();
         let mut inbound = match inbound {
             Ok(Some(inbound)) => inbound,
             Ok(None) => break Ending::Finished,
@@ -210,6 +197,17 @@ async fn run<E: Engine>(
                 close,
             ))) if close.error_code == close_code::NORMAL.into() => break Ending::Finished,
             Err(e) => {
+                // docs/protocol.md §5.6: the client fell silent (the QUIC idle timeout, which
+                // the client sets to its heartbeat interval + 10 s) or the connection broke;
+                // its session waits for a resume.
+                if matches!(
+                    e,
+                    quinn::ReadError::ConnectionLost(quinn::ConnectionError::TimedOut)
+                ) {
+                    core.metrics
+                        .heartbeat_timeouts
+                        .fetch_add(1, Ordering::Relaxed);
+                }
                 tracing::debug!("connection lost: {e}");
                 break Ending::Lost;
             }
