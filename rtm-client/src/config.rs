@@ -16,9 +16,9 @@ pub struct RtmConfig {
     pub endpoint: Endpoint,
     /// When false, the user id must be numeric (default true).
     pub use_string_user_id: bool,
-    /// Seconds between heartbeats, [5, 1800] (default 5; out-of-range values are clamped). A
-    /// heartbeat unanswered for 10 s counts as a lost connection; the server counts one after
-    /// this interval plus its grace period (10 s) without a word from the client.
+    /// Seconds between heartbeats (QUIC keep-alives), [5, 1800] (default 5; out-of-range
+    /// values are clamped). Either end counts the connection as lost after this interval + 10 s
+    /// without a packet from the other.
     pub heartbeat_interval: u32,
     /// Seconds the server keeps the session after losing the connection, waiting for the client
     /// to come back and resume it, [5, 300] (default 300; out-of-range values are clamped).

@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use rtm_proto::{ErrorCode, ResumeRequest, SessionTicket, WireError};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{Notify, oneshot, watch};
 
 use crate::core::{Core, err};
 use crate::engine::{Engine, SessionId};
@@ -37,14 +37,39 @@ pub(crate) struct Claim<E> {
     pub(crate) reply: oneshot::Sender<Detached<E>>,
 }
 
+/// Where a resume leaves its claim for the session's owner: one slot and a wake-up (lighter
+/// per session than a channel).
+struct ClaimSlot<E> {
+    claim: Mutex<Option<Claim<E>>>,
+    notify: Notify,
+}
+
 /// The receiving side of a session's claims, owned with the session.
-pub(crate) type Claims<E> = mpsc::Receiver<Claim<E>>;
+pub(crate) struct Claims<E> {
+    slot: Arc<ClaimSlot<E>>,
+}
+
+impl<E> Claims<E> {
+    /// Waits for the next claim.
+    pub(crate) async fn recv(&mut self) -> Option<Claim<E>> {
+        loop {
+            if let Some(claim) = lock(&self.slot.claim).take() {
+                return Some(claim);
+            }
+            self.slot.notify.notified().await;
+        }
+    }
+}
 
 struct Entry<E> {
     app_id: Box<str>,
     user_id: Box<str>,
     secret: [u8; 16],
-    claims: mpsc::Sender<Claim<E>>,
+    claims: Arc<ClaimSlot<E>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// The logged-in sessions that a resume can reach, by id.
@@ -70,7 +95,7 @@ impl<E: Engine> Default for Registry<E> {
 
 impl<E> Registry<E> {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<SessionId, Entry<E>>> {
-        self.entries.lock().unwrap_or_else(PoisonError::into_inner)
+        lock(&self.entries)
     }
 }
 
@@ -84,16 +109,20 @@ impl<E: Engine> Registry<E> {
     ) -> (SessionTicket, Claims<E>) {
         let mut secret = [0u8; 16];
         random(&mut secret);
-        let (claims, rx) = mpsc::channel(1);
+        let slot = Arc::new(ClaimSlot {
+            claim: Mutex::new(None),
+            notify: Notify::new(),
+        });
         self.lock().insert(
             id,
             Entry {
                 app_id: app_id.into(),
                 user_id: user_id.into(),
                 secret,
-                claims,
+                claims: slot.clone(),
             },
         );
+        let rx = Claims { slot };
         let ticket = SessionTicket {
             session_id: id.0,
             secret,
@@ -128,12 +157,11 @@ impl<E: Engine> Registry<E> {
             entry.claims.clone()
         };
         let (reply, handed) = oneshot::channel();
-        let handover = async {
-            claims.send(Claim { reply }).await.ok()?;
-            handed.await.ok()
-        };
-        match tokio::time::timeout(HANDOVER_TIMEOUT, handover).await {
-            Ok(Some(detached)) => Ok(detached),
+        // A claim still waiting there (an earlier attempt) gives way to this one.
+        *lock(&claims.claim) = Some(Claim { reply });
+        claims.notify.notify_one();
+        match tokio::time::timeout(HANDOVER_TIMEOUT, handed).await {
+            Ok(Ok(detached)) => Ok(detached),
             _ => Err(gone()),
         }
     }

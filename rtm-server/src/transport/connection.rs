@@ -457,7 +457,9 @@ async fn write_events(
 }
 
 /// A connection's delivery streams, opened on first use, each starting with its `Lane` frame.
+/// The tables grow to the highest lane used, so an idle connection pays nothing for them.
 struct Lanes {
+    lanes: u8,
     streams: Vec<Option<quinn::SendStream>>,
     /// Frames of one batch, sorted by lane (kept to reuse the allocations).
     by_lane: Vec<Vec<bytes::Bytes>>,
@@ -466,8 +468,9 @@ struct Lanes {
 impl Lanes {
     fn new(lanes: u8) -> Self {
         Self {
-            streams: (0..lanes).map(|_| None).collect(),
-            by_lane: (0..lanes).map(|_| Vec::new()).collect(),
+            lanes,
+            streams: Vec::new(),
+            by_lane: Vec::new(),
         }
     }
 
@@ -486,9 +489,14 @@ impl Lanes {
             return stream.write_all_chunks(&mut chunks).await.map_err(|_| ());
         }
         for (lane, frame) in frames {
-            if let Some(group) = self.by_lane.get_mut(usize::from(lane)) {
-                group.push(frame);
+            let lane = usize::from(lane);
+            if lane >= usize::from(self.lanes) {
+                continue;
             }
+            if self.by_lane.len() <= lane {
+                self.by_lane.resize_with(lane + 1, Vec::new);
+            }
+            self.by_lane[lane].push(frame);
         }
         for lane in 0..self.by_lane.len() {
             if self.by_lane[lane].is_empty() {
@@ -509,7 +517,14 @@ impl Lanes {
         conn: &quinn::Connection,
         lane: u8,
     ) -> Result<&mut quinn::SendStream, ()> {
-        let slot = self.streams.get_mut(usize::from(lane)).ok_or(())?;
+        let index = usize::from(lane);
+        if index >= usize::from(self.lanes) {
+            return Err(());
+        }
+        if self.streams.len() <= index {
+            self.streams.resize_with(index + 1, || None);
+        }
+        let slot = self.streams.get_mut(index).ok_or(())?;
         if slot.is_none() {
             let mut stream = conn.open_uni().await.map_err(|_| ())?;
             stream
