@@ -5,6 +5,7 @@
 #   benches/compare.sh                 # the full set (about 10 minutes)
 #   QUICK=1 benches/compare.sh         # shorter runs, fewer connections
 #   ONLY="fanout-1 throughput" benches/compare.sh
+#   PIN=1 benches/compare.sh           # servers on CPU 0, the load generator on CPU 1
 #
 # It installs nats-server and redis-server with apt-get if they are missing, starts the three
 # servers on free loopback ports, stops exactly the processes it started, and prints one table
@@ -29,6 +30,10 @@ quick=${QUICK:-0}
 duration=5; conns=10000
 if [ "$quick" = 1 ]; then duration=2; conns=2000; fi
 out=${OUT:-target/compare.jsonl}
+# With PIN=1 each server runs alone on CPU 0 and the load generator on CPU 1, so the servers
+# do not compete with the clients (whose QUIC or TCP work is the load generator's).
+server_cpu=(); client_cpu=()
+if [ "${PIN:-0}" = 1 ]; then server_cpu=(taskset -c 0); client_cpu=(taskset -c 1); fi
 : > "$out"
 work=$(mktemp -d)
 pids=()
@@ -60,9 +65,9 @@ data_dir = "$work/rtm-data"
 publish_rate = 10000000
 max_subscriptions = 10000
 TOML
-    RUST_LOG=warn target/release/rtm-server --config "$work/rtm.toml" & rtm_pid=$!; pids+=("$rtm_pid")
-    nats-server -a 127.0.0.1 -p "$nats_port" >"$work/nats.log" 2>&1 & nats_pid=$!; pids+=("$nats_pid")
-    redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no \
+    RUST_LOG=warn "${server_cpu[@]}" target/release/rtm-server --config "$work/rtm.toml" & rtm_pid=$!; pids+=("$rtm_pid")
+    "${server_cpu[@]}" nats-server -a 127.0.0.1 -p "$nats_port" >"$work/nats.log" 2>&1 & nats_pid=$!; pids+=("$nats_pid")
+    "${server_cpu[@]}" redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no \
         --protected-mode no --logfile "$work/redis.log" & redis_pid=$!; pids+=("$redis_pid")
     for _ in $(seq 100); do [ -f "$work/rtm-data/cert.pem" ] && break; sleep 0.1; done
     wait_tcp "$nats_port"; wait_tcp "$redis_port"
@@ -83,7 +88,7 @@ run() { # $1: name; rest: rtm-load arguments
             nats) target=(--addr "127.0.0.1:$nats_port" --server-pid "$nats_pid");;
             redis) target=(--addr "127.0.0.1:$redis_port" --server-pid "$redis_pid");;
         esac
-        target/release/rtm-load --system "$system" "${target[@]}" --label "$name" "$@" >> "$out" \
+        "${client_cpu[@]}" target/release/rtm-load --system "$system" "${target[@]}" --label "$name" "$@" >> "$out" \
             || echo "{\"system\":\"$system\",\"label\":\"$name\",\"error\":\"run failed\"}" >> "$out"
     done
 }
