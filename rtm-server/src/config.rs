@@ -126,6 +126,10 @@ pub struct ConnectionLimits {
     /// channel's events travel on one lane, so a packet lost on one lane does not hold up the
     /// channels of the others. 1 puts everything on one stream.
     pub delivery_lanes: u8,
+    /// How long clients may hold back acknowledgements, in milliseconds (QUIC ACK-frequency;
+    /// they also acknowledge every 10th packet), 1 to 25. Higher saves packets and server CPU at
+    /// high fan-out; lower recovers lost packets sooner on lossy links (docs/performance.md).
+    pub client_ack_delay_ms: u32,
 }
 
 impl Default for ConnectionLimits {
@@ -136,6 +140,7 @@ impl Default for ConnectionLimits {
             login_timeout_secs: 10,
             token_warning_secs: 30,
             delivery_lanes: 16,
+            client_ack_delay_ms: 5,
         }
     }
 }
@@ -218,6 +223,9 @@ impl ServerConfig {
         let c = self.connection;
         if c.outbound_queue == 0 || c.login_timeout_secs == 0 {
             return bad("connection.outbound_queue and login_timeout_secs must be above 0".into());
+        }
+        if !(1..=25).contains(&c.client_ack_delay_ms) {
+            return bad("connection.client_ack_delay_ms must be between 1 and 25".into());
         }
         if !c.delivery_lanes.is_power_of_two() || usize::from(c.delivery_lanes) > limits::MAX_LANES
         {
@@ -398,6 +406,8 @@ mod tests {
             "[connection]\ndelivery_lanes = 3",
             "[connection]\ndelivery_lanes = 32",
             "[connection]\ndelivery_lanes = 0",
+            "[connection]\nclient_ack_delay_ms = 0",
+            "[connection]\nclient_ack_delay_ms = 100",
         ] {
             let config: ServerConfig = toml::from_str(text).unwrap();
             assert!(config.check().is_err(), "{text}");

@@ -118,7 +118,8 @@ impl<E: Engine> ServerBuilder<E> {
         config.check()?;
         let identity = tls::identity(&config)?;
         let cert = identity.source.clone();
-        let server_config = tls::quic_server_config(identity)?;
+        let server_config =
+            tls::quic_server_config(identity, config.connection.client_ack_delay_ms)?;
         let endpoint = transport::endpoint(config.listen, server_config).map_err(|source| {
             ServerError::Bind {
                 addr: config.listen,

@@ -139,7 +139,10 @@ fn write_private(path: &Path, data: &[u8]) -> Result<(), TlsError> {
 
 /// The quinn server configuration: TLS 1.3 with the ring provider, ALPN `rtm/1`, and transport
 /// settings for many connections (`docs/architecture.md`, "Transport").
-pub(crate) fn quic_server_config(identity: Identity) -> Result<quinn::ServerConfig, TlsError> {
+pub(crate) fn quic_server_config(
+    identity: Identity,
+    client_ack_delay_ms: u32,
+) -> Result<quinn::ServerConfig, TlsError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut tls = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])?
@@ -149,7 +152,7 @@ pub(crate) fn quic_server_config(identity: Identity) -> Result<quinn::ServerConf
     tls.max_early_data_size = 0;
     let crypto = QuicServerConfig::try_from(tls).map_err(|e| TlsError::Quic(e.to_string()))?;
     let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
-    server.transport_config(Arc::new(transport_config()));
+    server.transport_config(Arc::new(transport_config(client_ack_delay_ms)));
     Ok(server)
 }
 
@@ -159,7 +162,7 @@ pub(crate) fn quic_server_config(identity: Identity) -> Result<quinn::ServerConf
 /// 10 s, and some slack): QUIC uses the smaller of both ends' values, and the client asks for
 /// its heartbeat interval + 10 s, so that is when the server notices a silent client
 /// (`docs/protocol.md` §5.6).
-fn transport_config() -> quinn::TransportConfig {
+fn transport_config(client_ack_delay_ms: u32) -> quinn::TransportConfig {
     let mut t = quinn::TransportConfig::default();
     // One control stream per connection; clients never open unidirectional streams.
     t.max_concurrent_bidi_streams(4u32.into());
@@ -177,7 +180,7 @@ fn transport_config() -> quinn::TransportConfig {
     // events flow one way, and each ACK is a UDP packet both sides pay a system call for.
     let mut ack = quinn::AckFrequencyConfig::default();
     ack.ack_eliciting_threshold(quinn::VarInt::from_u32(10))
-        .max_ack_delay(Some(Duration::from_millis(5)));
+        .max_ack_delay(Some(Duration::from_millis(client_ack_delay_ms.into())));
     t.ack_frequency_config(Some(ack));
     t
 }
