@@ -159,6 +159,18 @@ impl Inner {
         }
     }
 
+    /// The login request for this client with `token`.
+    pub(crate) fn login_request(&self, token: String) -> Request {
+        Request::Login(LoginRequest {
+            app_id: self.app_id.clone(),
+            user_id: self.user_id.clone(),
+            token,
+            use_string_user_id: self.config.use_string_user_id,
+            heartbeat_interval: self.config.heartbeat_interval as u16,
+            presence_timeout: self.config.presence_timeout as u16,
+        })
+    }
+
     /// Ends the session (the server refused it for good).
     pub(crate) fn end_session(&self, epoch: u64) -> Option<()> {
         let mut state = self.lock();
@@ -310,14 +322,7 @@ impl RtmClient {
             "Perform login operation",
         );
         let token = options.token.unwrap_or_default();
-        let login = Request::Login(LoginRequest {
-            app_id: inner.app_id.clone(),
-            user_id: inner.user_id.clone(),
-            token: token.clone(),
-            use_string_user_id: inner.config.use_string_user_id,
-            heartbeat_interval: inner.config.heartbeat_interval as u16,
-            presence_timeout: inner.config.presence_timeout as u16,
-        });
+        let login = inner.login_request(token.clone());
         let opened = Connection::open(
             &inner.config,
             "login",

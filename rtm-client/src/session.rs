@@ -14,7 +14,6 @@ use std::collections::BTreeMap;
 use std::sync::Weak;
 use std::time::Duration;
 
-use rtm_proto::message::LoginRequest;
 use rtm_proto::{ErrorCode, Request, Response, ResumeRequest, SessionTicket, SubscribeOptions};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -257,14 +256,7 @@ async fn relogin(client: &Inner, epoch: u64) -> Attempt {
     let Some(token) = client.cached_token(epoch) else {
         return Attempt::Abandoned;
     };
-    let login = Request::Login(LoginRequest {
-        app_id: client.app_id.clone(),
-        user_id: client.user_id.clone(),
-        token,
-        use_string_user_id: client.config.use_string_user_id,
-        heartbeat_interval: client.config.heartbeat_interval as u16,
-        presence_timeout: client.config.presence_timeout as u16,
-    });
+    let login = client.login_request(token);
     let opened = match Connection::open(
         &client.config,
         "login",

@@ -263,9 +263,9 @@ impl RawSession {
         }
     }
 
-    /// Opens a session and logs in as `user_id` of [`TEST_APP_ID`], checking the answers.
-    pub async fn login(server: &TestServer, user_id: &str) -> Self {
-        use rtm_proto::{ClientMsg, Hello, Request, RequestId, Response, ServerMsg};
+    /// Opens a bare connection and says hello, checking the `Welcome`.
+    pub async fn hello(server: &TestServer) -> Self {
+        use rtm_proto::{ClientMsg, Hello, ServerMsg};
         let mut raw = Self::open(server).await;
         raw.send_msg(&ClientMsg::Hello(Hello {
             version: rtm_proto::PROTOCOL_VERSION,
@@ -273,6 +273,21 @@ impl RawSession {
         }))
         .await;
         assert!(matches!(raw.next_msg().await, ServerMsg::Welcome(_)));
+        raw
+    }
+
+    /// Opens a session and logs in as `user_id` of [`TEST_APP_ID`], checking the answers.
+    pub async fn login(server: &TestServer, user_id: &str) -> Self {
+        Self::login_with_ticket(server, user_id).await.0
+    }
+
+    /// Like [`RawSession::login`], and returns the session's resume ticket too.
+    pub async fn login_with_ticket(
+        server: &TestServer,
+        user_id: &str,
+    ) -> (Self, rtm_proto::SessionTicket) {
+        use rtm_proto::{Request, Response};
+        let mut raw = Self::hello(server).await;
         let login = rtm_proto::LoginRequest {
             app_id: TEST_APP_ID.into(),
             user_id: user_id.into(),
@@ -283,16 +298,8 @@ impl RawSession {
             heartbeat_interval: 1800,
             presence_timeout: 300,
         };
-        raw.send_msg(&ClientMsg::Request {
-            id: RequestId(1),
-            request: Request::Login(login),
-        })
-        .await;
-        match raw.next_msg().await {
-            ServerMsg::Response {
-                result: Ok(Response::Login { .. }),
-                ..
-            } => raw,
+        match raw.request(1, Request::Login(login)).await {
+            Ok(Response::Login { ticket, .. }) => (raw, ticket),
             other => panic!("login failed: {other:?}"),
         }
     }

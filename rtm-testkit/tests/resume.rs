@@ -5,10 +5,10 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use rtm_client::{
-    ErrorCode, LinkOperation, LinkState, LinkStateReason, LoginOptions, PublishOptions, RtmClient,
-    RtmEvent, SubscribeOptions,
+    ErrorCode, EventStream, LinkOperation, LinkState, LinkStateEvent, LinkStateReason,
+    LoginOptions, PublishOptions, RtmClient, RtmEvent, SubscribeOptions,
 };
-use rtm_proto::{ClientMsg, Hello, LoginRequest, Request, Response, ResumeRequest, ServerMsg};
+use rtm_proto::{Request, Response, ResumeRequest, ServerMsg};
 use rtm_testkit::{
     LossyLink, RawSession, TEST_APP_ID, TestServer, expect_event, expect_link_state,
     expect_message, wait_until, within,
@@ -16,6 +16,16 @@ use rtm_testkit::{
 
 /// Long enough for the idle timeout (heartbeat interval 5 s + 10 s), plus retries.
 const LINK_DEADLINE: Duration = Duration::from_secs(45);
+
+/// Waits (up to [`LINK_DEADLINE`]) for the link to reach `state`.
+async fn link_reaches(events: &mut EventStream, state: LinkState) -> LinkStateEvent {
+    within(
+        LINK_DEADLINE,
+        &format!("the {state:?} link state"),
+        expect_link_state(events, state),
+    )
+    .await
+}
 
 fn text(m: &rtm_client::MessageEvent) -> &str {
     m.message.as_text().unwrap_or_default()
@@ -62,12 +72,7 @@ async fn a_cut_link_resumes_the_session_without_losing_events() {
         .publish("room", "during 1", PublishOptions::default())
         .await
         .unwrap();
-    let lost = within(
-        LINK_DEADLINE,
-        "DISCONNECTED",
-        expect_link_state(&mut events, LinkState::Disconnected),
-    )
-    .await;
+    let lost = link_reaches(&mut events, LinkState::Disconnected).await;
     assert_eq!(lost.previous_state, LinkState::Connected);
     assert_eq!(
         lost.affected_channels,
@@ -95,12 +100,7 @@ async fn a_cut_link_resumes_the_session_without_losing_events() {
     }
 
     link.restore();
-    let back = within(
-        LINK_DEADLINE,
-        "CONNECTED again",
-        expect_link_state(&mut events, LinkState::Connected),
-    )
-    .await;
+    let back = link_reaches(&mut events, LinkState::Connected).await;
     assert!(back.is_resumed, "{back:?}");
     assert_eq!(back.operation, LinkOperation::Reconnected);
     assert_eq!(back.reason_code, LinkStateReason::ReconnectSuccess);
@@ -166,19 +166,9 @@ async fn after_the_presence_timeout_the_client_logs_in_again_and_resubscribes() 
     })
     .await;
     assert_eq!(metrics.sessions.load(Ordering::Relaxed), 0);
-    within(
-        LINK_DEADLINE,
-        "DISCONNECTED",
-        expect_link_state(&mut events, LinkState::Disconnected),
-    )
-    .await;
+    link_reaches(&mut events, LinkState::Disconnected).await;
     link.restore();
-    let back = within(
-        LINK_DEADLINE,
-        "CONNECTED again",
-        expect_link_state(&mut events, LinkState::Connected),
-    )
-    .await;
+    let back = link_reaches(&mut events, LinkState::Connected).await;
     assert!(!back.is_resumed, "{back:?}");
     assert_eq!(back.affected_channels, ["a", "b"]);
     assert!(back.unrestored_channels.is_empty());
@@ -214,51 +204,13 @@ async fn a_kept_session_replaced_by_the_same_user_fails_instead_of_resuming() {
         metrics.sessions_parked.load(Ordering::Relaxed) == 0
     })
     .await;
-    within(
-        LINK_DEADLINE,
-        "DISCONNECTED",
-        expect_link_state(&mut events, LinkState::Disconnected),
-    )
-    .await;
+    link_reaches(&mut events, LinkState::Disconnected).await;
     link.restore();
     // The resume is refused; the client logs in again, which replaces the other login in turn
     // (the reference's same-uid rule: the newest login wins).
-    let back = within(
-        LINK_DEADLINE,
-        "CONNECTED again",
-        expect_link_state(&mut events, LinkState::Connected),
-    )
-    .await;
+    let back = link_reaches(&mut events, LinkState::Connected).await;
     assert!(!back.is_resumed);
     assert_eq!(metrics.sessions_resumed.load(Ordering::Relaxed), 0);
-}
-
-/// A bare connection that has said hello.
-async fn hello(server: &TestServer) -> RawSession {
-    let mut raw = RawSession::open(server).await;
-    raw.send_msg(&ClientMsg::Hello(Hello {
-        version: rtm_proto::PROTOCOL_VERSION,
-        agent: "raw".into(),
-    }))
-    .await;
-    assert!(matches!(raw.next_msg().await, ServerMsg::Welcome(_)));
-    raw
-}
-
-/// Logs `user` in on a bare connection; returns the session's ticket.
-async fn raw_login(raw: &mut RawSession, user: &str) -> rtm_proto::SessionTicket {
-    let login = Request::Login(LoginRequest {
-        app_id: TEST_APP_ID.into(),
-        user_id: user.into(),
-        token: String::new(),
-        use_string_user_id: true,
-        heartbeat_interval: 1800,
-        presence_timeout: 300,
-    });
-    match raw.request(1, login).await {
-        Ok(Response::Login { ticket, .. }) => ticket,
-        other => panic!("{other:?}"),
-    }
 }
 
 /// A resume while the session's connection is still open takes the session from it: the old
@@ -267,15 +219,14 @@ async fn raw_login(raw: &mut RawSession, user: &str) -> rtm_proto::SessionTicket
 #[tokio::test]
 async fn a_resume_takes_the_session_from_a_live_connection() {
     let server = TestServer::start().await;
-    let mut old = hello(&server).await;
-    let ticket = raw_login(&mut old, "mover").await;
+    let (mut old, ticket) = RawSession::login_with_ticket(&server, "mover").await;
     let subscribe = Request::Subscribe {
         channel: "room".into(),
         options: SubscribeOptions::default(),
     };
     assert!(old.request(2, subscribe).await.is_ok());
 
-    let mut new = hello(&server).await;
+    let mut new = RawSession::hello(&server).await;
     let resume = Request::Resume(ResumeRequest {
         app_id: TEST_APP_ID.into(),
         user_id: "mover".into(),
@@ -344,26 +295,7 @@ async fn a_resume_takes_the_session_from_a_live_connection() {
 #[tokio::test]
 async fn a_resume_with_a_wrong_ticket_is_refused() {
     let server = TestServer::start().await;
-    let mut owner = RawSession::open(&server).await;
-    owner
-        .send_msg(&ClientMsg::Hello(Hello {
-            version: rtm_proto::PROTOCOL_VERSION,
-            agent: "raw".into(),
-        }))
-        .await;
-    assert!(matches!(owner.next_msg().await, ServerMsg::Welcome(_)));
-    let login = Request::Login(LoginRequest {
-        app_id: TEST_APP_ID.into(),
-        user_id: "owner".into(),
-        token: String::new(),
-        use_string_user_id: true,
-        heartbeat_interval: 1800,
-        presence_timeout: 300,
-    });
-    let ticket = match owner.request(1, login).await {
-        Ok(Response::Login { ticket, .. }) => ticket,
-        other => panic!("{other:?}"),
-    };
+    let (mut owner, ticket) = RawSession::login_with_ticket(&server, "owner").await;
     let mut wrong_secret = ticket;
     wrong_secret.secret[0] ^= 1;
     let attempts = [
@@ -378,14 +310,7 @@ async fn a_resume_with_a_wrong_ticket_is_refused() {
         ),
     ];
     for (user, ticket) in attempts {
-        let mut thief = RawSession::open(&server).await;
-        thief
-            .send_msg(&ClientMsg::Hello(Hello {
-                version: rtm_proto::PROTOCOL_VERSION,
-                agent: "raw".into(),
-            }))
-            .await;
-        assert!(matches!(thief.next_msg().await, ServerMsg::Welcome(_)));
+        let mut thief = RawSession::hello(&server).await;
         let resume = Request::Resume(ResumeRequest {
             app_id: TEST_APP_ID.into(),
             user_id: user.into(),

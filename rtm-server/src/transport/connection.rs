@@ -7,8 +7,8 @@ use std::time::Duration;
 use bytes::BytesMut;
 use rtm_proto::frame::encode_frame_into;
 use rtm_proto::{
-    ClientMsg, CloseReason, ErrorCode, Event, LoginLimits, PROTOCOL_VERSION, Request, Response,
-    ResumeRequest, ServerMsg, Welcome, WireError, encode_frame,
+    ClientMsg, CloseReason, ErrorCode, Event, PROTOCOL_VERSION, Request, Response, ResumeRequest,
+    ServerMsg, Welcome, WireError, encode_frame,
 };
 use tokio::sync::{oneshot, watch};
 use tokio::time::{Instant, sleep_until, timeout};
@@ -360,6 +360,10 @@ async fn resume_here<E: Engine>(
         ));
     }
     let Detached { session, mut rx } = core.sessions.claim(request).await?;
+    // Only logged-in sessions are registered, so a claimed one always has its limits.
+    let Some(limits) = session.limits() else {
+        return Err(WireError::new(ErrorCode::NotLogin, "the session has ended"));
+    };
     let next_frame = rx.rewind(&request.received);
     let lost: u64 = next_frame
         .iter()
@@ -369,12 +373,6 @@ async fn resume_here<E: Engine>(
     if lost > 0 {
         tracing::info!(session = ?session.id(), lost, "resumed; events the server no longer held are lost");
     }
-    let limits = session.limits().unwrap_or(LoginLimits {
-        max_message_size: 0,
-        max_subscriptions: 0,
-        publish_rate: 0,
-        max_frame_len: 0,
-    });
     served.session = session;
     served.outbox_rx = Some(rx);
     core.metrics
