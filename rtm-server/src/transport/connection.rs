@@ -84,51 +84,9 @@ async fn run<E: Engine>(
 ) -> Result<(), ConnError> {
     let login_deadline =
         Instant::now() + Duration::from_secs(core.connection.login_timeout_secs.into());
-    let (mut send, recv) = tokio::select! {
-        stream = conn.accept_bi() => stream?,
-        () = sleep_until(login_deadline) => {
-            conn.close(close_code::LOGIN_TIMEOUT.into(), b"no control stream");
-            return Err(ConnError::Protocol("no control stream before the login deadline"));
-        }
-    };
-    let mut reader = FrameReader::new(recv, core.connection.max_frame_len as usize);
-
-    // docs/protocol.md §4.1: the first frame is Hello, answered by Welcome or an error.
-    let first = tokio::select! {
-        first = reader.next() => first?,
-        () = sleep_until(login_deadline) => None,
-    };
-    let hello = match first {
-        Some(Inbound::Frame(body)) => ClientMsg::decode(&body).ok(),
-        _ => None,
-    };
-    match hello {
-        Some(ClientMsg::Hello(hello)) if hello.version == PROTOCOL_VERSION => {
-            tracing::debug!(agent = %hello.agent, "hello");
-            let welcome = ServerMsg::Welcome(Welcome {
-                version: PROTOCOL_VERSION,
-                server: concat!("rtm-server/", env!("CARGO_PKG_VERSION")).into(),
-            });
-            send.write_all(&encode_frame(&welcome)).await?;
-        }
-        other => {
-            let reason = match other {
-                Some(ClientMsg::Hello(h)) => {
-                    format!(
-                        "protocol version {} is not supported; this server speaks {PROTOCOL_VERSION}",
-                        h.version
-                    )
-                }
-                _ => "the first frame must be a Hello".to_owned(),
-            };
-            let error = ServerMsg::Error(WireError::new(ErrorCode::InvalidParameter, reason));
-            let _ = send.write_all(&encode_frame(&error)).await;
-            let _ = send.finish();
-            let _ = timeout(CLOSE_GRACE, send.stopped()).await;
-            conn.close(close_code::PROTOCOL.into(), b"bad hello");
-            return Err(ConnError::Protocol("bad hello"));
-        }
-    }
+    // The opening and the ending run once per connection: boxed, they do not weigh on the
+    // state every idle connection keeps while it waits for requests (docs/performance.md).
+    let (mut send, mut reader) = Box::pin(open_control(core, conn, login_deadline)).await?;
 
     let (outbox, outbox_rx) = Outbox::with_lanes(
         core.connection.outbound_queue as usize,
@@ -231,6 +189,73 @@ async fn run<E: Engine>(
         }
         out.clear();
     };
+    Box::pin(end_session(core, conn, served, writer, ending, shutdown)).await;
+    Ok(())
+}
+
+/// Accepts the control stream and answers its Hello (docs/protocol.md §4.1).
+async fn open_control<E: Engine>(
+    core: &Core<E>,
+    conn: &quinn::Connection,
+    login_deadline: Instant,
+) -> Result<(quinn::SendStream, FrameReader), ConnError> {
+    let (mut send, recv) = tokio::select! {
+        stream = conn.accept_bi() => stream?,
+        () = sleep_until(login_deadline) => {
+            conn.close(close_code::LOGIN_TIMEOUT.into(), b"no control stream");
+            return Err(ConnError::Protocol("no control stream before the login deadline"));
+        }
+    };
+    let mut reader = FrameReader::new(recv, core.connection.max_frame_len as usize);
+
+    // docs/protocol.md §4.1: the first frame is Hello, answered by Welcome or an error.
+    let first = tokio::select! {
+        first = reader.next() => first?,
+        () = sleep_until(login_deadline) => None,
+    };
+    let hello = match first {
+        Some(Inbound::Frame(body)) => ClientMsg::decode(&body).ok(),
+        _ => None,
+    };
+    match hello {
+        Some(ClientMsg::Hello(hello)) if hello.version == PROTOCOL_VERSION => {
+            tracing::debug!(agent = %hello.agent, "hello");
+            let welcome = ServerMsg::Welcome(Welcome {
+                version: PROTOCOL_VERSION,
+                server: concat!("rtm-server/", env!("CARGO_PKG_VERSION")).into(),
+            });
+            send.write_all(&encode_frame(&welcome)).await?;
+        }
+        other => {
+            let reason = match other {
+                Some(ClientMsg::Hello(h)) => {
+                    format!(
+                        "protocol version {} is not supported; this server speaks {PROTOCOL_VERSION}",
+                        h.version
+                    )
+                }
+                _ => "the first frame must be a Hello".to_owned(),
+            };
+            let error = ServerMsg::Error(WireError::new(ErrorCode::InvalidParameter, reason));
+            let _ = send.write_all(&encode_frame(&error)).await;
+            let _ = send.finish();
+            let _ = timeout(CLOSE_GRACE, send.stopped()).await;
+            conn.close(close_code::PROTOCOL.into(), b"bad hello");
+            return Err(ConnError::Protocol("bad hello"));
+        }
+    }
+    Ok((send, reader))
+}
+
+/// Hands the session on (to a resume, or to a park task while it waits for one) or ends it.
+async fn end_session<E: Engine>(
+    core: &Arc<Core<E>>,
+    conn: &quinn::Connection,
+    served: Served<E>,
+    writer: Option<Writer>,
+    ending: Ending<E>,
+    shutdown: watch::Receiver<bool>,
+) {
     let Served {
         mut session,
         outbox_rx,
@@ -257,7 +282,6 @@ async fn run<E: Engine>(
             }
         }
     }
-    Ok(())
 }
 
 /// How the request loop ended.
@@ -324,7 +348,8 @@ async fn handle<E: Engine>(
             id,
             request: Request::Resume(resume),
         }) => {
-            let result = resume_here(served, core, &resume).await;
+            // Rare, and its future is the largest here: boxed (see `run`).
+            let result = Box::pin(resume_here(served, core, &resume)).await;
             encode_frame_into(&ServerMsg::Response { id, result }, out);
         }
         Ok(ClientMsg::Request { id, request }) => {
@@ -434,7 +459,18 @@ async fn write_events(
             _ = &mut stop => return Some(rx),
         }
     };
-    // Deliver what is queued (unless the queue is the problem), then say why, then close.
+    // Once per connection: boxed, like the ends of `run`.
+    Box::pin(close_with(conn, rx, lanes, reason)).await;
+    None
+}
+
+/// Delivers what is queued (unless the queue is the problem), then says why, then closes.
+async fn close_with(
+    conn: quinn::Connection,
+    mut rx: OutboxRx,
+    mut lanes: Lanes,
+    reason: CloseReason,
+) {
     let mut frames = if reason == CloseReason::SlowConsumer {
         Vec::new()
     } else {
@@ -451,7 +487,6 @@ async fn write_events(
     })
     .await;
     conn.close(reason.close_code().into(), reason.to_string().as_bytes());
-    None
 }
 
 /// A connection's delivery streams, opened on first use, each starting with its `Lane` frame.
