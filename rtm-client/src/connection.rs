@@ -459,6 +459,7 @@ async fn read_events(recv: quinn::RecvStream, listeners: Listeners, shared: Arc<
     while let Ok(Some(body)) = reader.next().await {
         match ServerMsg::decode(&body) {
             Ok(ServerMsg::Event(Event::Message(m))) => listeners.emit(RtmEvent::Message(m)),
+            Ok(ServerMsg::Event(Event::Topic(t))) => listeners.emit(RtmEvent::Topic(t)),
             Ok(ServerMsg::Event(Event::TokenPrivilegeWillExpire { channel_name })) => {
                 listeners.emit(RtmEvent::TokenPrivilegeWillExpire { channel_name });
             }

@@ -4,15 +4,18 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 
-pub use rtm_proto::MessageEvent;
+pub use rtm_proto::{MessageEvent, TopicEvent};
 use tokio::sync::mpsc;
 
 /// An event, the reference's event listener types in one enum.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum RtmEvent {
-    /// A message in a subscribed channel, or sent to this user (`message`).
+    /// A message in a subscribed channel or topic, or sent to this user (`message`).
     Message(MessageEvent),
+    /// Publishers joined or left topics of a joined stream channel, or (`SNAPSHOT`) the
+    /// channel's topics when this client joined it (`topic`).
+    Topic(TopicEvent),
     /// The connection's state changed (`linkState`).
     LinkState(LinkStateEvent),
     /// A token expires soon (`tokenPrivilegeWillExpire`): call

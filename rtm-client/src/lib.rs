@@ -32,8 +32,10 @@
 //! - `session`: the supervisor that reconnects after a lost connection and resumes the session
 //!   (or logs in again and re-subscribes), reporting each step as a [`LinkStateEvent`].
 //!
-//! What this crate does not do yet: stream channels, presence, storage and locks. Those arrive
-//! with their issues.
+//! - [`stream`]: [`StreamChannel`], its topics and their options.
+//!
+//! What this crate does not do yet: presence, storage and locks. Those arrive with their
+//! issues.
 #![warn(missing_docs)]
 
 pub mod config;
@@ -42,6 +44,7 @@ pub mod event;
 mod link;
 pub mod raw;
 mod session;
+pub mod stream;
 mod transport;
 
 use std::future::Future;
@@ -60,6 +63,11 @@ pub use crate::event::{
 };
 use crate::link::LinkTracker;
 use crate::session::SessionCache;
+pub use crate::stream::{
+    FailedDetail, JoinOptions, JoinResponse, JoinTopicOptions, LeaveResponse, PublisherInfo,
+    StreamChannel, SubscribeTopicResponse, TopicEvent, TopicEventType, TopicInfo,
+    TopicMessageOptions, TopicPriority, TopicQos, TopicResponse, TopicSubscribeOptions,
+};
 pub use crate::transport::Transport;
 
 /// The answer to [`RtmClient::login`].
@@ -210,6 +218,14 @@ impl Inner {
         )
     }
 
+    /// The joined stream channels.
+    pub(crate) fn cached_streams(
+        &self,
+        epoch: u64,
+    ) -> Option<std::collections::BTreeMap<String, stream::StreamCache>> {
+        Some(Self::session_of(&mut self.lock(), epoch)?.streams.clone())
+    }
+
     /// Makes `connection` the live one; returns the subscribed channels.
     pub(crate) fn install(&self, epoch: u64, connection: Connection) -> Option<Vec<String>> {
         let mut state = self.lock();
@@ -230,6 +246,7 @@ impl Inner {
         let session = Self::session_of(&mut state, epoch)?;
         for channel in unrestored {
             session.subscriptions.remove(channel);
+            session.streams.remove(channel);
         }
         let channels = session.channels();
         state.connection = Some(connection);
@@ -424,23 +441,33 @@ impl RtmClient {
     }
 
     /// Replaces the login token with a fresh one, extending the session (the reference's
-    /// `renewToken`). Renewing a stream channel's token (`options.channel_name`) comes with
-    /// stream channels; until then it is refused with [`ErrorCode::InvalidParameter`].
+    /// `renewToken`); with `options.channel_name`, replaces the RTC token of that joined stream
+    /// channel instead.
     pub async fn renew_token(
         &self,
         token: &str,
         options: RenewTokenOptions,
     ) -> Result<RenewTokenResponse, RtmError> {
-        if options
-            .channel_name
-            .as_deref()
-            .is_some_and(|c| !c.is_empty())
-        {
-            return Err(RtmError::new(
-                ErrorCode::InvalidParameter,
-                "renewToken",
-                "stream channel tokens are not supported yet",
-            ));
+        if let Some(channel) = options.channel_name.filter(|c| !c.is_empty()) {
+            let request = Request::RenewChannelToken {
+                channel: channel.clone(),
+                token: token.to_owned(),
+            };
+            return match self.request("renewToken", request).await? {
+                Response::RenewToken { timestamp } => {
+                    if let Some(session) = self.inner.lock().session.as_mut()
+                        && let Some(options) = session
+                            .streams
+                            .get_mut(&channel)
+                            .and_then(|s| s.options.as_mut())
+                    {
+                        // A later automatic join uses the fresh token.
+                        options.token = Some(token.to_owned());
+                    }
+                    Ok(RenewTokenResponse { timestamp })
+                }
+                other => Err(unexpected("renewToken", &other)),
+            };
         }
         let request = Request::RenewToken {
             token: token.to_owned(),

@@ -23,6 +23,7 @@ use crate::Inner;
 use crate::connection::{Command, Connection, OpenError, Opened, Outcome, ReceivedCounter};
 use crate::event::{LinkOperation, LinkState, LinkStateReason};
 use crate::link::LinkChange;
+use crate::stream::StreamCache;
 
 /// First delay before a reconnect attempt; it doubles after each failure.
 const FIRST_RETRY: Duration = Duration::from_secs(2);
@@ -38,13 +39,18 @@ pub(crate) struct SessionCache {
     pub(crate) token: String,
     /// The subscribed message channels and their options.
     pub(crate) subscriptions: BTreeMap<String, SubscribeOptions>,
+    /// The joined stream channels, their topics and topic subscriptions.
+    pub(crate) streams: BTreeMap<String, StreamCache>,
     /// Dropping it stops the supervisor.
     _stop: oneshot::Sender<()>,
 }
 
 impl SessionCache {
+    /// The message channels subscribed and the stream channels joined.
     pub(crate) fn channels(&self) -> Vec<String> {
-        self.subscriptions.keys().cloned().collect()
+        let mut channels: Vec<String> = self.subscriptions.keys().cloned().collect();
+        channels.extend(self.streams.keys().cloned());
+        channels
     }
 }
 
@@ -75,6 +81,7 @@ pub(crate) fn start(
     SessionCache {
         token,
         subscriptions: BTreeMap::new(),
+        streams: BTreeMap::new(),
         _stop: stop_tx,
     }
 }
@@ -284,17 +291,32 @@ async fn relogin(client: &Inner, epoch: u64) -> Attempt {
         received,
         ..
     } = opened;
-    // Subscribe again, all at once, before the connection is handed to the application.
-    let Some(subscriptions) = client.cached_subscriptions(epoch) else {
+    // Subscribe and join again, all at once, before the connection is handed to the
+    // application.
+    let (Some(subscriptions), Some(streams)) = (
+        client.cached_subscriptions(epoch),
+        client.cached_streams(epoch),
+    ) else {
         return Attempt::Abandoned;
     };
-    let mut answers = Vec::with_capacity(subscriptions.len());
-    for (channel, options) in &subscriptions {
+    let requests = subscriptions
+        .iter()
+        .map(|(channel, options)| {
+            let request = Request::Subscribe {
+                channel: channel.clone(),
+                options: *options,
+            };
+            (channel.clone(), request)
+        })
+        .chain(streams.iter().flat_map(|(channel, cache)| {
+            cache
+                .restore_requests(channel)
+                .into_iter()
+                .map(|request| (channel.clone(), request))
+        }));
+    let mut answers = Vec::with_capacity(subscriptions.len() + streams.len());
+    for (channel, request) in requests {
         let (reply, answer) = oneshot::channel();
-        let request = Request::Subscribe {
-            channel: channel.clone(),
-            options: *options,
-        };
         if connection
             .commands
             .send(Command { request, reply })
@@ -302,7 +324,7 @@ async fn relogin(client: &Inner, epoch: u64) -> Attempt {
         {
             return Attempt::Unreachable("the connection closed while re-subscribing".into());
         }
-        answers.push((channel.clone(), answer));
+        answers.push((channel, answer));
     }
     let mut unrestored = Vec::new();
     for (channel, answer) in answers {
@@ -315,7 +337,9 @@ async fn relogin(client: &Inner, epoch: u64) -> Attempt {
                     e.reason,
                     e.code
                 );
-                unrestored.push(channel);
+                if !unrestored.contains(&channel) {
+                    unrestored.push(channel);
+                }
             }
             _ => return Attempt::Unreachable("no answer while re-subscribing".into()),
         }

@@ -15,6 +15,7 @@
 //! - [`frame`]: length-prefixed framing, with the size cap checked before any allocation.
 //! - [`message`]: [`ClientMsg`] and [`ServerMsg`], the requests, responses and events.
 //! - [`error`]: [`ErrorCode`], [`RtmError`] and the codec's own errors.
+//! - [`stream`]: stream channels and topics.
 //! - [`validate`]: the reference's length and character-set rules.
 //! - [`limits`]: the reference's default limits.
 #![warn(missing_docs)]
@@ -23,6 +24,7 @@ pub mod error;
 pub mod frame;
 pub mod limits;
 pub mod message;
+pub mod stream;
 pub mod validate;
 
 pub use error::{DecodeError, ErrorCode, RtmError};
@@ -31,6 +33,10 @@ pub use message::{
     ChannelType, ClientMsg, CloseReason, Event, Hello, LoginLimits, LoginRequest, MessageEvent,
     Payload, PublishRequest, Request, RequestId, Response, ResumeRequest, ServerMsg, SessionTicket,
     SubscribeOptions, Welcome, WireError,
+};
+pub use stream::{
+    FailedUser, JoinOptions, JoinTopicOptions, PublishTopicRequest, PublisherInfo,
+    SubscribeTopicCode, TopicEvent, TopicEventType, TopicInfo, TopicPriority, TopicQos,
 };
 
 /// The ALPN protocol name that clients and servers negotiate. The major version lives here: a

@@ -18,3 +18,21 @@ pub const PUBLISH_RATE: u32 = 60;
 pub const MAX_FRAME_LEN: usize = MAX_MESSAGE_SIZE + 4 * 1024;
 /// Most delivery streams ("lanes") a server opens per connection (`docs/protocol.md` §1.2).
 pub const MAX_LANES: usize = 16;
+/// Most stream channels one client may have joined at once.
+pub const MAX_STREAM_CHANNELS: usize = 100;
+/// Most users in one stream channel.
+pub const MAX_STREAM_CHANNEL_USERS: usize = 1000;
+/// Most topics one client may have joined (as a publisher) in one stream channel.
+pub const MAX_JOINED_TOPICS: usize = 8;
+/// Most topics one client may subscribe to in one stream channel.
+pub const MAX_SUBSCRIBED_TOPICS: usize = 50;
+/// Most publishers one client may subscribe to in one topic.
+pub const MAX_TOPIC_SUBSCRIBED_USERS: usize = 64;
+/// Longest topic name, in ASCII characters.
+pub const MAX_TOPIC_NAME_LEN: usize = 16;
+/// Largest topic message payload, in bytes (1 KB).
+pub const MAX_TOPIC_MESSAGE_SIZE: usize = 1024;
+/// Largest topic `meta`, in bytes.
+pub const MAX_TOPIC_META_LEN: usize = 256;
+/// Topic messages one client may publish per second in one topic.
+pub const TOPIC_PUBLISH_RATE: u32 = 200;

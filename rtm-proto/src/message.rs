@@ -17,6 +17,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{DecodeError, ErrorCode};
+use crate::stream::{FailedUser, JoinOptions, JoinTopicOptions, PublishTopicRequest, TopicEvent};
 
 /// Identifies a request on a connection; the response carries the same id. Chosen by the
 /// client; the server does not require them to be unique or increasing.
@@ -121,6 +122,62 @@ pub enum Request {
     /// Take over a session that a lost connection left on the server, instead of logging in
     /// (`docs/protocol.md` §5.6).
     Resume(ResumeRequest),
+    /// Join a stream channel (`docs/protocol.md` §5.7).
+    Join {
+        /// The stream channel.
+        channel: String,
+        /// The token and what to receive.
+        options: JoinOptions,
+    },
+    /// Leave a stream channel, with all of this user's topics and topic subscriptions in it.
+    Leave {
+        /// The stream channel.
+        channel: String,
+    },
+    /// Join a topic of a joined stream channel as a publisher.
+    JoinTopic {
+        /// The stream channel.
+        channel: String,
+        /// The topic.
+        topic: String,
+        /// Meta, QoS and priority.
+        options: JoinTopicOptions,
+    },
+    /// Stop publishing in a topic.
+    LeaveTopic {
+        /// The stream channel.
+        channel: String,
+        /// The topic.
+        topic: String,
+    },
+    /// Publish a message in a joined topic.
+    PublishTopic(PublishTopicRequest),
+    /// Subscribe to publishers of a topic (incremental).
+    SubscribeTopic {
+        /// The stream channel.
+        channel: String,
+        /// The topic.
+        topic: String,
+        /// The publishers to add; empty for "up to 64 of the topic's publishers, including
+        /// later ones".
+        users: Vec<String>,
+    },
+    /// Unsubscribe from publishers of a topic, or (with no users) from the topic.
+    UnsubscribeTopic {
+        /// The stream channel.
+        channel: String,
+        /// The topic.
+        topic: String,
+        /// The publishers to drop; empty for all of them.
+        users: Vec<String>,
+    },
+    /// Replace the token of a joined stream channel with a fresh one.
+    RenewChannelToken {
+        /// The stream channel.
+        channel: String,
+        /// The new RTC token.
+        token: String,
+    },
 }
 
 impl Request {
@@ -136,6 +193,14 @@ impl Request {
             Self::RenewToken { .. } => "renewToken",
             Self::Heartbeat { .. } => "heartbeat",
             Self::Resume(_) => "resume",
+            Self::Join { .. } => "join",
+            Self::Leave { .. } => "leave",
+            Self::JoinTopic { .. } => "joinTopic",
+            Self::LeaveTopic { .. } => "leaveTopic",
+            Self::PublishTopic(_) => "publishTopicMessage",
+            Self::SubscribeTopic { .. } => "subscribeTopic",
+            Self::UnsubscribeTopic { .. } => "unsubscribeTopic",
+            Self::RenewChannelToken { .. } => "renewToken",
         }
     }
 }
@@ -509,6 +574,69 @@ pub enum Response {
         /// number were lost (the server no longer held them).
         next_frame: Vec<u64>,
     },
+    /// Joined a stream channel.
+    Join {
+        /// The stream channel.
+        channel: String,
+        /// Server time.
+        timestamp: u64,
+    },
+    /// Left a stream channel.
+    Leave {
+        /// The stream channel.
+        channel: String,
+        /// Server time.
+        timestamp: u64,
+    },
+    /// Joined a topic.
+    JoinTopic {
+        /// The stream channel.
+        channel: String,
+        /// The topic.
+        topic: String,
+        /// Server time.
+        timestamp: u64,
+    },
+    /// Left a topic.
+    LeaveTopic {
+        /// The stream channel.
+        channel: String,
+        /// The topic.
+        topic: String,
+        /// Server time.
+        timestamp: u64,
+    },
+    /// Published in a topic: the message has been handed to every subscriber's queue.
+    PublishTopic {
+        /// The stream channel.
+        channel: String,
+        /// The topic.
+        topic: String,
+        /// Server time, the same as the message event's.
+        timestamp: u64,
+    },
+    /// The outcome of a topic subscription, per user.
+    SubscribeTopic {
+        /// The stream channel.
+        channel: String,
+        /// The topic.
+        topic: String,
+        /// Users now subscribed by this call (or already subscribed).
+        succeed_users: Vec<String>,
+        /// Users that could not be subscribed, with the reason for each.
+        failed_users: Vec<FailedUser>,
+        /// Server time.
+        timestamp: u64,
+    },
+    /// Unsubscribed from (publishers of) a topic.
+    UnsubscribeTopic {
+        /// The stream channel.
+        channel: String,
+        /// The topic.
+        topic: String,
+        /// Server time.
+        timestamp: u64,
+    },
 }
 
 /// The limits of the app, told to the client at login.
@@ -539,6 +667,8 @@ pub enum Event {
         /// Empty for the login token; the stream channel's name for its token.
         channel_name: String,
     },
+    /// Publishers joined or left topics of a joined stream channel.
+    Topic(TopicEvent),
 }
 
 /// A message event, with the reference's fields.

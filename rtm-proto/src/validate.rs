@@ -5,7 +5,10 @@
 //! 32 printable ASCII characters.
 
 use crate::error::ErrorCode;
-use crate::limits::{MAX_CHANNEL_NAME_LEN, MAX_CUSTOM_TYPE_LEN, MAX_USER_ID_LEN};
+use crate::limits::{
+    MAX_CHANNEL_NAME_LEN, MAX_CUSTOM_TYPE_LEN, MAX_TOPIC_META_LEN, MAX_TOPIC_NAME_LEN,
+    MAX_USER_ID_LEN,
+};
 
 /// A name that broke a rule, with the code the reference gives that failure.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -70,6 +73,30 @@ pub fn channel_name(name: &str) -> Result<(), InvalidName> {
     )
 }
 
+/// Checks a topic name: 1 to 16 characters from the channel-name set.
+pub fn topic_name(name: &str) -> Result<(), InvalidName> {
+    check_name(
+        "topic name",
+        name,
+        MAX_TOPIC_NAME_LEN,
+        ErrorCode::ChannelInvalidTopicName,
+    )
+}
+
+/// Checks a topic join's `meta`: at most 256 bytes.
+pub fn topic_meta(meta: &str) -> Result<(), InvalidName> {
+    if meta.len() > MAX_TOPIC_META_LEN {
+        return Err(InvalidName {
+            code: ErrorCode::ChannelInvalidTopicMeta,
+            what: format!(
+                "topic meta is {} bytes long, the limit is {MAX_TOPIC_META_LEN}",
+                meta.len()
+            ),
+        });
+    }
+    Ok(())
+}
+
 /// Checks a custom type (empty means none).
 pub fn custom_type(t: &str) -> Result<(), InvalidName> {
     if t.len() > MAX_CUSTOM_TYPE_LEN {
@@ -130,6 +157,23 @@ mod tests {
         assert!(user_id(&"x".repeat(65), true).is_err());
         assert!(user_id("123456", false).is_ok());
         assert!(user_id("12a", false).is_err());
+    }
+
+    #[test]
+    fn topic_names_and_meta() {
+        assert!(topic_name("gesture").is_ok());
+        assert!(topic_name(&"t".repeat(16)).is_ok());
+        for bad in [String::new(), "t".repeat(17), "a/b".into()] {
+            assert_eq!(
+                topic_name(&bad).unwrap_err().code,
+                ErrorCode::ChannelInvalidTopicName
+            );
+        }
+        assert!(topic_meta(&"m".repeat(256)).is_ok());
+        assert_eq!(
+            topic_meta(&"m".repeat(257)).unwrap_err().code,
+            ErrorCode::ChannelInvalidTopicMeta
+        );
     }
 
     #[test]

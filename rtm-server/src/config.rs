@@ -73,6 +73,11 @@ pub struct Limits {
     pub max_subscriptions: u32,
     /// Messages one client may publish per second (reference: 60; error -11025).
     pub publish_rate: u32,
+    /// Topic messages one client may publish per second in one topic (reference: 200; error
+    /// -11025).
+    pub topic_publish_rate: u32,
+    /// Most users in one stream channel (reference: 1000; error -11007).
+    pub stream_channel_users: u32,
 }
 
 impl Default for Limits {
@@ -81,6 +86,8 @@ impl Default for Limits {
             max_message_size: limits::MAX_MESSAGE_SIZE as u32,
             max_subscriptions: limits::MAX_SUBSCRIPTIONS as u32,
             publish_rate: limits::PUBLISH_RATE,
+            topic_publish_rate: limits::TOPIC_PUBLISH_RATE,
+            stream_channel_users: limits::MAX_STREAM_CHANNEL_USERS as u32,
         }
     }
 }
@@ -95,6 +102,10 @@ pub struct LimitOverrides {
     pub max_subscriptions: Option<u32>,
     /// See [`Limits::publish_rate`].
     pub publish_rate: Option<u32>,
+    /// See [`Limits::topic_publish_rate`].
+    pub topic_publish_rate: Option<u32>,
+    /// See [`Limits::stream_channel_users`].
+    pub stream_channel_users: Option<u32>,
 }
 
 impl LimitOverrides {
@@ -103,6 +114,10 @@ impl LimitOverrides {
             max_message_size: self.max_message_size.unwrap_or(base.max_message_size),
             max_subscriptions: self.max_subscriptions.unwrap_or(base.max_subscriptions),
             publish_rate: self.publish_rate.unwrap_or(base.publish_rate),
+            topic_publish_rate: self.topic_publish_rate.unwrap_or(base.topic_publish_rate),
+            stream_channel_users: self
+                .stream_channel_users
+                .unwrap_or(base.stream_channel_users),
         }
     }
 }
@@ -262,7 +277,12 @@ impl ServerConfig {
 }
 
 fn check_limits(what: &str, l: Limits, config: &ServerConfig) -> Result<(), ConfigError> {
-    if l.max_message_size == 0 || l.max_subscriptions == 0 || l.publish_rate == 0 {
+    if l.max_message_size == 0
+        || l.max_subscriptions == 0
+        || l.publish_rate == 0
+        || l.topic_publish_rate == 0
+        || l.stream_channel_users == 0
+    {
         return Err(ConfigError::Invalid(format!(
             "{what}: limits must be above 0"
         )));

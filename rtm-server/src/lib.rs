@@ -37,6 +37,7 @@ mod resume;
 mod session;
 mod tls;
 pub mod token;
+mod topics;
 mod transport;
 
 use std::net::SocketAddr;

@@ -16,8 +16,9 @@ use std::time::Duration;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use rtm_proto::message::LoginRequest;
 use rtm_proto::{
-    ErrorCode, LoginLimits, PublishRequest, Request, Response, SubscribeOptions, WireError,
-    validate,
+    ErrorCode, FailedUser, JoinOptions, JoinTopicOptions, LoginLimits, PublishRequest,
+    PublishTopicRequest, Request, Response, SubscribeOptions, SubscribeTopicCode, WireError,
+    limits, validate,
 };
 
 use crate::config::AppPolicy;
@@ -49,6 +50,16 @@ struct LoggedIn<E> {
     token_ends_ms: Option<u64>,
     /// Whether the client was warned about `token_ends_ms`.
     token_warned: bool,
+    /// The stream channels joined.
+    streams: HashMap<String, Joined>,
+}
+
+/// A joined stream channel.
+struct Joined {
+    /// When the channel's token ends (Unix ms), for apps with an App Certificate.
+    token_ends_ms: Option<u64>,
+    /// The topics joined as a publisher, each with its publish rate limiter.
+    topics: HashMap<String, DefaultDirectRateLimiter>,
 }
 
 /// What the session's token clock asks of the connection, and when.
@@ -76,6 +87,38 @@ fn check_token(
         .and_then(|t| t.verify_login(app_id, certificate, user_id, now))
         .map_err(|e| err(e.code, e.reason))?;
     Ok(Some(ends.saturating_mul(1000)))
+}
+
+/// Checks an RTC `token` for `user_id` joining `channel` of `app_id` (`None` for an app
+/// without a certificate).
+fn check_join_token(
+    policy: &AppPolicy,
+    app_id: &str,
+    channel: &str,
+    user_id: &str,
+    token: &str,
+) -> Result<Option<u64>, WireError> {
+    let Some(certificate) = &policy.certificate else {
+        return Ok(None);
+    };
+    let now = now_ms() / 1000;
+    let ends = AccessToken::parse(token)
+        .and_then(|t| t.verify_join(app_id, certificate, channel, user_id, now))
+        .map_err(|e| err(e.code, e.reason))?;
+    Ok(Some(ends.saturating_mul(1000)))
+}
+
+fn rate_limiter(per_second: u32) -> DefaultDirectRateLimiter {
+    RateLimiter::direct(Quota::per_second(
+        NonZeroU32::new(per_second).unwrap_or(NonZeroU32::MIN),
+    ))
+}
+
+fn not_joined() -> WireError {
+    err(
+        ErrorCode::ChannelNotJoined,
+        "not joined to this stream channel",
+    )
 }
 
 fn logged_in<E>(state: &mut Option<LoggedIn<E>>) -> Result<&mut LoggedIn<E>, WireError> {
@@ -167,6 +210,28 @@ impl<E: Engine> Session<E> {
                     timestamp: now_ms(),
                 })
             }
+            Request::Join { channel, options } => self.join(channel, options).await,
+            Request::Leave { channel } => self.leave(channel).await,
+            Request::JoinTopic {
+                channel,
+                topic,
+                options,
+            } => self.join_topic(channel, topic, options).await,
+            Request::LeaveTopic { channel, topic } => self.leave_topic(channel, topic).await,
+            Request::PublishTopic(publish) => self.publish_topic(publish).await,
+            Request::SubscribeTopic {
+                channel,
+                topic,
+                users,
+            } => self.subscribe_topic(channel, topic, users).await,
+            Request::UnsubscribeTopic {
+                channel,
+                topic,
+                users,
+            } => self.unsubscribe_topic(channel, topic, users).await,
+            Request::RenewChannelToken { channel, token } => {
+                self.renew_channel_token(&channel, &token)
+            }
             // Served by the connection, which owns the outbox a resume replaces.
             Request::Resume(_) => Err(err(
                 ErrorCode::DuplicateOperation,
@@ -236,7 +301,6 @@ impl<E: Engine> Session<E> {
             .await
             .map_err(|e| err(ErrorCode::LoginRejected, e.to_string()))?;
         self.core.metrics.sessions.fetch_add(1, Ordering::Relaxed);
-        let rate = NonZeroU32::new(policy.limits.publish_rate).unwrap_or(NonZeroU32::MIN);
         let limits = policy.login_limits(self.core.connection.max_frame_len);
         let (ticket, claims) = self
             .core
@@ -255,11 +319,12 @@ impl<E: Engine> Session<E> {
             limits,
             // The reference's ranges (`reference/extended-api.md` §6.4).
             presence_timeout: Duration::from_secs(login.presence_timeout.clamp(5, 300).into()),
+            publish_limiter: rate_limiter(policy.limits.publish_rate),
             policy,
             subscriptions: HashMap::new(),
-            publish_limiter: RateLimiter::direct(Quota::per_second(rate)),
             token_ends_ms,
             token_warned: false,
+            streams: HashMap::new(),
         });
         Ok(Response::Login {
             timestamp: now_ms(),
@@ -330,11 +395,278 @@ impl<E: Engine> Session<E> {
         Ok(Response::Publish { channel, timestamp })
     }
 
-    /// Ends the login, if any: drops every subscription and unregisters the session.
+    async fn join(&mut self, channel: String, options: JoinOptions) -> Result<Response, WireError> {
+        let state = logged_in(&mut self.state)?;
+        validate::channel_name(&channel).map_err(invalid)?;
+        if state.streams.contains_key(&channel) {
+            return Err(err(
+                ErrorCode::DuplicateOperation,
+                "already joined to this stream channel",
+            ));
+        }
+        if state.streams.len() >= limits::MAX_STREAM_CHANNELS {
+            return Err(err(
+                ErrorCode::ChannelInstanceExceedLimitation,
+                format!(
+                    "already joined to {} stream channels, the limit",
+                    limits::MAX_STREAM_CHANNELS
+                ),
+            ));
+        }
+        // docs/protocol.md §5.7.1: an app with an App Certificate needs an RTC token for this
+        // channel and user.
+        let token_ends_ms = check_join_token(
+            &state.policy,
+            state.handle.app_id(),
+            &channel,
+            state.handle.user_id(),
+            &options.token,
+        )?;
+        let max_users = state.policy.limits.stream_channel_users as usize;
+        let timestamp = self
+            .core
+            .join_stream(&state.handle, &channel, max_users)
+            .await?;
+        state.streams.insert(
+            channel.clone(),
+            Joined {
+                token_ends_ms,
+                topics: HashMap::new(),
+            },
+        );
+        Ok(Response::Join { channel, timestamp })
+    }
+
+    async fn leave(&mut self, channel: String) -> Result<Response, WireError> {
+        let state = logged_in(&mut self.state)?;
+        validate::channel_name(&channel).map_err(invalid)?;
+        if state.streams.remove(&channel).is_none() {
+            return Err(not_joined());
+        }
+        let timestamp = self.core.leave_stream(&state.handle, &channel).await?;
+        Ok(Response::Leave { channel, timestamp })
+    }
+
+    async fn join_topic(
+        &mut self,
+        channel: String,
+        topic: String,
+        options: JoinTopicOptions,
+    ) -> Result<Response, WireError> {
+        let state = logged_in(&mut self.state)?;
+        validate::channel_name(&channel).map_err(invalid)?;
+        validate::topic_name(&topic).map_err(invalid)?;
+        validate::topic_meta(&options.meta).map_err(invalid)?;
+        let joined = state.streams.get_mut(&channel).ok_or_else(not_joined)?;
+        if !joined.topics.contains_key(&topic) && joined.topics.len() >= limits::MAX_JOINED_TOPICS {
+            return Err(err(
+                ErrorCode::ChannelExceedTopicLimitation,
+                format!(
+                    "already joined to {} topics in this channel, the limit",
+                    limits::MAX_JOINED_TOPICS
+                ),
+            ));
+        }
+        let timestamp = self
+            .core
+            .join_topic(&state.handle, &channel, &topic, &options.meta)
+            .await?;
+        let rate = state.policy.limits.topic_publish_rate;
+        joined
+            .topics
+            .entry(topic.clone())
+            .or_insert_with(|| rate_limiter(rate));
+        Ok(Response::JoinTopic {
+            channel,
+            topic,
+            timestamp,
+        })
+    }
+
+    async fn leave_topic(&mut self, channel: String, topic: String) -> Result<Response, WireError> {
+        let state = logged_in(&mut self.state)?;
+        validate::channel_name(&channel).map_err(invalid)?;
+        validate::topic_name(&topic).map_err(invalid)?;
+        let joined = state.streams.get_mut(&channel).ok_or_else(not_joined)?;
+        if joined.topics.remove(&topic).is_none() {
+            return Err(err(
+                ErrorCode::ChannelTopicNotJoined,
+                "not joined to this topic",
+            ));
+        }
+        let timestamp = self
+            .core
+            .leave_topic(&state.handle, &channel, &topic)
+            .await?;
+        Ok(Response::LeaveTopic {
+            channel,
+            topic,
+            timestamp,
+        })
+    }
+
+    async fn publish_topic(&mut self, publish: PublishTopicRequest) -> Result<Response, WireError> {
+        let state = logged_in(&mut self.state)?;
+        validate::channel_name(&publish.channel).map_err(invalid)?;
+        validate::topic_name(&publish.topic).map_err(invalid)?;
+        validate::custom_type(&publish.custom_type).map_err(invalid)?;
+        let max = limits::MAX_TOPIC_MESSAGE_SIZE;
+        if publish.message.len() > max {
+            return Err(err(
+                ErrorCode::ChannelMessageLengthExceedLimitation,
+                format!(
+                    "topic message is {} bytes, the limit is {max}",
+                    publish.message.len()
+                ),
+            ));
+        }
+        let joined = state
+            .streams
+            .get_mut(&publish.channel)
+            .ok_or_else(not_joined)?;
+        let limiter = joined.topics.get(&publish.topic).ok_or_else(|| {
+            err(
+                ErrorCode::ChannelTopicNotJoined,
+                "join the topic before publishing in it",
+            )
+        })?;
+        if limiter.check().is_err() {
+            self.core
+                .metrics
+                .rate_limited
+                .fetch_add(1, Ordering::Relaxed);
+            return Err(err(
+                ErrorCode::ChannelPublishMessageTooFrequent,
+                format!(
+                    "publishing faster than {} messages per second in this topic",
+                    state.policy.limits.topic_publish_rate
+                ),
+            ));
+        }
+        let (channel, topic) = (publish.channel.clone(), publish.topic.clone());
+        let timestamp = self.core.publish_topic(&state.handle, publish).await?;
+        Ok(Response::PublishTopic {
+            channel,
+            topic,
+            timestamp,
+        })
+    }
+
+    async fn subscribe_topic(
+        &mut self,
+        channel: String,
+        topic: String,
+        users: Vec<String>,
+    ) -> Result<Response, WireError> {
+        let state = logged_in(&mut self.state)?;
+        validate::channel_name(&channel).map_err(invalid)?;
+        validate::topic_name(&topic).map_err(invalid)?;
+        if !state.streams.contains_key(&channel) {
+            return Err(not_joined());
+        }
+        let max_users = limits::MAX_TOPIC_SUBSCRIBED_USERS;
+        if users.len() > max_users {
+            return Err(err(
+                ErrorCode::ChannelExceedTopicUserLimitation,
+                format!(
+                    "{} users asked for, a topic subscription takes at most {max_users}",
+                    users.len()
+                ),
+            ));
+        }
+        // Each user once; the ones that are not user ids fail on their own.
+        let mut valid: Vec<String> = Vec::with_capacity(users.len());
+        let mut failed_users = Vec::new();
+        for user in users.iter() {
+            if valid.contains(user) || failed_users.iter().any(|f: &FailedUser| &f.user == user) {
+                continue;
+            }
+            match validate::user_id(user, true) {
+                Ok(()) => valid.push(user.clone()),
+                Err(e) => failed_users.push(FailedUser {
+                    user: user.clone(),
+                    error_code: SubscribeTopicCode::InvalidRemoteUser.code(),
+                    reason: e.what,
+                }),
+            }
+        }
+        let mut succeed_users = Vec::new();
+        if users.is_empty() || !valid.is_empty() {
+            let asked = (!users.is_empty()).then_some(valid.as_slice());
+            let done = self
+                .core
+                .subscribe_topic(
+                    &state.handle,
+                    &channel,
+                    &topic,
+                    asked,
+                    limits::MAX_SUBSCRIBED_TOPICS,
+                    max_users,
+                )
+                .await?;
+            succeed_users = done.succeed;
+            failed_users.extend(done.failed.into_iter().map(|(user, code)| FailedUser {
+                user,
+                error_code: code.code(),
+                reason: format!("a topic subscription takes at most {max_users} publishers"),
+            }));
+        }
+        Ok(Response::SubscribeTopic {
+            channel,
+            topic,
+            succeed_users,
+            failed_users,
+            timestamp: now_ms(),
+        })
+    }
+
+    async fn unsubscribe_topic(
+        &mut self,
+        channel: String,
+        topic: String,
+        users: Vec<String>,
+    ) -> Result<Response, WireError> {
+        let state = logged_in(&mut self.state)?;
+        validate::channel_name(&channel).map_err(invalid)?;
+        validate::topic_name(&topic).map_err(invalid)?;
+        if !state.streams.contains_key(&channel) {
+            return Err(not_joined());
+        }
+        let users = (!users.is_empty()).then_some(users.as_slice());
+        let timestamp = self
+            .core
+            .unsubscribe_topic(&state.handle, &channel, &topic, users)
+            .await?;
+        Ok(Response::UnsubscribeTopic {
+            channel,
+            topic,
+            timestamp,
+        })
+    }
+
+    /// Replaces the token of a joined stream channel.
+    fn renew_channel_token(&mut self, channel: &str, token: &str) -> Result<Response, WireError> {
+        let state = logged_in(&mut self.state)?;
+        validate::channel_name(channel).map_err(invalid)?;
+        let app_id = state.handle.app_id();
+        let user_id = state.handle.user_id();
+        let ends = check_join_token(&state.policy, app_id, channel, user_id, token)?;
+        let joined = state.streams.get_mut(channel).ok_or_else(not_joined)?;
+        joined.token_ends_ms = ends;
+        Ok(Response::RenewToken {
+            timestamp: now_ms(),
+        })
+    }
+
+    /// Ends the login, if any: leaves every stream channel (the other members are told), drops
+    /// every subscription and unregisters the session.
     pub(crate) async fn end(&mut self) {
         let Some(state) = self.state.take() else {
             return;
         };
+        for channel in state.streams.keys() {
+            let _ = self.core.leave_stream(&state.handle, channel).await;
+        }
         self.core.sessions.remove(state.handle.id());
         self.core.engine.detach(&state.handle).await;
         self.core.metrics.sessions.fetch_sub(1, Ordering::Relaxed);

@@ -191,17 +191,7 @@ impl AccessToken {
         user_id: &str,
         now: u64,
     ) -> Result<u64, TokenError> {
-        if self.app_id != app_id {
-            return Err(TokenError {
-                code: ErrorCode::InconsistentAppid,
-                reason: "the token was issued for another App ID".into(),
-            });
-        }
-        if !self.signed_with(app_certificate) {
-            return Err(invalid(
-                "the token's signature does not match the App Certificate",
-            ));
-        }
+        self.check_issuer(app_id, app_certificate)?;
         let Some(login_expire) = self.services.iter().find_map(|s| match s {
             Service::Rtm {
                 user_id: u,
@@ -213,9 +203,61 @@ impl AccessToken {
                 "the token grants no RTM login to user {user_id:?}"
             )));
         };
+        self.ends(login_expire, now)
+    }
+
+    /// Checks this token for joining the stream channel `channel` of `app_id` as `user_id` at
+    /// Unix time `now` (an RTC token with the JoinChannel privilege for that channel and user,
+    /// or for any user), and returns when the privilege ends (Unix seconds).
+    pub fn verify_join(
+        &self,
+        app_id: &str,
+        app_certificate: &str,
+        channel: &str,
+        user_id: &str,
+        now: u64,
+    ) -> Result<u64, TokenError> {
+        self.check_issuer(app_id, app_certificate)?;
+        let Some(join_expire) = self.services.iter().find_map(|s| match s {
+            Service::Rtc {
+                channel_name,
+                uid,
+                privileges,
+            } if channel_name == channel && (uid == user_id || uid.is_empty()) => privileges
+                .iter()
+                .find(|(p, _)| *p == PRIVILEGE_JOIN_CHANNEL)
+                .map(|(_, expire)| *expire),
+            _ => None,
+        }) else {
+            return Err(invalid(format!(
+                "the token grants user {user_id:?} no join of stream channel {channel:?}"
+            )));
+        };
+        self.ends(join_expire, now)
+    }
+
+    /// Checks the App ID and the signature.
+    fn check_issuer(&self, app_id: &str, app_certificate: &str) -> Result<(), TokenError> {
+        if self.app_id != app_id {
+            return Err(TokenError {
+                code: ErrorCode::InconsistentAppid,
+                reason: "the token was issued for another App ID".into(),
+            });
+        }
+        if !self.signed_with(app_certificate) {
+            return Err(invalid(
+                "the token's signature does not match the App Certificate",
+            ));
+        }
+        Ok(())
+    }
+
+    /// When a privilege that lasts `privilege_expire` seconds after issue ends (Unix seconds),
+    /// or the expiry error if that is not after `now`.
+    fn ends(&self, privilege_expire: u32, now: u64) -> Result<u64, TokenError> {
         let ends = self
             .expires_at()
-            .min(u64::from(self.issue_ts) + u64::from(login_expire));
+            .min(u64::from(self.issue_ts) + u64::from(privilege_expire));
         if now >= ends {
             return Err(TokenError {
                 code: ErrorCode::TokenExpired,
@@ -409,6 +451,19 @@ mod tests {
         // An RTC token grants no RTM login.
         let err = t
             .verify_login(APP_ID, CERT, "Tony", u64::from(ISSUE))
+            .unwrap_err();
+        assert_eq!(err.code, ErrorCode::InvalidToken);
+        // It grants Tony a join of Location, and nothing else.
+        let now = u64::from(ISSUE) + 5;
+        assert!(t.verify_join(APP_ID, CERT, "Location", "Tony", now).is_ok());
+        for (channel, user) in [("Location", "Bo"), ("Other", "Tony")] {
+            let err = t.verify_join(APP_ID, CERT, channel, user, now).unwrap_err();
+            assert_eq!(err.code, ErrorCode::InvalidToken, "{channel} {user}");
+        }
+        // And an RTM login token grants no join.
+        let rtm = AccessToken::parse(TONY).unwrap();
+        let err = rtm
+            .verify_join(APP_ID, CERT, "Location", "Tony", now)
             .unwrap_err();
         assert_eq!(err.code, ErrorCode::InvalidToken);
     }

@@ -69,8 +69,9 @@ pub struct TestServer {
 }
 
 impl TestServer {
-    /// A server with the test kit's configuration: the reference's limits, except a publish
-    /// rate of 100 000 messages per second so that tests can send bursts.
+    /// A server with the test kit's configuration: the reference's limits, except publish
+    /// rates (channels and topics) of 100 000 messages per second so that tests can send
+    /// bursts.
     pub async fn start() -> Self {
         Self::start_with(Self::config()).await
     }
@@ -80,6 +81,7 @@ impl TestServer {
     pub fn config() -> ServerConfig {
         let mut config = ServerConfig::default();
         config.limits.publish_rate = 100_000;
+        config.limits.topic_publish_rate = 100_000;
         config
     }
 

@@ -17,7 +17,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use rtm_proto::{CloseReason, SubscribeOptions};
+use rtm_proto::{CloseReason, SubscribeOptions, SubscribeTopicCode, TopicInfo};
 
 use crate::outbox::{Outbox, Pushed};
 
@@ -104,6 +104,36 @@ pub enum EngineError {
     Unavailable(String),
 }
 
+/// Why the engine refused a stream-channel operation.
+#[derive(Debug, thiserror::Error)]
+pub enum StreamError {
+    /// The engine itself failed.
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    /// The stream channel already has its most users.
+    #[error("the stream channel already has {0} users, the limit")]
+    Full(usize),
+    /// The session is not a member of the stream channel.
+    #[error("not joined to this stream channel")]
+    NotJoined,
+    /// The session already subscribes to its most topics in this channel.
+    #[error("already subscribed to {0} topics in this channel, the limit")]
+    TooManyTopics(usize),
+    /// The session does not subscribe to this topic.
+    #[error("not subscribed to this topic")]
+    NotSubscribed,
+}
+
+/// What a topic subscription did, per user.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TopicSubscribed {
+    /// The publishers now subscribed that the call asked for (all of them, for a call without
+    /// users).
+    pub succeed: Vec<String>,
+    /// The users the call asked for that could not be taken.
+    pub failed: Vec<(String, SubscribeTopicCode)>,
+}
+
 /// Shared state and fan-out. See the module documentation.
 ///
 /// Methods are `async` so that an engine backed by a network store fits; the in-memory engine
@@ -153,6 +183,85 @@ pub trait Engine: Send + Sync + 'static {
         user_id: &str,
         frame: Bytes,
     ) -> impl Future<Output = Result<Option<Delivery>, EngineError>> + Send;
+
+    /// Makes the session a member of a stream channel that has fewer than `max_users` members,
+    /// and returns the channel's topics with their publishers (for the joining user's
+    /// snapshot). Joining again changes nothing.
+    fn join_stream(
+        &self,
+        session: &SessionHandle,
+        channel: &str,
+        max_users: usize,
+    ) -> impl Future<Output = Result<Vec<TopicInfo>, StreamError>> + Send;
+
+    /// Removes the session from a stream channel with its topics and topic subscriptions, and
+    /// returns the topics it had joined as a publisher (for the others' `REMOTE_LEAVE`).
+    fn leave_stream(
+        &self,
+        session: &SessionHandle,
+        channel: &str,
+    ) -> impl Future<Output = Result<Vec<String>, StreamError>> + Send;
+
+    /// Makes the session a publisher in a topic of a channel it has joined, with `meta` (a
+    /// second join replaces the meta).
+    fn join_topic(
+        &self,
+        session: &SessionHandle,
+        channel: &str,
+        topic: &str,
+        meta: &str,
+    ) -> impl Future<Output = Result<(), StreamError>> + Send;
+
+    /// Stops the session publishing in a topic; its subscribers keep their subscription to it.
+    fn leave_topic(
+        &self,
+        session: &SessionHandle,
+        channel: &str,
+        topic: &str,
+    ) -> impl Future<Output = Result<(), StreamError>> + Send;
+
+    /// Adds publishers to the session's subscription of a topic: `users` (valid user ids), or
+    /// with `None`, up to `max_users` of the topic's publishers, including ones that join
+    /// later. A session subscribes to at most `max_topics` topics per channel and `max_users`
+    /// publishers per topic; users beyond that fail with
+    /// [`SubscribeTopicCode::SubUserExceedLimitation`].
+    fn subscribe_topic(
+        &self,
+        session: &SessionHandle,
+        channel: &str,
+        topic: &str,
+        users: Option<&[String]>,
+        max_topics: usize,
+        max_users: usize,
+    ) -> impl Future<Output = Result<TopicSubscribed, StreamError>> + Send;
+
+    /// Removes publishers (`Some`) or the whole topic (`None`) from the session's subscription.
+    fn unsubscribe_topic(
+        &self,
+        session: &SessionHandle,
+        channel: &str,
+        topic: &str,
+        users: Option<&[String]>,
+    ) -> impl Future<Output = Result<(), StreamError>> + Send;
+
+    /// Delivers an encoded topic message of `publisher` (a session that joined the topic) to the
+    /// sessions subscribed to it in that topic.
+    fn publish_topic(
+        &self,
+        publisher: &SessionHandle,
+        channel: &str,
+        topic: &str,
+        frame: Bytes,
+    ) -> impl Future<Output = Result<Delivery, EngineError>> + Send;
+
+    /// Delivers an encoded event to every member of a stream channel but `except`.
+    fn broadcast_stream(
+        &self,
+        app_id: &str,
+        channel: &str,
+        except: SessionId,
+        frame: Bytes,
+    ) -> impl Future<Output = Result<Delivery, EngineError>> + Send;
 }
 
 /// Tallies one push into a [`Delivery`].

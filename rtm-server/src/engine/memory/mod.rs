@@ -6,13 +6,18 @@
 //! publish clones one `Arc` under the lock and pushes to the queues after releasing it. Many
 //! publishers therefore never wait on each other's fan-out.
 
+mod stream;
+
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use bytes::Bytes;
-use rtm_proto::{CloseReason, SubscribeOptions};
+use rtm_proto::{CloseReason, SubscribeOptions, TopicInfo};
 
-use super::{Delivery, Engine, EngineError, SessionHandle, SessionId, tally};
+use self::stream::StreamChannel;
+use super::{
+    Delivery, Engine, EngineError, SessionHandle, SessionId, StreamError, TopicSubscribed, tally,
+};
 
 /// The default, single-node engine.
 #[derive(Debug, Default)]
@@ -31,6 +36,9 @@ struct App {
     channels: HashMap<Box<str>, Arc<[Subscriber]>>,
     /// The channels of each session, so that detaching does not scan every channel.
     subscribed: HashMap<SessionId, HashSet<Box<str>>>,
+    streams: HashMap<Box<str>, StreamChannel>,
+    /// The stream channels of each session.
+    joined: HashMap<SessionId, HashSet<Box<str>>>,
 }
 
 impl App {
@@ -45,6 +53,27 @@ impl App {
         } else {
             *subs = rest.into();
         }
+    }
+}
+
+impl App {
+    /// Removes session `id` from a stream channel, dropping the channel when it empties.
+    fn leave_stream(&mut self, channel: &str, id: SessionId) -> Result<Vec<String>, StreamError> {
+        let stream = self
+            .streams
+            .get_mut(channel)
+            .ok_or(StreamError::NotJoined)?;
+        let left = stream.leave(id)?;
+        if stream.is_empty() {
+            self.streams.remove(channel);
+        }
+        if let Some(joined) = self.joined.get_mut(&id) {
+            joined.remove(channel);
+            if joined.is_empty() {
+                self.joined.remove(&id);
+            }
+        }
+        Ok(left)
     }
 }
 
@@ -112,7 +141,11 @@ impl Engine for MemoryEngine {
         for channel in app.subscribed.remove(&session.id()).unwrap_or_default() {
             app.remove_subscriber(&channel, session.id());
         }
-        if app.users.is_empty() && app.channels.is_empty() {
+        // The session normally left its stream channels first (telling the other members).
+        for channel in app.joined.get(&session.id()).cloned().unwrap_or_default() {
+            let _ = app.leave_stream(&channel, session.id());
+        }
+        if app.users.is_empty() && app.channels.is_empty() && app.streams.is_empty() {
             state.apps.remove(session.app_id());
         }
     }
@@ -195,6 +228,159 @@ impl Engine for MemoryEngine {
         let mut delivery = Delivery::default();
         tally(&mut delivery, session.push(frame));
         Ok(Some(delivery))
+    }
+
+    async fn join_stream(
+        &self,
+        session: &SessionHandle,
+        channel: &str,
+        max_users: usize,
+    ) -> Result<Vec<TopicInfo>, StreamError> {
+        let mut state = self.state();
+        let app = state.apps.entry(session.app_id().into()).or_default();
+        let snapshot = app
+            .streams
+            .entry(channel.into())
+            .or_default()
+            .join(session, max_users);
+        match snapshot {
+            Ok(snapshot) => {
+                app.joined
+                    .entry(session.id())
+                    .or_default()
+                    .insert(channel.into());
+                Ok(snapshot)
+            }
+            Err(e) => {
+                if app
+                    .streams
+                    .get(channel)
+                    .is_some_and(StreamChannel::is_empty)
+                {
+                    app.streams.remove(channel);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    async fn leave_stream(
+        &self,
+        session: &SessionHandle,
+        channel: &str,
+    ) -> Result<Vec<String>, StreamError> {
+        let mut state = self.state();
+        let app = state
+            .apps
+            .get_mut(session.app_id())
+            .ok_or(StreamError::NotJoined)?;
+        app.leave_stream(channel, session.id())
+    }
+
+    async fn join_topic(
+        &self,
+        session: &SessionHandle,
+        channel: &str,
+        topic: &str,
+        meta: &str,
+    ) -> Result<(), StreamError> {
+        self.with_stream(session, channel, |s| s.join_topic(session, topic, meta))
+    }
+
+    async fn leave_topic(
+        &self,
+        session: &SessionHandle,
+        channel: &str,
+        topic: &str,
+    ) -> Result<(), StreamError> {
+        self.with_stream(session, channel, |s| s.leave_topic(session.id(), topic))
+    }
+
+    async fn subscribe_topic(
+        &self,
+        session: &SessionHandle,
+        channel: &str,
+        topic: &str,
+        users: Option<&[String]>,
+        max_topics: usize,
+        max_users: usize,
+    ) -> Result<TopicSubscribed, StreamError> {
+        self.with_stream(session, channel, |s| {
+            s.subscribe_topic(session, topic, users, max_topics, max_users)
+        })
+    }
+
+    async fn unsubscribe_topic(
+        &self,
+        session: &SessionHandle,
+        channel: &str,
+        topic: &str,
+        users: Option<&[String]>,
+    ) -> Result<(), StreamError> {
+        self.with_stream(session, channel, |s| {
+            s.unsubscribe_topic(session.id(), topic, users)
+        })
+    }
+
+    async fn publish_topic(
+        &self,
+        publisher: &SessionHandle,
+        channel: &str,
+        topic: &str,
+        frame: Bytes,
+    ) -> Result<Delivery, EngineError> {
+        // Clone the audience under the lock; push after releasing it.
+        let audience = self
+            .state()
+            .apps
+            .get(publisher.app_id())
+            .and_then(|a| a.streams.get(channel))
+            .and_then(|s| s.audience(publisher.id(), topic));
+        Ok(audience.map_or_else(Delivery::default, |to| Self::push_all(to.iter(), &frame)))
+    }
+
+    async fn broadcast_stream(
+        &self,
+        app_id: &str,
+        channel: &str,
+        except: SessionId,
+        frame: Bytes,
+    ) -> Result<Delivery, EngineError> {
+        let members = self
+            .state()
+            .apps
+            .get(app_id)
+            .and_then(|a| a.streams.get(channel))
+            .map(|s| s.members_except(except))
+            .unwrap_or_default();
+        Ok(Self::push_all(members.iter(), &frame))
+    }
+}
+
+impl MemoryEngine {
+    /// Runs `f` on a stream channel of the session's app.
+    fn with_stream<T>(
+        &self,
+        session: &SessionHandle,
+        channel: &str,
+        f: impl FnOnce(&mut StreamChannel) -> Result<T, StreamError>,
+    ) -> Result<T, StreamError> {
+        let mut state = self.state();
+        let stream = state
+            .apps
+            .get_mut(session.app_id())
+            .and_then(|app| app.streams.get_mut(channel))
+            .ok_or(StreamError::NotJoined)?;
+        f(stream)
+    }
+
+    /// Pushes `frame` to each session in `to`.
+    fn push_all<'a>(to: impl Iterator<Item = &'a SessionHandle>, frame: &Bytes) -> Delivery {
+        let mut delivery = Delivery::default();
+        for session in to {
+            tally(&mut delivery, session.push(frame.clone()));
+        }
+        delivery
     }
 }
 

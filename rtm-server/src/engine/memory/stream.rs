@@ -1,0 +1,424 @@
+//! The in-memory engine's stream channels: members, topics, publishers and topic subscriptions.
+//!
+//! Each publisher of a topic keeps its *audience*, the sessions subscribed to it, as an
+//! `Arc<[SessionHandle]>` rebuilt whenever the topic's publishers or subscriptions change, so a
+//! topic message clones one `Arc` under the engine's lock and is pushed after releasing it (the
+//! same scheme as message channels). Changes are rare next to messages.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use rtm_proto::{PublisherInfo, SubscribeTopicCode, TopicInfo};
+
+use crate::engine::{SessionHandle, SessionId, StreamError, TopicSubscribed};
+
+/// One stream channel of one app.
+#[derive(Debug, Default)]
+pub(super) struct StreamChannel {
+    members: HashMap<SessionId, Member>,
+    topics: HashMap<Box<str>, Topic>,
+}
+
+/// A member and what it has in the channel, so that leaving does not scan every topic.
+#[derive(Debug)]
+struct Member {
+    session: SessionHandle,
+    /// Topics it publishes in.
+    joined: HashSet<Box<str>>,
+    /// Topics it subscribes to.
+    subscribed: HashSet<Box<str>>,
+}
+
+#[derive(Debug, Default)]
+struct Topic {
+    /// In the order they joined: "up to 64 publishers" takes the first ones.
+    publishers: Vec<Publisher>,
+    subscribers: HashMap<SessionId, TopicSub>,
+}
+
+#[derive(Debug)]
+struct Publisher {
+    session: SessionId,
+    user_id: Box<str>,
+    meta: String,
+    /// The sessions subscribed to this publisher in this topic.
+    audience: Arc<[SessionHandle]>,
+}
+
+#[derive(Debug)]
+struct TopicSub {
+    session: SessionHandle,
+    /// Publishers asked for by name, in the order asked (kept while they are away).
+    explicit: Vec<Box<str>>,
+    /// Also take the topic's first publishers (other than itself) up to the limit.
+    auto: bool,
+    /// Publishers unsubscribed by name while `auto`: not taken again automatically.
+    excluded: Vec<Box<str>>,
+    /// The limit of publishers for this subscription.
+    max_users: usize,
+}
+
+impl TopicSub {
+    /// Whether this subscription takes `publisher`, given the topic's publishers in order.
+    fn effective(&self, publishers: &[Publisher]) -> Vec<Box<str>> {
+        let mut users = self.explicit.clone();
+        if self.auto {
+            for p in publishers {
+                if users.len() >= self.max_users {
+                    break;
+                }
+                if p.session != self.session.id()
+                    && !users.contains(&p.user_id)
+                    && !self.excluded.contains(&p.user_id)
+                {
+                    users.push(p.user_id.clone());
+                }
+            }
+        }
+        users
+    }
+}
+
+impl Topic {
+    /// Rebuilds every publisher's audience from the subscriptions.
+    fn rebuild(&mut self) {
+        let effective: Vec<(SessionHandle, Vec<Box<str>>)> = self
+            .subscribers
+            .values()
+            .map(|s| (s.session.clone(), s.effective(&self.publishers)))
+            .collect();
+        for p in &mut self.publishers {
+            p.audience = effective
+                .iter()
+                .filter(|(_, users)| users.contains(&p.user_id))
+                .map(|(session, _)| session.clone())
+                .collect();
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.publishers.is_empty() && self.subscribers.is_empty()
+    }
+
+    fn info(&self, name: &str) -> TopicInfo {
+        TopicInfo {
+            topic_name: name.to_owned(),
+            publishers: self
+                .publishers
+                .iter()
+                .map(|p| PublisherInfo {
+                    user_id: p.user_id.to_string(),
+                    meta: p.meta.clone(),
+                })
+                .collect(),
+        }
+    }
+}
+
+impl StreamChannel {
+    pub(super) fn is_empty(&self) -> bool {
+        self.members.is_empty()
+    }
+
+    pub(super) fn join(
+        &mut self,
+        session: &SessionHandle,
+        max_users: usize,
+    ) -> Result<Vec<TopicInfo>, StreamError> {
+        if !self.members.contains_key(&session.id()) {
+            if self.members.len() >= max_users {
+                return Err(StreamError::Full(max_users));
+            }
+            self.members.insert(
+                session.id(),
+                Member {
+                    session: session.clone(),
+                    joined: HashSet::new(),
+                    subscribed: HashSet::new(),
+                },
+            );
+        }
+        let mut snapshot: Vec<TopicInfo> = self
+            .topics
+            .iter()
+            .filter(|(_, t)| !t.publishers.is_empty())
+            .map(|(name, t)| t.info(name))
+            .collect();
+        snapshot.sort_by(|a, b| a.topic_name.cmp(&b.topic_name));
+        Ok(snapshot)
+    }
+
+    /// Removes a member; returns the topics it published in.
+    pub(super) fn leave(&mut self, id: SessionId) -> Result<Vec<String>, StreamError> {
+        let member = self.members.remove(&id).ok_or(StreamError::NotJoined)?;
+        let mut left: Vec<String> = member.joined.iter().map(|t| t.to_string()).collect();
+        left.sort();
+        for name in member.joined.iter().chain(member.subscribed.iter()) {
+            if let Some(topic) = self.topics.get_mut(name) {
+                topic.publishers.retain(|p| p.session != id);
+                topic.subscribers.remove(&id);
+                topic.rebuild();
+                if topic.is_empty() {
+                    self.topics.remove(name);
+                }
+            }
+        }
+        Ok(left)
+    }
+
+    fn member(&mut self, id: SessionId) -> Result<&mut Member, StreamError> {
+        self.members.get_mut(&id).ok_or(StreamError::NotJoined)
+    }
+
+    pub(super) fn join_topic(
+        &mut self,
+        session: &SessionHandle,
+        name: &str,
+        meta: &str,
+    ) -> Result<(), StreamError> {
+        self.member(session.id())?.joined.insert(name.into());
+        let topic = self.topics.entry(name.into()).or_default();
+        match topic
+            .publishers
+            .iter_mut()
+            .find(|p| p.session == session.id())
+        {
+            Some(p) => p.meta = meta.to_owned(),
+            None => topic.publishers.push(Publisher {
+                session: session.id(),
+                user_id: session.user_id().into(),
+                meta: meta.to_owned(),
+                audience: Arc::from([]),
+            }),
+        }
+        topic.rebuild();
+        Ok(())
+    }
+
+    pub(super) fn leave_topic(&mut self, id: SessionId, name: &str) -> Result<(), StreamError> {
+        self.member(id)?.joined.remove(name);
+        if let Some(topic) = self.topics.get_mut(name) {
+            topic.publishers.retain(|p| p.session != id);
+            topic.rebuild();
+            if topic.is_empty() {
+                self.topics.remove(name);
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn subscribe_topic(
+        &mut self,
+        session: &SessionHandle,
+        name: &str,
+        users: Option<&[String]>,
+        max_topics: usize,
+        max_users: usize,
+    ) -> Result<TopicSubscribed, StreamError> {
+        let member = self.member(session.id())?;
+        if !member.subscribed.contains(name) && member.subscribed.len() >= max_topics {
+            return Err(StreamError::TooManyTopics(max_topics));
+        }
+        member.subscribed.insert(name.into());
+        let topic = self.topics.entry(name.into()).or_default();
+        let sub = topic
+            .subscribers
+            .entry(session.id())
+            .or_insert_with(|| TopicSub {
+                session: session.clone(),
+                explicit: Vec::new(),
+                auto: false,
+                excluded: Vec::new(),
+                max_users,
+            });
+        let mut result = TopicSubscribed::default();
+        match users {
+            Some(users) => {
+                for user in users {
+                    sub.excluded.retain(|u| **u != **user);
+                    if sub.explicit.iter().any(|u| **u == **user) {
+                        result.succeed.push(user.clone());
+                    } else if sub.explicit.len() >= max_users {
+                        result
+                            .failed
+                            .push((user.clone(), SubscribeTopicCode::SubUserExceedLimitation));
+                    } else {
+                        sub.explicit.push(user.as_str().into());
+                        result.succeed.push(user.clone());
+                    }
+                }
+            }
+            None => {
+                sub.auto = true;
+                result.succeed = sub
+                    .effective(&topic.publishers)
+                    .into_iter()
+                    .map(String::from)
+                    .collect();
+            }
+        }
+        topic.rebuild();
+        Ok(result)
+    }
+
+    pub(super) fn unsubscribe_topic(
+        &mut self,
+        id: SessionId,
+        name: &str,
+        users: Option<&[String]>,
+    ) -> Result<(), StreamError> {
+        let member = self.member(id)?;
+        if !member.subscribed.contains(name) {
+            return Err(StreamError::NotSubscribed);
+        }
+        let topic = self
+            .topics
+            .get_mut(name)
+            .ok_or(StreamError::NotSubscribed)?;
+        let whole = match (users, topic.subscribers.get_mut(&id)) {
+            (Some(users), Some(sub)) => {
+                sub.explicit.retain(|u| !users.iter().any(|x| **x == **u));
+                if sub.auto {
+                    sub.excluded.extend(users.iter().map(|u| u.as_str().into()));
+                }
+                sub.explicit.is_empty() && !sub.auto
+            }
+            _ => true,
+        };
+        if whole {
+            topic.subscribers.remove(&id);
+            if let Some(member) = self.members.get_mut(&id) {
+                member.subscribed.remove(name);
+            }
+        }
+        topic.rebuild();
+        if topic.is_empty() {
+            self.topics.remove(name);
+        }
+        Ok(())
+    }
+
+    /// The audience of `publisher` in `topic`, if it publishes there.
+    pub(super) fn audience(
+        &self,
+        publisher: SessionId,
+        topic: &str,
+    ) -> Option<Arc<[SessionHandle]>> {
+        self.topics
+            .get(topic)?
+            .publishers
+            .iter()
+            .find(|p| p.session == publisher)
+            .map(|p| p.audience.clone())
+    }
+
+    /// Every member but `except`.
+    pub(super) fn members_except(&self, except: SessionId) -> Vec<SessionHandle> {
+        self.members
+            .values()
+            .filter(|m| m.session.id() != except)
+            .map(|m| m.session.clone())
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::Metrics;
+    use crate::outbox::Outbox;
+
+    fn session(id: u64, user: &str) -> SessionHandle {
+        let (outbox, rx) = Outbox::new(8, Arc::new(Metrics::default()));
+        std::mem::forget(rx);
+        SessionHandle::new(SessionId(id), "app", user, outbox)
+    }
+
+    fn audience(ch: &StreamChannel, publisher: &SessionHandle, topic: &str) -> Vec<String> {
+        let mut users: Vec<String> = ch
+            .audience(publisher.id(), topic)
+            .unwrap_or_else(|| Arc::from([]))
+            .iter()
+            .map(|s| s.user_id().to_owned())
+            .collect();
+        users.sort();
+        users
+    }
+
+    #[test]
+    fn auto_subscription_takes_later_publishers_up_to_the_limit() {
+        let mut ch = StreamChannel::default();
+        let sub = session(1, "sub");
+        let pubs: Vec<_> = (0..4).map(|i| session(10 + i, &format!("p{i}"))).collect();
+        ch.join(&sub, 10).unwrap();
+        for p in &pubs {
+            ch.join(p, 10).unwrap();
+        }
+        ch.join_topic(&pubs[0], "t", "").unwrap();
+        let r = ch.subscribe_topic(&sub, "t", None, 50, 2).unwrap();
+        assert_eq!(r.succeed, vec!["p0".to_owned()]);
+        ch.join_topic(&pubs[1], "t", "").unwrap();
+        ch.join_topic(&pubs[2], "t", "").unwrap();
+        assert_eq!(audience(&ch, &pubs[1], "t"), vec!["sub"]);
+        // The limit (2 here) is reached: the third publisher is not taken...
+        assert!(audience(&ch, &pubs[2], "t").is_empty());
+        // ...until one of the first two leaves.
+        ch.leave_topic(pubs[0].id(), "t").unwrap();
+        assert_eq!(audience(&ch, &pubs[2], "t"), vec!["sub"]);
+    }
+
+    #[test]
+    fn unsubscribing_a_user_by_name_holds_under_auto_subscription() {
+        let mut ch = StreamChannel::default();
+        let sub = session(1, "sub");
+        let a = session(2, "a");
+        for s in [&sub, &a] {
+            ch.join(s, 10).unwrap();
+        }
+        ch.join_topic(&a, "t", "").unwrap();
+        ch.subscribe_topic(&sub, "t", None, 50, 64).unwrap();
+        assert_eq!(audience(&ch, &a, "t"), vec!["sub"]);
+        ch.unsubscribe_topic(sub.id(), "t", Some(&["a".into()]))
+            .unwrap();
+        assert!(audience(&ch, &a, "t").is_empty());
+        // Naming the user again brings it back.
+        ch.subscribe_topic(&sub, "t", Some(&["a".into()]), 50, 64)
+            .unwrap();
+        assert_eq!(audience(&ch, &a, "t"), vec!["sub"]);
+    }
+
+    #[test]
+    fn leaving_the_channel_drops_topics_and_subscriptions() {
+        let mut ch = StreamChannel::default();
+        let a = session(1, "a");
+        let b = session(2, "b");
+        ch.join(&a, 10).unwrap();
+        ch.join(&b, 10).unwrap();
+        ch.join_topic(&a, "t", "m").unwrap();
+        ch.join_topic(&b, "t", "").unwrap();
+        ch.subscribe_topic(&a, "t", Some(&["b".into()]), 50, 64)
+            .unwrap();
+        ch.subscribe_topic(&b, "t", Some(&["a".into()]), 50, 64)
+            .unwrap();
+        assert_eq!(audience(&ch, &b, "t"), vec!["a"]);
+        assert_eq!(ch.leave(a.id()).unwrap(), vec!["t".to_owned()]);
+        assert!(audience(&ch, &b, "t").is_empty());
+        assert!(ch.audience(a.id(), "t").is_none());
+        assert!(matches!(ch.leave(a.id()), Err(StreamError::NotJoined)));
+        ch.leave(b.id()).unwrap();
+        assert!(ch.topics.is_empty() && ch.is_empty());
+    }
+
+    #[test]
+    fn members_beyond_the_limit_are_refused() {
+        let mut ch = StreamChannel::default();
+        ch.join(&session(1, "a"), 2).unwrap();
+        ch.join(&session(2, "b"), 2).unwrap();
+        assert!(matches!(
+            ch.join(&session(3, "c"), 2),
+            Err(StreamError::Full(2))
+        ));
+        // A member joining again is not a new member.
+        ch.join(&session(1, "a"), 2).unwrap();
+    }
+}
