@@ -5,8 +5,9 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use rtm_client::{
-    ErrorCode, EventStream, LinkOperation, LinkState, LinkStateEvent, LinkStateReason,
-    LoginOptions, PublishOptions, RtmClient, RtmEvent, SubscribeOptions,
+    ErrorCode, EventStream, JoinOptions, JoinTopicOptions, LinkOperation, LinkState,
+    LinkStateEvent, LinkStateReason, LoginOptions, PublishOptions, RtmClient, RtmEvent,
+    SubscribeOptions, TopicEventType, TopicMessageOptions, TopicSubscribeOptions,
 };
 use rtm_proto::{Request, Response, ResumeRequest, ServerMsg};
 use rtm_testkit::{
@@ -158,6 +159,24 @@ async fn after_the_presence_timeout_the_client_logs_in_again_and_resubscribes() 
             .await
             .unwrap();
     }
+    // A stream channel with a topic joined and one subscribed.
+    let (other, _) = server.login("other").await;
+    let other_stream = other.create_stream_channel("st").unwrap();
+    other_stream.join(JoinOptions::default()).await.unwrap();
+    other_stream
+        .join_topic("t", JoinTopicOptions::default())
+        .await
+        .unwrap();
+    let stream = roamer.create_stream_channel("st").unwrap();
+    stream.join(JoinOptions::default()).await.unwrap();
+    stream
+        .join_topic("mine", JoinTopicOptions::default())
+        .await
+        .unwrap();
+    stream
+        .subscribe_topic("t", topic_users(&["other"]))
+        .await
+        .unwrap();
     let metrics = server.metrics();
     link.cut();
     // Idle timeout (5 s + 10 s) + presence timeout (5 s).
@@ -165,16 +184,27 @@ async fn after_the_presence_timeout_the_client_logs_in_again_and_resubscribes() 
         metrics.sessions_timed_out.load(Ordering::Relaxed) == 1
     })
     .await;
-    assert_eq!(metrics.sessions.load(Ordering::Relaxed), 0);
+    // Only "other" is left.
+    assert_eq!(metrics.sessions.load(Ordering::Relaxed), 1);
     link_reaches(&mut events, LinkState::Disconnected).await;
     link.restore();
     let back = link_reaches(&mut events, LinkState::Connected).await;
     assert!(!back.is_resumed, "{back:?}");
-    assert_eq!(back.affected_channels, ["a", "b"]);
+    assert_eq!(back.affected_channels, ["a", "b", "st"]);
     assert!(back.unrestored_channels.is_empty());
     assert_eq!(metrics.sessions_resumed.load(Ordering::Relaxed), 0);
+    // Joined again, with its topic and its topic subscription.
+    stream
+        .publish_topic_message("mine", "still mine", TopicMessageOptions::default())
+        .await
+        .unwrap();
+    other_stream
+        .publish_topic_message("t", "topic", TopicMessageOptions::default())
+        .await
+        .unwrap();
+    let m = expect_message(&mut events).await;
+    assert_eq!((m.topic_name.as_str(), text(&m)), ("t", "topic"));
     // Subscribed again: a message to each channel arrives.
-    let (other, _) = server.login("other").await;
     for channel in ["a", "b"] {
         other
             .publish(channel, channel, PublishOptions::default())
@@ -183,6 +213,77 @@ async fn after_the_presence_timeout_the_client_logs_in_again_and_resubscribes() 
         let m = expect_message(&mut events).await;
         assert_eq!((m.channel_name.as_str(), text(&m)), (channel, channel));
     }
+}
+
+fn topic_users(users: &[&str]) -> TopicSubscribeOptions {
+    TopicSubscribeOptions {
+        users: users.iter().map(|u| u.to_string()).collect(),
+    }
+}
+
+/// A resumed session keeps its stream channels, topics and topic subscriptions; the other
+/// members see nothing of the cut.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resumed_session_keeps_its_stream_channels() {
+    let server = TestServer::start().await;
+    let link = LossyLink::start(server.addr()).await.unwrap();
+    let roamer = RtmClient::new(TEST_APP_ID, "roamer", server.client_config_via(&link)).unwrap();
+    let mut events = roamer.events();
+    roamer.login(LoginOptions::default()).await.unwrap();
+    let (other, mut other_events) = server.login("other").await;
+    let other_stream = other.create_stream_channel("st").unwrap();
+    other_stream.join(JoinOptions::default()).await.unwrap();
+    other_stream
+        .join_topic("t", JoinTopicOptions::default())
+        .await
+        .unwrap();
+    other_stream
+        .subscribe_topic("mine", topic_users(&["roamer"]))
+        .await
+        .unwrap();
+    let stream = roamer.create_stream_channel("st").unwrap();
+    stream.join(JoinOptions::default()).await.unwrap();
+    stream
+        .join_topic("mine", JoinTopicOptions::default())
+        .await
+        .unwrap();
+    stream
+        .subscribe_topic("t", topic_users(&["other"]))
+        .await
+        .unwrap();
+    let joined = expect_event(&mut other_events, "roamer's topic join", |e| match e {
+        RtmEvent::Topic(t) if t.event_type == TopicEventType::RemoteJoin => Some(t.publisher),
+        _ => None,
+    })
+    .await;
+    assert_eq!(joined, "roamer");
+
+    link.cut();
+    other_stream
+        .publish_topic_message("t", "during", TopicMessageOptions::default())
+        .await
+        .unwrap();
+    let lost = link_reaches(&mut events, LinkState::Disconnected).await;
+    assert_eq!(lost.affected_channels, ["st"]);
+    link.restore();
+    let back = link_reaches(&mut events, LinkState::Connected).await;
+    assert!(back.is_resumed, "{back:?}");
+    let m = expect_message(&mut events).await;
+    assert_eq!((m.topic_name.as_str(), text(&m)), ("t", "during"));
+    stream
+        .publish_topic_message("mine", "back", TopicMessageOptions::default())
+        .await
+        .unwrap();
+    // The other member saw no leave: the first thing it gets is the message.
+    let first = expect_event(&mut other_events, "a message or topic event", |e| match e {
+        RtmEvent::Message(m) => Some(format!("message {}", text(&m))),
+        RtmEvent::Topic(t) if t.event_type != TopicEventType::Snapshot => {
+            Some(format!("{:?} of {}", t.event_type, t.publisher))
+        }
+        _ => None,
+    })
+    .await;
+    assert_eq!(first, "message back");
 }
 
 /// While the client is away, a login of the same user elsewhere ends the kept session for good.
