@@ -460,6 +460,11 @@ async fn read_events(recv: quinn::RecvStream, listeners: Listeners, shared: Arc<
         match ServerMsg::decode(&body) {
             Ok(ServerMsg::Event(Event::Message(m))) => listeners.emit(RtmEvent::Message(m)),
             Ok(ServerMsg::Event(Event::Topic(t))) => listeners.emit(RtmEvent::Topic(t)),
+            Ok(ServerMsg::Event(Event::ChannelLeft {
+                channel_name,
+                reason,
+                ..
+            })) => listeners.emit(crate::link::stream_channel_failed(channel_name, reason)),
             Ok(ServerMsg::Event(Event::TokenPrivilegeWillExpire { channel_name })) => {
                 listeners.emit(RtmEvent::TokenPrivilegeWillExpire { channel_name });
             }

@@ -64,6 +64,29 @@ impl LinkTracker {
     }
 }
 
+/// The event for a stream channel the server took this client out of (a stream channel's
+/// link fails on its own; the message service's link state is not affected).
+pub(crate) fn stream_channel_failed(channel: String, reason: rtm_proto::CloseReason) -> RtmEvent {
+    let reason_code = match reason {
+        rtm_proto::CloseReason::TokenExpired => LinkStateReason::TokenExpired,
+        _ => LinkStateReason::KickedOutByServer,
+    };
+    RtmEvent::LinkState(LinkStateEvent {
+        current_state: LinkState::Failed,
+        previous_state: LinkState::Connected,
+        service_type: ServiceType::Stream,
+        operation: LinkOperation::ServerReject,
+        reason_code,
+        reason: reason.to_string(),
+        affected_channels: vec![channel],
+        unrestored_channels: Vec::new(),
+        is_resumed: false,
+        timestamp: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64),
+    })
+}
+
 /// A change of link state, with what the event says about it.
 #[derive(Debug)]
 pub(crate) struct LinkChange {

@@ -669,6 +669,15 @@ pub enum Event {
     },
     /// Publishers joined or left topics of a joined stream channel.
     Topic(TopicEvent),
+    /// The server took this session out of a channel (a stream channel whose token expired).
+    ChannelLeft {
+        /// The channel's type.
+        channel_type: ChannelType,
+        /// The channel.
+        channel_name: String,
+        /// Why.
+        reason: CloseReason,
+    },
 }
 
 /// A message event, with the reference's fields.

@@ -16,9 +16,9 @@ use std::time::Duration;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use rtm_proto::message::LoginRequest;
 use rtm_proto::{
-    ErrorCode, FailedUser, JoinOptions, JoinTopicOptions, LoginLimits, PublishRequest,
-    PublishTopicRequest, Request, Response, SubscribeOptions, SubscribeTopicCode, WireError,
-    limits, validate,
+    ChannelType, CloseReason, ErrorCode, Event, FailedUser, JoinOptions, JoinTopicOptions,
+    LoginLimits, PublishRequest, PublishTopicRequest, Request, Response, ServerMsg,
+    SubscribeOptions, SubscribeTopicCode, WireError, encode_frame, limits, validate,
 };
 
 use crate::config::AppPolicy;
@@ -46,29 +46,46 @@ struct LoggedIn<E> {
     policy: Arc<AppPolicy>,
     subscriptions: HashMap<String, SubscribeOptions>,
     publish_limiter: DefaultDirectRateLimiter,
-    /// When the login token ends (Unix ms), for apps with an App Certificate.
-    token_ends_ms: Option<u64>,
-    /// Whether the client was warned about `token_ends_ms`.
-    token_warned: bool,
+    /// The login token's clock.
+    token: TokenClock,
     /// The stream channels joined.
     streams: HashMap<String, Joined>,
 }
 
 /// A joined stream channel.
 struct Joined {
-    /// When the channel's token ends (Unix ms), for apps with an App Certificate.
-    token_ends_ms: Option<u64>,
+    /// The channel token's clock.
+    token: TokenClock,
     /// The topics joined as a publisher, each with its publish rate limiter.
     topics: HashMap<String, DefaultDirectRateLimiter>,
 }
 
-/// What the session's token clock asks of the connection, and when.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum TokenDeadline {
-    /// Tell the client its token expires soon, at this Unix time (ms).
-    Warn(u64),
-    /// End the session, at this Unix time (ms).
-    Expire(u64),
+/// When a token ends, for apps with an App Certificate, and whether the client was warned.
+#[derive(Clone, Copy, Debug, Default)]
+struct TokenClock {
+    /// Unix ms; `None` for a token that does not expire.
+    ends_ms: Option<u64>,
+    warned: bool,
+}
+
+impl TokenClock {
+    fn new(ends_ms: Option<u64>) -> Self {
+        Self {
+            ends_ms,
+            warned: false,
+        }
+    }
+
+    /// The next time (Unix ms) this clock asks for something, and whether that is the expiry
+    /// (rather than the warning `warning_ms` before it).
+    fn next(&self, warning_ms: u64) -> Option<(u64, bool)> {
+        let ends = self.ends_ms?;
+        if !self.warned && ends > warning_ms {
+            Some((ends - warning_ms, false))
+        } else {
+            Some((ends, true))
+        }
+    }
 }
 
 /// Checks `token` for `user_id` of `app_id` under the app's policy, and returns when it ends
@@ -112,6 +129,11 @@ fn rate_limiter(per_second: u32) -> DefaultDirectRateLimiter {
     RateLimiter::direct(Quota::per_second(
         NonZeroU32::new(per_second).unwrap_or(NonZeroU32::MIN),
     ))
+}
+
+/// Queues an event to the client.
+fn push_event(outbox: &Outbox, event: Event) {
+    outbox.push(encode_frame(&ServerMsg::Event(event)));
 }
 
 fn not_joined() -> WireError {
@@ -169,14 +191,8 @@ impl<E: Engine> Session<E> {
         }
     }
 
-    /// Queues an event to the client.
-    pub(crate) fn push_event(&self, event: &rtm_proto::Event) {
-        let frame = rtm_proto::encode_frame(&rtm_proto::ServerMsg::Event(event.clone()));
-        self.outbox.push(frame);
-    }
-
     /// Ends the session for `reason`: the client is told, then the connection closes.
-    pub(crate) fn close(&self, reason: rtm_proto::CloseReason) {
+    pub(crate) fn close(&self, reason: CloseReason) {
         self.outbox.close(reason);
     }
 
@@ -249,30 +265,82 @@ impl<E: Engine> Session<E> {
             state.handle.user_id(),
             token,
         )?;
-        state.token_ends_ms = ends;
-        state.token_warned = false;
+        state.token = TokenClock::new(ends);
         Ok(Response::RenewToken {
             timestamp: now_ms(),
         })
     }
 
-    /// The next thing the token clock asks for, if any.
-    pub(crate) fn token_deadline(&self) -> Option<TokenDeadline> {
-        let state = self.state.as_ref()?;
-        let ends = state.token_ends_ms?;
-        let warning = u64::from(self.core.connection.token_warning_secs) * 1000;
-        if !state.token_warned && ends > warning {
-            Some(TokenDeadline::Warn(ends - warning))
-        } else {
-            Some(TokenDeadline::Expire(ends))
-        }
+    fn token_warning_ms(&self) -> u64 {
+        u64::from(self.core.connection.token_warning_secs) * 1000
     }
 
-    /// Records that the client was warned.
-    pub(crate) fn token_warned(&mut self) {
-        if let Some(state) = self.state.as_mut() {
-            state.token_warned = true;
+    /// When (Unix ms) a token clock next asks for something: the login token's or a stream
+    /// channel's; `None` when no token expires.
+    pub(crate) fn token_deadline(&self) -> Option<u64> {
+        let state = self.state.as_ref()?;
+        let warning = self.token_warning_ms();
+        let streams = state.streams.values().map(|j| &j.token);
+        std::iter::once(&state.token)
+            .chain(streams)
+            .filter_map(|clock| clock.next(warning))
+            .map(|(at, _)| at)
+            .min()
+    }
+
+    /// Acts on the token clocks that are due (docs/protocol.md §5.1.2): warns once per token
+    /// before it ends; ends the session when the login token ends (returns true), and leaves a
+    /// stream channel whose token ended, telling the client.
+    pub(crate) async fn token_deadline_reached(&mut self) -> bool {
+        let warning = self.token_warning_ms();
+        let now = now_ms();
+        let Some(state) = self.state.as_mut() else {
+            return false;
+        };
+        let due = |clock: &TokenClock| clock.next(warning).filter(|(at, _)| *at <= now);
+        if let Some((_, expired)) = due(&state.token) {
+            if expired {
+                self.outbox.close(CloseReason::TokenExpired);
+                return true;
+            }
+            state.token.warned = true;
+            push_event(
+                &self.outbox,
+                Event::TokenPrivilegeWillExpire {
+                    channel_name: String::new(),
+                },
+            );
         }
+        let mut ended = Vec::new();
+        for (channel, joined) in state.streams.iter_mut() {
+            match due(&joined.token) {
+                Some((_, true)) => ended.push(channel.clone()),
+                Some((_, false)) => {
+                    joined.token.warned = true;
+                    push_event(
+                        &self.outbox,
+                        Event::TokenPrivilegeWillExpire {
+                            channel_name: channel.clone(),
+                        },
+                    );
+                }
+                None => {}
+            }
+        }
+        for channel in ended {
+            state.streams.remove(&channel);
+            let _ = self.core.leave_stream(&state.handle, &channel).await;
+            tracing::debug!(%channel, "stream channel token expired");
+            push_event(
+                &self.outbox,
+                Event::ChannelLeft {
+                    channel_type: ChannelType::Stream,
+                    channel_name: channel,
+                    reason: CloseReason::TokenExpired,
+                },
+            );
+        }
+        false
     }
 
     async fn login(&mut self, login: LoginRequest) -> Result<Response, WireError> {
@@ -322,8 +390,7 @@ impl<E: Engine> Session<E> {
             publish_limiter: rate_limiter(policy.limits.publish_rate),
             policy,
             subscriptions: HashMap::new(),
-            token_ends_ms,
-            token_warned: false,
+            token: TokenClock::new(token_ends_ms),
             streams: HashMap::new(),
         });
         Ok(Response::Login {
@@ -430,7 +497,7 @@ impl<E: Engine> Session<E> {
         state.streams.insert(
             channel.clone(),
             Joined {
-                token_ends_ms,
+                token: TokenClock::new(token_ends_ms),
                 topics: HashMap::new(),
             },
         );
@@ -652,7 +719,7 @@ impl<E: Engine> Session<E> {
         let user_id = state.handle.user_id();
         let ends = check_join_token(&state.policy, app_id, channel, user_id, token)?;
         let joined = state.streams.get_mut(channel).ok_or_else(not_joined)?;
-        joined.token_ends_ms = ends;
+        joined.token = TokenClock::new(ends);
         Ok(Response::RenewToken {
             timestamp: now_ms(),
         })

@@ -20,7 +20,7 @@ use crate::core::now_ms;
 use crate::engine::Engine;
 use crate::outbox::{Next, Outbox, OutboxRx};
 use crate::resume::{self, Claim, Detached};
-use crate::session::{Session, TokenDeadline};
+use crate::session::Session;
 
 /// QUIC application close codes that are not a [`CloseReason`] (`docs/protocol.md` §1.3).
 pub(crate) mod close_code {
@@ -103,12 +103,9 @@ async fn run<E: Engine>(
     let mut token_expired = false;
     let ending = loop {
         let session = &mut served.session;
-        let token_deadline = session.token_deadline();
-        let token_at = token_deadline.map(|d| match d {
-            TokenDeadline::Warn(at) | TokenDeadline::Expire(at) => {
-                Instant::now() + Duration::from_millis(at.saturating_sub(now_ms()))
-            }
-        });
+        let token_at = session
+            .token_deadline()
+            .map(|at| Instant::now() + Duration::from_millis(at.saturating_sub(now_ms())));
         let logged_in = session.is_logged_in();
         let inbound = tokio::select! {
             inbound = reader.next() => inbound,
@@ -119,18 +116,7 @@ async fn run<E: Engine>(
             () = sleep_until(token_at.unwrap_or(login_deadline)),
                 if token_at.is_some() && !token_expired =>
             {
-                match token_deadline {
-                    Some(TokenDeadline::Warn(_)) => {
-                        // docs/protocol.md §5.1.2: warn, once per token.
-                        let event = Event::TokenPrivilegeWillExpire { channel_name: String::new() };
-                        session.push_event(&event);
-                        session.token_warned();
-                    }
-                    _ => {
-                        token_expired = true;
-                        session.close(CloseReason::TokenExpired);
-                    }
-                }
+                token_expired = session.token_deadline_reached().await;
                 continue;
             }
             () = sleep_until(login_deadline), if !logged_in => {
