@@ -63,6 +63,7 @@ listen = "127.0.0.1:$rtm_port"
 data_dir = "$work/rtm-data"
 [limits]
 publish_rate = 10000000
+topic_publish_rate = 10000000
 max_subscriptions = 10000
 TOML
     RUST_LOG=warn "${server_cpu[@]}" target/release/rtm-server --config "$work/rtm.toml" & rtm_pid=$!; pids+=("$rtm_pid")

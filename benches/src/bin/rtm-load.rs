@@ -29,8 +29,9 @@ use clap::{Parser, ValueEnum};
 use futures_util::StreamExt;
 use hdrhistogram::Histogram;
 use rtm_client::{
-    Endpoint, EventStream, LoginOptions, Payload, PublishOptions, RtmClient, RtmConfig, RtmEvent,
-    SubscribeOptions, Transport, Trust,
+    Endpoint, EventStream, JoinOptions, JoinTopicOptions, LoginOptions, Payload, PublishOptions,
+    RtmClient, RtmConfig, RtmEvent, StreamChannel, SubscribeOptions, TopicMessageOptions,
+    TopicSubscribeOptions, Transport, Trust,
 };
 use tokio::runtime::Handle;
 use tokio::task::JoinSet;
@@ -52,6 +53,9 @@ enum Workload {
     Channels,
     /// C idle connections, each subscribed to its own channel; server memory per connection.
     Conns,
+    /// rtm only: like fanout, in a stream channel: one publisher joined to topic "load", N
+    /// subscribers of that topic who chose that publisher.
+    Topic,
     /// rtm only, in-process: one subscriber on --channels channels behind the test kit's lossy
     /// link (--loss, --delay-ms each way), one publisher sending to them in turn at --rate.
     /// Shows whether a lost packet of one channel holds up the others.
@@ -151,8 +155,13 @@ struct Target {
     rtm_cert: PathBuf,
     transports: Vec<Transport>,
     clients_per_socket: usize,
+    /// rtm: stream channel topics instead of message channels.
+    topic: bool,
     _server: Option<rtm_testkit::TestServer>,
 }
+
+/// The topic of the topic workload.
+const TOPIC: &str = "load";
 
 impl Target {
     async fn new(args: &Args) -> anyhow::Result<Self> {
@@ -160,6 +169,7 @@ impl Target {
             (System::Rtm, None) => {
                 let mut config = rtm_testkit::TestServer::config();
                 config.limits.publish_rate = 10_000_000;
+                config.limits.topic_publish_rate = 10_000_000;
                 config.limits.max_subscriptions = 10_000;
                 if let Some(lanes) = args.lanes {
                     config.connection.delivery_lanes = lanes;
@@ -178,12 +188,17 @@ impl Target {
             (_, Some(addr)) => (addr, None, PathBuf::new()),
             (_, None) => bail!("--addr is needed for {:?}", args.system),
         };
+        let topic = matches!(args.workload, Workload::Topic);
+        if topic && args.system != System::Rtm {
+            bail!("the topic workload is rtm's own (stream channels)");
+        }
         Ok(Self {
             system: args.system,
             addr,
             rtm_cert: cert,
             transports: Vec::new(),
             clients_per_socket: args.clients_per_socket.max(1),
+            topic,
             _server: server,
         })
     }
@@ -209,9 +224,20 @@ impl Target {
                 let client = RtmClient::new("loadapp", format!("sub{n}"), self.rtm_config(n)?)?;
                 let events = client.events();
                 client.login(LoginOptions::default()).await?;
-                client
-                    .subscribe(channel, SubscribeOptions::default())
-                    .await?;
+                if self.topic {
+                    // The publisher of channel "load{g}" is "pub{g}".
+                    let publisher = format!("pub{}", channel.trim_start_matches("load"));
+                    let stream = client.create_stream_channel(channel)?;
+                    stream.join(JoinOptions::default()).await?;
+                    let users = TopicSubscribeOptions {
+                        users: vec![publisher],
+                    };
+                    stream.subscribe_topic(TOPIC, users).await?;
+                } else {
+                    client
+                        .subscribe(channel, SubscribeOptions::default())
+                        .await?;
+                }
                 Sub::Rtm {
                     _client: client,
                     events,
@@ -241,7 +267,16 @@ impl Target {
             System::Rtm => {
                 let client = RtmClient::new("loadapp", format!("pub{n}"), self.rtm_config(n)?)?;
                 client.login(LoginOptions::default()).await?;
-                Pub::Rtm(client)
+                if self.topic {
+                    let stream = client.create_stream_channel(&format!("load{n}"))?;
+                    stream.join(JoinOptions::default()).await?;
+                    stream
+                        .join_topic(TOPIC, JoinTopicOptions::default())
+                        .await?;
+                    Pub::RtmTopic(stream)
+                } else {
+                    Pub::Rtm(client)
+                }
             }
             System::Nats => Pub::Nats(async_nats::connect(self.addr.to_string()).await?),
             System::Redis => {
@@ -299,6 +334,7 @@ type Answer = Pin<Box<dyn Future<Output = bool> + Send>>;
 #[derive(Clone)]
 enum Pub {
     Rtm(RtmClient),
+    RtmTopic(StreamChannel),
     Nats(async_nats::Client),
     Redis(redis::aio::MultiplexedConnection),
 }
@@ -313,6 +349,16 @@ impl Pub {
                     answer
                         .await
                         .map_err(|e| eprintln!("publish failed: {e}"))
+                        .is_ok()
+                }))
+            }
+            Self::RtmTopic(stream) => {
+                let answer =
+                    stream.publish_topic_message(TOPIC, payload, TopicMessageOptions::default());
+                Some(Box::pin(async move {
+                    answer
+                        .await
+                        .map_err(|e| eprintln!("topic publish failed: {e}"))
                         .is_ok()
                 }))
             }
@@ -474,7 +520,7 @@ async fn main() -> anyhow::Result<()> {
         "size": args.size,
     });
     match args.workload {
-        Workload::Fanout | Workload::Channels => {
+        Workload::Fanout | Workload::Channels | Workload::Topic => {
             rate_run(&args, &mut target, server_pid, &mut report).await?
         }
         Workload::Throughput => throughput_run(&args, &mut target, server_pid, &mut report).await?,
@@ -666,6 +712,7 @@ async fn throughput_run(
                         answer.await?;
                     }
                 }
+                Pub::RtmTopic(_) => anyhow::bail!("the throughput workload uses channels"),
                 Pub::Nats(client) => {
                     while !stop.load(Ordering::Relaxed) {
                         window.wait_for_room(seq).await;
