@@ -888,6 +888,18 @@ mod tests {
             .as_ref(),
             resume.as_slice()
         );
+        // Stream channels start at request variant 9.
+        let join = ClientMsg::Request {
+            id: RequestId(1),
+            request: Request::Join {
+                channel: "c".into(),
+                options: JoinOptions::default(),
+            },
+        };
+        assert_eq!(
+            encode_frame(&join).as_ref(),
+            &[0, 0, 0, 10, 1, 1, 9, 1, b'c', 0, 1, 0, 0, 0]
+        );
         // -11033 zigzag-encoded is 22065 = varint [0xb1, 0xac, 0x01].
         assert_eq!(
             encode_frame(&err).as_ref(),

@@ -5,10 +5,77 @@ use bytes::{Bytes, BytesMut};
 use proptest::prelude::*;
 use rtm_proto::message::{LoginRequest, WireError};
 use rtm_proto::{
-    ChannelType, ClientMsg, CloseReason, ErrorCode, Event, FrameDecoder, FrameError, Hello,
-    LoginLimits, MessageEvent, Payload, PublishRequest, Request, RequestId, Response,
-    ResumeRequest, ServerMsg, SessionTicket, SubscribeOptions, encode_frame,
+    ChannelType, ClientMsg, CloseReason, ErrorCode, Event, FailedUser, FrameDecoder, FrameError,
+    Hello, JoinOptions, JoinTopicOptions, LoginLimits, MessageEvent, Payload, PublishRequest,
+    PublishTopicRequest, PublisherInfo, Request, RequestId, Response, ResumeRequest, ServerMsg,
+    SessionTicket, SubscribeOptions, TopicEvent, TopicEventType, TopicInfo, TopicPriority,
+    TopicQos, encode_frame,
 };
+
+/// The stream-channel requests (`docs/protocol.md` §5.7).
+fn stream_request() -> impl Strategy<Value = Request> {
+    let users = || prop::collection::vec(".{0,10}", 0..5);
+    prop_oneof![
+        (".{0,20}", ".{0,30}", any::<[bool; 4]>()).prop_map(|(channel, token, b)| {
+            Request::Join {
+                channel,
+                options: JoinOptions {
+                    token,
+                    with_presence: b[0],
+                    be_quiet: b[1],
+                    with_metadata: b[2],
+                    with_lock: b[3],
+                },
+            }
+        }),
+        ".{0,20}".prop_map(|channel| Request::Leave { channel }),
+        (".{0,20}", ".{0,16}", ".{0,30}", any::<bool>(), 0..4u8).prop_map(
+            |(channel, topic, meta, unordered, priority)| Request::JoinTopic {
+                channel,
+                topic,
+                options: JoinTopicOptions {
+                    meta,
+                    qos: if unordered {
+                        TopicQos::Unordered
+                    } else {
+                        TopicQos::Ordered
+                    },
+                    priority: [
+                        TopicPriority::Highest,
+                        TopicPriority::High,
+                        TopicPriority::Normal,
+                        TopicPriority::Low,
+                    ][usize::from(priority)],
+                },
+            }
+        ),
+        (".{0,20}", ".{0,16}").prop_map(|(channel, topic)| Request::LeaveTopic { channel, topic }),
+        (".{0,20}", ".{0,16}", payload(), ".{0,8}").prop_map(|(channel, topic, message, ct)| {
+            Request::PublishTopic(PublishTopicRequest {
+                channel,
+                topic,
+                message,
+                custom_type: ct,
+            })
+        }),
+        (".{0,20}", ".{0,16}", users()).prop_map(|(channel, topic, users)| {
+            Request::SubscribeTopic {
+                channel,
+                topic,
+                users,
+            }
+        }),
+        (".{0,20}", ".{0,16}", users()).prop_map(|(channel, topic, users)| {
+            Request::UnsubscribeTopic {
+                channel,
+                topic,
+                users,
+            }
+        }),
+        (".{0,20}", ".{0,30}")
+            .prop_map(|(channel, token)| Request::RenewChannelToken { channel, token }),
+    ]
+}
 
 fn payload() -> impl Strategy<Value = Payload> {
     prop_oneof![
@@ -89,9 +156,11 @@ fn client_msg() -> impl Strategy<Value = ClientMsg> {
     prop_oneof![
         (any::<u16>(), ".{0,20}")
             .prop_map(|(version, agent)| ClientMsg::Hello(Hello { version, agent })),
-        (any::<u32>(), request()).prop_map(|(id, request)| ClientMsg::Request {
-            id: RequestId(id),
-            request
+        (any::<u32>(), prop_oneof![request(), stream_request()]).prop_map(|(id, request)| {
+            ClientMsg::Request {
+                id: RequestId(id),
+                request,
+            }
         }),
         prop::collection::vec(any::<u64>(), 0..17).prop_map(|received| ClientMsg::Ack { received }),
     ]
@@ -137,6 +206,38 @@ fn server_msg() -> impl Strategy<Value = ServerMsg> {
             .prop_map(|(channel, timestamp)| Response::Publish { channel, timestamp }),
         any::<u64>().prop_map(|timestamp| Response::Pong { timestamp }),
         any::<u64>().prop_map(|timestamp| Response::RenewToken { timestamp }),
+        (".{0,20}", any::<u64>())
+            .prop_map(|(channel, timestamp)| Response::Join { channel, timestamp }),
+        (".{0,20}", ".{0,16}", any::<u64>()).prop_map(|(channel, topic, timestamp)| {
+            Response::PublishTopic {
+                channel,
+                topic,
+                timestamp,
+            }
+        }),
+        (
+            ".{0,20}",
+            ".{0,16}",
+            prop::collection::vec(".{0,10}", 0..4),
+            prop::collection::vec((".{0,10}", any::<i32>(), ".{0,20}"), 0..4),
+            any::<u64>()
+        )
+            .prop_map(|(channel, topic, succeed_users, failed, timestamp)| {
+                Response::SubscribeTopic {
+                    channel,
+                    topic,
+                    succeed_users,
+                    failed_users: failed
+                        .into_iter()
+                        .map(|(user, error_code, reason)| FailedUser {
+                            user,
+                            error_code,
+                            reason,
+                        })
+                        .collect(),
+                    timestamp,
+                }
+            }),
     ];
     let error = (prop::sample::select(ErrorCode::ALL), ".{0,30}")
         .prop_map(|(code, reason)| WireError { code, reason });
@@ -164,6 +265,48 @@ fn server_msg() -> impl Strategy<Value = ServerMsg> {
             ),
         Just(Event::SessionClosed {
             reason: CloseReason::SameUidLogin
+        }),
+        (
+            0..3u8,
+            ".{0,20}",
+            ".{0,10}",
+            prop::collection::vec(
+                (
+                    ".{0,16}",
+                    prop::collection::vec((".{0,10}", ".{0,20}"), 0..3)
+                ),
+                0..3
+            ),
+            any::<u64>()
+        )
+            .prop_map(|(kind, channel_name, publisher, infos, timestamp)| {
+                Event::Topic(TopicEvent {
+                    event_type: [
+                        TopicEventType::Snapshot,
+                        TopicEventType::RemoteJoin,
+                        TopicEventType::RemoteLeave,
+                    ][usize::from(kind)],
+                    channel_name,
+                    publisher,
+                    topic_infos: infos
+                        .into_iter()
+                        .map(|(topic_name, publishers)| TopicInfo {
+                            topic_name,
+                            publishers: publishers
+                                .into_iter()
+                                .map(|(user_id, meta)| PublisherInfo { user_id, meta })
+                                .collect(),
+                        })
+                        .collect(),
+                    timestamp,
+                })
+            }),
+        (channel_type(), ".{0,20}").prop_map(|(channel_type, channel_name)| {
+            Event::ChannelLeft {
+                channel_type,
+                channel_name,
+                reason: CloseReason::TokenExpired,
+            }
         }),
     ];
     prop_oneof![

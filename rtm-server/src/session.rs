@@ -699,6 +699,16 @@ impl<E: Engine> Session<E> {
         if !state.streams.contains_key(&channel) {
             return Err(not_joined());
         }
+        let max_users = limits::MAX_TOPIC_SUBSCRIBED_USERS;
+        if users.len() > max_users {
+            return Err(err(
+                ErrorCode::ChannelExceedTopicUserLimitation,
+                format!(
+                    "{} users given, a topic subscription has at most {max_users}",
+                    users.len()
+                ),
+            ));
+        }
         let users = (!users.is_empty()).then_some(users.as_slice());
         let timestamp = self
             .core

@@ -45,6 +45,10 @@ struct Publisher {
     audience: Arc<[SessionHandle]>,
 }
 
+/// Most publishers one subscription remembers as unsubscribed by name; the oldest are
+/// forgotten first.
+const MAX_EXCLUDED: usize = 1024;
+
 #[derive(Debug)]
 struct TopicSub {
     session: SessionHandle,
@@ -279,7 +283,16 @@ impl StreamChannel {
             (Some(users), Some(sub)) => {
                 sub.explicit.retain(|u| !users.iter().any(|x| **x == **u));
                 if sub.auto {
-                    sub.excluded.extend(users.iter().map(|u| u.as_str().into()));
+                    // Only publishers of the topic, and a bounded list: a client cannot grow it
+                    // with names of its choosing.
+                    for user in users {
+                        let publishing = topic.publishers.iter().any(|p| *p.user_id == **user);
+                        if publishing && !sub.excluded.iter().any(|x| **x == **user) {
+                            sub.excluded.push(user.as_str().into());
+                        }
+                    }
+                    let over = sub.excluded.len().saturating_sub(MAX_EXCLUDED);
+                    sub.excluded.drain(..over);
                 }
                 sub.explicit.is_empty() && !sub.auto
             }
@@ -385,6 +398,20 @@ mod tests {
         ch.subscribe_topic(&sub, "t", Some(&["a".into()]), 50, 64)
             .unwrap();
         assert_eq!(audience(&ch, &a, "t"), vec!["sub"]);
+    }
+
+    #[test]
+    fn unsubscribing_names_of_non_publishers_keeps_nothing() {
+        let mut ch = StreamChannel::default();
+        let sub = session(1, "sub");
+        ch.join(&sub, 10).unwrap();
+        ch.subscribe_topic(&sub, "t", None, 50, 64).unwrap();
+        for i in 0..100 {
+            let names: Vec<String> = (0..64).map(|j| format!("n{i}-{j}")).collect();
+            ch.unsubscribe_topic(sub.id(), "t", Some(&names)).unwrap();
+        }
+        let kept = ch.topics["t"].subscribers[&sub.id()].excluded.len();
+        assert_eq!(kept, 0);
     }
 
     #[test]
