@@ -25,7 +25,7 @@ use rtm_proto::{
     ClientMsg, CloseReason, ErrorCode, Event, Hello, PROTOCOL_VERSION, Request, RequestId,
     Response, RtmError, ServerMsg, WireError,
 };
-use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, timeout};
 
@@ -73,6 +73,8 @@ pub(crate) struct Connection {
     pub(crate) commands: mpsc::UnboundedSender<Command>,
     conn: quinn::Connection,
     shared: Arc<Shared>,
+    /// Opens the delivery streams to the listeners (see [`Connection::deliver_events`]).
+    deliver: watch::Sender<bool>,
 }
 
 #[derive(Debug, Default)]
@@ -239,6 +241,7 @@ impl Connection {
         }
         let pending: Pending = Arc::default();
         let (commands, commands_rx) = mpsc::unbounded_channel();
+        let (deliver, deliver_rx) = watch::channel(false);
         tokio::spawn(read_responses(reader, pending.clone()));
         let heartbeat = Duration::from_secs(config.heartbeat_interval.clamp(5, 1800).into());
         let ended = tokio::spawn(drive(
@@ -247,7 +250,10 @@ impl Connection {
             commands_rx,
             pending,
             shared.clone(),
-            listeners,
+            EventGate {
+                listeners,
+                open: deliver_rx,
+            },
             heartbeat,
         ));
         Ok(Opened {
@@ -255,11 +261,19 @@ impl Connection {
                 commands,
                 conn,
                 shared: shared.clone(),
+                deliver,
             },
             response,
             ended,
             received: ReceivedCounter(shared),
         })
+    }
+
+    /// Starts handing the session's events to the listeners. Until then the delivery streams
+    /// wait in QUIC's buffers, so that nothing of a new or resumed connection reaches the
+    /// application before the link-state event that says it is connected.
+    pub(crate) fn deliver_events(&self) {
+        self.deliver.send_replace(true);
     }
 
     /// Closes the connection on the user's behalf (after a logout): no failure is reported.
@@ -281,6 +295,13 @@ impl Drop for Connection {
     }
 }
 
+/// Where a connection's events go, and the gate that holds them until the link state says
+/// connected.
+struct EventGate {
+    listeners: Listeners,
+    open: watch::Receiver<bool>,
+}
+
 /// Writes commands, heartbeats and acknowledgements, and accepts delivery streams, until the
 /// connection ends; then says how it ended.
 async fn drive(
@@ -289,9 +310,13 @@ async fn drive(
     mut commands: mpsc::UnboundedReceiver<Command>,
     pending: Pending,
     shared: Arc<Shared>,
-    listeners: Listeners,
+    events: EventGate,
     heartbeat: Duration,
 ) -> Outcome {
+    let EventGate {
+        listeners,
+        open: mut deliver,
+    } = events;
     let mut next_id: u32 = 1;
     let mut out = BytesMut::new();
     let mut batch = Vec::with_capacity(WRITE_BATCH);
@@ -299,8 +324,14 @@ async fn drive(
     let mut ack_tick = tokio::time::interval_at(Instant::now() + heartbeat, heartbeat);
     ack_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut acked = shared.counts();
+    let mut delivering = false;
     loop {
         tokio::select! {
+            changed = deliver.changed(), if !delivering => {
+                // A dropped sender (the connection handle is gone) opens the gate too: the
+                // connection is closing and its streams must be drained to end.
+                delivering = changed.is_err() || *deliver.borrow();
+            }
             n = commands.recv_many(&mut batch, WRITE_BATCH) => {
                 if n == 0 {
                     break;
@@ -329,7 +360,7 @@ async fn drive(
                     encode_frame_into(&ClientMsg::Ack { received }, &mut out);
                 }
             }
-            stream = conn.accept_uni() => match stream {
+            stream = conn.accept_uni(), if delivering => match stream {
                 Ok(recv) => {
                     readers.push(tokio::spawn(read_events(recv, listeners.clone(), shared.clone())));
                 }

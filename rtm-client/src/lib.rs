@@ -64,9 +64,10 @@ pub use crate::event::{
 use crate::link::LinkTracker;
 use crate::session::SessionCache;
 pub use crate::stream::{
-    FailedDetail, JoinOptions, JoinResponse, JoinTopicOptions, LeaveResponse, PublisherInfo,
-    StreamChannel, SubscribeTopicResponse, TopicEvent, TopicEventType, TopicInfo,
-    TopicMessageOptions, TopicPriority, TopicQos, TopicResponse, TopicSubscribeOptions,
+    FailedDetail, JoinOptions, JoinResponse, JoinTopicOptions, JoinTopicResponse, LeaveResponse,
+    LeaveTopicResponse, PublishTopicMessageResponse, PublisherInfo, StreamChannel,
+    SubscribeTopicResponse, TopicEvent, TopicEventType, TopicInfo, TopicMessageOptions,
+    TopicPriority, TopicQos, TopicResponse, TopicSubscribeOptions, UnsubscribeTopicResponse,
 };
 pub use crate::transport::Transport;
 
@@ -224,6 +225,16 @@ impl Inner {
         epoch: u64,
     ) -> Option<std::collections::BTreeMap<String, stream::StreamCache>> {
         Some(Self::session_of(&mut self.lock(), epoch)?.streams.clone())
+    }
+
+    /// Lets the live connection's events through, once its link state has been reported.
+    pub(crate) fn deliver_events(&self, epoch: u64) {
+        let mut state = self.lock();
+        if Self::session_of(&mut state, epoch).is_some()
+            && let Some(connection) = &state.connection
+        {
+            connection.deliver_events();
+        }
     }
 
     /// Makes `connection` the live one; returns the subscribed channels.
@@ -385,6 +396,7 @@ impl RtmClient {
                     LinkStateReason::LoginSuccess,
                     "Login success",
                 );
+                inner.deliver_events(epoch);
                 Ok(response)
             }
             Err(e) => {

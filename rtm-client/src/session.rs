@@ -163,6 +163,7 @@ async fn reconnect(
         match attempt(&client, epoch, lost).await {
             Attempt::Back(live, change) => {
                 client.link.change(change);
+                client.deliver_events(epoch);
                 return Some(live);
             }
             Attempt::Failed(reason, text) => {

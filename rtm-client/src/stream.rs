@@ -104,6 +104,17 @@ pub struct TopicResponse {
     pub timestamp: u64,
 }
 
+/// The answer to [`StreamChannel::join_topic`] (the reference's `JoinTopicResponse`).
+pub type JoinTopicResponse = TopicResponse;
+/// The answer to [`StreamChannel::leave_topic`] (the reference's `LeaveTopicResponse`).
+pub type LeaveTopicResponse = TopicResponse;
+/// The answer to [`StreamChannel::publish_topic_message`] (the reference's
+/// `PublishTopicMessageResponse`).
+pub type PublishTopicMessageResponse = TopicResponse;
+/// The answer to [`StreamChannel::unsubscribe_topic`] (the reference's
+/// `UnsubscribeTopicResponse`).
+pub type UnsubscribeTopicResponse = TopicResponse;
+
 /// Why one user of a [`StreamChannel::subscribe_topic`] call was not subscribed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FailedDetail {
