@@ -491,6 +491,7 @@ async fn read_events(recv: quinn::RecvStream, listeners: Listeners, shared: Arc<
         match ServerMsg::decode(&body) {
             Ok(ServerMsg::Event(Event::Message(m))) => listeners.emit(RtmEvent::Message(m)),
             Ok(ServerMsg::Event(Event::Topic(t))) => listeners.emit(RtmEvent::Topic(t)),
+            Ok(ServerMsg::Event(Event::Presence(p))) => listeners.emit(RtmEvent::Presence(p)),
             Ok(ServerMsg::Event(Event::ChannelLeft {
                 channel_name,
                 reason,

@@ -4,7 +4,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 
-pub use rtm_proto::{MessageEvent, TopicEvent};
+pub use rtm_proto::{MessageEvent, PresenceEvent, TopicEvent};
 use tokio::sync::mpsc;
 
 /// An event, the reference's event listener types in one enum.
@@ -16,6 +16,9 @@ pub enum RtmEvent {
     /// Publishers joined or left topics of a joined stream channel, or (`SNAPSHOT`) the
     /// channel's topics when this client joined it (`topic`).
     Topic(TopicEvent),
+    /// Users arrived in or left a channel this client is in with presence, or (`SNAPSHOT`) who
+    /// was there when it arrived (`presence`).
+    Presence(PresenceEvent),
     /// The connection's state changed (`linkState`).
     LinkState(LinkStateEvent),
     /// A token expires soon (`tokenPrivilegeWillExpire`): call

@@ -51,7 +51,10 @@ use std::future::Future;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-pub use rtm_proto::{ChannelType, ErrorCode, LoginLimits, MessageEvent, Payload, RtmError};
+pub use rtm_proto::{
+    ChannelType, ErrorCode, IntervalDetail, LoginLimits, MessageEvent, Payload, PresenceEvent,
+    PresenceEventType, RtmError, StateDetail, UserState,
+};
 use rtm_proto::{PublishRequest, Request, Response, message::LoginRequest, validate};
 
 pub use crate::config::{

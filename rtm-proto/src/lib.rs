@@ -15,6 +15,7 @@
 //! - [`frame`]: length-prefixed framing, with the size cap checked before any allocation.
 //! - [`message`]: [`ClientMsg`] and [`ServerMsg`], the requests, responses and events.
 //! - [`error`]: [`ErrorCode`], [`RtmError`] and the codec's own errors.
+//! - [`presence`]: presence events and temporary user state.
 //! - [`stream`]: stream channels and topics.
 //! - [`validate`]: the reference's length and character-set rules.
 //! - [`limits`]: the reference's default limits.
@@ -24,6 +25,7 @@ pub mod error;
 pub mod frame;
 pub mod limits;
 pub mod message;
+pub mod presence;
 pub mod stream;
 pub mod validate;
 
@@ -34,6 +36,7 @@ pub use message::{
     Payload, PublishRequest, Request, RequestId, Response, ResumeRequest, ServerMsg, SessionTicket,
     SubscribeOptions, Welcome, WireError,
 };
+pub use presence::{IntervalDetail, PresenceEvent, PresenceEventType, StateDetail, UserState};
 pub use stream::{
     FailedUser, JoinOptions, JoinTopicOptions, PublishTopicRequest, PublisherInfo,
     SubscribeTopicCode, TopicEvent, TopicEventType, TopicInfo, TopicPriority, TopicQos,

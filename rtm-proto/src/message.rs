@@ -17,6 +17,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{DecodeError, ErrorCode};
+use crate::presence::PresenceEvent;
 use crate::stream::{FailedUser, JoinOptions, JoinTopicOptions, PublishTopicRequest, TopicEvent};
 
 /// Identifies a request on a connection; the response carries the same id. Chosen by the
@@ -462,20 +463,26 @@ impl ServerMsg {
     }
 
     /// The bytes of the `channel_name` of a whole frame (length header included) that holds a
-    /// [`Event::Message`], read without decoding the rest; `None` for any other frame. The
-    /// server picks a frame's delivery lane from it (`docs/protocol.md` §1.2).
-    pub fn peek_message_channel(frame: &[u8]) -> Option<&[u8]> {
+    /// channel's event ([`Event::Message`], [`Event::Topic`] or [`Event::Presence`]), read
+    /// without decoding the rest; `None` for any other frame. The server picks a frame's
+    /// delivery lane from it (`docs/protocol.md` §1.2), so that the events of one channel keep
+    /// their order.
+    pub fn peek_event_channel(frame: &[u8]) -> Option<&[u8]> {
         let body = frame.get(crate::frame::HEADER_LEN..)?;
         let (kind, rest) = postcard::take_from_bytes::<u32>(body).ok()?;
         if kind != SERVER_MSG_EVENT_TAG {
             return None;
         }
         let (event, rest) = postcard::take_from_bytes::<u32>(rest).ok()?;
-        if event != EVENT_MESSAGE_TAG {
-            return None;
-        }
-        // channel_type (one byte), then the name's varint length and bytes.
-        let rest = rest.get(1..)?;
+        // What comes before the name: each of these fields is an enum of a few variants or a
+        // `ChannelType`, one byte on the wire.
+        let before_name = match event {
+            EVENT_MESSAGE_TAG => 1,  // channel_type
+            EVENT_TOPIC_TAG => 1,    // event_type
+            EVENT_PRESENCE_TAG => 2, // event_type, channel_type
+            _ => return None,
+        };
+        let rest = rest.get(before_name..)?;
         let (len, rest) = postcard::take_from_bytes::<u64>(rest).ok()?;
         rest.get(..usize::try_from(len).ok()?)
     }
@@ -485,6 +492,10 @@ impl ServerMsg {
 const SERVER_MSG_EVENT_TAG: u32 = 2;
 /// Variant index of [`Event::Message`] on the wire.
 const EVENT_MESSAGE_TAG: u32 = 0;
+/// Variant index of [`Event::Topic`] on the wire.
+const EVENT_TOPIC_TAG: u32 = 3;
+/// Variant index of [`Event::Presence`] on the wire.
+const EVENT_PRESENCE_TAG: u32 = 5;
 
 /// The server's answer to [`Hello`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -678,6 +689,8 @@ pub enum Event {
         /// Why.
         reason: CloseReason,
     },
+    /// Who arrived in, left or changed state in a channel this session is in with presence.
+    Presence(PresenceEvent),
 }
 
 /// A message event, with the reference's fields.
@@ -799,7 +812,7 @@ mod tests {
     }
 
     #[test]
-    fn peek_finds_the_channel_of_a_message_event_only() {
+    fn peek_finds_the_channel_of_channel_events_only() {
         let message = |channel_type| {
             encode_frame(&ServerMsg::Event(Event::Message(MessageEvent {
                 channel_type,
@@ -813,23 +826,46 @@ mod tests {
         };
         for t in [ChannelType::Message, ChannelType::User, ChannelType::Stream] {
             assert_eq!(
-                ServerMsg::peek_message_channel(&message(t)),
+                ServerMsg::peek_event_channel(&message(t)),
                 Some(&b"room-42"[..])
             );
         }
         let closed = encode_frame(&ServerMsg::Event(Event::SessionClosed {
             reason: CloseReason::SlowConsumer,
         }));
-        assert_eq!(ServerMsg::peek_message_channel(&closed), None);
+        assert_eq!(ServerMsg::peek_event_channel(&closed), None);
+        // Topic and presence events of a channel travel with its messages.
+        let topic = encode_frame(&ServerMsg::Event(Event::Topic(TopicEvent {
+            event_type: crate::stream::TopicEventType::RemoteLeave,
+            channel_name: "room-42".into(),
+            publisher: "p".into(),
+            topic_infos: Vec::new(),
+            timestamp: 1,
+        })));
+        assert_eq!(ServerMsg::peek_event_channel(&topic), Some(&b"room-42"[..]));
+        let presence = encode_frame(&ServerMsg::Event(Event::Presence(PresenceEvent {
+            event_type: crate::PresenceEventType::RemoteStateChanged,
+            channel_type: ChannelType::Stream,
+            channel_name: "room-42".into(),
+            publisher: "p".into(),
+            state_changed: Default::default(),
+            interval: None,
+            snapshot: Vec::new(),
+            timestamp: 1,
+        })));
+        assert_eq!(
+            ServerMsg::peek_event_channel(&presence),
+            Some(&b"room-42"[..])
+        );
         let pong = encode_frame(&ServerMsg::Response {
             id: RequestId(1),
             result: Ok(Response::Pong { timestamp: 5 }),
         });
-        assert_eq!(ServerMsg::peek_message_channel(&pong), None);
+        assert_eq!(ServerMsg::peek_event_channel(&pong), None);
         // Cut anywhere, a frame gives no name rather than a wrong one or a panic.
         let full = message(ChannelType::Message);
         for cut in 0..full.len() {
-            let peeked = ServerMsg::peek_message_channel(&full[..cut]);
+            let peeked = ServerMsg::peek_event_channel(&full[..cut]);
             assert!(peeked.is_none() || peeked == Some(&b"room-42"[..]), "{cut}");
         }
     }

@@ -381,7 +381,7 @@ proptest! {
             let _ = ServerMsg::decode(&f);
             let _ = ClientMsg::peek_request_id(&f);
         }
-        let _ = ServerMsg::peek_message_channel(&bytes);
+        let _ = ServerMsg::peek_event_channel(&bytes);
     }
 
     #[test]

@@ -33,6 +33,7 @@ mod core;
 pub mod engine;
 pub mod metrics;
 pub mod outbox;
+mod presence;
 mod resume;
 mod session;
 mod tls;

@@ -30,11 +30,11 @@ use tokio::sync::Notify;
 
 use crate::metrics::Metrics;
 
-/// The lane of an encoded frame among `lanes` (a power of two): FNV-1a of a message event's
-/// channel name, masked; 0 for every other frame. FNV-1a is stable across processes and
+/// The lane of an encoded frame among `lanes` (a power of two): FNV-1a of the channel name of a
+/// message, topic or presence event, masked; 0 for every other frame. FNV-1a is stable across processes and
 /// versions, so every node of a cluster picks the same lane for a channel.
 pub fn lane_of(frame: &[u8], lanes: u8) -> u8 {
-    let Some(channel) = ServerMsg::peek_message_channel(frame) else {
+    let Some(channel) = ServerMsg::peek_event_channel(frame) else {
         return 0;
     };
     let hash = channel.iter().fold(0x811c_9dc5u32, |hash, &byte| {

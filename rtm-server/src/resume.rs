@@ -21,6 +21,7 @@ use tokio::sync::{Notify, oneshot, watch};
 use crate::core::{Core, err};
 use crate::engine::{Engine, SessionId};
 use crate::outbox::OutboxRx;
+use crate::presence::Departure;
 use crate::session::Session;
 
 /// How long a resume waits for the session's owner to hand it over.
@@ -215,7 +216,14 @@ pub(crate) async fn park<E: Engine>(
             Err(detached) => session = detached.session,
         }
     }
-    session.end().await;
+    // docs/protocol.md §5.8: the others see a presence timeout only now, and only if the
+    // session was not resumed.
+    let how = if timed_out {
+        Departure::TimedOut
+    } else {
+        Departure::Left
+    };
+    session.end_as(how).await;
     if timed_out {
         // Counted once the session is gone, so that the counters agree at every moment.
         core.metrics

@@ -24,8 +24,9 @@ use rtm_proto::{
 use crate::config::AppPolicy;
 use crate::core::{Core, err, invalid, now_ms};
 use crate::engine::SessionId;
-use crate::engine::{Engine, SessionHandle};
+use crate::engine::{Engine, PresenceFlags, SessionHandle};
 use crate::outbox::Outbox;
+use crate::presence::Departure;
 use crate::resume::{Claim, Claims};
 use crate::token::AccessToken;
 
@@ -52,8 +53,18 @@ struct LoggedIn<E> {
     streams: HashMap<String, Joined>,
 }
 
+/// How a subscription takes part in the channel's presence.
+fn subscription_presence(options: &SubscribeOptions) -> PresenceFlags {
+    PresenceFlags {
+        with_presence: options.with_presence,
+        quiet: options.be_quiet,
+    }
+}
+
 /// A joined stream channel.
 struct Joined {
+    /// How the session takes part in the channel's presence.
+    presence: PresenceFlags,
     /// The channel token's clock.
     token: TokenClock,
     /// The topics joined as a publisher, each with its publish rate limiter.
@@ -328,8 +339,19 @@ impl<E: Engine> Session<E> {
             }
         }
         for channel in ended {
-            state.streams.remove(&channel);
+            let Some(joined) = state.streams.remove(&channel) else {
+                continue;
+            };
             let _ = self.core.leave_stream(&state.handle, &channel).await;
+            self.core
+                .depart(
+                    &state.handle,
+                    ChannelType::Stream,
+                    &channel,
+                    joined.presence,
+                    Departure::Left,
+                )
+                .await;
             tracing::debug!(%channel, "stream channel token expired");
             push_event(
                 &self.outbox,
@@ -417,7 +439,16 @@ impl<E: Engine> Session<E> {
         self.core
             .subscribe(&state.handle, &channel, options)
             .await?;
-        state.subscriptions.insert(channel.clone(), options);
+        let first = state
+            .subscriptions
+            .insert(channel.clone(), options)
+            .is_none();
+        if first {
+            let presence = subscription_presence(&options);
+            self.core
+                .arrive(&state.handle, ChannelType::Message, &channel, presence)
+                .await;
+        }
         Ok(Response::Subscribe {
             channel,
             timestamp: now_ms(),
@@ -427,13 +458,23 @@ impl<E: Engine> Session<E> {
     async fn unsubscribe(&mut self, channel: String) -> Result<Response, WireError> {
         let state = logged_in(&mut self.state)?;
         validate::channel_name(&channel).map_err(invalid)?;
-        if state.subscriptions.remove(&channel).is_none() {
+        let Some(options) = state.subscriptions.remove(&channel) else {
             return Err(err(
                 ErrorCode::ChannelNotSubscribed,
                 "not subscribed to this channel",
             ));
-        }
+        };
         self.core.unsubscribe(&state.handle, &channel).await?;
+        let presence = subscription_presence(&options);
+        self.core
+            .depart(
+                &state.handle,
+                ChannelType::Message,
+                &channel,
+                presence,
+                Departure::Left,
+            )
+            .await;
         Ok(Response::Unsubscribe {
             channel,
             timestamp: now_ms(),
@@ -490,27 +531,44 @@ impl<E: Engine> Session<E> {
             &options.token,
         )?;
         let max_users = state.policy.limits.stream_channel_users as usize;
+        let presence = PresenceFlags {
+            with_presence: options.with_presence,
+            quiet: options.be_quiet,
+        };
         let timestamp = self
             .core
-            .join_stream(&state.handle, &channel, max_users)
+            .join_stream(&state.handle, &channel, presence, max_users)
             .await?;
         state.streams.insert(
             channel.clone(),
             Joined {
+                presence,
                 token: TokenClock::new(token_ends_ms),
                 topics: HashMap::new(),
             },
         );
+        self.core
+            .arrive(&state.handle, ChannelType::Stream, &channel, presence)
+            .await;
         Ok(Response::Join { channel, timestamp })
     }
 
     async fn leave(&mut self, channel: String) -> Result<Response, WireError> {
         let state = logged_in(&mut self.state)?;
         validate::channel_name(&channel).map_err(invalid)?;
-        if state.streams.remove(&channel).is_none() {
+        let Some(joined) = state.streams.remove(&channel) else {
             return Err(not_joined());
-        }
+        };
         let timestamp = self.core.leave_stream(&state.handle, &channel).await?;
+        self.core
+            .depart(
+                &state.handle,
+                ChannelType::Stream,
+                &channel,
+                joined.presence,
+                Departure::Left,
+            )
+            .await;
         Ok(Response::Leave { channel, timestamp })
     }
 
@@ -735,17 +793,37 @@ impl<E: Engine> Session<E> {
         })
     }
 
-    /// Ends the login, if any: leaves every stream channel (the other members are told), drops
-    /// every subscription and unregisters the session.
+    /// Ends the login, if any: leaves every stream channel and message channel (the others
+    /// are told: `REMOTE_LEAVE`), and unregisters the session.
     pub(crate) async fn end(&mut self) {
+        self.end_as(Departure::Left).await;
+    }
+
+    /// Ends the login as [`Session::end`], telling the others how it left.
+    pub(crate) async fn end_as(&mut self, how: Departure) {
         let Some(state) = self.state.take() else {
             return;
         };
-        for channel in state.streams.keys() {
+        for (channel, joined) in &state.streams {
             let _ = self.core.leave_stream(&state.handle, channel).await;
+            self.core
+                .depart(
+                    &state.handle,
+                    ChannelType::Stream,
+                    channel,
+                    joined.presence,
+                    how,
+                )
+                .await;
         }
         self.core.sessions.remove(state.handle.id());
         self.core.engine.detach(&state.handle).await;
+        for (channel, options) in &state.subscriptions {
+            let presence = subscription_presence(options);
+            self.core
+                .depart(&state.handle, ChannelType::Message, channel, presence, how)
+                .await;
+        }
         self.core.metrics.sessions.fetch_sub(1, Ordering::Relaxed);
         tracing::debug!(session = %state.handle.id(), "session ended");
     }

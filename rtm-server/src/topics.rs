@@ -11,7 +11,7 @@ use rtm_proto::{
 };
 
 use crate::core::{Core, err, now_ms};
-use crate::engine::{Engine, SessionHandle, StreamError, TopicSubscribed};
+use crate::engine::{Engine, PresenceFlags, SessionHandle, StreamError, TopicSubscribed};
 
 /// The error a client sees for a refused stream operation; `failed` is the code of the
 /// operation's own failure (for an engine error).
@@ -32,11 +32,12 @@ impl<E: Engine> Core<E> {
         &self,
         session: &SessionHandle,
         channel: &str,
+        presence: PresenceFlags,
         max_users: usize,
     ) -> Result<u64, WireError> {
         let topic_infos = self
             .engine
-            .join_stream(session, channel, max_users)
+            .join_stream(session, channel, presence, max_users)
             .await
             .map_err(|e| refused(e, ErrorCode::ChannelJoinFailed))?;
         let timestamp = now_ms();

@@ -6,26 +6,32 @@ use std::time::Duration;
 
 use rtm_client::{
     ErrorCode, EventStream, JoinOptions, JoinTopicOptions, LinkOperation, LinkState,
-    LinkStateEvent, LinkStateReason, LoginOptions, PublishOptions, RtmClient, RtmEvent,
-    SubscribeOptions, TopicEventType, TopicMessageOptions, TopicSubscribeOptions,
+    LinkStateEvent, LinkStateReason, LoginOptions, PresenceEventType, PublishOptions, RtmClient,
+    RtmEvent, SubscribeOptions, TopicEventType, TopicMessageOptions, TopicSubscribeOptions,
 };
 use rtm_proto::{Request, Response, ResumeRequest, ServerMsg};
 use rtm_testkit::{
-    LossyLink, RawSession, TEST_APP_ID, TestServer, expect_event, expect_link_state,
-    expect_message, wait_until, within,
+    LossyLink, RawSession, TEST_APP_ID, TestServer, expect_event, expect_message, wait_until,
+    within,
 };
 
 /// Long enough for the idle timeout (heartbeat interval 5 s + 10 s), plus retries.
 const LINK_DEADLINE: Duration = Duration::from_secs(45);
 
-/// Waits (up to [`LINK_DEADLINE`]) for the link to reach `state`.
+/// Waits (up to [`LINK_DEADLINE`], longer than the test kit's event deadline: a lost link is
+/// noticed after up to 20 s) for the link to reach `state`.
 async fn link_reaches(events: &mut EventStream, state: LinkState) -> LinkStateEvent {
-    within(
-        LINK_DEADLINE,
-        &format!("the {state:?} link state"),
-        expect_link_state(events, state),
-    )
-    .await
+    let wait = async {
+        while let Some(event) = events.recv().await {
+            if let RtmEvent::LinkState(s) = event
+                && s.current_state == state
+            {
+                return s;
+            }
+        }
+        panic!("the event stream ended");
+    };
+    within(LINK_DEADLINE, &format!("the {state:?} link state"), wait).await
 }
 
 fn text(m: &rtm_client::MessageEvent) -> &str {
@@ -157,7 +163,15 @@ async fn a_parked_session_resumes_without_losing_events() {
             .await
             .unwrap();
     }
-    let (other, _) = server.login("other").await;
+    let (other, mut other_events) = server.login("other").await;
+    other
+        .subscribe("room", SubscribeOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        presence_of(&mut other_events, "room").await,
+        "Snapshot [other, roamer]"
+    );
     other
         .publish("room", "before", PublishOptions::default())
         .await
@@ -198,21 +212,46 @@ async fn a_parked_session_resumes_without_losing_events() {
     }
     assert_eq!(got["room"], ["during 1", "during 2"]);
     assert_eq!(metrics.sessions_resumed.load(Ordering::Relaxed), 1);
+    // The others saw nothing of it: the next presence event is a newcomer's.
+    let (third, _) = server.login("third").await;
+    third
+        .subscribe("room", SubscribeOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        presence_of(&mut other_events, "room").await,
+        "RemoteJoin third"
+    );
+}
+
+/// The next presence event of `channel`, described: "KIND user" or "Snapshot [users]".
+async fn presence_of(events: &mut EventStream, channel: &str) -> String {
+    expect_event(events, "a presence event", |e| match e {
+        RtmEvent::Presence(p) if p.channel_name != channel => None,
+        RtmEvent::Presence(p) if p.event_type == PresenceEventType::Snapshot => {
+            let users: Vec<String> = p.snapshot.into_iter().map(|u| u.user_id).collect();
+            Some(format!("Snapshot [{}]", users.join(", ")))
+        }
+        RtmEvent::Presence(p) => Some(format!("{:?} {}", p.event_type, p.publisher)),
+        _ => None,
+    })
+    .await
 }
 
 /// Waits for the CONNECTED link state, failing if a message comes first: the application hears
 /// that the link is back before it hears anything sent over it.
 async fn connected_before_any_message(events: &mut EventStream) -> LinkStateEvent {
-    within(
-        LINK_DEADLINE,
-        "the Connected link state",
-        expect_event(events, "the Connected link state", |e| match e {
-            RtmEvent::LinkState(s) if s.current_state == LinkState::Connected => Some(s),
-            RtmEvent::Message(m) => panic!("a message arrived before CONNECTED: {m:?}"),
-            _ => None,
-        }),
-    )
-    .await
+    let wait = async {
+        while let Some(event) = events.recv().await {
+            match event {
+                RtmEvent::LinkState(s) if s.current_state == LinkState::Connected => return s,
+                RtmEvent::Message(m) => panic!("a message arrived before CONNECTED: {m:?}"),
+                _ => {}
+            }
+        }
+        panic!("the event stream ended");
+    };
+    within(LINK_DEADLINE, "the Connected link state", wait).await
 }
 
 /// The link is cut for longer than the presence timeout: the server ends the session; the
@@ -233,7 +272,15 @@ async fn after_the_presence_timeout_the_client_logs_in_again_and_resubscribes() 
             .unwrap();
     }
     // A stream channel with a topic joined and one subscribed.
-    let (other, _) = server.login("other").await;
+    let (other, mut other_events) = server.login("other").await;
+    other
+        .subscribe("a", SubscribeOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        presence_of(&mut other_events, "a").await,
+        "Snapshot [other, roamer]"
+    );
     let other_stream = other.create_stream_channel("st").unwrap();
     other_stream.join(JoinOptions::default()).await.unwrap();
     other_stream
@@ -257,13 +304,21 @@ async fn after_the_presence_timeout_the_client_logs_in_again_and_resubscribes() 
         metrics.sessions_timed_out.load(Ordering::Relaxed) == 1
     })
     .await;
-    // Only "other" is left.
+    // Only "other" is left, and it saw roamer time out (not leave).
     assert_eq!(metrics.sessions.load(Ordering::Relaxed), 1);
+    assert_eq!(
+        presence_of(&mut other_events, "a").await,
+        "RemoteTimeout roamer"
+    );
     link_reaches(&mut events, LinkState::Disconnected).await;
     link.restore();
     let back = link_reaches(&mut events, LinkState::Connected).await;
     assert!(!back.is_resumed, "{back:?}");
     assert_eq!(back.affected_channels, ["a", "b", "st"]);
+    assert_eq!(
+        presence_of(&mut other_events, "a").await,
+        "RemoteJoin roamer"
+    );
     assert!(back.unrestored_channels.is_empty());
     assert_eq!(metrics.sessions_resumed.load(Ordering::Relaxed), 0);
     // Joined again, with its topic and its topic subscription.
@@ -394,9 +449,13 @@ async fn a_kept_session_replaced_by_the_same_user_fails_instead_of_resuming() {
 async fn a_resume_takes_the_session_from_a_live_connection() {
     let server = TestServer::start().await;
     let (mut old, ticket) = RawSession::login_with_ticket(&server, "mover").await;
+    // Without presence, the only event on the channel's lane is the message below.
     let subscribe = Request::Subscribe {
         channel: "room".into(),
-        options: SubscribeOptions::default(),
+        options: SubscribeOptions {
+            with_presence: false,
+            ..Default::default()
+        },
     };
     assert!(old.request(2, subscribe).await.is_ok());
 

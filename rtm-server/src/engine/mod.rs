@@ -17,7 +17,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use rtm_proto::{CloseReason, SubscribeOptions, SubscribeTopicCode, TopicInfo};
+use rtm_proto::{ChannelType, CloseReason, SubscribeOptions, SubscribeTopicCode, TopicInfo};
 
 use crate::outbox::{Outbox, Pushed};
 
@@ -124,6 +124,15 @@ pub enum StreamError {
     NotSubscribed,
 }
 
+/// How a member takes part in a channel's presence.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PresenceFlags {
+    /// It receives presence events.
+    pub with_presence: bool,
+    /// It is invisible to others (`be_quiet`).
+    pub quiet: bool,
+}
+
 /// What a topic subscription did, per user.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct TopicSubscribed {
@@ -191,6 +200,7 @@ pub trait Engine: Send + Sync + 'static {
         &self,
         session: &SessionHandle,
         channel: &str,
+        presence: PresenceFlags,
         max_users: usize,
     ) -> impl Future<Output = Result<Vec<TopicInfo>, StreamError>> + Send;
 
@@ -251,6 +261,25 @@ pub trait Engine: Send + Sync + 'static {
         publisher: &SessionHandle,
         channel: &str,
         topic: &str,
+        frame: Bytes,
+    ) -> impl Future<Output = Result<Delivery, EngineError>> + Send;
+
+    /// The visible (not quiet) users of a message or stream channel, sorted.
+    fn present_users(
+        &self,
+        app_id: &str,
+        channel_type: ChannelType,
+        channel: &str,
+    ) -> impl Future<Output = Result<Vec<String>, EngineError>> + Send;
+
+    /// Delivers an encoded presence event to the members of a message or stream channel that
+    /// asked for presence, but `except`.
+    fn broadcast_presence(
+        &self,
+        app_id: &str,
+        channel_type: ChannelType,
+        channel: &str,
+        except: SessionId,
         frame: Bytes,
     ) -> impl Future<Output = Result<Delivery, EngineError>> + Send;
 

@@ -12,11 +12,12 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use bytes::Bytes;
-use rtm_proto::{CloseReason, SubscribeOptions, TopicInfo};
+use rtm_proto::{ChannelType, CloseReason, SubscribeOptions, TopicInfo};
 
 use self::stream::StreamChannel;
 use super::{
-    Delivery, Engine, EngineError, SessionHandle, SessionId, StreamError, TopicSubscribed, tally,
+    Delivery, Engine, EngineError, PresenceFlags, SessionHandle, SessionId, StreamError,
+    TopicSubscribed, tally,
 };
 
 /// The default, single-node engine.
@@ -89,6 +90,7 @@ fn without(subs: &[Subscriber], id: SessionId) -> Vec<Subscriber> {
 struct Subscriber {
     session: SessionHandle,
     with_message: bool,
+    presence: PresenceFlags,
 }
 
 impl MemoryEngine {
@@ -166,6 +168,10 @@ impl Engine for MemoryEngine {
         list.push(Subscriber {
             session: session.clone(),
             with_message: options.with_message,
+            presence: PresenceFlags {
+                with_presence: options.with_presence,
+                quiet: options.be_quiet,
+            },
         });
         *subs = list.into();
         app.subscribed
@@ -234,6 +240,7 @@ impl Engine for MemoryEngine {
         &self,
         session: &SessionHandle,
         channel: &str,
+        presence: PresenceFlags,
         max_users: usize,
     ) -> Result<Vec<TopicInfo>, StreamError> {
         let mut state = self.state();
@@ -242,7 +249,7 @@ impl Engine for MemoryEngine {
             .streams
             .entry(channel.into())
             .or_default()
-            .join(session, max_users);
+            .join(session, presence, max_users);
         match snapshot {
             Ok(snapshot) => {
                 app.joined
@@ -337,6 +344,71 @@ impl Engine for MemoryEngine {
             .and_then(|a| a.streams.get(channel))
             .and_then(|s| s.audience(publisher.id(), topic));
         Ok(audience.map_or_else(Delivery::default, |to| Self::push_all(to.iter(), &frame)))
+    }
+
+    async fn present_users(
+        &self,
+        app_id: &str,
+        channel_type: ChannelType,
+        channel: &str,
+    ) -> Result<Vec<String>, EngineError> {
+        let state = self.state();
+        let Some(app) = state.apps.get(app_id) else {
+            return Ok(Vec::new());
+        };
+        let mut users: Vec<String> = match channel_type {
+            ChannelType::Stream => app
+                .streams
+                .get(channel)
+                .map(StreamChannel::present_users)
+                .unwrap_or_default(),
+            _ => app
+                .channels
+                .get(channel)
+                .map(|subs| {
+                    subs.iter()
+                        .filter(|s| !s.presence.quiet)
+                        .map(|s| s.session.user_id().to_owned())
+                        .collect()
+                })
+                .unwrap_or_default(),
+        };
+        users.sort();
+        Ok(users)
+    }
+
+    async fn broadcast_presence(
+        &self,
+        app_id: &str,
+        channel_type: ChannelType,
+        channel: &str,
+        except: SessionId,
+        frame: Bytes,
+    ) -> Result<Delivery, EngineError> {
+        let to: Vec<SessionHandle> = {
+            let state = self.state();
+            let Some(app) = state.apps.get(app_id) else {
+                return Ok(Delivery::default());
+            };
+            match channel_type {
+                ChannelType::Stream => app
+                    .streams
+                    .get(channel)
+                    .map(|s| s.presence_audience(except))
+                    .unwrap_or_default(),
+                _ => app
+                    .channels
+                    .get(channel)
+                    .map(|subs| {
+                        subs.iter()
+                            .filter(|s| s.presence.with_presence && s.session.id() != except)
+                            .map(|s| s.session.clone())
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+            }
+        };
+        Ok(Self::push_all(to.iter(), &frame))
     }
 
     async fn broadcast_stream(

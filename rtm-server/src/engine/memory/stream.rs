@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use rtm_proto::{PublisherInfo, SubscribeTopicCode, TopicInfo};
 
-use crate::engine::{SessionHandle, SessionId, StreamError, TopicSubscribed};
+use crate::engine::{PresenceFlags, SessionHandle, SessionId, StreamError, TopicSubscribed};
 
 /// One stream channel of one app.
 #[derive(Debug, Default)]
@@ -23,6 +23,7 @@ pub(super) struct StreamChannel {
 #[derive(Debug)]
 struct Member {
     session: SessionHandle,
+    presence: PresenceFlags,
     /// Topics it publishes in.
     joined: HashSet<Box<str>>,
     /// Topics it subscribes to.
@@ -127,6 +128,7 @@ impl StreamChannel {
     pub(super) fn join(
         &mut self,
         session: &SessionHandle,
+        presence: PresenceFlags,
         max_users: usize,
     ) -> Result<Vec<TopicInfo>, StreamError> {
         if !self.members.contains_key(&session.id()) {
@@ -137,6 +139,7 @@ impl StreamChannel {
                 session.id(),
                 Member {
                     session: session.clone(),
+                    presence,
                     joined: HashSet::new(),
                     subscribed: HashSet::new(),
                 },
@@ -325,6 +328,24 @@ impl StreamChannel {
             .map(|p| p.audience.clone())
     }
 
+    /// The visible (not quiet) members' user ids.
+    pub(super) fn present_users(&self) -> Vec<String> {
+        self.members
+            .values()
+            .filter(|m| !m.presence.quiet)
+            .map(|m| m.session.user_id().to_owned())
+            .collect()
+    }
+
+    /// The members that receive presence events, but `except`.
+    pub(super) fn presence_audience(&self, except: SessionId) -> Vec<SessionHandle> {
+        self.members
+            .values()
+            .filter(|m| m.presence.with_presence && m.session.id() != except)
+            .map(|m| m.session.clone())
+            .collect()
+    }
+
     /// Every member but `except`.
     pub(super) fn members_except(&self, except: SessionId) -> Vec<SessionHandle> {
         self.members
@@ -363,9 +384,9 @@ mod tests {
         let mut ch = StreamChannel::default();
         let sub = session(1, "sub");
         let pubs: Vec<_> = (0..4).map(|i| session(10 + i, &format!("p{i}"))).collect();
-        ch.join(&sub, 10).unwrap();
+        ch.join(&sub, PresenceFlags::default(), 10).unwrap();
         for p in &pubs {
-            ch.join(p, 10).unwrap();
+            ch.join(p, PresenceFlags::default(), 10).unwrap();
         }
         ch.join_topic(&pubs[0], "t", "").unwrap();
         let r = ch.subscribe_topic(&sub, "t", None, 50, 2).unwrap();
@@ -386,7 +407,7 @@ mod tests {
         let sub = session(1, "sub");
         let a = session(2, "a");
         for s in [&sub, &a] {
-            ch.join(s, 10).unwrap();
+            ch.join(s, PresenceFlags::default(), 10).unwrap();
         }
         ch.join_topic(&a, "t", "").unwrap();
         ch.subscribe_topic(&sub, "t", None, 50, 64).unwrap();
@@ -404,7 +425,7 @@ mod tests {
     fn unsubscribing_names_of_non_publishers_keeps_nothing() {
         let mut ch = StreamChannel::default();
         let sub = session(1, "sub");
-        ch.join(&sub, 10).unwrap();
+        ch.join(&sub, PresenceFlags::default(), 10).unwrap();
         ch.subscribe_topic(&sub, "t", None, 50, 64).unwrap();
         for i in 0..100 {
             let names: Vec<String> = (0..64).map(|j| format!("n{i}-{j}")).collect();
@@ -419,8 +440,8 @@ mod tests {
         let mut ch = StreamChannel::default();
         let a = session(1, "a");
         let b = session(2, "b");
-        ch.join(&a, 10).unwrap();
-        ch.join(&b, 10).unwrap();
+        ch.join(&a, PresenceFlags::default(), 10).unwrap();
+        ch.join(&b, PresenceFlags::default(), 10).unwrap();
         ch.join_topic(&a, "t", "m").unwrap();
         ch.join_topic(&b, "t", "").unwrap();
         ch.subscribe_topic(&a, "t", Some(&["b".into()]), 50, 64)
@@ -439,13 +460,16 @@ mod tests {
     #[test]
     fn members_beyond_the_limit_are_refused() {
         let mut ch = StreamChannel::default();
-        ch.join(&session(1, "a"), 2).unwrap();
-        ch.join(&session(2, "b"), 2).unwrap();
+        ch.join(&session(1, "a"), PresenceFlags::default(), 2)
+            .unwrap();
+        ch.join(&session(2, "b"), PresenceFlags::default(), 2)
+            .unwrap();
         assert!(matches!(
-            ch.join(&session(3, "c"), 2),
+            ch.join(&session(3, "c"), PresenceFlags::default(), 2),
             Err(StreamError::Full(2))
         ));
         // A member joining again is not a new member.
-        ch.join(&session(1, "a"), 2).unwrap();
+        ch.join(&session(1, "a"), PresenceFlags::default(), 2)
+            .unwrap();
     }
 }

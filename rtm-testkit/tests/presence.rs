@@ -1,0 +1,156 @@
+//! End-to-end: presence events in message and stream channels (`docs/protocol.md` §5.8).
+//! Timeouts against resumes are in `resume.rs`, with the relay.
+
+use rtm_client::{
+    ChannelType, EventStream, JoinOptions, PresenceEvent, PresenceEventType, PublishOptions,
+    RtmClient, RtmEvent, SubscribeOptions,
+};
+use rtm_testkit::{TestServer, expect_event};
+
+/// The next presence event of `channel`.
+async fn next_presence(events: &mut EventStream, channel: &str) -> PresenceEvent {
+    expect_event(
+        events,
+        &format!("a presence event in {channel}"),
+        |e| match e {
+            RtmEvent::Presence(p) if p.channel_name == channel => Some(p),
+            _ => None,
+        },
+    )
+    .await
+}
+
+/// "KIND publisher", or for a snapshot "SNAPSHOT [users]".
+fn describe(p: &PresenceEvent) -> String {
+    match p.event_type {
+        PresenceEventType::Snapshot => {
+            let users: Vec<&str> = p.snapshot.iter().map(|u| u.user_id.as_str()).collect();
+            format!("Snapshot {users:?}")
+        }
+        kind => format!("{kind:?} {}", p.publisher),
+    }
+}
+
+async fn subscribe(
+    server: &TestServer,
+    user: &str,
+    options: SubscribeOptions,
+) -> (RtmClient, EventStream) {
+    let (client, events) = server.login(user).await;
+    client.subscribe("room", options).await.unwrap();
+    (client, events)
+}
+
+fn quiet() -> SubscribeOptions {
+    SubscribeOptions {
+        be_quiet: true,
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn message_channel_join_leave_snapshot_and_quiet_users() {
+    let server = TestServer::start().await;
+    let (a, mut a_events) = subscribe(&server, "A", SubscribeOptions::default()).await;
+    let first = next_presence(&mut a_events, "room").await;
+    assert_eq!(describe(&first), "Snapshot [\"A\"]", "itself included");
+    assert_eq!(first.channel_type, ChannelType::Message);
+    assert_eq!(first.publisher, "");
+
+    let (b, mut b_events) = subscribe(&server, "B", SubscribeOptions::default()).await;
+    let joined = next_presence(&mut a_events, "room").await;
+    assert_eq!(describe(&joined), "RemoteJoin B");
+    assert!(joined.timestamp > 0);
+    assert_eq!(
+        describe(&next_presence(&mut b_events, "room").await),
+        "Snapshot [\"A\", \"B\"]"
+    );
+
+    // A quiet user sees everyone, and nobody sees it: not in snapshots, no events about it.
+    let (q, mut q_events) = subscribe(&server, "Q", quiet()).await;
+    assert_eq!(
+        describe(&next_presence(&mut q_events, "room").await),
+        "Snapshot [\"A\", \"B\"]"
+    );
+    q.unsubscribe("room").await.unwrap();
+    b.unsubscribe("room").await.unwrap();
+    assert_eq!(
+        describe(&next_presence(&mut a_events, "room").await),
+        "RemoteLeave B",
+        "nothing about Q came first"
+    );
+
+    // Without presence: no events, but the user is seen by the others.
+    let (_c, mut c_events) = subscribe(
+        &server,
+        "C",
+        SubscribeOptions {
+            with_presence: false,
+            ..Default::default()
+        },
+    )
+    .await;
+    assert_eq!(
+        describe(&next_presence(&mut a_events, "room").await),
+        "RemoteJoin C"
+    );
+    // Logging out is leaving.
+    let (d, _) = subscribe(&server, "D", SubscribeOptions::default()).await;
+    assert_eq!(
+        describe(&next_presence(&mut a_events, "room").await),
+        "RemoteJoin D"
+    );
+    d.logout().await.unwrap();
+    assert_eq!(
+        describe(&next_presence(&mut a_events, "room").await),
+        "RemoteLeave D"
+    );
+    // C asked for no presence: nothing of it reached C. A channel's presence events travel
+    // with its messages (one lane), so a message published now comes after any of them.
+    a.publish("room", "fence", PublishOptions::default())
+        .await
+        .unwrap();
+    expect_event(&mut c_events, "the fence message", |e| match e {
+        RtmEvent::Presence(p) => panic!("C got a presence event: {p:?}"),
+        RtmEvent::Message(_) => Some(()),
+        _ => None,
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn stream_channel_presence() {
+    let server = TestServer::start().await;
+    let (a, mut a_events) = server.login("A").await;
+    let a_stream = a.create_stream_channel("st").unwrap();
+    a_stream.join(JoinOptions::default()).await.unwrap();
+    let snapshot = next_presence(&mut a_events, "st").await;
+    assert_eq!(describe(&snapshot), "Snapshot [\"A\"]");
+    assert_eq!(snapshot.channel_type, ChannelType::Stream);
+
+    let (b, mut b_events) = server.login("B").await;
+    let b_stream = b.create_stream_channel("st").unwrap();
+    b_stream.join(JoinOptions::default()).await.unwrap();
+    assert_eq!(
+        describe(&next_presence(&mut a_events, "st").await),
+        "RemoteJoin B"
+    );
+    assert_eq!(
+        describe(&next_presence(&mut b_events, "st").await),
+        "Snapshot [\"A\", \"B\"]"
+    );
+    let (q, _) = server.login("Q").await;
+    let q_stream = q.create_stream_channel("st").unwrap();
+    let options = JoinOptions {
+        be_quiet: true,
+        ..Default::default()
+    };
+    q_stream.join(options).await.unwrap();
+    q_stream.leave().await.unwrap();
+    b_stream.leave().await.unwrap();
+    assert_eq!(
+        describe(&next_presence(&mut a_events, "st").await),
+        "RemoteLeave B",
+        "nothing about Q came first"
+    );
+}
