@@ -78,6 +78,11 @@ pub struct Limits {
     pub topic_publish_rate: u32,
     /// Most users in one stream channel (reference: 1000; error -11007).
     pub stream_channel_users: u32,
+    /// Above this many present users a channel's presence events are batched into one
+    /// `INTERVAL` event per `presence_interval_secs` (reference: 50, 8–128).
+    pub presence_announce_max: u32,
+    /// Seconds between a busy channel's `INTERVAL` events (reference: 30, 5–300).
+    pub presence_interval_secs: u32,
 }
 
 impl Default for Limits {
@@ -88,6 +93,8 @@ impl Default for Limits {
             publish_rate: limits::PUBLISH_RATE,
             topic_publish_rate: limits::TOPIC_PUBLISH_RATE,
             stream_channel_users: limits::MAX_STREAM_CHANNEL_USERS as u32,
+            presence_announce_max: 50,
+            presence_interval_secs: 30,
         }
     }
 }
@@ -106,6 +113,10 @@ pub struct LimitOverrides {
     pub topic_publish_rate: Option<u32>,
     /// See [`Limits::stream_channel_users`].
     pub stream_channel_users: Option<u32>,
+    /// See [`Limits::presence_announce_max`].
+    pub presence_announce_max: Option<u32>,
+    /// See [`Limits::presence_interval_secs`].
+    pub presence_interval_secs: Option<u32>,
 }
 
 impl LimitOverrides {
@@ -118,6 +129,12 @@ impl LimitOverrides {
             stream_channel_users: self
                 .stream_channel_users
                 .unwrap_or(base.stream_channel_users),
+            presence_announce_max: self
+                .presence_announce_max
+                .unwrap_or(base.presence_announce_max),
+            presence_interval_secs: self
+                .presence_interval_secs
+                .unwrap_or(base.presence_interval_secs),
         }
     }
 }
@@ -287,6 +304,14 @@ fn check_limits(what: &str, l: Limits, config: &ServerConfig) -> Result<(), Conf
             "{what}: limits must be above 0"
         )));
     }
+    if !(8..=128).contains(&l.presence_announce_max)
+        || !(5..=300).contains(&l.presence_interval_secs)
+    {
+        return Err(ConfigError::Invalid(format!(
+            "{what}: presence_announce_max must be 8–128 and presence_interval_secs 5–300 \
+             (the reference's ranges)"
+        )));
+    }
     // The envelope of a publish adds the channel name, custom type and a few bytes.
     let needed = l.max_message_size as u64 + 256;
     if needed > config.connection.max_frame_len as u64 {
@@ -421,6 +446,11 @@ mod tests {
             "cert_file = \"c.pem\"",
             "[limits]\npublish_rate = 0",
             "[limits]\nmax_message_size = 100000",
+            "[limits]\npresence_announce_max = 7",
+            "[limits]\npresence_announce_max = 129",
+            "[limits]\npresence_interval_secs = 4",
+            "[limits]\ntopic_publish_rate = 0",
+            "[[apps]]\napp_id = \"a\"\n[apps.limits]\npresence_interval_secs = 301",
             "[[apps]]\napp_id = \"a\"\n[[apps]]\napp_id = \"a\"",
             "[[apps]]\napp_id = \"bad id\"",
             "[connection]\ndelivery_lanes = 3",

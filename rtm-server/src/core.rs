@@ -17,6 +17,7 @@ use rtm_proto::{
 use crate::config::{AppPolicy, Apps, ConnectionLimits, ServerConfig};
 use crate::engine::{Engine, SessionHandle, SessionId};
 use crate::metrics::Metrics;
+use crate::presence::Intervals;
 use crate::resume::Registry;
 
 /// State shared by every connection of a server.
@@ -27,6 +28,8 @@ pub(crate) struct Core<E> {
     pub(crate) connection: ConnectionLimits,
     /// The logged-in sessions a resume can reach.
     pub(crate) sessions: Registry<E>,
+    /// Presence changes of busy channels waiting for their `INTERVAL` event.
+    pub(crate) intervals: Intervals,
     apps: Apps,
     next_session: AtomicU64,
 }
@@ -55,6 +58,7 @@ impl<E: Engine> Core<E> {
             metrics,
             connection: config.connection,
             sessions: Registry::default(),
+            intervals: Intervals::default(),
             apps: config.apps(),
             next_session: AtomicU64::new(1),
         }

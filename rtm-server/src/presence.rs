@@ -2,12 +2,53 @@
 //! channels. Who is in a channel, and how (with presence events, quiet), lives in the
 //! [`Engine`]; the session says when it arrives and leaves.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
 use rtm_proto::{
-    ChannelType, Event, PresenceEvent, PresenceEventType, ServerMsg, UserState, encode_frame,
+    ChannelType, Event, IntervalDetail, PresenceEvent, PresenceEventType, ServerMsg, UserState,
+    encode_frame,
 };
 
 use crate::core::{Core, now_ms};
-use crate::engine::{Engine, PresenceFlags, SessionHandle};
+use crate::engine::{Engine, PresenceFlags, SessionHandle, SessionId};
+
+/// A channel, as interval mode keys it.
+type ChannelKey = (Box<str>, ChannelType, Box<str>);
+
+/// Interval mode (`docs/protocol.md` §5.8): the changes of busy channels, waiting for their
+/// channel's next `INTERVAL` event. A channel has an entry from its first batched change until
+/// that event is sent. Per server: in a cluster each node batches the changes of its own
+/// sessions.
+#[derive(Debug, Default)]
+pub(crate) struct Intervals {
+    pending: Mutex<HashMap<ChannelKey, IntervalDetail>>,
+}
+
+impl Intervals {
+    /// Adds a change; returns true if the channel had none waiting (a flush must be scheduled).
+    fn add(&self, key: ChannelKey, change: impl FnOnce(&mut IntervalDetail)) -> bool {
+        let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut first = false;
+        let detail = pending.entry(key).or_insert_with(|| {
+            first = true;
+            IntervalDetail::default()
+        });
+        change(detail);
+        first
+    }
+
+    fn take(&self, key: &ChannelKey) -> Option<IntervalDetail> {
+        self.pending
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(key)
+    }
+}
+
+/// No session: an `except` that excludes nobody.
+const NOBODY: SessionId = SessionId(0);
 
 /// How a user left a channel, as the others are told.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -41,14 +82,23 @@ impl<E: Engine> Core<E> {
     /// `session` has just arrived in a channel: the others with presence see it join (unless
     /// it is quiet), and it gets the snapshot of who is there (if it asked for presence).
     pub(crate) async fn arrive(
-        &self,
+        self: &Arc<Self>,
         session: &SessionHandle,
         channel_type: ChannelType,
         channel: &str,
         flags: PresenceFlags,
     ) {
         let app_id = session.app_id();
-        if !flags.quiet {
+        // Counted with the arriving user.
+        let present = self.present_count(app_id, channel_type, channel).await;
+        let user = session.user_id().to_owned();
+        if !flags.quiet
+            && !self
+                .batched(session, channel_type, channel, present, |d| {
+                    d.join.push(user)
+                })
+                .await
+        {
             let frame = event(
                 PresenceEventType::RemoteJoin,
                 channel_type,
@@ -91,7 +141,7 @@ impl<E: Engine> Core<E> {
     /// `session` has left a channel: the others with presence are told how (unless it was
     /// quiet).
     pub(crate) async fn depart(
-        &self,
+        self: &Arc<Self>,
         session: &SessionHandle,
         channel_type: ChannelType,
         channel: &str,
@@ -101,6 +151,22 @@ impl<E: Engine> Core<E> {
         if flags.quiet {
             return;
         }
+        // Counted without the departing user: the channel was busy if it had one more.
+        let present = self
+            .present_count(session.app_id(), channel_type, channel)
+            .await
+            + 1;
+        let user = session.user_id().to_owned();
+        let change = |d: &mut IntervalDetail| match how {
+            Departure::Left => d.leave.push(user),
+            Departure::TimedOut => d.timeout.push(user),
+        };
+        if self
+            .batched(session, channel_type, channel, present, change)
+            .await
+        {
+            return;
+        }
         let kind = match how {
             Departure::Left => PresenceEventType::RemoteLeave,
             Departure::TimedOut => PresenceEventType::RemoteTimeout,
@@ -108,6 +174,70 @@ impl<E: Engine> Core<E> {
         let frame = event(kind, channel_type, channel, session.user_id(), Vec::new());
         self.tell(session.app_id(), channel_type, channel, session, frame)
             .await;
+    }
+
+    async fn present_count(&self, app_id: &str, channel_type: ChannelType, channel: &str) -> usize {
+        self.engine
+            .present_count(app_id, channel_type, channel)
+            .await
+            .unwrap_or_else(|e| {
+                tracing::warn!(%channel, "presence count unknown: {e}");
+                0
+            })
+    }
+
+    /// In a channel of more than the app's `presence_announce_max` present users, records a
+    /// change for the channel's next `INTERVAL` event (scheduling it if needed) and returns
+    /// true; otherwise returns false (the change is announced at once).
+    async fn batched(
+        self: &Arc<Self>,
+        session: &SessionHandle,
+        channel_type: ChannelType,
+        channel: &str,
+        present: usize,
+        change: impl FnOnce(&mut IntervalDetail),
+    ) -> bool {
+        let Some(policy) = self.app(session.app_id()) else {
+            return false;
+        };
+        if present <= policy.limits.presence_announce_max as usize {
+            return false;
+        }
+        let key: ChannelKey = (session.app_id().into(), channel_type, channel.into());
+        if self.intervals.add(key.clone(), change) {
+            let core = Arc::clone(self);
+            let period = Duration::from_secs(policy.limits.presence_interval_secs.into());
+            tokio::spawn(async move {
+                tokio::time::sleep(period).await;
+                core.flush_interval(key).await;
+            });
+        }
+        true
+    }
+
+    /// Sends a channel's `INTERVAL` event with the changes batched since the last one.
+    async fn flush_interval(&self, key: ChannelKey) {
+        let Some(detail) = self.intervals.take(&key) else {
+            return;
+        };
+        let (app_id, channel_type, channel) = &key;
+        let frame = encode_frame(&ServerMsg::Event(Event::Presence(PresenceEvent {
+            event_type: PresenceEventType::Interval,
+            channel_type: *channel_type,
+            channel_name: channel.to_string(),
+            publisher: String::new(),
+            state_changed: Default::default(),
+            interval: Some(detail),
+            snapshot: Vec::new(),
+            timestamp: now_ms(),
+        })));
+        if let Err(e) = self
+            .engine
+            .broadcast_presence(app_id, *channel_type, channel, NOBODY, frame)
+            .await
+        {
+            tracing::warn!(%channel, "interval event not delivered: {e}");
+        }
     }
 
     async fn tell(

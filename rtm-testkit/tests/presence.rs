@@ -154,3 +154,52 @@ async fn stream_channel_presence() {
         "nothing about Q came first"
     );
 }
+
+/// Above `presence_announce_max` users, joins and leaves come batched in one INTERVAL event per
+/// period; back at or below it, in real time again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn busy_channels_switch_to_interval_mode_and_back() {
+    let mut config = TestServer::config();
+    config.limits.presence_announce_max = 8;
+    config.limits.presence_interval_secs = 5;
+    let server = TestServer::start_with(config).await;
+    let (_w, mut w_events) = subscribe(&server, "W", SubscribeOptions::default()).await;
+    next_presence(&mut w_events, "room").await; // its snapshot
+    let mut users = Vec::new();
+    for i in 1..=7 {
+        users.push(subscribe(&server, &format!("u{i}"), SubscribeOptions::default()).await);
+        let joined = next_presence(&mut w_events, "room").await;
+        assert_eq!(describe(&joined), format!("RemoteJoin u{i}"));
+    }
+    // The ninth present user: the channel is busy.
+    users.push(subscribe(&server, "u8", SubscribeOptions::default()).await);
+    let interval = next_presence(&mut w_events, "room").await;
+    assert_eq!(interval.event_type, PresenceEventType::Interval);
+    let detail = interval.interval.expect("an interval event has its detail");
+    assert_eq!(detail.join, ["u8"]);
+    assert!(detail.leave.is_empty() && detail.timeout.is_empty());
+    // Still busy: a join and a leave, in the next period's event.
+    users.push(subscribe(&server, "u9", SubscribeOptions::default()).await);
+    users[0].0.unsubscribe("room").await.unwrap();
+    let detail = next_presence(&mut w_events, "room")
+        .await
+        .interval
+        .expect("an interval event");
+    assert_eq!(
+        (detail.join, detail.leave),
+        (vec!["u9".to_owned()], vec!["u1".to_owned()])
+    );
+    // Nine present (W and u2..u9): u2's leave waits for the next period; then eight, and u3's
+    // leave is announced at once, before that period ends.
+    users[1].0.unsubscribe("room").await.unwrap();
+    users[2].0.unsubscribe("room").await.unwrap();
+    assert_eq!(
+        describe(&next_presence(&mut w_events, "room").await),
+        "RemoteLeave u3"
+    );
+    let detail = next_presence(&mut w_events, "room")
+        .await
+        .interval
+        .expect("an interval event");
+    assert_eq!(detail.leave, ["u2"]);
+}

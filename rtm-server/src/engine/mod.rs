@@ -272,6 +272,14 @@ pub trait Engine: Send + Sync + 'static {
         channel: &str,
     ) -> impl Future<Output = Result<Vec<String>, EngineError>> + Send;
 
+    /// How many visible (not quiet) users a message or stream channel has.
+    fn present_count(
+        &self,
+        app_id: &str,
+        channel_type: ChannelType,
+        channel: &str,
+    ) -> impl Future<Output = Result<usize, EngineError>> + Send;
+
     /// Delivers an encoded presence event to the members of a message or stream channel that
     /// asked for presence, but `except`.
     fn broadcast_presence(

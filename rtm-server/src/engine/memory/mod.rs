@@ -377,6 +377,28 @@ impl Engine for MemoryEngine {
         Ok(users)
     }
 
+    async fn present_count(
+        &self,
+        app_id: &str,
+        channel_type: ChannelType,
+        channel: &str,
+    ) -> Result<usize, EngineError> {
+        let state = self.state();
+        let Some(app) = state.apps.get(app_id) else {
+            return Ok(0);
+        };
+        Ok(match channel_type {
+            ChannelType::Stream => app
+                .streams
+                .get(channel)
+                .map_or(0, StreamChannel::present_count),
+            _ => app
+                .channels
+                .get(channel)
+                .map_or(0, |subs| subs.iter().filter(|s| !s.presence.quiet).count()),
+        })
+    }
+
     async fn broadcast_presence(
         &self,
         app_id: &str,

@@ -337,6 +337,11 @@ impl StreamChannel {
             .collect()
     }
 
+    /// How many members are visible.
+    pub(super) fn present_count(&self) -> usize {
+        self.members.values().filter(|m| !m.presence.quiet).count()
+    }
+
     /// The members that receive presence events, but `except`.
     pub(super) fn presence_audience(&self, except: SessionId) -> Vec<SessionHandle> {
         self.members
