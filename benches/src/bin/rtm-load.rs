@@ -248,9 +248,7 @@ impl Target {
                     };
                     stream.subscribe_topic(TOPIC, users).await?;
                 } else {
-                    client
-                        .subscribe(channel, pubsub_only())
-                        .await?;
+                    client.subscribe(channel, pubsub_only()).await?;
                 }
                 Sub::Rtm {
                     _client: client,
