@@ -34,14 +34,17 @@
 //!
 //! - [`stream`]: [`StreamChannel`], its topics and their options.
 //!
-//! What this crate does not do yet: presence, storage and locks. Those arrive with their
-//! issues.
+//! - [`presence`]: temporary user state ([`RtmClient::presence`]).
+//!
+//! What this crate does not do yet: `who_now`/`where_now`, storage and locks. Those arrive with
+//! their issues.
 #![warn(missing_docs)]
 
 pub mod config;
 mod connection;
 pub mod event;
 mod link;
+pub mod presence;
 pub mod raw;
 mod session;
 pub mod stream;
@@ -65,6 +68,10 @@ pub use crate::event::{
     EventStream, LinkOperation, LinkState, LinkStateEvent, LinkStateReason, RtmEvent, ServiceType,
 };
 use crate::link::LinkTracker;
+pub use crate::presence::{
+    GetStateResponse, Presence, RemoveStateOptions, RemoveStateResponse, SetStateResponse,
+    StateResponse,
+};
 use crate::session::SessionCache;
 pub use crate::stream::{
     FailedDetail, JoinOptions, JoinResponse, JoinTopicOptions, JoinTopicResponse, LeaveResponse,

@@ -34,5 +34,11 @@ pub const MAX_TOPIC_NAME_LEN: usize = 16;
 pub const MAX_TOPIC_MESSAGE_SIZE: usize = 1024;
 /// Largest topic `meta`, in bytes.
 pub const MAX_TOPIC_META_LEN: usize = 256;
+/// Most key/value pairs in one user's temporary state in one channel.
+pub const MAX_STATE_PAIRS: usize = 32;
+/// Longest key of a temporary state, in bytes.
+pub const MAX_STATE_KEY_LEN: usize = 64;
+/// Longest value of a temporary state, in bytes.
+pub const MAX_STATE_VALUE_LEN: usize = 1024;
 /// Topic messages one client may publish per second in one topic.
 pub const TOPIC_PUBLISH_RATE: u32 = 200;

@@ -17,7 +17,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{DecodeError, ErrorCode};
-use crate::presence::PresenceEvent;
+use crate::presence::{PresenceEvent, StateDetail};
 use crate::stream::{FailedUser, JoinOptions, JoinTopicOptions, PublishTopicRequest, TopicEvent};
 
 /// Identifies a request on a connection; the response carries the same id. Chosen by the
@@ -179,6 +179,34 @@ pub enum Request {
         /// The new RTC token.
         token: String,
     },
+    /// Merge key/value pairs into this user's temporary state in a channel (`docs/protocol.md`
+    /// §5.8.1).
+    SetState {
+        /// The channel's type (message or stream).
+        channel_type: ChannelType,
+        /// The channel.
+        channel: String,
+        /// The pairs to set.
+        states: StateDetail,
+    },
+    /// A present user's temporary state in a channel.
+    GetState {
+        /// The channel's type.
+        channel_type: ChannelType,
+        /// The channel.
+        channel: String,
+        /// The user.
+        user_id: String,
+    },
+    /// Remove keys (all of them when empty) from this user's state in a channel.
+    RemoveState {
+        /// The channel's type.
+        channel_type: ChannelType,
+        /// The channel.
+        channel: String,
+        /// The keys to remove; empty for all.
+        keys: Vec<String>,
+    },
 }
 
 impl Request {
@@ -202,6 +230,9 @@ impl Request {
             Self::SubscribeTopic { .. } => "subscribeTopic",
             Self::UnsubscribeTopic { .. } => "unsubscribeTopic",
             Self::RenewChannelToken { .. } => "renewToken",
+            Self::SetState { .. } => "setState",
+            Self::GetState { .. } => "getState",
+            Self::RemoveState { .. } => "removeState",
         }
     }
 }
@@ -645,6 +676,20 @@ pub enum Response {
         channel: String,
         /// The topic.
         topic: String,
+        /// Server time.
+        timestamp: u64,
+    },
+    /// The state was set; the answer to [`Request::SetState`] and [`Request::RemoveState`].
+    State {
+        /// Server time.
+        timestamp: u64,
+    },
+    /// A user's state.
+    GetState {
+        /// The user.
+        user_id: String,
+        /// Its state in the channel.
+        states: StateDetail,
         /// Server time.
         timestamp: u64,
     },

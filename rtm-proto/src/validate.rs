@@ -97,6 +97,49 @@ pub fn topic_meta(meta: &str) -> Result<(), InvalidName> {
     Ok(())
 }
 
+/// Checks the pairs of a `SetState`: at most 32, keys of 1–64 bytes, values of at most 1 024
+/// bytes (`docs/protocol.md` §5.8.1).
+pub fn state(states: &crate::StateDetail) -> Result<(), InvalidName> {
+    use crate::limits::{MAX_STATE_KEY_LEN, MAX_STATE_PAIRS, MAX_STATE_VALUE_LEN};
+    let fail = |code, what: String| Err(InvalidName { code, what });
+    if states.len() > MAX_STATE_PAIRS {
+        return fail(
+            ErrorCode::PresenceStateCountOverflow,
+            format!(
+                "{} state pairs, the limit is {MAX_STATE_PAIRS}",
+                states.len()
+            ),
+        );
+    }
+    for (key, value) in states {
+        if key.is_empty() {
+            return fail(
+                ErrorCode::PresenceInvalidStateKey,
+                "a state key is empty".into(),
+            );
+        }
+        if key.len() > MAX_STATE_KEY_LEN {
+            return fail(
+                ErrorCode::PresenceStateKeySizeOverflow,
+                format!(
+                    "state key of {} bytes, the limit is {MAX_STATE_KEY_LEN}",
+                    key.len()
+                ),
+            );
+        }
+        if value.len() > MAX_STATE_VALUE_LEN {
+            return fail(
+                ErrorCode::PresenceStateValueSizeOverflow,
+                format!(
+                    "state value of {} bytes, the limit is {MAX_STATE_VALUE_LEN}",
+                    value.len()
+                ),
+            );
+        }
+    }
+    Ok(())
+}
+
 /// Checks a custom type (empty means none).
 pub fn custom_type(t: &str) -> Result<(), InvalidName> {
     if t.len() > MAX_CUSTOM_TYPE_LEN {

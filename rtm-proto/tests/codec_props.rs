@@ -11,6 +11,41 @@ use rtm_proto::{
     SessionTicket, SubscribeOptions, TopicEvent, TopicEventType, TopicInfo, TopicPriority,
     TopicQos, encode_frame,
 };
+use rtm_proto::{IntervalDetail, PresenceEvent, PresenceEventType, StateDetail, UserState};
+
+fn state_detail() -> impl Strategy<Value = StateDetail> {
+    prop::collection::btree_map(".{0,8}", ".{0,12}", 0..4)
+}
+
+/// The presence requests (`docs/protocol.md` §5.8).
+fn presence_request() -> impl Strategy<Value = Request> {
+    prop_oneof![
+        (channel_type(), ".{0,20}", state_detail()).prop_map(|(channel_type, channel, states)| {
+            Request::SetState {
+                channel_type,
+                channel,
+                states,
+            }
+        }),
+        (channel_type(), ".{0,20}", ".{0,10}").prop_map(|(channel_type, channel, user_id)| {
+            Request::GetState {
+                channel_type,
+                channel,
+                user_id,
+            }
+        }),
+        (
+            channel_type(),
+            ".{0,20}",
+            prop::collection::vec(".{0,8}", 0..4)
+        )
+            .prop_map(|(channel_type, channel, keys)| Request::RemoveState {
+                channel_type,
+                channel,
+                keys,
+            }),
+    ]
+}
 
 /// The stream-channel requests (`docs/protocol.md` §5.7).
 fn stream_request() -> impl Strategy<Value = Request> {
@@ -156,12 +191,16 @@ fn client_msg() -> impl Strategy<Value = ClientMsg> {
     prop_oneof![
         (any::<u16>(), ".{0,20}")
             .prop_map(|(version, agent)| ClientMsg::Hello(Hello { version, agent })),
-        (any::<u32>(), prop_oneof![request(), stream_request()]).prop_map(|(id, request)| {
-            ClientMsg::Request {
-                id: RequestId(id),
-                request,
-            }
-        }),
+        (
+            any::<u32>(),
+            prop_oneof![request(), stream_request(), presence_request()]
+        )
+            .prop_map(|(id, request)| {
+                ClientMsg::Request {
+                    id: RequestId(id),
+                    request,
+                }
+            }),
         prop::collection::vec(any::<u64>(), 0..17).prop_map(|received| ClientMsg::Ack { received }),
     ]
 }
@@ -208,6 +247,13 @@ fn server_msg() -> impl Strategy<Value = ServerMsg> {
         any::<u64>().prop_map(|timestamp| Response::RenewToken { timestamp }),
         (".{0,20}", any::<u64>())
             .prop_map(|(channel, timestamp)| Response::Join { channel, timestamp }),
+        (".{0,10}", state_detail(), any::<u64>()).prop_map(|(user_id, states, timestamp)| {
+            Response::GetState {
+                user_id,
+                states,
+                timestamp,
+            }
+        }),
         (".{0,20}", ".{0,16}", any::<u64>()).prop_map(|(channel, topic, timestamp)| {
             Response::PublishTopic {
                 channel,
@@ -301,6 +347,35 @@ fn server_msg() -> impl Strategy<Value = ServerMsg> {
                     timestamp,
                 })
             }),
+        (
+            channel_type(),
+            ".{0,20}",
+            ".{0,10}",
+            state_detail(),
+            any::<u64>()
+        )
+            .prop_map(
+                |(channel_type, channel_name, publisher, state, timestamp)| {
+                    Event::Presence(PresenceEvent {
+                        event_type: PresenceEventType::Interval,
+                        channel_type,
+                        channel_name,
+                        publisher,
+                        state_changed: state.clone(),
+                        interval: Some(IntervalDetail {
+                            join: vec!["j".into()],
+                            leave: Vec::new(),
+                            timeout: vec!["t".into()],
+                            user_state_list: vec![UserState {
+                                user_id: "u".into(),
+                                states: state,
+                            }],
+                        }),
+                        snapshot: Vec::new(),
+                        timestamp,
+                    })
+                }
+            ),
         (channel_type(), ".{0,20}").prop_map(|(channel_type, channel_name)| {
             Event::ChannelLeft {
                 channel_type,

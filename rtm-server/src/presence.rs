@@ -7,8 +7,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use rtm_proto::{
-    ChannelType, Event, IntervalDetail, PresenceEvent, PresenceEventType, ServerMsg, UserState,
-    encode_frame,
+    ChannelType, Event, IntervalDetail, PresenceEvent, PresenceEventType, ServerMsg, StateDetail,
+    UserState, encode_frame,
 };
 
 use crate::core::{Core, now_ms};
@@ -121,13 +121,7 @@ impl<E: Engine> Core<E> {
                     return;
                 }
             };
-            let snapshot = users
-                .into_iter()
-                .map(|user_id| UserState {
-                    user_id,
-                    states: Default::default(),
-                })
-                .collect();
+            let snapshot = users;
             session.push(event(
                 PresenceEventType::Snapshot,
                 channel_type,
@@ -172,6 +166,52 @@ impl<E: Engine> Core<E> {
             Departure::TimedOut => PresenceEventType::RemoteTimeout,
         };
         let frame = event(kind, channel_type, channel, session.user_id(), Vec::new());
+        self.tell(session.app_id(), channel_type, channel, session, frame)
+            .await;
+    }
+
+    /// `session`'s state in a channel is now `state`: the others with presence get
+    /// `REMOTE_STATE_CHANGED` with the full state (in a busy channel, the next `INTERVAL`
+    /// event's `user_state_list`), unless it is quiet.
+    pub(crate) async fn state_changed(
+        self: &Arc<Self>,
+        session: &SessionHandle,
+        channel_type: ChannelType,
+        channel: &str,
+        flags: PresenceFlags,
+        state: StateDetail,
+    ) {
+        if flags.quiet {
+            return;
+        }
+        let present = self
+            .present_count(session.app_id(), channel_type, channel)
+            .await;
+        let user_state = UserState {
+            user_id: session.user_id().to_owned(),
+            states: state.clone(),
+        };
+        let batch = |d: &mut IntervalDetail| {
+            d.user_state_list
+                .retain(|u| u.user_id != user_state.user_id);
+            d.user_state_list.push(user_state);
+        };
+        if self
+            .batched(session, channel_type, channel, present, batch)
+            .await
+        {
+            return;
+        }
+        let frame = encode_frame(&ServerMsg::Event(Event::Presence(PresenceEvent {
+            event_type: PresenceEventType::RemoteStateChanged,
+            channel_type,
+            channel_name: channel.to_owned(),
+            publisher: session.user_id().to_owned(),
+            state_changed: state,
+            interval: None,
+            snapshot: Vec::new(),
+            timestamp: now_ms(),
+        })));
         self.tell(session.app_id(), channel_type, channel, session, frame)
             .await;
     }

@@ -24,7 +24,7 @@ use rtm_proto::{
 use crate::config::AppPolicy;
 use crate::core::{Core, err, invalid, now_ms};
 use crate::engine::SessionId;
-use crate::engine::{Engine, PresenceFlags, SessionHandle};
+use crate::engine::{Engine, PresenceFlags, SessionHandle, StateChange, StateError};
 use crate::outbox::Outbox;
 use crate::presence::Departure;
 use crate::resume::{Claim, Claims};
@@ -147,6 +147,28 @@ fn push_event(outbox: &Outbox, event: Event) {
     outbox.push(encode_frame(&ServerMsg::Event(event)));
 }
 
+/// Presence is for message and stream channels, with valid names.
+fn check_presence_channel(channel_type: ChannelType, channel: &str) -> Result<(), WireError> {
+    if channel_type == ChannelType::User {
+        return Err(err(
+            ErrorCode::InvalidChannelType,
+            "presence is for message and stream channels",
+        ));
+    }
+    validate::channel_name(channel).map_err(invalid)
+}
+
+/// The error for a channel this session is not in.
+fn not_in(channel_type: ChannelType) -> WireError {
+    match channel_type {
+        ChannelType::Stream => not_joined(),
+        _ => err(
+            ErrorCode::ChannelNotSubscribed,
+            "not subscribed to this channel",
+        ),
+    }
+}
+
 fn not_joined() -> WireError {
     err(
         ErrorCode::ChannelNotJoined,
@@ -259,6 +281,29 @@ impl<E: Engine> Session<E> {
             Request::RenewChannelToken { channel, token } => {
                 self.renew_channel_token(&channel, &token)
             }
+            Request::SetState {
+                channel_type,
+                channel,
+                states,
+            } => {
+                validate::state(&states).map_err(invalid)?;
+                self.change_state(channel_type, channel, StateChange::Set(states))
+                    .await
+            }
+            Request::RemoveState {
+                channel_type,
+                channel,
+                keys,
+            } => {
+                let keys = (!keys.is_empty()).then_some(keys);
+                self.change_state(channel_type, channel, StateChange::Remove(keys))
+                    .await
+            }
+            Request::GetState {
+                channel_type,
+                channel,
+                user_id,
+            } => self.get_state(channel_type, channel, user_id).await,
             // Served by the connection, which owns the outbox a resume replaces.
             Request::Resume(_) => Err(err(
                 ErrorCode::DuplicateOperation,
@@ -776,6 +821,77 @@ impl<E: Engine> Session<E> {
             channel,
             topic,
             timestamp,
+        })
+    }
+
+    /// Sets or removes pairs of this user's state in a channel it is in, and tells the others.
+    async fn change_state(
+        &mut self,
+        channel_type: ChannelType,
+        channel: String,
+        change: StateChange,
+    ) -> Result<Response, WireError> {
+        let state = logged_in(&mut self.state)?;
+        check_presence_channel(channel_type, &channel)?;
+        let flags = match channel_type {
+            ChannelType::Stream => state.streams.get(&channel).map(|j| j.presence),
+            _ => state.subscriptions.get(&channel).map(subscription_presence),
+        };
+        let Some(flags) = flags else {
+            return Err(not_in(channel_type));
+        };
+        let full = self
+            .core
+            .engine
+            .update_state(
+                &state.handle,
+                channel_type,
+                &channel,
+                change,
+                limits::MAX_STATE_PAIRS,
+            )
+            .await
+            .map_err(|e| match e {
+                StateError::NotPresent => not_in(channel_type),
+                StateError::TooMany(..) => {
+                    err(ErrorCode::PresenceStateCountOverflow, e.to_string())
+                }
+                StateError::Engine(e) => err(ErrorCode::PresenceOperationFailed, e.to_string()),
+            })?;
+        self.core
+            .state_changed(&state.handle, channel_type, &channel, flags, full)
+            .await;
+        Ok(Response::State {
+            timestamp: now_ms(),
+        })
+    }
+
+    /// A present user's state.
+    async fn get_state(
+        &mut self,
+        channel_type: ChannelType,
+        channel: String,
+        user_id: String,
+    ) -> Result<Response, WireError> {
+        let state = logged_in(&mut self.state)?;
+        check_presence_channel(channel_type, &channel)?;
+        validate::user_id(&user_id, true).map_err(invalid)?;
+        let states = self
+            .core
+            .engine
+            .get_state(state.handle.app_id(), channel_type, &channel, &user_id)
+            .await
+            .map_err(|e| err(ErrorCode::PresenceOperationFailed, e.to_string()))?
+            .ok_or_else(|| {
+                err(
+                    ErrorCode::PresenceUserNotExist,
+                    format!("user {user_id} is not present in this channel"),
+                )
+            })?;
+        Ok(Response::GetState {
+            user_id,
+            states,
+            timestamp: now_ms(),
         })
     }
 

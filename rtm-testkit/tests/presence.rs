@@ -2,8 +2,8 @@
 //! Timeouts against resumes are in `resume.rs`, with the relay.
 
 use rtm_client::{
-    ChannelType, EventStream, JoinOptions, PresenceEvent, PresenceEventType, PublishOptions,
-    RtmClient, RtmEvent, SubscribeOptions,
+    ChannelType, ErrorCode, EventStream, JoinOptions, PresenceEvent, PresenceEventType,
+    PublishOptions, RemoveStateOptions, RtmClient, RtmEvent, StateDetail, SubscribeOptions,
 };
 use rtm_testkit::{TestServer, expect_event};
 
@@ -202,4 +202,115 @@ async fn busy_channels_switch_to_interval_mode_and_back() {
         .interval
         .expect("an interval event");
     assert_eq!(detail.leave, ["u2"]);
+}
+
+fn pairs(items: &[(&str, &str)]) -> StateDetail {
+    items
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// Temporary state: merged, removed, read, shown in snapshots, announced with the full state,
+/// gone when the user leaves; the limits and their codes.
+#[tokio::test]
+async fn temporary_state_merge_remove_events_and_limits() {
+    let server = TestServer::start().await;
+    let (a, _) = subscribe(&server, "A", SubscribeOptions::default()).await;
+    let (b, mut b_events) = subscribe(&server, "B", SubscribeOptions::default()).await;
+    next_presence(&mut b_events, "room").await; // its snapshot
+    let presence = a.presence();
+    presence
+        .set_state("room", ChannelType::Message, pairs(&[("mic", "on")]))
+        .await
+        .unwrap();
+    let changed = next_presence(&mut b_events, "room").await;
+    assert_eq!(describe(&changed), "RemoteStateChanged A");
+    assert_eq!(changed.state_changed, pairs(&[("mic", "on")]));
+    presence
+        .set_state(
+            "room",
+            ChannelType::Message,
+            pairs(&[("mic", "off"), ("pos", "1,2")]),
+        )
+        .await
+        .unwrap();
+    let changed = next_presence(&mut b_events, "room").await;
+    assert_eq!(
+        changed.state_changed,
+        pairs(&[("mic", "off"), ("pos", "1,2")]),
+        "full state"
+    );
+    let got = b
+        .presence()
+        .get_state("A", "room", ChannelType::Message)
+        .await
+        .unwrap();
+    assert_eq!((got.user_id.as_str(), got.states_count), ("A", 2));
+    // A newcomer's snapshot carries the states.
+    let (_c, mut c_events) = subscribe(&server, "C", SubscribeOptions::default()).await;
+    let snapshot = next_presence(&mut c_events, "room").await;
+    let a_state = snapshot.snapshot.iter().find(|u| u.user_id == "A").unwrap();
+    assert_eq!(a_state.states, pairs(&[("mic", "off"), ("pos", "1,2")]));
+    next_presence(&mut b_events, "room").await; // C's join
+
+    let keys = RemoveStateOptions {
+        states: vec!["mic".into()],
+    };
+    presence
+        .remove_state("room", ChannelType::Message, keys)
+        .await
+        .unwrap();
+    let changed = next_presence(&mut b_events, "room").await;
+    assert_eq!(changed.state_changed, pairs(&[("pos", "1,2")]));
+    presence
+        .remove_state("room", ChannelType::Message, RemoveStateOptions::default())
+        .await
+        .unwrap();
+    assert!(
+        next_presence(&mut b_events, "room")
+            .await
+            .state_changed
+            .is_empty()
+    );
+
+    // Limits and errors.
+    let many: StateDetail = (0..33).map(|i| (format!("k{i}"), "v".to_owned())).collect();
+    let err = presence
+        .set_state("room", ChannelType::Message, many)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code, ErrorCode::PresenceStateCountOverflow);
+    let err = presence
+        .set_state("room", ChannelType::Message, pairs(&[("", "v")]))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code, ErrorCode::PresenceInvalidStateKey);
+    let err = presence
+        .set_state("elsewhere", ChannelType::Message, pairs(&[("k", "v")]))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code, ErrorCode::ChannelNotSubscribed);
+    let err = b
+        .presence()
+        .get_state("nobody", "room", ChannelType::Message)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code, ErrorCode::PresenceUserNotExist);
+
+    // Leaving drops the state: back in the channel, A has none.
+    presence
+        .set_state("room", ChannelType::Message, pairs(&[("k", "v")]))
+        .await
+        .unwrap();
+    a.unsubscribe("room").await.unwrap();
+    a.subscribe("room", SubscribeOptions::default())
+        .await
+        .unwrap();
+    let got = b
+        .presence()
+        .get_state("A", "room", ChannelType::Message)
+        .await
+        .unwrap();
+    assert!(got.states.is_empty());
 }

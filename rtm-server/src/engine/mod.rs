@@ -17,7 +17,10 @@ use std::future::Future;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use rtm_proto::{ChannelType, CloseReason, SubscribeOptions, SubscribeTopicCode, TopicInfo};
+use rtm_proto::{
+    ChannelType, CloseReason, StateDetail, SubscribeOptions, SubscribeTopicCode, TopicInfo,
+    UserState,
+};
 
 use crate::outbox::{Outbox, Pushed};
 
@@ -131,6 +134,29 @@ pub struct PresenceFlags {
     pub with_presence: bool,
     /// It is invisible to others (`be_quiet`).
     pub quiet: bool,
+}
+
+/// A change of a user's temporary state in a channel.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StateChange {
+    /// Merge these pairs.
+    Set(StateDetail),
+    /// Remove these keys; `None` for all of them.
+    Remove(Option<Vec<String>>),
+}
+
+/// Why the engine refused a state change.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    /// The engine itself failed.
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    /// The session is not in that channel.
+    #[error("not in this channel: subscribe or join first")]
+    NotPresent,
+    /// The merged state would have more pairs than allowed.
+    #[error("the state would have {0} pairs, the limit is {1}")]
+    TooMany(usize, usize),
 }
 
 /// What a topic subscription did, per user.
@@ -264,13 +290,35 @@ pub trait Engine: Send + Sync + 'static {
         frame: Bytes,
     ) -> impl Future<Output = Result<Delivery, EngineError>> + Send;
 
-    /// The visible (not quiet) users of a message or stream channel, sorted.
+    /// The visible (not quiet) users of a message or stream channel with their states, sorted
+    /// by user id.
     fn present_users(
         &self,
         app_id: &str,
         channel_type: ChannelType,
         channel: &str,
-    ) -> impl Future<Output = Result<Vec<String>, EngineError>> + Send;
+    ) -> impl Future<Output = Result<Vec<UserState>, EngineError>> + Send;
+
+    /// Changes the session's temporary state in a channel it is in, keeping at most
+    /// `max_pairs` pairs, and returns the whole state after the change. The state goes when the
+    /// session leaves the channel.
+    fn update_state(
+        &self,
+        session: &SessionHandle,
+        channel_type: ChannelType,
+        channel: &str,
+        change: StateChange,
+        max_pairs: usize,
+    ) -> impl Future<Output = Result<StateDetail, StateError>> + Send;
+
+    /// The state of a visible user of a channel; `None` if the user is not there (or quiet).
+    fn get_state(
+        &self,
+        app_id: &str,
+        channel_type: ChannelType,
+        channel: &str,
+        user_id: &str,
+    ) -> impl Future<Output = Result<Option<StateDetail>, EngineError>> + Send;
 
     /// How many visible (not quiet) users a message or stream channel has.
     fn present_count(

@@ -12,12 +12,12 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use bytes::Bytes;
-use rtm_proto::{ChannelType, CloseReason, SubscribeOptions, TopicInfo};
+use rtm_proto::{ChannelType, CloseReason, StateDetail, SubscribeOptions, TopicInfo, UserState};
 
 use self::stream::StreamChannel;
 use super::{
-    Delivery, Engine, EngineError, PresenceFlags, SessionHandle, SessionId, StreamError,
-    TopicSubscribed, tally,
+    Delivery, Engine, EngineError, PresenceFlags, SessionHandle, SessionId, StateChange,
+    StateError, StreamError, TopicSubscribed, tally,
 };
 
 /// The default, single-node engine.
@@ -31,6 +31,9 @@ struct State {
     apps: HashMap<Box<str>, App>,
 }
 
+/// The temporary states of a channel's users, each with the session that set it.
+type UserStates = HashMap<Box<str>, (SessionId, StateDetail)>;
+
 #[derive(Debug, Default)]
 struct App {
     users: HashMap<Box<str>, SessionHandle>,
@@ -40,6 +43,8 @@ struct App {
     streams: HashMap<Box<str>, StreamChannel>,
     /// The stream channels of each session.
     joined: HashMap<SessionId, HashSet<Box<str>>>,
+    /// Temporary user states per channel: by user, with the session that set it.
+    states: HashMap<(ChannelType, Box<str>), UserStates>,
 }
 
 impl App {
@@ -58,6 +63,40 @@ impl App {
 }
 
 impl App {
+    /// Drops the state `session` set in a channel it leaves.
+    fn clear_state(&mut self, channel_type: ChannelType, channel: &str, session: &SessionHandle) {
+        let key = (channel_type, Box::<str>::from(channel));
+        if let Some(users) = self.states.get_mut(&key) {
+            if users
+                .get(session.user_id())
+                .is_some_and(|(id, _)| *id == session.id())
+            {
+                users.remove(session.user_id());
+            }
+            if users.is_empty() {
+                self.states.remove(&key);
+            }
+        }
+    }
+
+    /// Whether `session` is in the channel.
+    fn is_in(&self, session: SessionId, channel_type: ChannelType, channel: &str) -> bool {
+        let of = match channel_type {
+            ChannelType::Stream => &self.joined,
+            _ => &self.subscribed,
+        };
+        of.get(&session).is_some_and(|c| c.contains(channel))
+    }
+
+    /// The state of a user in a channel (empty if none was set).
+    fn state_of(&self, channel_type: ChannelType, channel: &str, user: &str) -> StateDetail {
+        self.states
+            .get(&(channel_type, Box::<str>::from(channel)))
+            .and_then(|users| users.get(user))
+            .map(|(_, s)| s.clone())
+            .unwrap_or_default()
+    }
+
     /// Removes session `id` from a stream channel, dropping the channel when it empties.
     fn leave_stream(&mut self, channel: &str, id: SessionId) -> Result<Vec<String>, StreamError> {
         let stream = self
@@ -142,10 +181,12 @@ impl Engine for MemoryEngine {
         }
         for channel in app.subscribed.remove(&session.id()).unwrap_or_default() {
             app.remove_subscriber(&channel, session.id());
+            app.clear_state(ChannelType::Message, &channel, session);
         }
         // The session normally left its stream channels first (telling the other members).
         for channel in app.joined.get(&session.id()).cloned().unwrap_or_default() {
             let _ = app.leave_stream(&channel, session.id());
+            app.clear_state(ChannelType::Stream, &channel, session);
         }
         if app.users.is_empty() && app.channels.is_empty() && app.streams.is_empty() {
             state.apps.remove(session.app_id());
@@ -190,6 +231,7 @@ impl Engine for MemoryEngine {
         if let Some(channels) = app.subscribed.get_mut(&session.id()) {
             channels.remove(channel);
         }
+        app.clear_state(ChannelType::Message, channel, session);
         Ok(())
     }
 
@@ -281,7 +323,9 @@ impl Engine for MemoryEngine {
             .apps
             .get_mut(session.app_id())
             .ok_or(StreamError::NotJoined)?;
-        app.leave_stream(channel, session.id())
+        let left = app.leave_stream(channel, session.id())?;
+        app.clear_state(ChannelType::Stream, channel, session);
+        Ok(left)
     }
 
     async fn join_topic(
@@ -351,7 +395,7 @@ impl Engine for MemoryEngine {
         app_id: &str,
         channel_type: ChannelType,
         channel: &str,
-    ) -> Result<Vec<String>, EngineError> {
+    ) -> Result<Vec<UserState>, EngineError> {
         let state = self.state();
         let Some(app) = state.apps.get(app_id) else {
             return Ok(Vec::new());
@@ -374,7 +418,76 @@ impl Engine for MemoryEngine {
                 .unwrap_or_default(),
         };
         users.sort();
-        Ok(users)
+        Ok(users
+            .into_iter()
+            .map(|user_id| UserState {
+                states: app.state_of(channel_type, channel, &user_id),
+                user_id,
+            })
+            .collect())
+    }
+
+    async fn update_state(
+        &self,
+        session: &SessionHandle,
+        channel_type: ChannelType,
+        channel: &str,
+        change: StateChange,
+        max_pairs: usize,
+    ) -> Result<StateDetail, StateError> {
+        let mut state = self.state();
+        let app = state
+            .apps
+            .get_mut(session.app_id())
+            .ok_or(StateError::NotPresent)?;
+        if !app.is_in(session.id(), channel_type, channel) {
+            return Err(StateError::NotPresent);
+        }
+        let mut current = app.state_of(channel_type, channel, session.user_id());
+        match change {
+            StateChange::Set(pairs) => {
+                let added = pairs.keys().filter(|k| !current.contains_key(*k)).count();
+                if current.len() + added > max_pairs {
+                    return Err(StateError::TooMany(current.len() + added, max_pairs));
+                }
+                current.extend(pairs);
+            }
+            StateChange::Remove(None) => current.clear(),
+            StateChange::Remove(Some(keys)) => {
+                for key in keys {
+                    current.remove(&key);
+                }
+            }
+        }
+        app.states
+            .entry((channel_type, channel.into()))
+            .or_default()
+            .insert(session.user_id().into(), (session.id(), current.clone()));
+        Ok(current)
+    }
+
+    async fn get_state(
+        &self,
+        app_id: &str,
+        channel_type: ChannelType,
+        channel: &str,
+        user_id: &str,
+    ) -> Result<Option<StateDetail>, EngineError> {
+        let state = self.state();
+        let Some(app) = state.apps.get(app_id) else {
+            return Ok(None);
+        };
+        let visible = match channel_type {
+            ChannelType::Stream => app
+                .streams
+                .get(channel)
+                .is_some_and(|s| s.present_users().iter().any(|u| u == user_id)),
+            _ => app.channels.get(channel).is_some_and(|subs| {
+                subs.iter()
+                    .any(|s| !s.presence.quiet && s.session.user_id() == user_id)
+            }),
+        };
+        Ok(visible.then(|| app.state_of(channel_type, channel, user_id)))
     }
 
     async fn present_count(
