@@ -34,10 +34,9 @@
 //!
 //! - [`stream`]: [`StreamChannel`], its topics and their options.
 //!
-//! - [`presence`]: temporary user state ([`RtmClient::presence`]).
+//! - [`presence`]: who is where, and temporary user state ([`RtmClient::presence`]).
 //!
-//! What this crate does not do yet: `who_now`/`where_now`, storage and locks. Those arrive with
-//! their issues.
+//! What this crate does not do yet: storage and locks. Those arrive with their issues.
 #![warn(missing_docs)]
 
 pub mod config;
@@ -69,8 +68,9 @@ pub use crate::event::{
 };
 use crate::link::LinkTracker;
 pub use crate::presence::{
-    GetStateResponse, Presence, RemoveStateOptions, RemoveStateResponse, SetStateResponse,
-    StateResponse,
+    ChannelDetail, GetStateResponse, OccupancyDetail, Presence, RemoveStateOptions,
+    RemoveStateResponse, SetStateResponse, StateResponse, WhereNowResponse, WhoNowOptions,
+    WhoNowResponse,
 };
 use crate::session::SessionCache;
 pub use crate::stream::{

@@ -4,7 +4,8 @@
 //! channel it subscribed to (or joined), and every user there with presence receives the full
 //! state in a `REMOTE_STATE_CHANGED` event. The state goes when the user leaves the channel.
 
-use rtm_proto::{ChannelType, Request, Response, StateDetail, validate};
+pub use rtm_proto::ChannelDetail;
+use rtm_proto::{ChannelType, Request, Response, StateDetail, UserState, validate};
 
 use crate::{RtmClient, RtmError, check, unexpected};
 
@@ -44,6 +45,62 @@ pub struct GetStateResponse {
 pub struct RemoveStateOptions {
     /// The keys to remove; empty for all of them.
     pub states: Vec<String>,
+}
+
+/// Options of [`Presence::who_now`], with the reference's defaults.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WhoNowOptions {
+    /// List the users (default true); otherwise only `total_occupancy` is filled.
+    pub include_user_id: bool,
+    /// With their states (default false; needs `include_user_id`).
+    pub include_state: bool,
+    /// The previous answer's `next_page`; `None` for the first page.
+    pub page: Option<String>,
+}
+
+impl Default for WhoNowOptions {
+    fn default() -> Self {
+        Self {
+            include_user_id: true,
+            include_state: false,
+            page: None,
+        }
+    }
+}
+
+/// A user in a [`WhoNowResponse`] (the reference's `OccupancyDetail`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OccupancyDetail {
+    /// The user.
+    pub user_id: String,
+    /// Its state (empty unless asked for).
+    pub states: StateDetail,
+    /// How many pairs `states` has.
+    pub states_count: usize,
+}
+
+/// The answer to [`Presence::who_now`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WhoNowResponse {
+    /// Visible users in the whole channel.
+    pub total_occupancy: usize,
+    /// This page's users.
+    pub occupants: Vec<OccupancyDetail>,
+    /// Pass as `page` for the next page; empty on the last one.
+    pub next_page: String,
+    /// Server time.
+    pub timestamp: u64,
+}
+
+/// The answer to [`Presence::where_now`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WhereNowResponse {
+    /// The channels the user is in.
+    pub channels: Vec<ChannelDetail>,
+    /// How many.
+    pub total_channel: usize,
+    /// Server time.
+    pub timestamp: u64,
 }
 
 impl RtmClient {
@@ -115,6 +172,83 @@ impl Presence {
             }),
             other => Err(unexpected("getState", &other)),
         }
+    }
+
+    /// Who is in a channel, a page at a time (the reference's `whoNow` / `getOnlineUsers`).
+    /// Quiet users are not listed.
+    pub async fn who_now(
+        &self,
+        channel_name: &str,
+        channel_type: ChannelType,
+        options: WhoNowOptions,
+    ) -> Result<WhoNowResponse, RtmError> {
+        let request = Request::WhoNow {
+            channel_type,
+            channel: channel_name.to_owned(),
+            include_user_id: options.include_user_id,
+            include_state: options.include_state,
+            page: options.page.unwrap_or_default(),
+        };
+        match self.client.request("whoNow", request).await? {
+            Response::WhoNow {
+                total_occupancy,
+                occupants,
+                next_page,
+                timestamp,
+            } => Ok(WhoNowResponse {
+                total_occupancy: total_occupancy as usize,
+                occupants: occupants
+                    .into_iter()
+                    .map(|UserState { user_id, states }| OccupancyDetail {
+                        user_id,
+                        states_count: states.len(),
+                        states,
+                    })
+                    .collect(),
+                next_page,
+                timestamp,
+            }),
+            other => Err(unexpected("whoNow", &other)),
+        }
+    }
+
+    /// The reference's alias of [`Presence::who_now`].
+    pub async fn get_online_users(
+        &self,
+        channel_name: &str,
+        channel_type: ChannelType,
+        options: WhoNowOptions,
+    ) -> Result<WhoNowResponse, RtmError> {
+        self.who_now(channel_name, channel_type, options).await
+    }
+
+    /// The channels where `user_id` is (message channels subscribed, stream channels joined;
+    /// not the ones where it is quiet). An empty `user_id` means this client's user.
+    pub async fn where_now(&self, user_id: &str) -> Result<WhereNowResponse, RtmError> {
+        let user_id = if user_id.is_empty() {
+            self.client.user_id()
+        } else {
+            user_id
+        };
+        let request = Request::WhereNow {
+            user_id: user_id.to_owned(),
+        };
+        match self.client.request("whereNow", request).await? {
+            Response::WhereNow {
+                channels,
+                timestamp,
+            } => Ok(WhereNowResponse {
+                total_channel: channels.len(),
+                channels,
+                timestamp,
+            }),
+            other => Err(unexpected("whereNow", &other)),
+        }
+    }
+
+    /// The reference's alias of [`Presence::where_now`].
+    pub async fn get_user_channels(&self, user_id: &str) -> Result<WhereNowResponse, RtmError> {
+        self.where_now(user_id).await
     }
 
     async fn state_call(

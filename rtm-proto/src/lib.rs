@@ -36,7 +36,9 @@ pub use message::{
     Payload, PublishRequest, Request, RequestId, Response, ResumeRequest, ServerMsg, SessionTicket,
     SubscribeOptions, Welcome, WireError,
 };
-pub use presence::{IntervalDetail, PresenceEvent, PresenceEventType, StateDetail, UserState};
+pub use presence::{
+    ChannelDetail, IntervalDetail, PresenceEvent, PresenceEventType, StateDetail, UserState,
+};
 pub use stream::{
     FailedUser, JoinOptions, JoinTopicOptions, PublishTopicRequest, PublisherInfo,
     SubscribeTopicCode, TopicEvent, TopicEventType, TopicInfo, TopicPriority, TopicQos,

@@ -17,7 +17,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{DecodeError, ErrorCode};
-use crate::presence::{PresenceEvent, StateDetail};
+use crate::presence::{ChannelDetail, PresenceEvent, StateDetail, UserState};
 use crate::stream::{FailedUser, JoinOptions, JoinTopicOptions, PublishTopicRequest, TopicEvent};
 
 /// Identifies a request on a connection; the response carries the same id. Chosen by the
@@ -207,6 +207,24 @@ pub enum Request {
         /// The keys to remove; empty for all.
         keys: Vec<String>,
     },
+    /// Who is in a channel, a page at a time (`docs/protocol.md` §5.8.2).
+    WhoNow {
+        /// The channel's type.
+        channel_type: ChannelType,
+        /// The channel.
+        channel: String,
+        /// List the users (otherwise only the count).
+        include_user_id: bool,
+        /// With their states.
+        include_state: bool,
+        /// `next_page` of the previous answer; empty for the first page.
+        page: String,
+    },
+    /// The channels a user is in.
+    WhereNow {
+        /// The user.
+        user_id: String,
+    },
 }
 
 impl Request {
@@ -233,6 +251,8 @@ impl Request {
             Self::SetState { .. } => "setState",
             Self::GetState { .. } => "getState",
             Self::RemoveState { .. } => "removeState",
+            Self::WhoNow { .. } => "whoNow",
+            Self::WhereNow { .. } => "whereNow",
         }
     }
 }
@@ -690,6 +710,25 @@ pub enum Response {
         user_id: String,
         /// Its state in the channel.
         states: StateDetail,
+        /// Server time.
+        timestamp: u64,
+    },
+    /// A page of a channel's users.
+    WhoNow {
+        /// Visible users in the whole channel.
+        total_occupancy: u32,
+        /// This page's users (empty without `include_user_id`; states only with
+        /// `include_state`).
+        occupants: Vec<UserState>,
+        /// What to pass as `page` for the next page; empty on the last one.
+        next_page: String,
+        /// Server time.
+        timestamp: u64,
+    },
+    /// The channels a user is in.
+    WhereNow {
+        /// The channels.
+        channels: Vec<ChannelDetail>,
         /// Server time.
         timestamp: u64,
     },

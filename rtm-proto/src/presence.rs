@@ -10,6 +10,15 @@ use crate::message::ChannelType;
 /// A user's temporary state in a channel: string keys to string values.
 pub type StateDetail = BTreeMap<String, String>;
 
+/// A channel a user is in, as `WhereNow` answers.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChannelDetail {
+    /// The channel.
+    pub channel_name: String,
+    /// Its type (message or stream).
+    pub channel_type: ChannelType,
+}
+
 /// A present user and its state.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UserState {

@@ -83,6 +83,8 @@ pub struct Limits {
     pub presence_announce_max: u32,
     /// Seconds between a busy channel's `INTERVAL` events (reference: 30, 5–300).
     pub presence_interval_secs: u32,
+    /// Users per page of `who_now` (reference: 100; 1–1000).
+    pub presence_page_size: u32,
 }
 
 impl Default for Limits {
@@ -95,6 +97,7 @@ impl Default for Limits {
             stream_channel_users: limits::MAX_STREAM_CHANNEL_USERS as u32,
             presence_announce_max: 50,
             presence_interval_secs: 30,
+            presence_page_size: 100,
         }
     }
 }
@@ -117,6 +120,8 @@ pub struct LimitOverrides {
     pub presence_announce_max: Option<u32>,
     /// See [`Limits::presence_interval_secs`].
     pub presence_interval_secs: Option<u32>,
+    /// See [`Limits::presence_page_size`].
+    pub presence_page_size: Option<u32>,
 }
 
 impl LimitOverrides {
@@ -135,6 +140,7 @@ impl LimitOverrides {
             presence_interval_secs: self
                 .presence_interval_secs
                 .unwrap_or(base.presence_interval_secs),
+            presence_page_size: self.presence_page_size.unwrap_or(base.presence_page_size),
         }
     }
 }
@@ -306,10 +312,11 @@ fn check_limits(what: &str, l: Limits, config: &ServerConfig) -> Result<(), Conf
     }
     if !(8..=128).contains(&l.presence_announce_max)
         || !(5..=300).contains(&l.presence_interval_secs)
+        || !(1..=1000).contains(&l.presence_page_size)
     {
         return Err(ConfigError::Invalid(format!(
-            "{what}: presence_announce_max must be 8–128 and presence_interval_secs 5–300 \
-             (the reference's ranges)"
+            "{what}: presence_announce_max must be 8–128, presence_interval_secs 5–300 (the \
+             reference's ranges) and presence_page_size 1–1000"
         )));
     }
     // The envelope of a publish adds the channel name, custom type and a few bytes.
@@ -449,6 +456,7 @@ mod tests {
             "[limits]\npresence_announce_max = 7",
             "[limits]\npresence_announce_max = 129",
             "[limits]\npresence_interval_secs = 4",
+            "[limits]\npresence_page_size = 0",
             "[limits]\ntopic_publish_rate = 0",
             "[[apps]]\napp_id = \"a\"\n[apps.limits]\npresence_interval_secs = 301",
             "[[apps]]\napp_id = \"a\"\n[[apps]]\napp_id = \"a\"",

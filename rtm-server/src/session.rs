@@ -304,6 +304,17 @@ impl<E: Engine> Session<E> {
                 channel,
                 user_id,
             } => self.get_state(channel_type, channel, user_id).await,
+            Request::WhoNow {
+                channel_type,
+                channel,
+                include_user_id,
+                include_state,
+                page,
+            } => {
+                self.who_now(channel_type, channel, include_user_id, include_state, page)
+                    .await
+            }
+            Request::WhereNow { user_id } => self.where_now(user_id).await,
             // Served by the connection, which owns the outbox a resume replaces.
             Request::Resume(_) => Err(err(
                 ErrorCode::DuplicateOperation,
@@ -891,6 +902,78 @@ impl<E: Engine> Session<E> {
         Ok(Response::GetState {
             user_id,
             states,
+            timestamp: now_ms(),
+        })
+    }
+
+    /// A page of the channel's visible users (docs/protocol.md §5.8.2).
+    async fn who_now(
+        &mut self,
+        channel_type: ChannelType,
+        channel: String,
+        include_user_id: bool,
+        include_state: bool,
+        page: String,
+    ) -> Result<Response, WireError> {
+        let state = logged_in(&mut self.state)?;
+        check_presence_channel(channel_type, &channel)?;
+        if include_state && !include_user_id {
+            return Err(err(
+                ErrorCode::PresenceInvalidArgument,
+                "include_state needs include_user_id",
+            ));
+        }
+        let after = (!page.is_empty()).then_some(page.as_str());
+        if let Some(after) = after {
+            validate::user_id(after, true).map_err(|_| {
+                err(
+                    ErrorCode::PresenceInvalidArgument,
+                    "page is not a next_page this server gave",
+                )
+            })?;
+        }
+        let limit = if include_user_id {
+            state.policy.limits.presence_page_size as usize
+        } else {
+            0
+        };
+        let page = self
+            .core
+            .engine
+            .present_page(
+                state.handle.app_id(),
+                channel_type,
+                &channel,
+                after,
+                limit,
+                include_state,
+            )
+            .await
+            .map_err(|e| err(ErrorCode::PresenceOperationFailed, e.to_string()))?;
+        let next_page = match page.users.last() {
+            Some(last) if page.more => last.user_id.clone(),
+            _ => String::new(),
+        };
+        Ok(Response::WhoNow {
+            total_occupancy: u32::try_from(page.total).unwrap_or(u32::MAX),
+            occupants: page.users,
+            next_page,
+            timestamp: now_ms(),
+        })
+    }
+
+    /// The channels where a user is visibly present.
+    async fn where_now(&mut self, user_id: String) -> Result<Response, WireError> {
+        let state = logged_in(&mut self.state)?;
+        validate::user_id(&user_id, true).map_err(invalid)?;
+        let channels = self
+            .core
+            .engine
+            .user_channels(state.handle.app_id(), &user_id)
+            .await
+            .map_err(|e| err(ErrorCode::PresenceOperationFailed, e.to_string()))?;
+        Ok(Response::WhereNow {
+            channels,
             timestamp: now_ms(),
         })
     }

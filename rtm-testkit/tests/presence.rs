@@ -4,6 +4,7 @@
 use rtm_client::{
     ChannelType, ErrorCode, EventStream, JoinOptions, PresenceEvent, PresenceEventType,
     PublishOptions, RemoveStateOptions, RtmClient, RtmEvent, StateDetail, SubscribeOptions,
+    WhoNowOptions,
 };
 use rtm_testkit::{TestServer, expect_event};
 
@@ -313,4 +314,108 @@ async fn temporary_state_merge_remove_events_and_limits() {
         .await
         .unwrap();
     assert!(got.states.is_empty());
+}
+
+/// `who_now` pages through 250 users, 100 at a time, each once, in order; with states when
+/// asked; quiet users are not listed; without user ids only the count comes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn who_now_pages_through_250_users() {
+    let server = TestServer::start().await;
+    let mut clients = Vec::new();
+    for i in 0..250 {
+        let options = SubscribeOptions {
+            with_presence: false,
+            ..Default::default()
+        };
+        clients.push(subscribe(&server, &format!("user{i:03}"), options).await.0);
+    }
+    clients[7]
+        .presence()
+        .set_state("room", ChannelType::Message, pairs(&[("mic", "on")]))
+        .await
+        .unwrap();
+    let (asker, _) = subscribe(&server, "zz-quiet", quiet()).await;
+    let presence = asker.presence();
+    let mut seen = Vec::new();
+    let mut page = None;
+    let mut pages = 0;
+    loop {
+        let options = WhoNowOptions {
+            include_state: true,
+            page,
+            ..Default::default()
+        };
+        let r = presence
+            .who_now("room", ChannelType::Message, options)
+            .await
+            .unwrap();
+        pages += 1;
+        assert_eq!(r.total_occupancy, 250, "the quiet asker is not counted");
+        for o in &r.occupants {
+            let expected = usize::from(o.user_id == "user007");
+            assert_eq!(o.states_count, expected, "{}", o.user_id);
+        }
+        seen.extend(r.occupants.into_iter().map(|o| o.user_id));
+        if r.next_page.is_empty() {
+            break;
+        }
+        page = Some(r.next_page);
+    }
+    assert_eq!(pages, 3);
+    let expected: Vec<String> = (0..250).map(|i| format!("user{i:03}")).collect();
+    assert_eq!(seen, expected);
+    let count_only = WhoNowOptions {
+        include_user_id: false,
+        ..Default::default()
+    };
+    let r = presence
+        .who_now("room", ChannelType::Message, count_only)
+        .await
+        .unwrap();
+    assert_eq!((r.total_occupancy, r.occupants.len()), (250, 0));
+    assert!(r.next_page.is_empty());
+}
+
+/// `where_now` lists message channels subscribed and stream channels joined, not the quiet
+/// ones; "" is the caller.
+#[tokio::test]
+async fn where_now_across_message_and_stream_channels() {
+    let server = TestServer::start().await;
+    let (x, _) = server.login("X").await;
+    x.subscribe("m1", SubscribeOptions::default())
+        .await
+        .unwrap();
+    x.subscribe("m2", quiet()).await.unwrap();
+    let s1 = x.create_stream_channel("s1").unwrap();
+    s1.join(JoinOptions::default()).await.unwrap();
+    let (other, _) = server.login("other").await;
+    let r = other.presence().where_now("X").await.unwrap();
+    let channels: Vec<(String, ChannelType)> = r
+        .channels
+        .into_iter()
+        .map(|c| (c.channel_name, c.channel_type))
+        .collect();
+    assert_eq!(
+        channels,
+        [
+            ("m1".to_owned(), ChannelType::Message),
+            ("s1".to_owned(), ChannelType::Stream)
+        ]
+    );
+    assert_eq!(r.total_channel, 2);
+    assert_eq!(x.presence().where_now("").await.unwrap().total_channel, 2);
+    s1.leave().await.unwrap();
+    assert_eq!(
+        other.presence().where_now("X").await.unwrap().total_channel,
+        1
+    );
+    assert!(
+        other
+            .presence()
+            .where_now("nobody")
+            .await
+            .unwrap()
+            .channels
+            .is_empty()
+    );
 }

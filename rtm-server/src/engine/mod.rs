@@ -18,8 +18,8 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use rtm_proto::{
-    ChannelType, CloseReason, StateDetail, SubscribeOptions, SubscribeTopicCode, TopicInfo,
-    UserState,
+    ChannelDetail, ChannelType, CloseReason, StateDetail, SubscribeOptions, SubscribeTopicCode,
+    TopicInfo, UserState,
 };
 
 use crate::outbox::{Outbox, Pushed};
@@ -134,6 +134,17 @@ pub struct PresenceFlags {
     pub with_presence: bool,
     /// It is invisible to others (`be_quiet`).
     pub quiet: bool,
+}
+
+/// A page of a channel's present users.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PresentPage {
+    /// Visible users in the whole channel.
+    pub total: usize,
+    /// This page's users.
+    pub users: Vec<UserState>,
+    /// Whether more users follow this page.
+    pub more: bool,
 }
 
 /// A change of a user's temporary state in a channel.
@@ -298,6 +309,26 @@ pub trait Engine: Send + Sync + 'static {
         channel_type: ChannelType,
         channel: &str,
     ) -> impl Future<Output = Result<Vec<UserState>, EngineError>> + Send;
+
+    /// A page of a channel's visible users, sorted by user id: the `limit` first after `after`
+    /// (with their states if `with_states`), the total count of visible users, and whether
+    /// more follow.
+    fn present_page(
+        &self,
+        app_id: &str,
+        channel_type: ChannelType,
+        channel: &str,
+        after: Option<&str>,
+        limit: usize,
+        with_states: bool,
+    ) -> impl Future<Output = Result<PresentPage, EngineError>> + Send;
+
+    /// The channels where a user is visibly present (not quiet), sorted.
+    fn user_channels(
+        &self,
+        app_id: &str,
+        user_id: &str,
+    ) -> impl Future<Output = Result<Vec<ChannelDetail>, EngineError>> + Send;
 
     /// Changes the session's temporary state in a channel it is in, keeping at most
     /// `max_pairs` pairs, and returns the whole state after the change. The state goes when the

@@ -12,12 +12,14 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use bytes::Bytes;
-use rtm_proto::{ChannelType, CloseReason, StateDetail, SubscribeOptions, TopicInfo, UserState};
+use rtm_proto::{
+    ChannelDetail, ChannelType, CloseReason, StateDetail, SubscribeOptions, TopicInfo, UserState,
+};
 
 use self::stream::StreamChannel;
 use super::{
-    Delivery, Engine, EngineError, PresenceFlags, SessionHandle, SessionId, StateChange,
-    StateError, StreamError, TopicSubscribed, tally,
+    Delivery, Engine, EngineError, PresenceFlags, PresentPage, SessionHandle, SessionId,
+    StateChange, StateError, StreamError, TopicSubscribed, tally,
 };
 
 /// The default, single-node engine.
@@ -425,6 +427,96 @@ impl Engine for MemoryEngine {
                 user_id,
             })
             .collect())
+    }
+
+    async fn present_page(
+        &self,
+        app_id: &str,
+        channel_type: ChannelType,
+        channel: &str,
+        after: Option<&str>,
+        limit: usize,
+        with_states: bool,
+    ) -> Result<PresentPage, EngineError> {
+        let state = self.state();
+        let Some(app) = state.apps.get(app_id) else {
+            return Ok(PresentPage::default());
+        };
+        let mut users: Vec<&str> = match channel_type {
+            ChannelType::Stream => app
+                .streams
+                .get(channel)
+                .map(StreamChannel::present_user_ids)
+                .unwrap_or_default(),
+            _ => app
+                .channels
+                .get(channel)
+                .map(|subs| {
+                    subs.iter()
+                        .filter(|s| !s.presence.quiet)
+                        .map(|s| s.session.user_id())
+                        .collect()
+                })
+                .unwrap_or_default(),
+        };
+        users.sort_unstable();
+        let total = users.len();
+        let start = after.map_or(0, |after| users.partition_point(|u| *u <= after));
+        let page = &users[start.min(total)..];
+        let more = page.len() > limit;
+        let users = page
+            .iter()
+            .take(limit)
+            .map(|user| UserState {
+                user_id: (*user).to_owned(),
+                states: if with_states {
+                    app.state_of(channel_type, channel, user)
+                } else {
+                    StateDetail::new()
+                },
+            })
+            .collect();
+        Ok(PresentPage { total, users, more })
+    }
+
+    async fn user_channels(
+        &self,
+        app_id: &str,
+        user_id: &str,
+    ) -> Result<Vec<ChannelDetail>, EngineError> {
+        let state = self.state();
+        let Some(app) = state.apps.get(app_id) else {
+            return Ok(Vec::new());
+        };
+        let Some(id) = app.users.get(user_id).map(SessionHandle::id) else {
+            return Ok(Vec::new());
+        };
+        let mut channels = Vec::new();
+        for channel in app.subscribed.get(&id).into_iter().flatten() {
+            let visible = app.channels.get(channel).is_some_and(|subs| {
+                subs.iter()
+                    .any(|s| s.session.id() == id && !s.presence.quiet)
+            });
+            if visible {
+                channels.push(ChannelDetail {
+                    channel_name: channel.to_string(),
+                    channel_type: ChannelType::Message,
+                });
+            }
+        }
+        for channel in app.joined.get(&id).into_iter().flatten() {
+            if app.streams.get(channel).is_some_and(|s| s.is_visible(id)) {
+                channels.push(ChannelDetail {
+                    channel_name: channel.to_string(),
+                    channel_type: ChannelType::Stream,
+                });
+            }
+        }
+        channels.sort_by(|a, b| {
+            (a.channel_name.as_str(), u8::from(a.channel_type))
+                .cmp(&(b.channel_name.as_str(), u8::from(b.channel_type)))
+        });
+        Ok(channels)
     }
 
     async fn update_state(

@@ -337,6 +337,20 @@ impl StreamChannel {
             .collect()
     }
 
+    /// The visible (not quiet) members' user ids.
+    pub(super) fn present_user_ids(&self) -> Vec<&str> {
+        self.members
+            .values()
+            .filter(|m| !m.presence.quiet)
+            .map(|m| m.session.user_id())
+            .collect()
+    }
+
+    /// Whether session `id` is a visible member.
+    pub(super) fn is_visible(&self, id: SessionId) -> bool {
+        self.members.get(&id).is_some_and(|m| !m.presence.quiet)
+    }
+
     /// How many members are visible.
     pub(super) fn present_count(&self) -> usize {
         self.members.values().filter(|m| !m.presence.quiet).count()
