@@ -229,6 +229,14 @@ impl Inner {
         )
     }
 
+    /// This user's cached states.
+    pub(crate) fn cached_states(
+        &self,
+        epoch: u64,
+    ) -> Option<std::collections::HashMap<(ChannelType, String), StateDetail>> {
+        Some(Self::session_of(&mut self.lock(), epoch)?.states.clone())
+    }
+
     /// The joined stream channels.
     pub(crate) fn cached_streams(
         &self,
@@ -430,9 +438,7 @@ impl RtmClient {
             self.request("logout", Request::Logout).await
         } else if self.inner.lock().session.is_some() {
             Ok(Response::Logout {
-                timestamp: SystemTime::now()
-                    .duration_since(UNIX_EPOCH)
-                    .map_or(0, |d| d.as_millis() as u64),
+                timestamp: now_ms(),
             })
         } else {
             Err(RtmError::new(
@@ -519,8 +525,19 @@ impl RtmClient {
         };
         match self.request("subscribe", request).await? {
             Response::Subscribe { channel, timestamp } => {
-                if let Some(session) = self.inner.lock().session.as_mut() {
-                    session.subscriptions.insert(channel.clone(), options);
+                let cached = self.inner.lock().session.as_mut().and_then(|session| {
+                    let first = session
+                        .subscriptions
+                        .insert(channel.clone(), options)
+                        .is_none();
+                    let key = (ChannelType::Message, channel.clone());
+                    session.states.get(&key).filter(|_| first).cloned()
+                });
+                if let Some(states) = cached.filter(|s| !s.is_empty()) {
+                    // State set before subscribing (docs/protocol.md §5.8.1).
+                    self.presence()
+                        .apply_cached(ChannelType::Message, &channel, states)
+                        .await;
                 }
                 Ok(SubscribeResponse {
                     channel_name: channel,
@@ -541,6 +558,10 @@ impl RtmClient {
             Response::Unsubscribe { channel, timestamp } => {
                 if let Some(session) = self.inner.lock().session.as_mut() {
                     session.subscriptions.remove(&channel);
+                    // The server dropped the state with the subscription.
+                    session
+                        .states
+                        .remove(&(ChannelType::Message, channel.clone()));
                 }
                 Ok(UnsubscribeResponse {
                     channel_name: channel,
@@ -638,6 +659,13 @@ impl RtmClient {
             }
         }
     }
+}
+
+/// Client time in milliseconds since the Unix epoch.
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 fn check(result: Result<(), validate::InvalidName>, operation: &str) -> Result<(), RtmError> {

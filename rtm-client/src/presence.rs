@@ -7,7 +7,11 @@
 pub use rtm_proto::ChannelDetail;
 use rtm_proto::{ChannelType, Request, Response, StateDetail, UserState, validate};
 
-use crate::{RtmClient, RtmError, check, unexpected};
+use crate::{ErrorCode, RtmClient, RtmError, check, unexpected};
+
+/// Most state pairs the client keeps for channels it has not subscribed to or joined yet (the
+/// reference's figure).
+const MAX_CACHED_STATES: usize = 100;
 
 /// The presence calls of a client, from [`RtmClient::presence`].
 #[derive(Clone, Debug)]
@@ -122,12 +126,83 @@ impl Presence {
         states: StateDetail,
     ) -> Result<SetStateResponse, RtmError> {
         check(validate::state(&states), "setState")?;
+        let key = (channel_type, channel_name.to_owned());
+        if let Some(cached) = self.cache_if_absent(&key, |cached| {
+            let mut merged = cached.clone();
+            merged.extend(states.clone());
+            merged
+        })? {
+            return Ok(cached);
+        }
         let request = Request::SetState {
             channel_type,
             channel: channel_name.to_owned(),
+            states: states.clone(),
+        };
+        let done = self.state_call("setState", request).await?;
+        self.update_cache(key, |cached| cached.extend(states));
+        Ok(done)
+    }
+
+    /// While the client is not in the channel, changes the cached state there instead of the
+    /// server's (docs/protocol.md §5.8.1): `Some` answer when it did, `None` when the client is
+    /// in the channel (or not logged in: the server then answers).
+    fn cache_if_absent(
+        &self,
+        key: &(ChannelType, String),
+        change: impl FnOnce(&StateDetail) -> StateDetail,
+    ) -> Result<Option<StateResponse>, RtmError> {
+        let mut state = self.client.inner.lock();
+        let Some(session) = state.session.as_mut() else {
+            return Ok(None);
+        };
+        if session.is_in(key.0, &key.1) {
+            return Ok(None);
+        }
+        let merged = change(session.states.get(key).unwrap_or(&StateDetail::new()));
+        let others: usize = session
+            .states
+            .iter()
+            .filter(|(k, _)| *k != key && !session.is_in(k.0, &k.1))
+            .map(|(_, s)| s.len())
+            .sum();
+        if others + merged.len() > MAX_CACHED_STATES {
+            return Err(RtmError::new(
+                ErrorCode::PresenceCachedTooManyStates,
+                "setState",
+                format!(
+                    "at most {MAX_CACHED_STATES} state pairs wait for channels not yet \
+                     subscribed or joined"
+                ),
+            ));
+        }
+        session.states.insert(key.clone(), merged);
+        Ok(Some(StateResponse {
+            timestamp: crate::now_ms(),
+        }))
+    }
+
+    fn update_cache(&self, key: (ChannelType, String), change: impl FnOnce(&mut StateDetail)) {
+        if let Some(session) = self.client.inner.lock().session.as_mut() {
+            change(session.states.entry(key).or_default());
+        }
+    }
+
+    /// Sends the state cached for a channel the client just arrived in.
+    pub(crate) async fn apply_cached(
+        &self,
+        channel_type: ChannelType,
+        channel: &str,
+        states: StateDetail,
+    ) {
+        let request = Request::SetState {
+            channel_type,
+            channel: channel.to_owned(),
             states,
         };
-        self.state_call("setState", request).await
+        if let Err(e) = self.state_call("setState", request).await {
+            tracing::warn!(channel, "could not apply the cached state: {e}");
+        }
     }
 
     /// Removes keys (all of them when `options.states` is empty) from this user's state in a
@@ -138,12 +213,29 @@ impl Presence {
         channel_type: ChannelType,
         options: RemoveStateOptions,
     ) -> Result<RemoveStateResponse, RtmError> {
+        let key = (channel_type, channel_name.to_owned());
+        let remove = |cached: &mut StateDetail, keys: &[String]| {
+            if keys.is_empty() {
+                cached.clear();
+            } else {
+                cached.retain(|k, _| !keys.contains(k));
+            }
+        };
+        if let Some(cached) = self.cache_if_absent(&key, |cached| {
+            let mut left = cached.clone();
+            remove(&mut left, &options.states);
+            left
+        })? {
+            return Ok(cached);
+        }
         let request = Request::RemoveState {
             channel_type,
             channel: channel_name.to_owned(),
-            keys: options.states,
+            keys: options.states.clone(),
         };
-        self.state_call("removeState", request).await
+        let done = self.state_call("removeState", request).await?;
+        self.update_cache(key, |cached| remove(cached, &options.states));
+        Ok(done)
     }
 
     /// The state of `user_id` in a channel; `PRESENCE_USER_NOT_EXIST` (-13011) if the user is

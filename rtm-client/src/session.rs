@@ -10,11 +10,14 @@
 //! event names the ones it could not restore. A session the server ended for good (same user
 //! elsewhere, expired token, slow consumer) goes to `FAILED`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Weak;
 use std::time::Duration;
 
-use rtm_proto::{ErrorCode, Request, Response, ResumeRequest, SessionTicket, SubscribeOptions};
+use rtm_proto::{
+    ChannelType, ErrorCode, Request, Response, ResumeRequest, SessionTicket, StateDetail,
+    SubscribeOptions,
+};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -41,11 +44,22 @@ pub(crate) struct SessionCache {
     pub(crate) subscriptions: BTreeMap<String, SubscribeOptions>,
     /// The joined stream channels, their topics and topic subscriptions.
     pub(crate) streams: BTreeMap<String, StreamCache>,
+    /// This user's temporary state per channel: applied to the channels it is in, waiting for
+    /// the others (set before subscribing or joining).
+    pub(crate) states: HashMap<(ChannelType, String), StateDetail>,
     /// Dropping it stops the supervisor.
     _stop: oneshot::Sender<()>,
 }
 
 impl SessionCache {
+    /// Whether the session is in a message or stream channel.
+    pub(crate) fn is_in(&self, channel_type: ChannelType, channel: &str) -> bool {
+        match channel_type {
+            ChannelType::Stream => self.streams.contains_key(channel),
+            _ => self.subscriptions.contains_key(channel),
+        }
+    }
+
     /// The message channels subscribed and the stream channels joined.
     pub(crate) fn channels(&self) -> Vec<String> {
         let mut channels: Vec<String> = self.subscriptions.keys().cloned().collect();
@@ -82,6 +96,7 @@ pub(crate) fn start(
         token,
         subscriptions: BTreeMap::new(),
         streams: BTreeMap::new(),
+        states: HashMap::new(),
         _stop: stop_tx,
     }
 }
@@ -294,12 +309,30 @@ async fn relogin(client: &Inner, epoch: u64) -> Attempt {
     } = opened;
     // Subscribe and join again, all at once, before the connection is handed to the
     // application.
-    let (Some(subscriptions), Some(streams)) = (
+    let (Some(subscriptions), Some(streams), Some(states)) = (
         client.cached_subscriptions(epoch),
         client.cached_streams(epoch),
+        client.cached_states(epoch),
     ) else {
         return Attempt::Abandoned;
     };
+    // Then this user's state in each of them (the new session has none).
+    let set_states = states
+        .into_iter()
+        .filter_map(|((channel_type, channel), states)| {
+            let restored = match channel_type {
+                ChannelType::Stream => streams.contains_key(&channel),
+                _ => subscriptions.contains_key(&channel),
+            };
+            (restored && !states.is_empty()).then(|| {
+                let request = Request::SetState {
+                    channel_type,
+                    channel: channel.clone(),
+                    states,
+                };
+                (channel, request)
+            })
+        });
     let requests = subscriptions
         .iter()
         .map(|(channel, options)| {
@@ -314,7 +347,8 @@ async fn relogin(client: &Inner, epoch: u64) -> Attempt {
                 .restore_requests(channel)
                 .into_iter()
                 .map(|request| (channel.clone(), request))
-        }));
+        }))
+        .chain(set_states);
     let mut answers = Vec::with_capacity(subscriptions.len() + streams.len());
     for (channel, request) in requests {
         let (reply, answer) = oneshot::channel();

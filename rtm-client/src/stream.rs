@@ -13,10 +13,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use rtm_proto::{ChannelType, PublishTopicRequest, Request, Response, validate};
 pub use rtm_proto::{
     JoinTopicOptions, PublisherInfo, TopicEvent, TopicEventType, TopicInfo, TopicPriority, TopicQos,
 };
-use rtm_proto::{PublishTopicRequest, Request, Response, validate};
 
 use crate::{Payload, RtmClient, RtmError, check, unexpected};
 
@@ -229,9 +229,26 @@ impl StreamChannel {
         };
         match self.client.request("join", request).await? {
             Response::Join { channel, timestamp } => {
-                self.cache(|streams| {
-                    streams.entry(channel.clone()).or_default().options = Some(options);
-                });
+                let cached = self
+                    .client
+                    .inner
+                    .lock()
+                    .session
+                    .as_mut()
+                    .and_then(|session| {
+                        session.streams.entry(channel.clone()).or_default().options = Some(options);
+                        session
+                            .states
+                            .get(&(ChannelType::Stream, channel.clone()))
+                            .cloned()
+                    });
+                if let Some(states) = cached.filter(|s| !s.is_empty()) {
+                    // State set before joining (docs/protocol.md §5.8.1).
+                    self.client
+                        .presence()
+                        .apply_cached(ChannelType::Stream, &channel, states)
+                        .await;
+                }
                 Ok(JoinResponse {
                     channel_name: channel,
                     timestamp,
@@ -248,9 +265,12 @@ impl StreamChannel {
         };
         match self.client.request("leave", request).await? {
             Response::Leave { channel, timestamp } => {
-                self.cache(|streams| {
-                    streams.remove(&channel);
-                });
+                if let Some(session) = self.client.inner.lock().session.as_mut() {
+                    session.streams.remove(&channel);
+                    session
+                        .states
+                        .remove(&(ChannelType::Stream, channel.clone()));
+                }
                 Ok(LeaveResponse {
                     channel_name: channel,
                     timestamp,

@@ -6,7 +6,7 @@ use rtm_client::{
     PublishOptions, RemoveStateOptions, RtmClient, RtmEvent, StateDetail, SubscribeOptions,
     WhoNowOptions,
 };
-use rtm_testkit::{TestServer, expect_event};
+use rtm_testkit::{RawSession, TestServer, expect_event};
 
 /// The next presence event of `channel`.
 async fn next_presence(events: &mut EventStream, channel: &str) -> PresenceEvent {
@@ -287,11 +287,17 @@ async fn temporary_state_merge_remove_events_and_limits() {
         .await
         .unwrap_err();
     assert_eq!(err.code, ErrorCode::PresenceInvalidStateKey);
-    let err = presence
+    // Not subscribed there: the client keeps it for later; the server knows nothing of it.
+    presence
         .set_state("elsewhere", ChannelType::Message, pairs(&[("k", "v")]))
         .await
+        .unwrap();
+    let err = b
+        .presence()
+        .get_state("A", "elsewhere", ChannelType::Message)
+        .await
         .unwrap_err();
-    assert_eq!(err.code, ErrorCode::ChannelNotSubscribed);
+    assert_eq!(err.code, ErrorCode::PresenceUserNotExist);
     let err = b
         .presence()
         .get_state("nobody", "room", ChannelType::Message)
@@ -418,4 +424,106 @@ async fn where_now_across_message_and_stream_channels() {
             .channels
             .is_empty()
     );
+}
+
+/// State set before subscribing (or joining) is kept by the client and applied when it
+/// arrives; at most 100 pairs wait.
+#[tokio::test]
+async fn state_set_before_arriving_is_applied_on_arrival() {
+    let server = TestServer::start().await;
+    let (_b, mut b_events) = subscribe(&server, "B", SubscribeOptions::default()).await;
+    next_presence(&mut b_events, "room").await; // its snapshot
+    let (x, _) = server.login("X").await;
+    let presence = x.presence();
+    presence
+        .set_state("room", ChannelType::Message, pairs(&[("seat", "3")]))
+        .await
+        .unwrap();
+    presence
+        .set_state("room", ChannelType::Message, pairs(&[("mic", "on")]))
+        .await
+        .unwrap();
+    let one = RemoveStateOptions {
+        states: vec!["seat".into()],
+    };
+    presence
+        .remove_state("room", ChannelType::Message, one)
+        .await
+        .unwrap();
+    x.subscribe("room", SubscribeOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        describe(&next_presence(&mut b_events, "room").await),
+        "RemoteJoin X"
+    );
+    let changed = next_presence(&mut b_events, "room").await;
+    assert_eq!(describe(&changed), "RemoteStateChanged X");
+    assert_eq!(changed.state_changed, pairs(&[("mic", "on")]));
+
+    // The same for a stream channel.
+    presence
+        .set_state("st", ChannelType::Stream, pairs(&[("hand", "up")]))
+        .await
+        .unwrap();
+    x.create_stream_channel("st")
+        .unwrap()
+        .join(JoinOptions::default())
+        .await
+        .unwrap();
+    let got = x
+        .presence()
+        .get_state("X", "st", ChannelType::Stream)
+        .await
+        .unwrap();
+    assert_eq!(got.states, pairs(&[("hand", "up")]));
+
+    // What waits is bounded.
+    let many: StateDetail = (0..30).map(|i| (format!("k{i}"), "v".to_owned())).collect();
+    for c in 0..3 {
+        presence
+            .set_state(&format!("later{c}"), ChannelType::Message, many.clone())
+            .await
+            .unwrap();
+    }
+    let err = presence
+        .set_state("later3", ChannelType::Message, many)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code, ErrorCode::PresenceCachedTooManyStates);
+}
+
+/// The server's own checks, which the client's cache would otherwise hide.
+#[tokio::test]
+async fn the_server_refuses_state_outside_the_channel_and_user_channels() {
+    use rtm_proto::Request;
+    let server = TestServer::start().await;
+    let mut raw = RawSession::login(&server, "raw").await;
+    let set = |channel_type| Request::SetState {
+        channel_type,
+        channel: "room".into(),
+        states: pairs(&[("k", "v")]),
+    };
+    let err = raw.request(2, set(ChannelType::Message)).await.unwrap_err();
+    assert_eq!(err.code, ErrorCode::ChannelNotSubscribed);
+    let err = raw.request(3, set(ChannelType::Stream)).await.unwrap_err();
+    assert_eq!(err.code, ErrorCode::ChannelNotJoined);
+    let err = raw.request(4, set(ChannelType::User)).await.unwrap_err();
+    assert_eq!(err.code, ErrorCode::InvalidChannelType);
+    let too_long = Request::SetState {
+        channel_type: ChannelType::Message,
+        channel: "room".into(),
+        states: pairs(&[("k", &"v".repeat(1025))]),
+    };
+    let err = raw.request(5, too_long).await.unwrap_err();
+    assert_eq!(err.code, ErrorCode::PresenceStateValueSizeOverflow);
+    let who = Request::WhoNow {
+        channel_type: ChannelType::Message,
+        channel: "room".into(),
+        include_user_id: true,
+        include_state: false,
+        page: "not/a user".into(),
+    };
+    let err = raw.request(6, who).await.unwrap_err();
+    assert_eq!(err.code, ErrorCode::PresenceInvalidArgument);
 }
