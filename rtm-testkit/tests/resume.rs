@@ -5,7 +5,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use rtm_client::{
-    ErrorCode, EventStream, JoinOptions, JoinTopicOptions, LinkOperation, LinkState,
+    ChannelType, ErrorCode, EventStream, JoinOptions, JoinTopicOptions, LinkOperation, LinkState,
     LinkStateEvent, LinkStateReason, LoginOptions, PresenceEventType, PublishOptions, RtmClient,
     RtmEvent, SubscribeOptions, TopicEventType, TopicMessageOptions, TopicSubscribeOptions,
 };
@@ -281,6 +281,16 @@ async fn after_the_presence_timeout_the_client_logs_in_again_and_resubscribes() 
         presence_of(&mut other_events, "a").await,
         "Snapshot [other, roamer]"
     );
+    let mic = std::collections::BTreeMap::from([("mic".to_owned(), "on".to_owned())]);
+    roamer
+        .presence()
+        .set_state("a", ChannelType::Message, mic.clone())
+        .await
+        .unwrap();
+    assert_eq!(
+        presence_of(&mut other_events, "a").await,
+        "RemoteStateChanged roamer"
+    );
     let other_stream = other.create_stream_channel("st").unwrap();
     other_stream.join(JoinOptions::default()).await.unwrap();
     other_stream
@@ -319,6 +329,17 @@ async fn after_the_presence_timeout_the_client_logs_in_again_and_resubscribes() 
         presence_of(&mut other_events, "a").await,
         "RemoteJoin roamer"
     );
+    // The new session has the state again: the client sent it after subscribing.
+    assert_eq!(
+        presence_of(&mut other_events, "a").await,
+        "RemoteStateChanged roamer"
+    );
+    let got = other
+        .presence()
+        .get_state("roamer", "a", ChannelType::Message)
+        .await
+        .unwrap();
+    assert_eq!(got.states, mic);
     assert!(back.unrestored_channels.is_empty());
     assert_eq!(metrics.sessions_resumed.load(Ordering::Relaxed), 0);
     // Joined again, with its topic and its topic subscription.
