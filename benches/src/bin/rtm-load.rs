@@ -56,6 +56,10 @@ enum Workload {
     /// rtm only: like fanout, in a stream channel: one publisher joined to topic "load", N
     /// subscribers of that topic who chose that publisher.
     Topic,
+    /// rtm only: --conns users present in one channel (without presence events themselves),
+    /// then --joins users join it one after another with presence: the time to the answer and
+    /// to the snapshot of everyone, and the presence events 10 observers get meanwhile.
+    Presence,
     /// rtm only, in-process: one subscriber on --channels channels behind the test kit's lossy
     /// link (--loss, --delay-ms each way), one publisher sending to them in turn at --rate.
     /// Shows whether a lost packet of one channel holds up the others.
@@ -113,6 +117,9 @@ struct Args {
     /// One-way delay of the link in milliseconds (lossy).
     #[arg(long, default_value_t = 10)]
     delay_ms: u64,
+    /// Users that join one after another (presence).
+    #[arg(long, default_value_t = 100)]
+    joins: usize,
     /// rtm in-process: delivery streams per connection (lanes), 1 to 16.
     #[arg(long)]
     lanes: Option<u8>,
@@ -538,6 +545,7 @@ async fn main() -> anyhow::Result<()> {
         Workload::Throughput => throughput_run(&args, &mut target, server_pid, &mut report).await?,
         Workload::Conns => conns_run(&args, &mut target, server_pid, &mut report).await?,
         Workload::Lossy => lossy_run(&args, &mut target, &mut report).await?,
+        Workload::Presence => presence_run(&args, &mut target, server_pid, &mut report).await?,
     }
     println!("{report}");
     Ok(())
@@ -853,6 +861,119 @@ impl Window {
         self.open.store(true, Ordering::Relaxed);
         self.notify.notify_one();
     }
+}
+
+/// Joins into a channel that already has `--conns` present users (`docs/performance.md`).
+async fn presence_run(
+    args: &Args,
+    target: &mut Target,
+    server_pid: Option<u32>,
+    report: &mut serde_json::Value,
+) -> anyhow::Result<()> {
+    if target.system != System::Rtm {
+        bail!("the presence workload is rtm's own");
+    }
+    const CHANNEL: &str = "big";
+    const OBSERVERS: usize = 10;
+    let login = |target: &mut Target, n: usize, name: String| {
+        let config = target.rtm_config(n);
+        async move {
+            let client = RtmClient::new("loadapp", name, config?)?;
+            client.login(LoginOptions::default()).await?;
+            anyhow::Ok(client)
+        }
+    };
+    eprintln!("connecting {} present users ...", args.conns);
+    let mut present = Vec::with_capacity(args.conns);
+    for n in 0..args.conns {
+        let client = login(target, n, format!("p{n:05}")).await?;
+        client.subscribe(CHANNEL, pubsub_only()).await?;
+        present.push(client);
+        if n % 1000 == 999 {
+            eprintln!("{} present ...", n + 1);
+        }
+    }
+    let mut observers = Vec::new();
+    for n in 0..OBSERVERS {
+        let client = login(target, args.conns + n, format!("obs{n}")).await?;
+        let events = client.events();
+        client
+            .subscribe(CHANNEL, SubscribeOptions::default())
+            .await?;
+        observers.push((client, events));
+    }
+    // Let the observers' own snapshots and join announcements pass.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    for (_, events) in &mut observers {
+        while events.try_recv().is_some() {}
+    }
+    let mut joiners = Vec::with_capacity(args.joins);
+    for n in 0..args.joins {
+        let at = args.conns + OBSERVERS + n;
+        let client = login(target, at, format!("j{n:04}")).await?;
+        let events = client.events();
+        joiners.push((client, events));
+    }
+    let mut answer = new_histogram();
+    let mut snapshot = new_histogram();
+    let mut snapshot_users = 0;
+    let cpu = Cpu::start(server_pid);
+    for (client, events) in &mut joiners {
+        let started = Instant::now();
+        client
+            .subscribe(CHANNEL, SubscribeOptions::default())
+            .await?;
+        let _ = answer.record((started.elapsed().as_micros() as u64).max(1));
+        let users = tokio::time::timeout(Duration::from_secs(30), async {
+            while let Some(event) = events.recv().await {
+                if let RtmEvent::Presence(p) = event
+                    && p.event_type == rtm_client::PresenceEventType::Snapshot
+                {
+                    return Some(p.snapshot.len());
+                }
+            }
+            None
+        })
+        .await
+        .ok()
+        .flatten()
+        .context("no snapshot")?;
+        let _ = snapshot.record((started.elapsed().as_micros() as u64).max(1));
+        snapshot_users = users;
+    }
+    let (server_cpu, client_cpu) = cpu.percent(server_pid);
+    let mut observed = 0u64;
+    for (_, events) in &mut observers {
+        while let Some(event) = events.try_recv() {
+            if matches!(event, RtmEvent::Presence(_)) {
+                observed += 1;
+            }
+        }
+    }
+    report["present"] = args.conns.into();
+    report["joins"] = args.joins.into();
+    report["snapshot_users"] = snapshot_users.into();
+    for (name, h) in [("answer", &answer), ("snapshot", &snapshot)] {
+        report[format!("{name}_p50_us")] = h.value_at_quantile(0.5).into();
+        report[format!("{name}_p99_us")] = h.value_at_quantile(0.99).into();
+        report[format!("{name}_max_us")] = h.max().into();
+    }
+    report["observer_presence_events"] = observed.into();
+    report["server_cpu_pct"] = server_cpu.into();
+    report["client_cpu_pct"] = client_cpu.into();
+    eprintln!(
+        "   rtm presence present={} joins={}: answer p50 {}µs p99 {}µs; snapshot of {} users p50 {}µs p99 {}µs; {} presence events to {OBSERVERS} observers during the joins",
+        args.conns,
+        args.joins,
+        report["answer_p50_us"],
+        report["answer_p99_us"],
+        snapshot_users,
+        report["snapshot_p50_us"],
+        report["snapshot_p99_us"],
+        observed,
+    );
+    drop(present);
+    Ok(())
 }
 
 async fn conns_run(
