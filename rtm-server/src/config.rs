@@ -85,6 +85,9 @@ pub struct Limits {
     pub presence_interval_secs: u32,
     /// Users per page of `who_now` (reference: 100; 1–1000).
     pub presence_page_size: u32,
+    /// Milliseconds a leave waits before it is announced; a user back within them causes
+    /// neither a leave nor a join event (reference: 2 000; 0 turns it off; at most 10 000).
+    pub presence_debounce_ms: u32,
 }
 
 impl Default for Limits {
@@ -98,6 +101,7 @@ impl Default for Limits {
             presence_announce_max: 50,
             presence_interval_secs: 30,
             presence_page_size: 100,
+            presence_debounce_ms: 2000,
         }
     }
 }
@@ -122,6 +126,8 @@ pub struct LimitOverrides {
     pub presence_interval_secs: Option<u32>,
     /// See [`Limits::presence_page_size`].
     pub presence_page_size: Option<u32>,
+    /// See [`Limits::presence_debounce_ms`].
+    pub presence_debounce_ms: Option<u32>,
 }
 
 impl LimitOverrides {
@@ -141,6 +147,9 @@ impl LimitOverrides {
                 .presence_interval_secs
                 .unwrap_or(base.presence_interval_secs),
             presence_page_size: self.presence_page_size.unwrap_or(base.presence_page_size),
+            presence_debounce_ms: self
+                .presence_debounce_ms
+                .unwrap_or(base.presence_debounce_ms),
         }
     }
 }
@@ -313,10 +322,11 @@ fn check_limits(what: &str, l: Limits, config: &ServerConfig) -> Result<(), Conf
     if !(8..=128).contains(&l.presence_announce_max)
         || !(5..=300).contains(&l.presence_interval_secs)
         || !(1..=1000).contains(&l.presence_page_size)
+        || l.presence_debounce_ms > 10_000
     {
         return Err(ConfigError::Invalid(format!(
             "{what}: presence_announce_max must be 8–128, presence_interval_secs 5–300 (the \
-             reference's ranges) and presence_page_size 1–1000"
+             reference's ranges), presence_page_size 1–1000 and presence_debounce_ms at most 10000"
         )));
     }
     // The envelope of a publish adds the channel name, custom type and a few bytes.
@@ -457,6 +467,7 @@ mod tests {
             "[limits]\npresence_announce_max = 129",
             "[limits]\npresence_interval_secs = 4",
             "[limits]\npresence_page_size = 0",
+            "[limits]\npresence_debounce_ms = 10001",
             "[limits]\ntopic_publish_rate = 0",
             "[[apps]]\napp_id = \"a\"\n[apps.limits]\npresence_interval_secs = 301",
             "[[apps]]\napp_id = \"a\"\n[[apps]]\napp_id = \"a\"",

@@ -17,7 +17,7 @@ use rtm_proto::{
 use crate::config::{AppPolicy, Apps, ConnectionLimits, ServerConfig};
 use crate::engine::{Engine, SessionHandle, SessionId};
 use crate::metrics::Metrics;
-use crate::presence::Intervals;
+use crate::presence::{Debounce, Intervals};
 use crate::resume::Registry;
 
 /// State shared by every connection of a server.
@@ -30,6 +30,8 @@ pub(crate) struct Core<E> {
     pub(crate) sessions: Registry<E>,
     /// Presence changes of busy channels waiting for their `INTERVAL` event.
     pub(crate) intervals: Intervals,
+    /// Leaves waiting out the presence debounce window.
+    pub(crate) debounce: Debounce,
     apps: Apps,
     next_session: AtomicU64,
 }
@@ -59,6 +61,7 @@ impl<E: Engine> Core<E> {
             connection: config.connection,
             sessions: Registry::default(),
             intervals: Intervals::default(),
+            debounce: Debounce::default(),
             apps: config.apps(),
             next_session: AtomicU64::new(1),
         }

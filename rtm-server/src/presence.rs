@@ -47,6 +47,44 @@ impl Intervals {
     }
 }
 
+/// Users that left a channel within the debounce window (`presence_debounce_ms`): their
+/// `REMOTE_LEAVE` waits out the window, and is dropped (with the `REMOTE_JOIN` of their
+/// return) if they come back in it.
+#[derive(Debug, Default)]
+pub(crate) struct Debounce {
+    pending: Mutex<HashMap<(ChannelKey, Box<str>), u64>>,
+    next: std::sync::atomic::AtomicU64,
+}
+
+impl Debounce {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(ChannelKey, Box<str>), u64>> {
+        self.pending.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Records a leave; returns its ticket.
+    fn hold(&self, key: (ChannelKey, Box<str>)) -> u64 {
+        let ticket = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.lock().insert(key, ticket);
+        ticket
+    }
+
+    /// Whether the leave with `ticket` is still to be told (and forgets it).
+    fn release(&self, key: &(ChannelKey, Box<str>), ticket: u64) -> bool {
+        let mut pending = self.lock();
+        if pending.get(key) == Some(&ticket) {
+            pending.remove(key);
+            true
+        } else {
+            false
+        }
+    }
+
+    /// A return within the window: true if a leave was waiting (it is dropped).
+    fn cancel(&self, key: &(ChannelKey, Box<str>)) -> bool {
+        self.lock().remove(key).is_some()
+    }
+}
+
 /// No session: an `except` that excludes nobody.
 const NOBODY: SessionId = SessionId(0);
 
@@ -92,12 +130,18 @@ impl<E: Engine> Core<E> {
         // Counted with the arriving user.
         let present = self.present_count(app_id, channel_type, channel).await;
         let user = session.user_id().to_owned();
+        let returned = || {
+            let key = (app_id.into(), channel_type, channel.into());
+            self.debounce.cancel(&(key, session.user_id().into()))
+        };
         if !flags.quiet
             && !self
                 .batched(session, channel_type, channel, present, |d| {
                     d.join.push(user)
                 })
                 .await
+            // Back within the debounce window: the others never saw it leave.
+            && !returned()
         {
             let frame = event(
                 PresenceEventType::RemoteJoin,
@@ -166,6 +210,25 @@ impl<E: Engine> Core<E> {
             Departure::TimedOut => PresenceEventType::RemoteTimeout,
         };
         let frame = event(kind, channel_type, channel, session.user_id(), Vec::new());
+        let window = self
+            .app(session.app_id())
+            .map_or(0, |p| p.limits.presence_debounce_ms);
+        if how == Departure::Left && window > 0 {
+            // docs/protocol.md §5.8: a leave is told once the debounce window has passed
+            // without the user coming back.
+            let key: ChannelKey = (session.app_id().into(), channel_type, channel.into());
+            let key = (key, Box::<str>::from(session.user_id()));
+            let ticket = self.debounce.hold(key.clone());
+            let (core, session, channel) = (Arc::clone(self), session.clone(), channel.to_owned());
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(window.into())).await;
+                if core.debounce.release(&key, ticket) {
+                    core.tell(session.app_id(), channel_type, &channel, &session, frame)
+                        .await;
+                }
+            });
+            return;
+        }
         self.tell(session.app_id(), channel_type, channel, session, frame)
             .await;
     }

@@ -527,3 +527,35 @@ async fn the_server_refuses_state_outside_the_channel_and_user_channels() {
     let err = raw.request(6, who).await.unwrap_err();
     assert_eq!(err.code, ErrorCode::PresenceInvalidArgument);
 }
+
+/// A user that leaves and comes back within the debounce window causes no event; one that stays
+/// away is seen leaving once the window has passed.
+#[tokio::test]
+async fn leave_and_return_within_the_debounce_window_is_not_announced() {
+    let mut config = TestServer::config();
+    config.limits.presence_debounce_ms = 1500;
+    let server = TestServer::start_with(config).await;
+    let (_a, mut a_events) = subscribe(&server, "A", SubscribeOptions::default()).await;
+    next_presence(&mut a_events, "room").await; // its snapshot
+    let (b, _) = subscribe(&server, "B", SubscribeOptions::default()).await;
+    assert_eq!(
+        describe(&next_presence(&mut a_events, "room").await),
+        "RemoteJoin B"
+    );
+    b.unsubscribe("room").await.unwrap();
+    b.subscribe("room", SubscribeOptions::default())
+        .await
+        .unwrap();
+    // Nothing about B: the next event is a newcomer's.
+    let (_c, _) = subscribe(&server, "C", SubscribeOptions::default()).await;
+    assert_eq!(
+        describe(&next_presence(&mut a_events, "room").await),
+        "RemoteJoin C"
+    );
+    // B leaves for good: told after the window.
+    b.unsubscribe("room").await.unwrap();
+    assert_eq!(
+        describe(&next_presence(&mut a_events, "room").await),
+        "RemoteLeave B"
+    );
+}
