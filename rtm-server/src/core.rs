@@ -15,7 +15,7 @@ use rtm_proto::{
 };
 
 use crate::config::{AppPolicy, Apps, ConnectionLimits, ServerConfig};
-use crate::engine::{Engine, SessionHandle, SessionId};
+use crate::engine::{Delivery, Engine, SessionHandle, SessionId};
 use crate::metrics::Metrics;
 use crate::presence::{Debounce, Intervals};
 use crate::resume::Registry;
@@ -189,12 +189,17 @@ impl<E: Engine> Core<E> {
                 .await
                 .map_err(failed)?,
         };
+        self.count_published(delivery);
+        Ok(timestamp)
+    }
+
+    /// Counts one published message and where it went.
+    pub(crate) fn count_published(&self, delivery: Delivery) {
         self.metrics
             .messages_published
             .fetch_add(1, Ordering::Relaxed);
         self.metrics
             .frames_delivered
             .fetch_add(delivery.queued as u64, Ordering::Relaxed);
-        Ok(timestamp)
     }
 }

@@ -169,6 +169,32 @@ fn not_in(channel_type: ChannelType) -> WireError {
     }
 }
 
+/// Checks a stream-channel topic call's names, and returns the joined channel.
+fn topic_of<'a, E>(
+    state: &'a mut LoggedIn<E>,
+    channel: &str,
+    topic: &str,
+) -> Result<&'a mut Joined, WireError> {
+    validate::channel_name(channel).map_err(invalid)?;
+    validate::topic_name(topic).map_err(invalid)?;
+    state.streams.get_mut(channel).ok_or_else(not_joined)
+}
+
+/// Checks the number of users of one topic (un)subscription; returns the limit.
+fn check_topic_users(users: &[String]) -> Result<usize, WireError> {
+    let max_users = limits::MAX_TOPIC_SUBSCRIBED_USERS;
+    if users.len() > max_users {
+        return Err(err(
+            ErrorCode::ChannelExceedTopicUserLimitation,
+            format!(
+                "{} users given, a topic subscription takes at most {max_users}",
+                users.len()
+            ),
+        ));
+    }
+    Ok(max_users)
+}
+
 fn not_joined() -> WireError {
     err(
         ErrorCode::ChannelNotJoined,
@@ -666,9 +692,7 @@ impl<E: Engine> Session<E> {
 
     async fn leave_topic(&mut self, channel: String, topic: String) -> Result<Response, WireError> {
         let state = logged_in(&mut self.state)?;
-        validate::channel_name(&channel).map_err(invalid)?;
-        validate::topic_name(&topic).map_err(invalid)?;
-        let joined = state.streams.get_mut(&channel).ok_or_else(not_joined)?;
+        let joined = topic_of(state, &channel, &topic)?;
         if joined.topics.remove(&topic).is_none() {
             return Err(err(
                 ErrorCode::ChannelTopicNotJoined,
@@ -740,21 +764,8 @@ impl<E: Engine> Session<E> {
         users: Vec<String>,
     ) -> Result<Response, WireError> {
         let state = logged_in(&mut self.state)?;
-        validate::channel_name(&channel).map_err(invalid)?;
-        validate::topic_name(&topic).map_err(invalid)?;
-        if !state.streams.contains_key(&channel) {
-            return Err(not_joined());
-        }
-        let max_users = limits::MAX_TOPIC_SUBSCRIBED_USERS;
-        if users.len() > max_users {
-            return Err(err(
-                ErrorCode::ChannelExceedTopicUserLimitation,
-                format!(
-                    "{} users asked for, a topic subscription takes at most {max_users}",
-                    users.len()
-                ),
-            ));
-        }
+        topic_of(state, &channel, &topic)?;
+        let max_users = check_topic_users(&users)?;
         // Each user once; the ones that are not user ids fail on their own.
         let mut valid: Vec<String> = Vec::with_capacity(users.len());
         let mut failed_users = Vec::new();
@@ -808,21 +819,8 @@ impl<E: Engine> Session<E> {
         users: Vec<String>,
     ) -> Result<Response, WireError> {
         let state = logged_in(&mut self.state)?;
-        validate::channel_name(&channel).map_err(invalid)?;
-        validate::topic_name(&topic).map_err(invalid)?;
-        if !state.streams.contains_key(&channel) {
-            return Err(not_joined());
-        }
-        let max_users = limits::MAX_TOPIC_SUBSCRIBED_USERS;
-        if users.len() > max_users {
-            return Err(err(
-                ErrorCode::ChannelExceedTopicUserLimitation,
-                format!(
-                    "{} users given, a topic subscription has at most {max_users}",
-                    users.len()
-                ),
-            ));
-        }
+        topic_of(state, &channel, &topic)?;
+        check_topic_users(&users)?;
         let users = (!users.is_empty()).then_some(users.as_slice());
         let timestamp = self
             .core

@@ -3,8 +3,6 @@
 //! session joined, its topics and their rate limits, the tokens) lives in
 //! [`Session`](crate::session::Session); who receives what lives in the [`Engine`].
 
-use std::sync::atomic::Ordering;
-
 use rtm_proto::{
     ChannelType, ErrorCode, Event, MessageEvent, PublishTopicRequest, PublisherInfo, ServerMsg,
     TopicEvent, TopicEventType, TopicInfo, WireError, encode_frame,
@@ -188,12 +186,7 @@ impl<E: Engine> Core<E> {
             .publish_topic(publisher, &channel, &topic, frame)
             .await
             .map_err(|e| err(ErrorCode::ChannelPublishMessageFailed, e.to_string()))?;
-        self.metrics
-            .messages_published
-            .fetch_add(1, Ordering::Relaxed);
-        self.metrics
-            .frames_delivered
-            .fetch_add(delivery.queued as u64, Ordering::Relaxed);
+        self.count_published(delivery);
         Ok(timestamp)
     }
 

@@ -41,6 +41,20 @@ fn text(m: &rtm_client::MessageEvent) -> &str {
 /// Side channels: with 16 lanes, their events travel on several delivery streams.
 const SIDES: [&str; 4] = ["side0", "side1", "side2", "side3"];
 
+/// "roamer", logged in through `link` and subscribed to "room" and the [`SIDES`].
+async fn roamer_in_all_rooms(server: &TestServer, link: &LossyLink) -> (RtmClient, EventStream) {
+    let roamer = RtmClient::new(TEST_APP_ID, "roamer", server.client_config_via(link)).unwrap();
+    let events = roamer.events();
+    roamer.login(LoginOptions::default()).await.unwrap();
+    for channel in std::iter::once("room").chain(SIDES) {
+        roamer
+            .subscribe(channel, SubscribeOptions::default())
+            .await
+            .unwrap();
+    }
+    (roamer, events)
+}
+
 /// The link is cut for less than the presence timeout: the client comes back to the same
 /// session, receives what was published meanwhile, each channel in order, and the server never
 /// let the session go.
@@ -52,15 +66,7 @@ const SIDES: [&str; 4] = ["side0", "side1", "side2", "side3"];
 async fn a_cut_link_resumes_the_session_without_losing_events() {
     let server = TestServer::start().await;
     let link = LossyLink::start(server.addr()).await.unwrap();
-    let roamer = RtmClient::new(TEST_APP_ID, "roamer", server.client_config_via(&link)).unwrap();
-    let mut events = roamer.events();
-    roamer.login(LoginOptions::default()).await.unwrap();
-    for channel in std::iter::once("room").chain(SIDES) {
-        roamer
-            .subscribe(channel, SubscribeOptions::default())
-            .await
-            .unwrap();
-    }
+    let (roamer, mut events) = roamer_in_all_rooms(&server, &link).await;
     let (other, mut other_events) = server.login("other").await;
     other
         .subscribe("room", SubscribeOptions::default())
@@ -154,15 +160,7 @@ async fn a_cut_link_resumes_the_session_without_losing_events() {
 async fn a_parked_session_resumes_without_losing_events() {
     let server = TestServer::start().await;
     let link = LossyLink::start(server.addr()).await.unwrap();
-    let roamer = RtmClient::new(TEST_APP_ID, "roamer", server.client_config_via(&link)).unwrap();
-    let mut events = roamer.events();
-    roamer.login(LoginOptions::default()).await.unwrap();
-    for channel in std::iter::once("room").chain(SIDES) {
-        roamer
-            .subscribe(channel, SubscribeOptions::default())
-            .await
-            .unwrap();
-    }
+    let (_roamer, mut events) = roamer_in_all_rooms(&server, &link).await;
     let (other, mut other_events) = server.login("other").await;
     other
         .subscribe("room", SubscribeOptions::default())

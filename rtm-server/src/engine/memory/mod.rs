@@ -90,6 +90,27 @@ impl App {
         of.get(&session).is_some_and(|c| c.contains(channel))
     }
 
+    /// The visible (not quiet) users of a message or stream channel, in no order.
+    fn visible_users(&self, channel_type: ChannelType, channel: &str) -> Vec<&str> {
+        match channel_type {
+            ChannelType::Stream => self
+                .streams
+                .get(channel)
+                .map(StreamChannel::present_user_ids)
+                .unwrap_or_default(),
+            _ => self
+                .channels
+                .get(channel)
+                .map(|subs| {
+                    subs.iter()
+                        .filter(|s| !s.presence.quiet)
+                        .map(|s| s.session.user_id())
+                        .collect()
+                })
+                .unwrap_or_default(),
+        }
+    }
+
     /// The state of a user in a channel (empty if none was set).
     fn state_of(&self, channel_type: ChannelType, channel: &str, user: &str) -> StateDetail {
         self.states
@@ -402,29 +423,13 @@ impl Engine for MemoryEngine {
         let Some(app) = state.apps.get(app_id) else {
             return Ok(Vec::new());
         };
-        let mut users: Vec<String> = match channel_type {
-            ChannelType::Stream => app
-                .streams
-                .get(channel)
-                .map(StreamChannel::present_users)
-                .unwrap_or_default(),
-            _ => app
-                .channels
-                .get(channel)
-                .map(|subs| {
-                    subs.iter()
-                        .filter(|s| !s.presence.quiet)
-                        .map(|s| s.session.user_id().to_owned())
-                        .collect()
-                })
-                .unwrap_or_default(),
-        };
-        users.sort();
+        let mut users = app.visible_users(channel_type, channel);
+        users.sort_unstable();
         Ok(users
             .into_iter()
-            .map(|user_id| UserState {
-                states: app.state_of(channel_type, channel, &user_id),
-                user_id,
+            .map(|user| UserState {
+                states: app.state_of(channel_type, channel, user),
+                user_id: user.to_owned(),
             })
             .collect())
     }
@@ -442,23 +447,7 @@ impl Engine for MemoryEngine {
         let Some(app) = state.apps.get(app_id) else {
             return Ok(PresentPage::default());
         };
-        let mut users: Vec<&str> = match channel_type {
-            ChannelType::Stream => app
-                .streams
-                .get(channel)
-                .map(StreamChannel::present_user_ids)
-                .unwrap_or_default(),
-            _ => app
-                .channels
-                .get(channel)
-                .map(|subs| {
-                    subs.iter()
-                        .filter(|s| !s.presence.quiet)
-                        .map(|s| s.session.user_id())
-                        .collect()
-                })
-                .unwrap_or_default(),
-        };
+        let mut users = app.visible_users(channel_type, channel);
         users.sort_unstable();
         let total = users.len();
         let start = after.map_or(0, |after| users.partition_point(|u| *u <= after));
@@ -569,16 +558,7 @@ impl Engine for MemoryEngine {
         let Some(app) = state.apps.get(app_id) else {
             return Ok(None);
         };
-        let visible = match channel_type {
-            ChannelType::Stream => app
-                .streams
-                .get(channel)
-                .is_some_and(|s| s.present_users().iter().any(|u| u == user_id)),
-            _ => app.channels.get(channel).is_some_and(|subs| {
-                subs.iter()
-                    .any(|s| !s.presence.quiet && s.session.user_id() == user_id)
-            }),
-        };
+        let visible = app.visible_users(channel_type, channel).contains(&user_id);
         Ok(visible.then(|| app.state_of(channel_type, channel, user_id)))
     }
 
@@ -592,16 +572,7 @@ impl Engine for MemoryEngine {
         let Some(app) = state.apps.get(app_id) else {
             return Ok(0);
         };
-        Ok(match channel_type {
-            ChannelType::Stream => app
-                .streams
-                .get(channel)
-                .map_or(0, StreamChannel::present_count),
-            _ => app
-                .channels
-                .get(channel)
-                .map_or(0, |subs| subs.iter().filter(|s| !s.presence.quiet).count()),
-        })
+        Ok(app.visible_users(channel_type, channel).len())
     }
 
     async fn broadcast_presence(

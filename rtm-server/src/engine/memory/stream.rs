@@ -329,15 +329,6 @@ impl StreamChannel {
     }
 
     /// The visible (not quiet) members' user ids.
-    pub(super) fn present_users(&self) -> Vec<String> {
-        self.members
-            .values()
-            .filter(|m| !m.presence.quiet)
-            .map(|m| m.session.user_id().to_owned())
-            .collect()
-    }
-
-    /// The visible (not quiet) members' user ids.
     pub(super) fn present_user_ids(&self) -> Vec<&str> {
         self.members
             .values()
@@ -349,11 +340,6 @@ impl StreamChannel {
     /// Whether session `id` is a visible member.
     pub(super) fn is_visible(&self, id: SessionId) -> bool {
         self.members.get(&id).is_some_and(|m| !m.presence.quiet)
-    }
-
-    /// How many members are visible.
-    pub(super) fn present_count(&self) -> usize {
-        self.members.values().filter(|m| !m.presence.quiet).count()
     }
 
     /// The members that receive presence events, but `except`.
