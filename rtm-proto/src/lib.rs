@@ -17,6 +17,7 @@
 //! - [`error`]: [`ErrorCode`], [`RtmError`] and the codec's own errors.
 //! - [`presence`]: presence events and temporary user state.
 //! - [`stream`]: stream channels and topics.
+//! - [`storage`]: metadata with revisions, and locks.
 //! - [`validate`]: the reference's length and character-set rules.
 //! - [`limits`]: the reference's default limits.
 #![warn(missing_docs)]
@@ -26,6 +27,7 @@ pub mod frame;
 pub mod limits;
 pub mod message;
 pub mod presence;
+pub mod storage;
 pub mod stream;
 pub mod validate;
 
@@ -38,6 +40,11 @@ pub use message::{
 };
 pub use presence::{
     ChannelDetail, IntervalDetail, PresenceEvent, PresenceEventType, StateDetail, UserState,
+};
+pub use storage::{
+    LockDetail, LockEvent, LockEventType, LockOp, LockRequest, MetadataItem, MetadataOp,
+    MetadataOptions, MetadataTarget, MetadataWrite, StorageData, StorageEvent, StorageEventType,
+    StorageType, StoredItem,
 };
 pub use stream::{
     FailedUser, JoinOptions, JoinTopicOptions, PublishTopicRequest, PublisherInfo,

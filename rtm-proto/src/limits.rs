@@ -42,3 +42,28 @@ pub const MAX_STATE_KEY_LEN: usize = 64;
 pub const MAX_STATE_VALUE_LEN: usize = 1024;
 /// Topic messages one client may publish per second in one topic.
 pub const TOPIC_PUBLISH_RATE: u32 = 200;
+/// Longest metadata key, in bytes.
+pub const MAX_METADATA_KEY_LEN: usize = 32;
+/// Largest metadata value, in bytes.
+pub const MAX_METADATA_VALUE_LEN: usize = 16 * 1024;
+/// Largest metadata set: the bytes of all its keys and values.
+pub const MAX_METADATA_SET_SIZE: usize = 16 * 1024;
+/// Most items in a metadata set (so that a whole set, with its revisions, times and authors,
+/// fits in one event frame).
+pub const MAX_METADATA_ITEMS: usize = 128;
+/// Most users whose metadata one session listens to.
+pub const MAX_USER_METADATA_SUBSCRIPTIONS: usize = 100;
+/// Metadata calls a client may make per second (twice as many in a burst).
+pub const STORAGE_RATE: u32 = 10;
+/// Most locks in one channel.
+pub const MAX_LOCKS_PER_CHANNEL: usize = 32;
+/// Longest lock name, in bytes.
+pub const MAX_LOCK_NAME_LEN: usize = 64;
+/// A lock's ttl when `set_lock` gives none, in seconds.
+pub const LOCK_TTL_DEFAULT: u32 = 10;
+/// The shortest lock ttl; shorter ones are raised to it.
+pub const LOCK_TTL_MIN: u32 = 10;
+/// The longest lock ttl; longer ones are lowered to it.
+pub const LOCK_TTL_MAX: u32 = 300;
+/// Lock calls a client may make per second (twice as many in a burst).
+pub const LOCK_RATE: u32 = 10;

@@ -18,6 +18,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{DecodeError, ErrorCode};
 use crate::presence::{ChannelDetail, PresenceEvent, StateDetail, UserState};
+use crate::storage::{
+    LockDetail, LockEvent, LockRequest, MetadataTarget, MetadataWrite, StorageData, StorageEvent,
+};
 use crate::stream::{FailedUser, JoinOptions, JoinTopicOptions, PublishTopicRequest, TopicEvent};
 
 /// Identifies a request on a connection; the response carries the same id. Chosen by the
@@ -225,6 +228,32 @@ pub enum Request {
         /// The user.
         user_id: String,
     },
+    /// Set, update or remove metadata items, or a whole set (`docs/protocol.md` §5.9).
+    WriteMetadata(MetadataWrite),
+    /// A whole metadata set.
+    GetMetadata {
+        /// Whose set.
+        target: MetadataTarget,
+    },
+    /// Receive the storage events of a user's metadata, starting with a snapshot.
+    SubscribeUserMetadata {
+        /// The user.
+        user_id: String,
+    },
+    /// Stop receiving the storage events of a user's metadata.
+    UnsubscribeUserMetadata {
+        /// The user.
+        user_id: String,
+    },
+    /// Create, delete, take, give up or take away a lock (`docs/protocol.md` §5.10).
+    Lock(LockRequest),
+    /// A channel's locks.
+    GetLocks {
+        /// The channel's type (message or stream).
+        channel_type: ChannelType,
+        /// The channel.
+        channel: String,
+    },
 }
 
 impl Request {
@@ -253,6 +282,17 @@ impl Request {
             Self::RemoveState { .. } => "removeState",
             Self::WhoNow { .. } => "whoNow",
             Self::WhereNow { .. } => "whereNow",
+            Self::WriteMetadata(write) => write.operation(),
+            Self::GetMetadata {
+                target: MetadataTarget::Channel { .. },
+            } => "getChannelMetadata",
+            Self::GetMetadata {
+                target: MetadataTarget::User { .. },
+            } => "getUserMetadata",
+            Self::SubscribeUserMetadata { .. } => "subscribeUserMetadata",
+            Self::UnsubscribeUserMetadata { .. } => "unsubscribeUserMetadata",
+            Self::Lock(lock) => lock.op.operation(),
+            Self::GetLocks { .. } => "getLocks",
         }
     }
 }
@@ -514,7 +554,8 @@ impl ServerMsg {
     }
 
     /// The bytes of the `channel_name` of a whole frame (length header included) that holds a
-    /// channel's event ([`Event::Message`], [`Event::Topic`] or [`Event::Presence`]), read
+    /// channel's event ([`Event::Message`], [`Event::Topic`], [`Event::Presence`],
+    /// [`Event::Storage`] or [`Event::Lock`]), read
     /// without decoding the rest; `None` for any other frame. The server picks a frame's
     /// delivery lane from it (`docs/protocol.md` §1.2), so that the events of one channel keep
     /// their order.
@@ -531,6 +572,8 @@ impl ServerMsg {
             EVENT_MESSAGE_TAG => 1,  // channel_type
             EVENT_TOPIC_TAG => 1,    // event_type
             EVENT_PRESENCE_TAG => 2, // event_type, channel_type
+            EVENT_STORAGE_TAG => 3,  // storage_type, event_type, channel_type
+            EVENT_LOCK_TAG => 2,     // channel_type, event_type
             _ => return None,
         };
         let rest = rest.get(before_name..)?;
@@ -547,6 +590,10 @@ const EVENT_MESSAGE_TAG: u32 = 0;
 const EVENT_TOPIC_TAG: u32 = 3;
 /// Variant index of [`Event::Presence`] on the wire.
 const EVENT_PRESENCE_TAG: u32 = 5;
+/// Variant index of [`Event::Storage`] on the wire.
+const EVENT_STORAGE_TAG: u32 = 6;
+/// Variant index of [`Event::Lock`] on the wire.
+const EVENT_LOCK_TAG: u32 = 7;
 
 /// The server's answer to [`Hello`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -732,6 +779,35 @@ pub enum Response {
         /// Server time.
         timestamp: u64,
     },
+    /// A metadata write was committed.
+    MetadataWritten {
+        /// Items in the set after the write (the reference's `totalCount`).
+        total_count: u32,
+        /// The set's major revision after the write; 0 when the whole set was removed.
+        major_revision: i64,
+        /// Server time.
+        timestamp: u64,
+    },
+    /// A metadata set.
+    Metadata {
+        /// The set (no items and major revision 0 when it does not exist).
+        data: StorageData,
+        /// Server time.
+        timestamp: u64,
+    },
+    /// Done: the answer to [`Request::SubscribeUserMetadata`],
+    /// [`Request::UnsubscribeUserMetadata`] and [`Request::Lock`].
+    Done {
+        /// Server time.
+        timestamp: u64,
+    },
+    /// A channel's locks.
+    Locks {
+        /// The locks, in the order they were created.
+        locks: Vec<LockDetail>,
+        /// Server time.
+        timestamp: u64,
+    },
 }
 
 /// The limits of the app, told to the client at login.
@@ -775,6 +851,10 @@ pub enum Event {
     },
     /// Who arrived in, left or changed state in a channel this session is in with presence.
     Presence(PresenceEvent),
+    /// A metadata set this session listens to changed, or the session started listening.
+    Storage(StorageEvent),
+    /// A lock of a channel this session is in `with_lock` changed, or the session arrived.
+    Lock(LockEvent),
 }
 
 /// A message event, with the reference's fields.
@@ -941,6 +1021,32 @@ mod tests {
             ServerMsg::peek_event_channel(&presence),
             Some(&b"room-42"[..])
         );
+        // So do storage and lock events.
+        let storage = encode_frame(&ServerMsg::Event(Event::Storage(StorageEvent {
+            storage_type: crate::StorageType::Channel,
+            event_type: crate::StorageEventType::Update,
+            channel_type: ChannelType::Message,
+            channel_name: "room-42".into(),
+            publisher: "p".into(),
+            data: StorageData::default(),
+            timestamp: 1,
+        })));
+        assert_eq!(
+            ServerMsg::peek_event_channel(&storage),
+            Some(&b"room-42"[..])
+        );
+        let lock = encode_frame(&ServerMsg::Event(Event::Lock(LockEvent {
+            channel_type: ChannelType::Stream,
+            event_type: crate::LockEventType::Acquired,
+            channel_name: "room-42".into(),
+            lock_name: "l".into(),
+            ttl: 10,
+            owner: "p".into(),
+            publisher: "p".into(),
+            snapshot: Vec::new(),
+            timestamp: 1,
+        })));
+        assert_eq!(ServerMsg::peek_event_channel(&lock), Some(&b"room-42"[..]));
         let pong = encode_frame(&ServerMsg::Response {
             id: RequestId(1),
             result: Ok(Response::Pong { timestamp: 5 }),

@@ -140,6 +140,142 @@ pub fn state(states: &crate::StateDetail) -> Result<(), InvalidName> {
     Ok(())
 }
 
+/// Checks a metadata write before it reaches the store: the channel type, the items' keys,
+/// values, revisions and count, duplicate keys, the major revision and the lock name
+/// (`docs/protocol.md` §5.9.2). Channel names and user ids are checked as everywhere else.
+pub fn metadata_write(write: &crate::MetadataWrite) -> Result<(), InvalidName> {
+    use crate::limits::{MAX_METADATA_ITEMS, MAX_METADATA_KEY_LEN, MAX_METADATA_VALUE_LEN};
+    use crate::{MetadataOp, MetadataTarget};
+    let fail = |code, what: String| Err(InvalidName { code, what });
+    match &write.target {
+        MetadataTarget::Channel {
+            channel_type,
+            channel,
+        } => {
+            if !matches!(
+                channel_type,
+                crate::ChannelType::Message | crate::ChannelType::Stream
+            ) {
+                return fail(
+                    ErrorCode::InvalidChannelType,
+                    format!("{channel_type} channels have no metadata"),
+                );
+            }
+            channel_name(channel)?;
+            if !write.options.lock_name.is_empty() {
+                lock_name(&write.options.lock_name).map_err(|e| InvalidName {
+                    code: ErrorCode::StorageInvalidLockName,
+                    what: e.what,
+                })?;
+            }
+        }
+        MetadataTarget::User { user_id: id } => {
+            user_id(id, true)?;
+            if !write.options.lock_name.is_empty() {
+                return fail(
+                    ErrorCode::StorageInvalidLockName,
+                    "locks belong to channels: a user's metadata cannot be written under one"
+                        .into(),
+                );
+            }
+        }
+    }
+    if write.options.major_revision < -1 {
+        return fail(
+            ErrorCode::StorageInvalidRevision,
+            format!(
+                "major revision {} is neither -1, 0 nor positive",
+                write.options.major_revision
+            ),
+        );
+    }
+    if write.items.is_empty() && write.op != MetadataOp::Remove {
+        return fail(
+            ErrorCode::StorageInvalidMetadataItem,
+            "no items to write".into(),
+        );
+    }
+    if write.items.len() > MAX_METADATA_ITEMS {
+        return fail(
+            ErrorCode::StorageMetadataItemExceedLimitation,
+            format!(
+                "{} items, a set holds at most {MAX_METADATA_ITEMS}",
+                write.items.len()
+            ),
+        );
+    }
+    for (i, item) in write.items.iter().enumerate() {
+        if item.key.is_empty() {
+            return fail(ErrorCode::StorageInvalidKey, "a key is empty".into());
+        }
+        if item.key.len() > MAX_METADATA_KEY_LEN {
+            return fail(
+                ErrorCode::StorageKeyLengthOverflow,
+                format!(
+                    "key of {} bytes, the limit is {MAX_METADATA_KEY_LEN}",
+                    item.key.len()
+                ),
+            );
+        }
+        if item.key.chars().any(char::is_control) {
+            return fail(
+                ErrorCode::StorageInvalidKey,
+                format!("key {:?} contains a control character", item.key),
+            );
+        }
+        if item.value.len() > MAX_METADATA_VALUE_LEN {
+            return fail(
+                ErrorCode::StorageValueLengthOverflow,
+                format!(
+                    "value of {} bytes for key {:?}, the limit is {MAX_METADATA_VALUE_LEN}",
+                    item.value.len(),
+                    item.key
+                ),
+            );
+        }
+        if item.revision < -1 {
+            return fail(
+                ErrorCode::StorageInvalidRevision,
+                format!(
+                    "revision {} of key {:?} is neither -1, 0 nor positive",
+                    item.revision, item.key
+                ),
+            );
+        }
+        if write.items[..i].iter().any(|other| other.key == item.key) {
+            return fail(
+                ErrorCode::StorageDuplicateKey,
+                format!("key {:?} appears twice", item.key),
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Checks a lock name: 1 to 64 printable ASCII characters.
+pub fn lock_name(name: &str) -> Result<(), InvalidName> {
+    use crate::limits::MAX_LOCK_NAME_LEN;
+    let fail = |what: String| {
+        Err(InvalidName {
+            code: ErrorCode::LockInvalidName,
+            what,
+        })
+    };
+    if name.is_empty() {
+        return fail("lock name is empty".into());
+    }
+    if name.len() > MAX_LOCK_NAME_LEN {
+        return fail(format!(
+            "lock name is {} bytes long, the limit is {MAX_LOCK_NAME_LEN}",
+            name.len()
+        ));
+    }
+    if let Some(c) = name.chars().find(|c| !(c.is_ascii_graphic() || *c == ' ')) {
+        return fail(format!("lock name contains {c:?}, which is not allowed"));
+    }
+    Ok(())
+}
+
 /// Checks a custom type (empty means none).
 pub fn custom_type(t: &str) -> Result<(), InvalidName> {
     if t.len() > MAX_CUSTOM_TYPE_LEN {
@@ -227,6 +363,92 @@ mod tests {
         assert_eq!(err.code, ErrorCode::InvalidChannelName);
         assert!(channel_name("").is_err());
         assert!(channel_name("new\nline").is_err());
+    }
+
+    #[test]
+    fn metadata_writes() {
+        use crate::{MetadataItem, MetadataOp, MetadataOptions, MetadataTarget, MetadataWrite};
+        let write = |op, items: Vec<MetadataItem>| MetadataWrite {
+            op,
+            target: MetadataTarget::Channel {
+                channel_type: crate::ChannelType::Message,
+                channel: "room".into(),
+            },
+            items,
+            options: MetadataOptions::default(),
+        };
+        let code = |w: &MetadataWrite| metadata_write(w).err().map(|e| e.code);
+        let ok = write(MetadataOp::Set, vec![MetadataItem::new("k", "v")]);
+        assert_eq!(code(&ok), None);
+        assert_eq!(code(&write(MetadataOp::Remove, vec![])), None);
+        assert_eq!(
+            code(&write(MetadataOp::Set, vec![])),
+            Some(ErrorCode::StorageInvalidMetadataItem)
+        );
+        let key = |k: &str| write(MetadataOp::Set, vec![MetadataItem::new(k, "")]);
+        assert_eq!(code(&key("")), Some(ErrorCode::StorageInvalidKey));
+        assert_eq!(code(&key("a\nb")), Some(ErrorCode::StorageInvalidKey));
+        assert_eq!(code(&key(&"k".repeat(32))), None);
+        assert_eq!(
+            code(&key(&"k".repeat(33))),
+            Some(ErrorCode::StorageKeyLengthOverflow)
+        );
+        let value = |n| write(MetadataOp::Set, vec![MetadataItem::new("k", "v".repeat(n))]);
+        assert_eq!(code(&value(16 * 1024)), None);
+        assert_eq!(
+            code(&value(16 * 1024 + 1)),
+            Some(ErrorCode::StorageValueLengthOverflow)
+        );
+        let mut bad = ok.clone();
+        bad.items[0].revision = -2;
+        assert_eq!(code(&bad), Some(ErrorCode::StorageInvalidRevision));
+        let mut bad = ok.clone();
+        bad.options.major_revision = -5;
+        assert_eq!(code(&bad), Some(ErrorCode::StorageInvalidRevision));
+        let twice = write(
+            MetadataOp::Update,
+            vec![MetadataItem::new("k", "1"), MetadataItem::new("k", "2")],
+        );
+        assert_eq!(code(&twice), Some(ErrorCode::StorageDuplicateKey));
+        let many = (0..129)
+            .map(|i| MetadataItem::new(i.to_string(), ""))
+            .collect();
+        assert_eq!(
+            code(&write(MetadataOp::Set, many)),
+            Some(ErrorCode::StorageMetadataItemExceedLimitation)
+        );
+        let mut locked = ok.clone();
+        locked.options.lock_name = "floor".into();
+        assert_eq!(code(&locked), None);
+        locked.options.lock_name = "x".repeat(65);
+        assert_eq!(code(&locked), Some(ErrorCode::StorageInvalidLockName));
+        let mut user = ok.clone();
+        user.target = MetadataTarget::User {
+            user_id: "u1".into(),
+        };
+        assert_eq!(code(&user), None);
+        user.options.lock_name = "floor".into();
+        assert_eq!(code(&user), Some(ErrorCode::StorageInvalidLockName));
+        let mut typed = ok;
+        typed.target = MetadataTarget::Channel {
+            channel_type: crate::ChannelType::User,
+            channel: "u1".into(),
+        };
+        assert_eq!(code(&typed), Some(ErrorCode::InvalidChannelType));
+    }
+
+    #[test]
+    fn lock_names() {
+        assert!(lock_name("the floor").is_ok());
+        assert!(lock_name(&"l".repeat(64)).is_ok());
+        for bad in ["", "tab\there", "é"] {
+            assert_eq!(
+                lock_name(bad).err().map(|e| e.code),
+                Some(ErrorCode::LockInvalidName),
+                "{bad:?}"
+            );
+        }
+        assert!(lock_name(&"l".repeat(65)).is_err());
     }
 
     #[test]

@@ -12,6 +12,116 @@ use rtm_proto::{
     TopicQos, encode_frame,
 };
 use rtm_proto::{IntervalDetail, PresenceEvent, PresenceEventType, StateDetail, UserState};
+use rtm_proto::{
+    LockDetail, LockEvent, LockEventType, LockOp, LockRequest, MetadataItem, MetadataOp,
+    MetadataOptions, MetadataTarget, MetadataWrite, StorageData, StorageEvent, StorageEventType,
+    StorageType, StoredItem,
+};
+
+fn metadata_target() -> impl Strategy<Value = MetadataTarget> {
+    prop_oneof![
+        (channel_type(), ".{0,20}").prop_map(|(channel_type, channel)| MetadataTarget::Channel {
+            channel_type,
+            channel
+        }),
+        ".{0,20}".prop_map(|user_id| MetadataTarget::User { user_id }),
+    ]
+}
+
+fn storage_data() -> impl Strategy<Value = StorageData> {
+    (
+        any::<i64>(),
+        prop::collection::vec(
+            (".{0,8}", ".{0,20}", any::<i64>(), any::<u64>(), ".{0,10}"),
+            0..4,
+        ),
+    )
+        .prop_map(|(major_revision, items)| StorageData {
+            major_revision,
+            items: items
+                .into_iter()
+                .map(
+                    |(key, value, revision, updated, author_user_id)| StoredItem {
+                        key,
+                        value,
+                        revision,
+                        updated,
+                        author_user_id,
+                    },
+                )
+                .collect(),
+        })
+}
+
+fn lock_details() -> impl Strategy<Value = Vec<LockDetail>> {
+    prop::collection::vec(
+        (".{0,10}", ".{0,10}", any::<u32>()).prop_map(|(lock_name, owner, ttl)| LockDetail {
+            lock_name,
+            owner,
+            ttl,
+        }),
+        0..4,
+    )
+}
+
+/// The metadata and lock requests (`docs/protocol.md` §5.9, §5.10).
+fn storage_request() -> impl Strategy<Value = Request> {
+    prop_oneof![
+        (
+            0..3u8,
+            metadata_target(),
+            prop::collection::vec((".{0,8}", ".{0,20}", any::<i64>()), 0..4),
+            (any::<i64>(), ".{0,10}", any::<[bool; 2]>())
+        )
+            .prop_map(|(op, target, items, (major_revision, lock_name, add))| {
+                Request::WriteMetadata(MetadataWrite {
+                    op: [MetadataOp::Set, MetadataOp::Update, MetadataOp::Remove][usize::from(op)],
+                    target,
+                    items: items
+                        .into_iter()
+                        .map(|(key, value, revision)| MetadataItem {
+                            key,
+                            value,
+                            revision,
+                        })
+                        .collect(),
+                    options: MetadataOptions {
+                        major_revision,
+                        lock_name,
+                        add_timestamp: add[0],
+                        add_user_id: add[1],
+                    },
+                })
+            }),
+        metadata_target().prop_map(|target| Request::GetMetadata { target }),
+        ".{0,20}".prop_map(|user_id| Request::SubscribeUserMetadata { user_id }),
+        ".{0,20}".prop_map(|user_id| Request::UnsubscribeUserMetadata { user_id }),
+        (
+            channel_type(),
+            ".{0,20}",
+            ".{0,10}",
+            prop_oneof![
+                any::<u32>().prop_map(|ttl| LockOp::Set { ttl }),
+                Just(LockOp::Remove),
+                any::<bool>().prop_map(|retry| LockOp::Acquire { retry }),
+                Just(LockOp::Release),
+                ".{0,10}".prop_map(|owner| LockOp::Revoke { owner }),
+            ]
+        )
+            .prop_map(|(channel_type, channel, lock_name, op)| {
+                Request::Lock(LockRequest {
+                    channel_type,
+                    channel,
+                    lock_name,
+                    op,
+                })
+            }),
+        (channel_type(), ".{0,20}").prop_map(|(channel_type, channel)| Request::GetLocks {
+            channel_type,
+            channel
+        }),
+    ]
+}
 
 fn state_detail() -> impl Strategy<Value = StateDetail> {
     prop::collection::btree_map(".{0,8}", ".{0,12}", 0..4)
@@ -193,7 +303,12 @@ fn client_msg() -> impl Strategy<Value = ClientMsg> {
             .prop_map(|(version, agent)| ClientMsg::Hello(Hello { version, agent })),
         (
             any::<u32>(),
-            prop_oneof![request(), stream_request(), presence_request()]
+            prop_oneof![
+                request(),
+                stream_request(),
+                presence_request(),
+                storage_request()
+            ]
         )
             .prop_map(|(id, request)| {
                 ClientMsg::Request {
@@ -285,6 +400,21 @@ fn server_msg() -> impl Strategy<Value = ServerMsg> {
                 }
             }),
     ];
+    let response = prop_oneof![
+        response,
+        (any::<u32>(), any::<i64>(), any::<u64>()).prop_map(
+            |(total_count, major_revision, timestamp)| Response::MetadataWritten {
+                total_count,
+                major_revision,
+                timestamp,
+            }
+        ),
+        (storage_data(), any::<u64>())
+            .prop_map(|(data, timestamp)| Response::Metadata { data, timestamp }),
+        any::<u64>().prop_map(|timestamp| Response::Done { timestamp }),
+        (lock_details(), any::<u64>())
+            .prop_map(|(locks, timestamp)| Response::Locks { locks, timestamp }),
+    ];
     let error = (prop::sample::select(ErrorCode::ALL), ".{0,30}")
         .prop_map(|(code, reason)| WireError { code, reason });
     let event = prop_oneof![
@@ -372,6 +502,74 @@ fn server_msg() -> impl Strategy<Value = ServerMsg> {
                             }],
                         }),
                         snapshot: Vec::new(),
+                        timestamp,
+                    })
+                }
+            ),
+        (
+            any::<bool>(),
+            channel_type(),
+            ".{0,20}",
+            ".{0,10}",
+            storage_data(),
+            any::<u64>()
+        )
+            .prop_map(
+                |(user, channel_type, channel_name, publisher, data, timestamp)| {
+                    Event::Storage(StorageEvent {
+                        storage_type: if user {
+                            StorageType::User
+                        } else {
+                            StorageType::Channel
+                        },
+                        event_type: if user {
+                            StorageEventType::Snapshot
+                        } else {
+                            StorageEventType::Update
+                        },
+                        channel_type,
+                        channel_name,
+                        publisher,
+                        data,
+                        timestamp,
+                    })
+                }
+            ),
+        (
+            (channel_type(), 0..6u8),
+            ".{0,20}",
+            ".{0,10}",
+            any::<u32>(),
+            (".{0,10}", ".{0,10}"),
+            lock_details(),
+            any::<u64>()
+        )
+            .prop_map(
+                |(
+                    (channel_type, kind),
+                    channel_name,
+                    lock_name,
+                    ttl,
+                    (owner, publisher),
+                    snapshot,
+                    timestamp,
+                )| {
+                    Event::Lock(LockEvent {
+                        channel_type,
+                        event_type: [
+                            LockEventType::Snapshot,
+                            LockEventType::Set,
+                            LockEventType::Removed,
+                            LockEventType::Acquired,
+                            LockEventType::Released,
+                            LockEventType::Expired,
+                        ][usize::from(kind)],
+                        channel_name,
+                        lock_name,
+                        ttl,
+                        owner,
+                        publisher,
+                        snapshot,
                         timestamp,
                     })
                 }

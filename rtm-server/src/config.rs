@@ -47,6 +47,38 @@ pub struct ServerConfig {
     pub connection: ConnectionLimits,
     /// The apps this server serves. Empty: any App ID is accepted, without a token.
     pub apps: Vec<AppConfig>,
+    /// How metadata is kept.
+    pub storage: StorageConfig,
+}
+
+/// How metadata is kept (in `metadata.sqlite3` in the data directory).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// `"full"` (the default): a write is acknowledged once it is on disk, so that not even a
+    /// power cut loses it. `"normal"`: once the operating system has it; a crash of the server
+    /// process loses nothing, a power cut may lose the last writes.
+    pub durability: DurabilitySetting,
+}
+
+/// The `durability` setting.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DurabilitySetting {
+    /// Synced to disk before the answer.
+    #[default]
+    Full,
+    /// Handed to the operating system before the answer.
+    Normal,
+}
+
+impl From<DurabilitySetting> for crate::engine::Durability {
+    fn from(d: DurabilitySetting) -> Self {
+        match d {
+            DurabilitySetting::Full => Self::Full,
+            DurabilitySetting::Normal => Self::Normal,
+        }
+    }
 }
 
 impl Default for ServerConfig {
@@ -59,6 +91,7 @@ impl Default for ServerConfig {
             limits: Limits::default(),
             connection: ConnectionLimits::default(),
             apps: Vec::new(),
+            storage: StorageConfig::default(),
         }
     }
 }
@@ -88,6 +121,12 @@ pub struct Limits {
     /// Milliseconds a leave waits before it is announced; a user back within them causes
     /// neither a leave nor a join event (reference: 2 000; 0 turns it off; at most 10 000).
     pub presence_debounce_ms: u32,
+    /// Metadata calls one client may make per second, twice as many in a burst (reference:
+    /// 10/s, 20/s at most; error -10021).
+    pub storage_rate: u32,
+    /// Lock calls one client may make per second, twice as many in a burst (reference: 10/s
+    /// for `acquire_lock`; error -10021).
+    pub lock_rate: u32,
 }
 
 impl Default for Limits {
@@ -102,6 +141,8 @@ impl Default for Limits {
             presence_interval_secs: 30,
             presence_page_size: 100,
             presence_debounce_ms: 2000,
+            storage_rate: limits::STORAGE_RATE,
+            lock_rate: limits::LOCK_RATE,
         }
     }
 }
@@ -128,6 +169,10 @@ pub struct LimitOverrides {
     pub presence_page_size: Option<u32>,
     /// See [`Limits::presence_debounce_ms`].
     pub presence_debounce_ms: Option<u32>,
+    /// See [`Limits::storage_rate`].
+    pub storage_rate: Option<u32>,
+    /// See [`Limits::lock_rate`].
+    pub lock_rate: Option<u32>,
 }
 
 impl LimitOverrides {
@@ -150,6 +195,8 @@ impl LimitOverrides {
             presence_debounce_ms: self
                 .presence_debounce_ms
                 .unwrap_or(base.presence_debounce_ms),
+            storage_rate: self.storage_rate.unwrap_or(base.storage_rate),
+            lock_rate: self.lock_rate.unwrap_or(base.lock_rate),
         }
     }
 }
@@ -314,6 +361,8 @@ fn check_limits(what: &str, l: Limits, config: &ServerConfig) -> Result<(), Conf
         || l.publish_rate == 0
         || l.topic_publish_rate == 0
         || l.stream_channel_users == 0
+        || l.storage_rate == 0
+        || l.lock_rate == 0
     {
         return Err(ConfigError::Invalid(format!(
             "{what}: limits must be above 0"

@@ -62,6 +62,9 @@ pub enum ServerError {
     /// The certificate could not be loaded or made.
     #[error(transparent)]
     Tls(#[from] TlsError),
+    /// The metadata store in the data directory could not be opened.
+    #[error("cannot open the metadata store: {0}")]
+    Storage(engine::EngineError),
     /// The UDP socket could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -132,8 +135,12 @@ impl<E: Engine> ServerBuilder<E> {
             addr: config.listen,
             source,
         })?;
+        let mut engine = self.engine;
+        engine
+            .open_storage(&config.data_dir, config.storage.durability.into())
+            .map_err(ServerError::Storage)?;
         let metrics = Arc::new(Metrics::default());
-        let core = Arc::new(core::Core::new(&config, self.engine, metrics.clone()));
+        let core = Arc::new(core::Core::new(&config, engine, metrics.clone()));
         let open_apps = core.open_apps();
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let (done_tx, done_rx) = mpsc::channel(1);

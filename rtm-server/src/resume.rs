@@ -197,6 +197,8 @@ pub(crate) async fn park<E: Engine>(
     };
     core.metrics.sessions_parked.fetch_add(1, Ordering::Relaxed);
     tracing::debug!(session = ?session.id(), ?timeout, "connection lost; keeping the session");
+    // Its locks stay held for their ttl, then go unless it is back by then.
+    session.away().await;
     let mut timed_out = false;
     let claim = tokio::select! {
         () = tokio::time::sleep(timeout) => {

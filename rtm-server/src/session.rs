@@ -7,7 +7,9 @@
 //! (heartbeat, presence timeout, token expiry). A session can outlive its connection: see
 //! [`crate::resume`].
 
-use std::collections::HashMap;
+mod storage;
+
+use std::collections::{HashMap, HashSet};
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -51,7 +53,23 @@ struct LoggedIn<E> {
     token: TokenClock,
     /// The stream channels joined.
     streams: HashMap<String, Joined>,
+    /// Metadata calls per second.
+    storage_limiter: DefaultDirectRateLimiter,
+    /// Lock calls per second.
+    lock_limiter: DefaultDirectRateLimiter,
+    /// The users whose metadata the session listens to.
+    user_metadata: HashSet<String>,
 }
+
+/// What came of a request.
+pub(crate) enum Handled {
+    /// The answer.
+    Now(Result<Response, WireError>),
+    /// An acquire with retry that waits for the lock: the answer comes when this does.
+    Later(tokio::sync::oneshot::Receiver<Result<(), crate::engine::LockError>>),
+}
+
+pub(crate) use self::storage::lock_answer;
 
 /// How a subscription takes part in the channel's presence.
 fn subscription_presence(options: &SubscribeOptions) -> PresenceFlags {
@@ -262,8 +280,15 @@ impl<E: Engine> Session<E> {
         }
     }
 
-    /// Serves one request.
-    pub(crate) async fn handle(&mut self, request: Request) -> Result<Response, WireError> {
+    /// Serves one request; `waits` is how many acquires the connection already waits for.
+    pub(crate) async fn handle(&mut self, request: Request, waits: usize) -> Handled {
+        match request {
+            Request::Lock(lock) => self.lock(lock, waits).await,
+            request => Handled::Now(self.serve(request).await),
+        }
+    }
+
+    async fn serve(&mut self, request: Request) -> Result<Response, WireError> {
         match request {
             Request::Ping => Ok(Response::Pong {
                 timestamp: now_ms(),
@@ -341,6 +366,22 @@ impl<E: Engine> Session<E> {
                     .await
             }
             Request::WhereNow { user_id } => self.where_now(user_id).await,
+            Request::WriteMetadata(write) => self.write_metadata(write).await,
+            Request::GetMetadata { target } => self.get_metadata(target).await,
+            Request::SubscribeUserMetadata { user_id } => {
+                self.listen_user_metadata(user_id, true).await
+            }
+            Request::UnsubscribeUserMetadata { user_id } => {
+                self.listen_user_metadata(user_id, false).await
+            }
+            Request::GetLocks {
+                channel_type,
+                channel,
+            } => self.get_locks(channel_type, channel).await,
+            Request::Lock(_) => Err(err(
+                ErrorCode::LockOperationFailed,
+                "lock requests are served by Session::handle",
+            )),
             // Served by the connection, which owns the outbox a resume replaces.
             Request::Resume(_) => Err(err(
                 ErrorCode::DuplicateOperation,
@@ -425,6 +466,15 @@ impl<E: Engine> Session<E> {
                 continue;
             };
             let _ = self.core.leave_stream(&state.handle, &channel).await;
+            storage::listen_channel(
+                &self.core,
+                &state.handle,
+                ChannelType::Stream,
+                &channel,
+                false,
+                false,
+            )
+            .await;
             self.core
                 .depart(
                     &state.handle,
@@ -485,6 +535,8 @@ impl<E: Engine> Session<E> {
             heartbeat = login.heartbeat_interval.clamp(5, 1800),
             "logged in"
         );
+        let storage_limiter = storage::burst_limiter(policy.limits.storage_rate);
+        let lock_limiter = storage::burst_limiter(policy.limits.lock_rate);
         self.state = Some(LoggedIn {
             handle,
             claims,
@@ -496,7 +548,12 @@ impl<E: Engine> Session<E> {
             subscriptions: HashMap::new(),
             token: TokenClock::new(token_ends_ms),
             streams: HashMap::new(),
+            storage_limiter,
+            lock_limiter,
+            user_metadata: HashSet::new(),
         });
+        // A new login of a user that held locks (and was away) holds them again.
+        self.back().await;
         Ok(Response::Login {
             timestamp: now_ms(),
             limits,
@@ -531,6 +588,15 @@ impl<E: Engine> Session<E> {
                 .arrive(&state.handle, ChannelType::Message, &channel, presence)
                 .await;
         }
+        storage::listen_channel(
+            &self.core,
+            &state.handle,
+            ChannelType::Message,
+            &channel,
+            options.with_metadata,
+            options.with_lock,
+        )
+        .await;
         Ok(Response::Subscribe {
             channel,
             timestamp: now_ms(),
@@ -547,6 +613,15 @@ impl<E: Engine> Session<E> {
             ));
         };
         self.core.unsubscribe(&state.handle, &channel).await?;
+        storage::listen_channel(
+            &self.core,
+            &state.handle,
+            ChannelType::Message,
+            &channel,
+            false,
+            false,
+        )
+        .await;
         let presence = subscription_presence(&options);
         self.core
             .depart(
@@ -632,6 +707,15 @@ impl<E: Engine> Session<E> {
         self.core
             .arrive(&state.handle, ChannelType::Stream, &channel, presence)
             .await;
+        storage::listen_channel(
+            &self.core,
+            &state.handle,
+            ChannelType::Stream,
+            &channel,
+            options.with_metadata,
+            options.with_lock,
+        )
+        .await;
         Ok(Response::Join { channel, timestamp })
     }
 
@@ -642,6 +726,15 @@ impl<E: Engine> Session<E> {
             return Err(not_joined());
         };
         let timestamp = self.core.leave_stream(&state.handle, &channel).await?;
+        storage::listen_channel(
+            &self.core,
+            &state.handle,
+            ChannelType::Stream,
+            &channel,
+            false,
+            false,
+        )
+        .await;
         self.core
             .depart(
                 &state.handle,

@@ -14,17 +14,20 @@ mod memory;
 
 use std::fmt;
 use std::future::Future;
+use std::path::Path;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use rtm_proto::{
-    ChannelDetail, ChannelType, CloseReason, StateDetail, SubscribeOptions, SubscribeTopicCode,
-    TopicInfo, UserState,
+    ChannelDetail, ChannelType, CloseReason, ErrorCode, LockDetail, LockRequest, MetadataTarget,
+    MetadataWrite, StateDetail, StorageData, SubscribeOptions, SubscribeTopicCode, TopicInfo,
+    UserState, limits,
 };
+use tokio::sync::oneshot;
 
 use crate::outbox::{Outbox, Pushed};
 
-pub use memory::MemoryEngine;
+pub use memory::{Durability, MemoryEngine};
 
 /// Identifies a session on this server. Unique for the life of the process.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -170,6 +173,110 @@ pub enum StateError {
     TooMany(usize, usize),
 }
 
+/// Why a metadata write failed (`docs/protocol.md` §5.9.1).
+#[derive(Debug, thiserror::Error)]
+pub enum MetadataError {
+    /// The engine itself failed.
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    /// The set's major revision is not the one the write expects.
+    #[error("the set's major revision is {actual}, the write expects {expected}")]
+    OutdatedMajor {
+        /// What the write expects (0: no set).
+        expected: i64,
+        /// What the set has (0: no set).
+        actual: i64,
+    },
+    /// An item's revision is not the one the write expects, or the item is missing (update,
+    /// remove) or present (revision 0).
+    #[error("key {key:?} is at revision {actual:?} (None: missing), the write expects {expected}")]
+    Outdated {
+        /// The item.
+        key: String,
+        /// What the write expects.
+        expected: i64,
+        /// What the set has.
+        actual: Option<i64>,
+    },
+    /// The whole set was to be removed, but there is none.
+    #[error("there is no metadata set to remove")]
+    NoSet,
+    /// The set would hold too many items.
+    #[error("the set would hold {0} items, the limit is {max}", max = limits::MAX_METADATA_ITEMS)]
+    TooManyItems(usize),
+    /// The set would be too large.
+    #[error("the set would be {0} bytes, the limit is {max}", max = limits::MAX_METADATA_SET_SIZE)]
+    TooLarge(usize),
+    /// The write names a lock that the writer does not hold.
+    #[error("lock {0:?} of this channel is not held by you")]
+    LockNotHeld(String),
+}
+
+impl MetadataError {
+    /// The reference's code for this failure.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Self::Engine(_) => ErrorCode::StorageOperationFailed,
+            Self::OutdatedMajor { .. } | Self::Outdated { .. } | Self::NoSet => {
+                ErrorCode::StorageOutdatedRevision
+            }
+            Self::TooManyItems(_) => ErrorCode::StorageMetadataItemExceedLimitation,
+            Self::TooLarge(_) => ErrorCode::StorageMetadataLengthOverflow,
+            Self::LockNotHeld(_) => ErrorCode::StorageLockNotAcquired,
+        }
+    }
+}
+
+/// Why a lock operation failed (`docs/protocol.md` §5.10).
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    /// The engine itself failed.
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    /// `set_lock` of a name that exists.
+    #[error("a lock of that name exists in this channel")]
+    AlreadyExists,
+    /// The channel has its most locks.
+    #[error("the channel already has {0} locks, the limit")]
+    TooMany(usize),
+    /// No lock of that name in the channel.
+    #[error("no lock of that name in this channel")]
+    NotExist,
+    /// Release or revoke of a lock that the named user does not hold.
+    #[error("the lock is not held by {0:?}")]
+    NotHeld(String),
+    /// Acquire without retry of a lock that another user holds.
+    #[error("the lock is held by {0:?}")]
+    HeldBy(String),
+    /// Acquire with retry while this session already waits for the lock.
+    #[error("already waiting for this lock")]
+    AlreadyWaiting,
+}
+
+impl LockError {
+    /// The reference's code for this failure.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Self::Engine(_) | Self::TooMany(_) => ErrorCode::LockOperationFailed,
+            Self::AlreadyExists => ErrorCode::LockAlreadyExist,
+            Self::NotExist => ErrorCode::LockNotExist,
+            Self::NotHeld(_) => ErrorCode::LockNotAcquired,
+            Self::HeldBy(_) => ErrorCode::LockAcquireFailed,
+            Self::AlreadyWaiting => ErrorCode::LockOperationPerforming,
+        }
+    }
+}
+
+/// What a lock operation did.
+#[derive(Debug)]
+pub enum LockOutcome {
+    /// Done.
+    Done,
+    /// An acquire with retry of a lock another user holds: the answer comes when the caller
+    /// gets the lock, or fails (the lock was removed). Dropping the receiver gives up.
+    Waiting(oneshot::Receiver<Result<(), LockError>>),
+}
+
 /// What a topic subscription did, per user.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct TopicSubscribed {
@@ -186,6 +293,10 @@ pub struct TopicSubscribed {
 /// completes them without waiting. Implementations must keep the frames of one publisher to one
 /// channel in the order they were published.
 pub trait Engine: Send + Sync + 'static {
+    /// Opens the engine's durable storage (metadata) in `data_dir`. The server calls it once,
+    /// before serving; until then, metadata operations fail with `STORAGE_NOT_AVAILABLE`.
+    fn open_storage(&mut self, data_dir: &Path, durability: Durability) -> Result<(), EngineError>;
+
     /// Registers a logged-in session. Any other session of the same user in the same app is
     /// closed with [`CloseReason::SameUidLogin`] (on whichever node it lives).
     fn attach(
@@ -378,6 +489,69 @@ pub trait Engine: Send + Sync + 'static {
         except: SessionId,
         frame: Bytes,
     ) -> impl Future<Output = Result<Delivery, EngineError>> + Send;
+
+    /// Applies a metadata write of `author` and commits it, all or nothing: the revision checks
+    /// and (with `lock_name`) the check that `author`'s user holds that lock of the channel
+    /// happen atomically with the write. Then the set's listeners get the whole set in an
+    /// `UPDATE` storage event, in the order of the writes. Returns the set after the write.
+    fn write_metadata(
+        &self,
+        author: &SessionHandle,
+        write: MetadataWrite,
+    ) -> impl Future<Output = Result<StorageData, MetadataError>> + Send;
+
+    /// A metadata set (empty, major revision 0, when there is none).
+    fn get_metadata(
+        &self,
+        app_id: &str,
+        target: MetadataTarget,
+    ) -> impl Future<Output = Result<StorageData, EngineError>> + Send;
+
+    /// Sets whether `session` receives the storage events (`metadata`) and the lock events
+    /// (`locks`) of a channel. Turning one on sends its snapshot first, in order with the
+    /// changes that follow.
+    fn listen_channel(
+        &self,
+        session: &SessionHandle,
+        channel_type: ChannelType,
+        channel: &str,
+        metadata: bool,
+        locks: bool,
+    ) -> impl Future<Output = Result<(), EngineError>> + Send;
+
+    /// Sets whether `session` receives the storage events of `user_id`'s metadata; turning it
+    /// on sends a snapshot. Returns how many users' metadata the session now listens to.
+    fn listen_user(
+        &self,
+        session: &SessionHandle,
+        user_id: &str,
+        on: bool,
+    ) -> impl Future<Output = Result<usize, EngineError>> + Send;
+
+    /// Creates, deletes, takes, gives up or takes away a lock for `session`; the channel's
+    /// lock listeners get the events.
+    fn lock(
+        &self,
+        session: &SessionHandle,
+        request: LockRequest,
+    ) -> impl Future<Output = Result<LockOutcome, LockError>> + Send;
+
+    /// A channel's locks, in creation order.
+    fn get_locks(
+        &self,
+        app_id: &str,
+        channel_type: ChannelType,
+        channel: &str,
+    ) -> impl Future<Output = Result<Vec<LockDetail>, EngineError>> + Send;
+
+    /// `session` lost its connection: the locks its user holds stay held for their ttl, then
+    /// are released unless a session of the user is back ([`Engine::session_back`]).
+    /// [`Engine::detach`] does the same for a session that ends.
+    fn session_away(&self, session: &SessionHandle) -> impl Future<Output = ()> + Send;
+
+    /// `session` is online (logged in, or resumed): it holds its user's locks again, and gets
+    /// an `EXPIRED` lock event for each one released while the user was away.
+    fn session_back(&self, session: &SessionHandle) -> impl Future<Output = ()> + Send;
 }
 
 /// Tallies one push into a [`Delivery`].

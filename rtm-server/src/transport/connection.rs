@@ -7,10 +7,11 @@ use std::time::Duration;
 use bytes::BytesMut;
 use rtm_proto::frame::encode_frame_into;
 use rtm_proto::{
-    ClientMsg, CloseReason, ErrorCode, Event, PROTOCOL_VERSION, Request, Response, ResumeRequest,
-    ServerMsg, Welcome, WireError, encode_frame,
+    ClientMsg, CloseReason, ErrorCode, Event, PROTOCOL_VERSION, Request, RequestId, Response,
+    ResumeRequest, ServerMsg, Welcome, WireError, encode_frame,
 };
 use tokio::sync::{oneshot, watch};
+use tokio::task::JoinSet;
 use tokio::time::{Instant, sleep_until, timeout};
 use tracing::Instrument;
 
@@ -20,7 +21,7 @@ use crate::core::now_ms;
 use crate::engine::Engine;
 use crate::outbox::{Next, Outbox, OutboxRx};
 use crate::resume::{self, Claim, Detached};
-use crate::session::Session;
+use crate::session::{Handled, Session, lock_answer};
 
 /// QUIC application close codes that are not a [`CloseReason`] (`docs/protocol.md` §1.3).
 pub(crate) mod close_code {
@@ -96,6 +97,7 @@ async fn run<E: Engine>(
     let mut served = Served {
         session: Session::new(core.clone(), outbox),
         outbox_rx: Some(outbox_rx),
+        waits: JoinSet::new(),
     };
     let mut writer: Option<Writer> = None;
     let mut out = BytesMut::new();
@@ -113,6 +115,17 @@ async fn run<E: Engine>(
                 Some(claim) => break Ending::TakenOver(claim),
                 None => continue,
             },
+            Some(waited) = served.waits.join_next(), if !served.waits.is_empty() => {
+                if let Ok((id, result)) = waited {
+                    encode_frame_into(&ServerMsg::Response { id, result }, &mut out);
+                    if let Err(e) = send.write_all(&out).await {
+                        tracing::debug!("connection lost: {e}");
+                        break Ending::Lost;
+                    }
+                    out.clear();
+                }
+                continue;
+            }
             () = sleep_until(token_at.unwrap_or(login_deadline)),
                 if token_at.is_some() && !token_expired =>
             {
@@ -245,7 +258,9 @@ async fn end_session<E: Engine>(
     let Served {
         mut session,
         outbox_rx,
+        waits,
     } = served;
+    drop(waits);
     // The outbox's receiving side: back from the writer, or never handed to one.
     let rx = match writer {
         Some(writer) => writer.stop().await,
@@ -284,6 +299,9 @@ enum Ending<E> {
 struct Served<E> {
     session: Session<E>,
     outbox_rx: Option<OutboxRx>,
+    /// Acquires with retry waiting for their lock, answered when it comes. They belong to the
+    /// connection: when it ends, they end (and the lock goes to the next in line).
+    waits: JoinSet<(RequestId, Result<Response, WireError>)>,
 }
 
 /// The task that writes a session's events to this connection.
@@ -339,8 +357,18 @@ async fn handle<E: Engine>(
             encode_frame_into(&ServerMsg::Response { id, result }, out);
         }
         Ok(ClientMsg::Request { id, request }) => {
-            let result = served.session.handle(request).await;
-            encode_frame_into(&ServerMsg::Response { id, result }, out);
+            match served.session.handle(request, served.waits.len()).await {
+                Handled::Now(result) => {
+                    encode_frame_into(&ServerMsg::Response { id, result }, out);
+                }
+                // An acquire with retry: answered when the lock comes (or never, if the
+                // connection ends first: then the wait ends with it).
+                Handled::Later(answer) => {
+                    served
+                        .waits
+                        .spawn(async move { (id, lock_answer(answer).await) });
+                }
+            }
         }
         Ok(ClientMsg::Ack { received }) => served.session.ack(&received),
         Ok(ClientMsg::Hello(_)) => {
@@ -386,6 +414,7 @@ async fn resume_here<E: Engine>(
     }
     served.session = session;
     served.outbox_rx = Some(rx);
+    served.session.back().await;
     core.metrics
         .sessions_resumed
         .fetch_add(1, Ordering::Relaxed);
@@ -397,7 +426,7 @@ async fn resume_here<E: Engine>(
     })
 }
 
-fn reply_error(id: Option<rtm_proto::RequestId>, error: WireError, out: &mut BytesMut) {
+fn reply_error(id: Option<RequestId>, error: WireError, out: &mut BytesMut) {
     let msg = match id {
         Some(id) => ServerMsg::Response {
             id,

@@ -6,26 +6,36 @@
 //! publish clones one `Arc` under the lock and pushes to the queues after releasing it. Many
 //! publishers therefore never wait on each other's fan-out.
 
+mod locks;
+mod metadata;
+mod storage;
 mod stream;
 
 use std::collections::{HashMap, HashSet};
+use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use bytes::Bytes;
 use rtm_proto::{
-    ChannelDetail, ChannelType, CloseReason, StateDetail, SubscribeOptions, TopicInfo, UserState,
+    ChannelDetail, ChannelType, CloseReason, LockDetail, LockRequest, MetadataTarget,
+    MetadataWrite, StateDetail, StorageData, SubscribeOptions, TopicInfo, UserState,
 };
 
+pub use self::metadata::Durability;
+use self::storage::Store;
 use self::stream::StreamChannel;
 use super::{
-    Delivery, Engine, EngineError, PresenceFlags, PresentPage, SessionHandle, SessionId,
-    StateChange, StateError, StreamError, TopicSubscribed, tally,
+    Delivery, Engine, EngineError, LockError, LockOutcome, MetadataError, PresenceFlags,
+    PresentPage, SessionHandle, SessionId, StateChange, StateError, StreamError, TopicSubscribed,
+    tally,
 };
 
-/// The default, single-node engine.
+/// The default, single-node engine. Sessions, channels, presence and locks live in memory;
+/// metadata lives in SQLite in the server's data directory.
 #[derive(Debug, Default)]
 pub struct MemoryEngine {
     state: Mutex<State>,
+    store: Arc<Store>,
 }
 
 #[derive(Debug, Default)]
@@ -178,6 +188,10 @@ impl MemoryEngine {
 }
 
 impl Engine for MemoryEngine {
+    fn open_storage(&mut self, data_dir: &Path, durability: Durability) -> Result<(), EngineError> {
+        self.store.open(data_dir, durability)
+    }
+
     async fn attach(&self, session: &SessionHandle) -> Result<(), EngineError> {
         let previous = {
             let mut state = self.state();
@@ -191,6 +205,8 @@ impl Engine for MemoryEngine {
     }
 
     async fn detach(&self, session: &SessionHandle) {
+        self.store.forget(session);
+        self.store.away(session).await;
         let mut state = self.state();
         let Some(app) = state.apps.get_mut(session.app_id()) else {
             return;
@@ -624,6 +640,69 @@ impl Engine for MemoryEngine {
             .map(|s| s.members_except(except))
             .unwrap_or_default();
         Ok(Self::push_all(members.iter(), &frame))
+    }
+
+    async fn write_metadata(
+        &self,
+        author: &SessionHandle,
+        write: MetadataWrite,
+    ) -> Result<StorageData, MetadataError> {
+        self.store.write(author, write).await
+    }
+
+    async fn get_metadata(
+        &self,
+        app_id: &str,
+        target: MetadataTarget,
+    ) -> Result<StorageData, EngineError> {
+        self.store.get(app_id, target).await
+    }
+
+    async fn listen_channel(
+        &self,
+        session: &SessionHandle,
+        channel_type: ChannelType,
+        channel: &str,
+        metadata: bool,
+        locks: bool,
+    ) -> Result<(), EngineError> {
+        self.store
+            .listen_channel(session, channel_type, channel, metadata, locks)
+            .await
+    }
+
+    async fn listen_user(
+        &self,
+        session: &SessionHandle,
+        user_id: &str,
+        on: bool,
+    ) -> Result<usize, EngineError> {
+        self.store.listen_user(session, user_id, on).await
+    }
+
+    async fn lock(
+        &self,
+        session: &SessionHandle,
+        request: LockRequest,
+    ) -> Result<LockOutcome, LockError> {
+        self.store.lock(session, request).await
+    }
+
+    async fn get_locks(
+        &self,
+        app_id: &str,
+        channel_type: ChannelType,
+        channel: &str,
+    ) -> Result<Vec<LockDetail>, EngineError> {
+        self.store.get_locks(app_id, channel_type, channel).await
+    }
+
+    async fn session_away(&self, session: &SessionHandle) {
+        self.store.away(session).await;
+    }
+
+    async fn session_back(&self, session: &SessionHandle) {
+        self.store.back(session).await;
     }
 }
 

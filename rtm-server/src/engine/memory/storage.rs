@@ -1,0 +1,443 @@
+//! Metadata and locks of the single-node engine, and who listens to them.
+//!
+//! One mutex ([`Store::inner`]) serialises every metadata write and lock operation with the
+//! events it causes, so that a check and its write are atomic, and every listener sees the
+//! changes of a set or a channel's locks in the order they happened, after its snapshot. Work
+//! under that mutex may wait for the disk (a commit), so it runs on tokio's blocking threads
+//! ([`Store::run`]), never on the runtime's workers.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use bytes::Bytes;
+use rtm_proto::{
+    ChannelType, Event, LockDetail, LockEvent, LockEventType, LockOp, LockRequest, MetadataTarget,
+    MetadataWrite, ServerMsg, StorageData, StorageEvent, StorageEventType, StorageType,
+    encode_frame,
+};
+
+use super::locks::{Acquired, AwayLock, ChannelKey, LockChange, LockTable};
+use super::metadata::{Durability, MetadataDb};
+use crate::core::now_ms;
+use crate::engine::{EngineError, LockError, LockOutcome, MetadataError, SessionHandle, SessionId};
+
+/// A user of an app.
+type UserKey = (Box<str>, Box<str>);
+
+/// Sessions by id.
+type Audience = HashMap<SessionId, SessionHandle>;
+
+/// Who receives which storage and lock events.
+#[derive(Debug, Default)]
+struct Listeners {
+    /// Channel metadata (`with_metadata`).
+    metadata: HashMap<ChannelKey, Audience>,
+    /// Channel locks (`with_lock`).
+    locks: HashMap<ChannelKey, Audience>,
+    /// User metadata (`subscribe_user_metadata`).
+    users: HashMap<UserKey, Audience>,
+    /// What each session listens to, so that detaching does not scan the maps.
+    of_session: HashMap<SessionId, Vec<Listening>>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Listening {
+    Metadata(ChannelKey),
+    Locks(ChannelKey),
+    User(UserKey),
+}
+
+impl Listeners {
+    fn audience(&self, what: &Listening) -> Option<&Audience> {
+        match what {
+            Listening::Metadata(key) => self.metadata.get(key),
+            Listening::Locks(key) => self.locks.get(key),
+            Listening::User(key) => self.users.get(key),
+        }
+    }
+
+    /// Starts or stops `session` listening; returns whether anything changed.
+    fn set(&mut self, session: &SessionHandle, what: Listening, on: bool) -> bool {
+        let id = session.id();
+        let audience = match &what {
+            Listening::Metadata(key) => self.metadata.entry(key.clone()).or_default(),
+            Listening::Locks(key) => self.locks.entry(key.clone()).or_default(),
+            Listening::User(key) => self.users.entry(key.clone()).or_default(),
+        };
+        let changed = if on {
+            audience.insert(id, session.clone()).is_none()
+        } else {
+            audience.remove(&id).is_some()
+        };
+        if audience.is_empty() {
+            match &what {
+                Listening::Metadata(key) => self.metadata.remove(key),
+                Listening::Locks(key) => self.locks.remove(key),
+                Listening::User(key) => self.users.remove(key),
+            };
+        }
+        if changed {
+            let list = self.of_session.entry(id).or_default();
+            if on {
+                list.push(what);
+            } else {
+                list.retain(|w| *w != what);
+                if list.is_empty() {
+                    self.of_session.remove(&id);
+                }
+            }
+        }
+        changed
+    }
+
+    fn forget(&mut self, session: &SessionHandle) {
+        for what in self.of_session.remove(&session.id()).unwrap_or_default() {
+            self.set(session, what, false);
+        }
+    }
+
+    fn push(&self, what: &Listening, frame: &Bytes) {
+        for session in self.audience(what).into_iter().flat_map(|a| a.values()) {
+            session.push(frame.clone());
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    /// `None` until the server opens the data directory.
+    db: Option<MetadataDb>,
+    locks: LockTable,
+}
+
+/// Metadata, locks and their listeners.
+#[derive(Debug, Default)]
+pub(super) struct Store {
+    inner: Mutex<Inner>,
+    listeners: Mutex<Listeners>,
+}
+
+fn not_open() -> EngineError {
+    EngineError::Unavailable("the metadata store is not open".into())
+}
+
+fn event_frame(event: Event) -> Bytes {
+    encode_frame(&ServerMsg::Event(event))
+}
+
+fn storage_frame(
+    target: &MetadataTarget,
+    event_type: StorageEventType,
+    publisher: &str,
+    data: StorageData,
+) -> Bytes {
+    let (storage_type, channel_type, channel_name, publisher) = match target {
+        MetadataTarget::Channel {
+            channel_type,
+            channel,
+        } => (StorageType::Channel, *channel_type, channel, publisher),
+        // A user's set: the user is both the name and the publisher (whose metadata it is).
+        MetadataTarget::User { user_id } => (
+            StorageType::User,
+            ChannelType::User,
+            user_id,
+            user_id.as_str(),
+        ),
+    };
+    event_frame(Event::Storage(StorageEvent {
+        storage_type,
+        event_type,
+        channel_type,
+        channel_name: channel_name.clone(),
+        publisher: publisher.to_owned(),
+        data,
+        timestamp: now_ms(),
+    }))
+}
+
+fn lock_frame(channel: &ChannelKey, change: LockChange, snapshot: Vec<LockDetail>) -> Bytes {
+    event_frame(Event::Lock(LockEvent {
+        channel_type: channel.1,
+        event_type: change.event_type,
+        channel_name: channel.2.to_string(),
+        lock_name: change.lock_name,
+        ttl: change.ttl,
+        owner: change.owner,
+        publisher: change.publisher,
+        snapshot,
+        timestamp: now_ms(),
+    }))
+}
+
+fn listening_to(app: &str, target: &MetadataTarget) -> Listening {
+    match target {
+        MetadataTarget::Channel {
+            channel_type,
+            channel,
+        } => Listening::Metadata((app.into(), *channel_type, channel.as_str().into())),
+        MetadataTarget::User { user_id } => Listening::User((app.into(), user_id.as_str().into())),
+    }
+}
+
+impl Store {
+    fn inner(&self) -> MutexGuard<'_, Inner> {
+        // Each operation leaves the maps consistent before it can panic.
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn listeners(&self) -> MutexGuard<'_, Listeners> {
+        self.listeners
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Opens the database in `dir`.
+    pub(super) fn open(&self, dir: &Path, durability: Durability) -> Result<(), EngineError> {
+        let db = MetadataDb::open(dir, durability)?;
+        self.inner().db = Some(db);
+        Ok(())
+    }
+
+    /// Runs `f` on a blocking thread (it may wait for the disk).
+    async fn run<R: Send + 'static>(
+        self: &Arc<Self>,
+        f: impl FnOnce(&Self) -> R + Send + 'static,
+    ) -> Result<R, EngineError> {
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || f(&store))
+            .await
+            .map_err(|e| EngineError::Unavailable(format!("metadata store task failed: {e}")))
+    }
+
+    /// Sends lock changes of a channel to its lock listeners (under the inner lock).
+    fn announce_locks(&self, channel: &ChannelKey, changes: Vec<LockChange>) {
+        let listeners = self.listeners();
+        let what = Listening::Locks(channel.clone());
+        for change in changes {
+            listeners.push(&what, &lock_frame(channel, change, Vec::new()));
+        }
+    }
+
+    pub(super) async fn write(
+        self: &Arc<Self>,
+        author: &SessionHandle,
+        write: MetadataWrite,
+    ) -> Result<StorageData, MetadataError> {
+        let app: Box<str> = author.app_id().into();
+        let user: Box<str> = author.user_id().into();
+        self.run(move |store| {
+            let mut inner = store.inner();
+            let Inner { db, locks } = &mut *inner;
+            let db = db.as_mut().ok_or_else(not_open)?;
+            if let MetadataTarget::Channel {
+                channel_type,
+                channel,
+            } = &write.target
+                && !write.options.lock_name.is_empty()
+            {
+                let key = (app.clone(), *channel_type, channel.as_str().into());
+                if locks.holder(&key, &write.options.lock_name) != Some(&*user) {
+                    return Err(MetadataError::LockNotHeld(write.options.lock_name.clone()));
+                }
+            }
+            let data = db.write(&app, &write, &user, now_ms())?;
+            let frame = storage_frame(&write.target, StorageEventType::Update, &user, data.clone());
+            store
+                .listeners()
+                .push(&listening_to(&app, &write.target), &frame);
+            Ok(data)
+        })
+        .await?
+    }
+
+    pub(super) async fn get(
+        self: &Arc<Self>,
+        app: &str,
+        target: MetadataTarget,
+    ) -> Result<StorageData, EngineError> {
+        let app: Box<str> = app.into();
+        self.run(move |store| {
+            let inner = store.inner();
+            let db = inner.db.as_ref().ok_or_else(not_open)?;
+            Ok(db.load(&app, &target)?.0)
+        })
+        .await?
+    }
+
+    pub(super) async fn listen_channel(
+        self: &Arc<Self>,
+        session: &SessionHandle,
+        channel_type: ChannelType,
+        channel: &str,
+        metadata: bool,
+        locks: bool,
+    ) -> Result<(), EngineError> {
+        let session = session.clone();
+        let key: ChannelKey = (session.app_id().into(), channel_type, channel.into());
+        self.run(move |store| {
+            let inner = store.inner();
+            let mut listeners = store.listeners();
+            let target = MetadataTarget::Channel {
+                channel_type,
+                channel: key.2.to_string(),
+            };
+            if listeners.set(&session, Listening::Metadata(key.clone()), metadata) && metadata {
+                let db = inner.db.as_ref().ok_or_else(not_open)?;
+                let data = db.load(&key.0, &target)?.0;
+                session.push(storage_frame(&target, StorageEventType::Snapshot, "", data));
+            }
+            if listeners.set(&session, Listening::Locks(key.clone()), locks) && locks {
+                let snapshot = inner.locks.get(&key.0, key.1, &key.2);
+                let change = LockChange {
+                    event_type: LockEventType::Snapshot,
+                    lock_name: String::new(),
+                    ttl: 0,
+                    owner: String::new(),
+                    publisher: String::new(),
+                };
+                session.push(lock_frame(&key, change, snapshot));
+            }
+            Ok(())
+        })
+        .await?
+    }
+
+    pub(super) async fn listen_user(
+        self: &Arc<Self>,
+        session: &SessionHandle,
+        user_id: &str,
+        on: bool,
+    ) -> Result<usize, EngineError> {
+        let session = session.clone();
+        let target = MetadataTarget::User {
+            user_id: user_id.to_owned(),
+        };
+        self.run(move |store| {
+            let inner = store.inner();
+            let mut listeners = store.listeners();
+            let what = listening_to(session.app_id(), &target);
+            if listeners.set(&session, what, on) && on {
+                let db = inner.db.as_ref().ok_or_else(not_open)?;
+                let data = db.load(session.app_id(), &target)?.0;
+                session.push(storage_frame(&target, StorageEventType::Snapshot, "", data));
+            }
+            let count = listeners.of_session.get(&session.id()).map_or(0, |l| {
+                l.iter().filter(|w| matches!(w, Listening::User(_))).count()
+            });
+            Ok(count)
+        })
+        .await?
+    }
+
+    pub(super) async fn lock(
+        self: &Arc<Self>,
+        session: &SessionHandle,
+        request: LockRequest,
+    ) -> Result<LockOutcome, LockError> {
+        let session = session.clone();
+        self.run(move |store| {
+            let mut inner = store.inner();
+            let LockRequest {
+                channel_type,
+                channel,
+                lock_name,
+                op,
+            } = request;
+            let app = session.app_id();
+            let user = session.user_id();
+            let key: ChannelKey = (app.into(), channel_type, channel.as_str().into());
+            let table = &mut inner.locks;
+            let (changes, outcome) = match op {
+                LockOp::Set { ttl } => (
+                    vec![table.set(app, channel_type, &channel, &lock_name, ttl, user)?],
+                    LockOutcome::Done,
+                ),
+                LockOp::Remove => (
+                    vec![table.remove(app, channel_type, &channel, &lock_name, user)?],
+                    LockOutcome::Done,
+                ),
+                LockOp::Acquire { retry } => {
+                    match table.acquire(channel_type, &channel, &lock_name, &session, retry)? {
+                        Acquired::Now(change) => (change.into_iter().collect(), LockOutcome::Done),
+                        Acquired::Waiting(answer) => (Vec::new(), LockOutcome::Waiting(answer)),
+                    }
+                }
+                LockOp::Release => (
+                    table.release(app, channel_type, &channel, &lock_name, user, user)?,
+                    LockOutcome::Done,
+                ),
+                LockOp::Revoke { owner } => (
+                    table.release(app, channel_type, &channel, &lock_name, &owner, user)?,
+                    LockOutcome::Done,
+                ),
+            };
+            store.announce_locks(&key, changes);
+            Ok(outcome)
+        })
+        .await?
+    }
+
+    pub(super) async fn get_locks(
+        self: &Arc<Self>,
+        app: &str,
+        channel_type: ChannelType,
+        channel: &str,
+    ) -> Result<Vec<LockDetail>, EngineError> {
+        let (app, channel): (Box<str>, Box<str>) = (app.into(), channel.into());
+        self.run(move |store| store.inner().locks.get(&app, channel_type, &channel))
+            .await
+    }
+
+    /// The session's locks become away; each is released after its ttl unless its user is
+    /// back by then.
+    pub(super) async fn away(self: &Arc<Self>, session: &SessionHandle) {
+        let session = session.clone();
+        let away = self
+            .run(move |store| store.inner().locks.away(&session))
+            .await
+            .unwrap_or_default();
+        for lock in away {
+            let store = self.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_secs(lock.ttl.into())).await;
+                let _ = store.run(move |store| store.expire(&lock)).await;
+            });
+        }
+    }
+
+    fn expire(&self, lock: &AwayLock) {
+        let mut inner = self.inner();
+        let changes = inner.locks.expire(lock);
+        if !changes.is_empty() {
+            tracing::debug!(lock = %lock.lock_name, user = %lock.user, "lock released: its holder did not come back within its ttl");
+        }
+        self.announce_locks(&lock.channel, changes);
+    }
+
+    pub(super) async fn back(self: &Arc<Self>, session: &SessionHandle) {
+        let session = session.clone();
+        let _ = self
+            .run(move |store| {
+                let expired = store.inner().locks.back(&session);
+                for lock in expired {
+                    let key = (session.app_id().into(), lock.channel_type, lock.channel);
+                    let change = LockChange {
+                        event_type: LockEventType::Expired,
+                        lock_name: lock.lock_name.to_string(),
+                        ttl: lock.ttl,
+                        owner: String::new(),
+                        publisher: String::new(),
+                    };
+                    session.push(lock_frame(&key, change, Vec::new()));
+                }
+            })
+            .await;
+    }
+
+    /// Forgets what the session listens to (it ended).
+    pub(super) fn forget(&self, session: &SessionHandle) {
+        self.listeners().forget(session);
+    }
+}
