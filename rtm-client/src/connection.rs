@@ -492,6 +492,8 @@ async fn read_events(recv: quinn::RecvStream, listeners: Listeners, shared: Arc<
             Ok(ServerMsg::Event(Event::Message(m))) => listeners.emit(RtmEvent::Message(m)),
             Ok(ServerMsg::Event(Event::Topic(t))) => listeners.emit(RtmEvent::Topic(t)),
             Ok(ServerMsg::Event(Event::Presence(p))) => listeners.emit(RtmEvent::Presence(p)),
+            Ok(ServerMsg::Event(Event::Storage(s))) => listeners.emit(RtmEvent::Storage(s)),
+            Ok(ServerMsg::Event(Event::Lock(l))) => listeners.emit(RtmEvent::Lock(l)),
             Ok(ServerMsg::Event(Event::ChannelLeft {
                 channel_name,
                 reason,

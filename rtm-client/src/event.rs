@@ -19,6 +19,13 @@ pub enum RtmEvent {
     /// Users arrived in or left a channel this client is in with presence, or (`SNAPSHOT`) who
     /// was there when it arrived (`presence`).
     Presence(PresenceEvent),
+    /// A metadata set this client listens to changed (`UPDATE`, with the whole set), or
+    /// (`SNAPSHOT`) the set when it started listening (`storage`).
+    Storage(rtm_proto::StorageEvent),
+    /// A lock of a channel this client is in `with_lock` changed, or (`SNAPSHOT`) the
+    /// channel's locks when it arrived, or (`EXPIRED`) a lock it held was released while it
+    /// was away (`lock`).
+    Lock(rtm_proto::LockEvent),
     /// The connection's state changed (`linkState`).
     LinkState(LinkStateEvent),
     /// A token expires soon (`tokenPrivilegeWillExpire`): call

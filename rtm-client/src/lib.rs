@@ -46,6 +46,7 @@ mod link;
 pub mod presence;
 pub mod raw;
 mod session;
+pub mod storage;
 pub mod stream;
 mod transport;
 
@@ -73,6 +74,18 @@ pub use crate::presence::{
     WhoNowResponse,
 };
 use crate::session::SessionCache;
+pub use crate::storage::{
+    AcquireLockOptions, AcquireLockResponse, ChannelMetadataResponse, GetChannelMetadataResponse,
+    GetLocksResponse, GetUserMetadataOptions, GetUserMetadataResponse, Lock, LockDetail, LockEvent,
+    LockEventType, LockResponse, MetadataItem, MetadataOptions, ReleaseLockResponse,
+    RemoveChannelMetadataOptions, RemoveChannelMetadataResponse, RemoveLockResponse,
+    RemoveUserMetadataOptions, RemoveUserMetadataResponse, RevokeLockResponse,
+    SetChannelMetadataResponse, SetLockOptions, SetLockResponse, SetOrUpdateUserMetadataOptions,
+    SetUserMetadataResponse, Storage, StorageData, StorageEvent, StorageEventType, StorageType,
+    StoredItem, SubscribeUserMetaResponse, UnsubscribeUserMetaResponse,
+    UpdateChannelMetadataResponse, UpdateUserMetadataResponse, UserMetadataResponse,
+    UserMetadataSubscriptionResponse,
+};
 pub use crate::stream::{
     FailedDetail, JoinOptions, JoinResponse, JoinTopicOptions, JoinTopicResponse, LeaveResponse,
     LeaveTopicResponse, PublishTopicMessageResponse, PublisherInfo, StreamChannel,
@@ -225,6 +238,18 @@ impl Inner {
         Some(
             Self::session_of(&mut self.lock(), epoch)?
                 .subscriptions
+                .clone(),
+        )
+    }
+
+    /// The users whose metadata the session listens to.
+    pub(crate) fn cached_user_metadata(
+        &self,
+        epoch: u64,
+    ) -> Option<std::collections::BTreeSet<String>> {
+        Some(
+            Self::session_of(&mut self.lock(), epoch)?
+                .user_metadata
                 .clone(),
         )
     }
@@ -611,11 +636,23 @@ impl RtmClient {
             .is_some_and(Connection::is_alive)
     }
 
-    /// Queues `request` now and returns the future of its answer.
+    /// Queues `request` now and returns the future of its answer, which fails after the
+    /// configured request timeout.
     fn request(
         &self,
         operation: &'static str,
         request: Request,
+    ) -> impl Future<Output = Result<Response, RtmError>> + Send + 'static + use<> {
+        self.request_within(operation, request, Some(self.inner.config.request_timeout))
+    }
+
+    /// Queues `request` now and returns the future of its answer, waiting at most `timeout`
+    /// (`None`: until the answer comes or the connection ends).
+    fn request_within(
+        &self,
+        operation: &'static str,
+        request: Request,
+        timeout: Option<std::time::Duration>,
     ) -> impl Future<Output = Result<Response, RtmError>> + Send + 'static + use<> {
         let (reply, answer) = tokio::sync::oneshot::channel();
         let state = self.inner.lock();
@@ -640,21 +677,25 @@ impl RtmClient {
             }),
         };
         drop(state);
-        let timeout = self.inner.config.request_timeout;
         async move {
             queued?;
-            match tokio::time::timeout(timeout, answer).await {
-                Ok(Ok(Ok(response))) => Ok(response),
-                Ok(Ok(Err(e))) => Err(RtmError::new(e.code, operation, e.reason)),
-                Ok(Err(_)) => Err(RtmError::new(
+            let answered = match timeout {
+                Some(timeout) => tokio::time::timeout(timeout, answer).await.map_err(|_| {
+                    RtmError::new(
+                        timeout_code(operation),
+                        operation,
+                        format!("no answer within {timeout:?}"),
+                    )
+                })?,
+                None => answer.await,
+            };
+            match answered {
+                Ok(Ok(response)) => Ok(response),
+                Ok(Err(e)) => Err(RtmError::new(e.code, operation, e.reason)),
+                Err(_) => Err(RtmError::new(
                     ErrorCode::NotConnected,
                     operation,
                     "the connection closed before the server answered",
-                )),
-                Err(_) => Err(RtmError::new(
-                    timeout_code(operation),
-                    operation,
-                    format!("no answer within {timeout:?}"),
                 )),
             }
         }
@@ -685,6 +726,8 @@ fn timeout_code(operation: &str) -> ErrorCode {
         "publish" => ErrorCode::ChannelPublishMessageTimeout,
         "subscribe" => ErrorCode::ChannelSubscribeTimeout,
         "login" => ErrorCode::LoginTimeout,
+        op if op.ends_with("Metadata") => ErrorCode::StorageOperationTimeout,
+        op if op.ends_with("Lock") || op == "getLocks" => ErrorCode::LockOperationTimeout,
         _ => ErrorCode::NotConnected,
     }
 }

@@ -10,7 +10,7 @@
 //! event names the ones it could not restore. A session the server ended for good (same user
 //! elsewhere, expired token, slow consumer) goes to `FAILED`.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Weak;
 use std::time::Duration;
 
@@ -47,6 +47,8 @@ pub(crate) struct SessionCache {
     /// This user's temporary state per channel: applied to the channels it is in, waiting for
     /// the others (set before subscribing or joining).
     pub(crate) states: HashMap<(ChannelType, String), StateDetail>,
+    /// The users whose metadata the session listens to.
+    pub(crate) user_metadata: BTreeSet<String>,
     /// Dropping it stops the supervisor.
     _stop: oneshot::Sender<()>,
 }
@@ -97,6 +99,7 @@ pub(crate) fn start(
         subscriptions: BTreeMap::new(),
         streams: BTreeMap::new(),
         states: HashMap::new(),
+        user_metadata: BTreeSet::new(),
         _stop: stop_tx,
     }
 }
@@ -309,10 +312,11 @@ async fn relogin(client: &Inner, epoch: u64) -> Attempt {
     } = opened;
     // Subscribe and join again, all at once, before the connection is handed to the
     // application.
-    let (Some(subscriptions), Some(streams), Some(states)) = (
+    let (Some(subscriptions), Some(streams), Some(states), Some(user_metadata)) = (
         client.cached_subscriptions(epoch),
         client.cached_streams(epoch),
         client.cached_states(epoch),
+        client.cached_user_metadata(epoch),
     ) else {
         return Attempt::Abandoned;
     };
@@ -348,7 +352,14 @@ async fn relogin(client: &Inner, epoch: u64) -> Attempt {
                 .into_iter()
                 .map(|request| (channel.clone(), request))
         }))
-        .chain(set_states);
+        .chain(set_states)
+        // And the users' metadata it listened to.
+        .chain(user_metadata.into_iter().map(|user_id| {
+            let request = Request::SubscribeUserMetadata {
+                user_id: user_id.clone(),
+            };
+            (user_id, request)
+        }));
     let mut answers = Vec::with_capacity(subscriptions.len() + streams.len());
     for (channel, request) in requests {
         let (reply, answer) = oneshot::channel();

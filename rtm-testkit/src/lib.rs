@@ -65,13 +65,14 @@ pub struct TestServer {
     addr: SocketAddr,
     cert_path: PathBuf,
     transport: Transport,
-    _dir: tempfile::TempDir,
+    config: ServerConfig,
+    dir: tempfile::TempDir,
 }
 
 impl TestServer {
     /// A server with the test kit's configuration: the reference's limits, except publish
-    /// rates (channels and topics) of 100 000 messages per second so that tests can send
-    /// bursts.
+    /// rates (channels and topics) of 100 000 messages per second and metadata and lock call
+    /// rates of 10 000 per second, so that tests can send bursts.
     pub async fn start() -> Self {
         Self::start_with(Self::config()).await
     }
@@ -82,18 +83,40 @@ impl TestServer {
         let mut config = ServerConfig::default();
         config.limits.publish_rate = 100_000;
         config.limits.topic_publish_rate = 100_000;
+        config.limits.storage_rate = 10_000;
+        config.limits.lock_rate = 10_000;
         config
     }
 
     /// A server with `config`; its listen address and data directory are replaced by a free
     /// loopback port and a temporary directory.
-    pub async fn start_with(mut config: ServerConfig) -> Self {
+    pub async fn start_with(config: ServerConfig) -> Self {
         init_tracing();
         let dir = tempfile::tempdir().expect("creating a temporary directory");
+        Self::start_in(config, dir).await
+    }
+
+    /// Stops this server and starts a new one with the same configuration on the same data
+    /// directory (so with its metadata and certificate), on a new port. Clients of the old
+    /// server have to be made again.
+    pub async fn restart(mut self) -> Self {
+        if let Some(handle) = self.handle.take() {
+            handle.shutdown().await;
+        }
+        let Self { config, dir, .. } = self;
+        Self::start_in(config, dir).await
+    }
+
+    /// The server's data directory.
+    pub fn data_dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    async fn start_in(mut config: ServerConfig, dir: tempfile::TempDir) -> Self {
         config.listen = SocketAddr::from(([127, 0, 0, 1], 0));
         config.data_dir = dir.path().to_owned();
         let handle = Server::builder()
-            .config(config)
+            .config(config.clone())
             .start()
             .await
             .expect("starting the server");
@@ -105,7 +128,8 @@ impl TestServer {
             addr,
             cert_path,
             transport,
-            _dir: dir,
+            config,
+            dir,
         }
     }
 
