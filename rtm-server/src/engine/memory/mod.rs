@@ -206,7 +206,7 @@ impl Engine for MemoryEngine {
 
     async fn detach(&self, session: &SessionHandle) {
         self.store.forget(session);
-        self.store.away(session).await;
+        self.store.away(session);
         let mut state = self.state();
         let Some(app) = state.apps.get_mut(session.app_id()) else {
             return;
@@ -685,7 +685,7 @@ impl Engine for MemoryEngine {
         session: &SessionHandle,
         request: LockRequest,
     ) -> Result<LockOutcome, LockError> {
-        self.store.lock(session, request).await
+        self.store.lock(session, request)
     }
 
     async fn get_locks(
@@ -694,15 +694,15 @@ impl Engine for MemoryEngine {
         channel_type: ChannelType,
         channel: &str,
     ) -> Result<Vec<LockDetail>, EngineError> {
-        self.store.get_locks(app_id, channel_type, channel).await
+        Ok(self.store.get_locks(app_id, channel_type, channel))
     }
 
     async fn session_away(&self, session: &SessionHandle) {
-        self.store.away(session).await;
+        self.store.away(session);
     }
 
     async fn session_back(&self, session: &SessionHandle) {
-        self.store.back(session).await;
+        self.store.back(session);
     }
 }
 

@@ -92,6 +92,13 @@ impl Listeners {
         changed
     }
 
+    /// How many users' metadata session `id` listens to.
+    fn users_of(&self, id: SessionId) -> usize {
+        self.of_session.get(&id).map_or(0, |l| {
+            l.iter().filter(|w| matches!(w, Listening::User(_))).count()
+        })
+    }
+
     fn forget(&mut self, session: &SessionHandle) {
         for what in self.of_session.remove(&session.id()).unwrap_or_default() {
             self.set(session, what, false);
@@ -105,17 +112,13 @@ impl Listeners {
     }
 }
 
-#[derive(Debug, Default)]
-struct Inner {
-    /// `None` until the server opens the data directory.
-    db: Option<MetadataDb>,
-    locks: LockTable,
-}
-
-/// Metadata, locks and their listeners.
+/// Metadata, locks and their listeners. Mutexes are always taken in this order: `db`, `locks`,
+/// `listeners`.
 #[derive(Debug, Default)]
 pub(super) struct Store {
-    inner: Mutex<Inner>,
+    /// `None` until the server opens the data directory.
+    db: Mutex<Option<MetadataDb>>,
+    locks: Mutex<LockTable>,
     listeners: Mutex<Listeners>,
 }
 
@@ -181,22 +184,34 @@ fn listening_to(app: &str, target: &MetadataTarget) -> Listening {
     }
 }
 
+fn guard<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Each operation leaves its data consistent before it can panic.
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn snapshot_change() -> LockChange {
+    LockChange {
+        event_type: LockEventType::Snapshot,
+        lock_name: String::new(),
+        ttl: 0,
+        owner: String::new(),
+        publisher: String::new(),
+    }
+}
+
 impl Store {
-    fn inner(&self) -> MutexGuard<'_, Inner> {
-        // Each operation leaves the maps consistent before it can panic.
-        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    fn listeners(&self) -> MutexGuard<'_, Listeners> {
+        guard(&self.listeners)
     }
 
-    fn listeners(&self) -> MutexGuard<'_, Listeners> {
-        self.listeners
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+    fn locks(&self) -> MutexGuard<'_, LockTable> {
+        guard(&self.locks)
     }
 
     /// Opens the database in `dir`.
     pub(super) fn open(&self, dir: &Path, durability: Durability) -> Result<(), EngineError> {
         let db = MetadataDb::open(dir, durability)?;
-        self.inner().db = Some(db);
+        *guard(&self.db) = Some(db);
         Ok(())
     }
 
@@ -211,8 +226,11 @@ impl Store {
             .map_err(|e| EngineError::Unavailable(format!("metadata store task failed: {e}")))
     }
 
-    /// Sends lock changes of a channel to its lock listeners (under the inner lock).
+    /// Sends lock changes of a channel to its lock listeners (with the lock table held).
     fn announce_locks(&self, channel: &ChannelKey, changes: Vec<LockChange>) {
+        if changes.is_empty() {
+            return;
+        }
         let listeners = self.listeners();
         let what = Listening::Locks(channel.clone());
         for change in changes {
@@ -228,20 +246,24 @@ impl Store {
         let app: Box<str> = author.app_id().into();
         let user: Box<str> = author.user_id().into();
         self.run(move |store| {
-            let mut inner = store.inner();
-            let Inner { db, locks } = &mut *inner;
+            let mut db = guard(&store.db);
             let db = db.as_mut().ok_or_else(not_open)?;
-            if let MetadataTarget::Channel {
-                channel_type,
-                channel,
-            } = &write.target
-                && !write.options.lock_name.is_empty()
-            {
-                let key = (app.clone(), *channel_type, channel.as_str().into());
-                if locks.holder(&key, &write.options.lock_name) != Some(&*user) {
-                    return Err(MetadataError::LockNotHeld(write.options.lock_name.clone()));
+            // A guarded write keeps the lock table until it is committed, so that the lock
+            // cannot change hands in between.
+            let _locks = match &write.target {
+                MetadataTarget::Channel {
+                    channel_type,
+                    channel,
+                } if !write.options.lock_name.is_empty() => {
+                    let locks = store.locks();
+                    let key = (app.clone(), *channel_type, channel.as_str().into());
+                    if locks.holder(&key, &write.options.lock_name) != Some(&*user) {
+                        return Err(MetadataError::LockNotHeld(write.options.lock_name.clone()));
+                    }
+                    Some(locks)
                 }
-            }
+                _ => None,
+            };
             let data = db.write(&app, &write, &user, now_ms())?;
             let frame = storage_frame(&write.target, StorageEventType::Update, &user, data.clone());
             store
@@ -259,8 +281,8 @@ impl Store {
     ) -> Result<StorageData, EngineError> {
         let app: Box<str> = app.into();
         self.run(move |store| {
-            let inner = store.inner();
-            let db = inner.db.as_ref().ok_or_else(not_open)?;
+            let db = guard(&store.db);
+            let db = db.as_ref().ok_or_else(not_open)?;
             Ok(db.load(&app, &target)?.0)
         })
         .await?
@@ -276,28 +298,39 @@ impl Store {
     ) -> Result<(), EngineError> {
         let session = session.clone();
         let key: ChannelKey = (session.app_id().into(), channel_type, channel.into());
+        if !metadata {
+            // Nothing to send: no need to be in order with the writes.
+            self.listeners()
+                .set(&session, Listening::Metadata(key.clone()), false);
+        }
+        if !locks || !metadata {
+            // The lock snapshot only needs the lock table.
+            let table = self.locks();
+            let mut listeners = self.listeners();
+            if listeners.set(&session, Listening::Locks(key.clone()), locks) && locks {
+                let snapshot = table.get(&key.0, key.1, &key.2);
+                session.push(lock_frame(&key, snapshot_change(), snapshot));
+            }
+        }
+        if !metadata {
+            return Ok(());
+        }
         self.run(move |store| {
-            let inner = store.inner();
-            let mut listeners = store.listeners();
+            let db = guard(&store.db);
+            let db = db.as_ref().ok_or_else(not_open)?;
             let target = MetadataTarget::Channel {
                 channel_type,
                 channel: key.2.to_string(),
             };
-            if listeners.set(&session, Listening::Metadata(key.clone()), metadata) && metadata {
-                let db = inner.db.as_ref().ok_or_else(not_open)?;
-                let data = db.load(&key.0, &target)?.0;
+            let data = db.load(&key.0, &target)?.0;
+            let table = store.locks();
+            let mut listeners = store.listeners();
+            if listeners.set(&session, Listening::Metadata(key.clone()), true) {
                 session.push(storage_frame(&target, StorageEventType::Snapshot, "", data));
             }
-            if listeners.set(&session, Listening::Locks(key.clone()), locks) && locks {
-                let snapshot = inner.locks.get(&key.0, key.1, &key.2);
-                let change = LockChange {
-                    event_type: LockEventType::Snapshot,
-                    lock_name: String::new(),
-                    ttl: 0,
-                    owner: String::new(),
-                    publisher: String::new(),
-                };
-                session.push(lock_frame(&key, change, snapshot));
+            if locks && listeners.set(&session, Listening::Locks(key.clone()), true) {
+                let snapshot = table.get(&key.0, key.1, &key.2);
+                session.push(lock_frame(&key, snapshot_change(), snapshot));
             }
             Ok(())
         })
@@ -314,126 +347,115 @@ impl Store {
         let target = MetadataTarget::User {
             user_id: user_id.to_owned(),
         };
+        let what = listening_to(session.app_id(), &target);
+        if !on {
+            let mut listeners = self.listeners();
+            listeners.set(&session, what, false);
+            return Ok(listeners.users_of(session.id()));
+        }
         self.run(move |store| {
-            let inner = store.inner();
+            let db = guard(&store.db);
+            let db = db.as_ref().ok_or_else(not_open)?;
+            let data = db.load(session.app_id(), &target)?.0;
             let mut listeners = store.listeners();
-            let what = listening_to(session.app_id(), &target);
-            if listeners.set(&session, what, on) && on {
-                let db = inner.db.as_ref().ok_or_else(not_open)?;
-                let data = db.load(session.app_id(), &target)?.0;
+            if listeners.set(&session, what, true) {
                 session.push(storage_frame(&target, StorageEventType::Snapshot, "", data));
             }
-            let count = listeners.of_session.get(&session.id()).map_or(0, |l| {
-                l.iter().filter(|w| matches!(w, Listening::User(_))).count()
-            });
-            Ok(count)
+            Ok(listeners.users_of(session.id()))
         })
         .await?
     }
 
-    pub(super) async fn lock(
-        self: &Arc<Self>,
+    /// A lock call. Only the lock table is involved (no disk), so it runs here.
+    pub(super) fn lock(
+        &self,
         session: &SessionHandle,
         request: LockRequest,
     ) -> Result<LockOutcome, LockError> {
-        let session = session.clone();
-        self.run(move |store| {
-            let mut inner = store.inner();
-            let LockRequest {
-                channel_type,
-                channel,
-                lock_name,
-                op,
-            } = request;
-            let app = session.app_id();
-            let user = session.user_id();
-            let key: ChannelKey = (app.into(), channel_type, channel.as_str().into());
-            let table = &mut inner.locks;
-            let (changes, outcome) = match op {
-                LockOp::Set { ttl } => (
-                    vec![table.set(app, channel_type, &channel, &lock_name, ttl, user)?],
-                    LockOutcome::Done,
-                ),
-                LockOp::Remove => (
-                    vec![table.remove(app, channel_type, &channel, &lock_name, user)?],
-                    LockOutcome::Done,
-                ),
-                LockOp::Acquire { retry } => {
-                    match table.acquire(channel_type, &channel, &lock_name, &session, retry)? {
-                        Acquired::Now(change) => (change.into_iter().collect(), LockOutcome::Done),
-                        Acquired::Waiting(answer) => (Vec::new(), LockOutcome::Waiting(answer)),
-                    }
+        let LockRequest {
+            channel_type,
+            channel,
+            lock_name,
+            op,
+        } = request;
+        let app = session.app_id();
+        let user = session.user_id();
+        let key: ChannelKey = (app.into(), channel_type, channel.as_str().into());
+        let mut table = self.locks();
+        let (changes, outcome) = match op {
+            LockOp::Set { ttl } => (
+                vec![table.set(app, channel_type, &channel, &lock_name, ttl, user)?],
+                LockOutcome::Done,
+            ),
+            LockOp::Remove => (
+                vec![table.remove(app, channel_type, &channel, &lock_name, user)?],
+                LockOutcome::Done,
+            ),
+            LockOp::Acquire { retry } => {
+                match table.acquire(channel_type, &channel, &lock_name, session, retry)? {
+                    Acquired::Now(change) => (change.into_iter().collect(), LockOutcome::Done),
+                    Acquired::Waiting(answer) => (Vec::new(), LockOutcome::Waiting(answer)),
                 }
-                LockOp::Release => (
-                    table.release(app, channel_type, &channel, &lock_name, user, user)?,
-                    LockOutcome::Done,
-                ),
-                LockOp::Revoke { owner } => (
-                    table.release(app, channel_type, &channel, &lock_name, &owner, user)?,
-                    LockOutcome::Done,
-                ),
-            };
-            store.announce_locks(&key, changes);
-            Ok(outcome)
-        })
-        .await?
+            }
+            LockOp::Release => (
+                table.release(app, channel_type, &channel, &lock_name, user, user)?,
+                LockOutcome::Done,
+            ),
+            LockOp::Revoke { owner } => (
+                table.release(app, channel_type, &channel, &lock_name, &owner, user)?,
+                LockOutcome::Done,
+            ),
+        };
+        self.announce_locks(&key, changes);
+        Ok(outcome)
     }
 
-    pub(super) async fn get_locks(
-        self: &Arc<Self>,
+    pub(super) fn get_locks(
+        &self,
         app: &str,
         channel_type: ChannelType,
         channel: &str,
-    ) -> Result<Vec<LockDetail>, EngineError> {
-        let (app, channel): (Box<str>, Box<str>) = (app.into(), channel.into());
-        self.run(move |store| store.inner().locks.get(&app, channel_type, &channel))
-            .await
+    ) -> Vec<LockDetail> {
+        self.locks().get(app, channel_type, channel)
     }
 
     /// The session's locks become away; each is released after its ttl unless its user is
     /// back by then.
-    pub(super) async fn away(self: &Arc<Self>, session: &SessionHandle) {
-        let session = session.clone();
-        let away = self
-            .run(move |store| store.inner().locks.away(&session))
-            .await
-            .unwrap_or_default();
+    pub(super) fn away(self: &Arc<Self>, session: &SessionHandle) {
+        let away = self.locks().away(session);
         for lock in away {
             let store = self.clone();
             tokio::spawn(async move {
                 tokio::time::sleep(Duration::from_secs(lock.ttl.into())).await;
-                let _ = store.run(move |store| store.expire(&lock)).await;
+                store.expire(&lock);
             });
         }
     }
 
     fn expire(&self, lock: &AwayLock) {
-        let mut inner = self.inner();
-        let changes = inner.locks.expire(lock);
+        let mut table = self.locks();
+        let changes = table.expire(lock);
         if !changes.is_empty() {
             tracing::debug!(lock = %lock.lock_name, user = %lock.user, "lock released: its holder did not come back within its ttl");
         }
         self.announce_locks(&lock.channel, changes);
     }
 
-    pub(super) async fn back(self: &Arc<Self>, session: &SessionHandle) {
-        let session = session.clone();
-        let _ = self
-            .run(move |store| {
-                let expired = store.inner().locks.back(&session);
-                for lock in expired {
-                    let key = (session.app_id().into(), lock.channel_type, lock.channel);
-                    let change = LockChange {
-                        event_type: LockEventType::Expired,
-                        lock_name: lock.lock_name.to_string(),
-                        ttl: lock.ttl,
-                        owner: String::new(),
-                        publisher: String::new(),
-                    };
-                    session.push(lock_frame(&key, change, Vec::new()));
-                }
-            })
-            .await;
+    /// A session of a user is online: it holds the user's locks, and hears of the ones
+    /// released while the user was away.
+    pub(super) fn back(&self, session: &SessionHandle) {
+        let expired = self.locks().back(session);
+        for lock in expired {
+            let key = (session.app_id().into(), lock.channel_type, lock.channel);
+            let change = LockChange {
+                event_type: LockEventType::Expired,
+                lock_name: lock.lock_name.to_string(),
+                ttl: lock.ttl,
+                owner: String::new(),
+                publisher: String::new(),
+            };
+            session.push(lock_frame(&key, change, Vec::new()));
+        }
     }
 
     /// Forgets what the session listens to (it ended).
