@@ -145,6 +145,9 @@ async fn main() -> anyhow::Result<()> {
                             let text = match &m.message {
                                 Payload::Text(t) => t.clone(),
                                 Payload::Binary(b) => format!("<{} bytes>", b.len()),
+                                Payload::Encrypted(b) => {
+                                    format!("<{} encrypted bytes: no key to read them>", b.len())
+                                }
                             };
                             let kind = match m.channel_type {
                                 ChannelType::User => "user",

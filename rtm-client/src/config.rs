@@ -10,7 +10,7 @@ pub use rtm_proto::{ChannelType, SubscribeOptions};
 use crate::transport::Transport;
 
 /// The client's configuration, the reference's `RTMConfig`.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct RtmConfig {
     /// Where the server is and how to trust it (the JS `privateConfig.accessPointHosts`).
     pub endpoint: Endpoint,
@@ -29,6 +29,41 @@ pub struct RtmConfig {
     pub request_timeout: Duration,
     /// A UDP socket to share with other clients; by default each client binds its own.
     pub transport: Option<Transport>,
+    /// End-to-end encryption of message payloads (default none). Every client of an app must
+    /// use the same mode, key and salt (`docs/protocol.md` §5.11).
+    pub encryption_mode: EncryptionMode,
+    /// The key the encryption key is derived from; required with a mode. Use a random one
+    /// (`openssl rand -hex 32`): it is not stretched like a password.
+    pub cipher_key: String,
+    /// Up to 32 bytes of salt for the key derivation (shorter salts are zero-padded).
+    pub salt: Vec<u8>,
+}
+
+impl std::fmt::Debug for RtmConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The cipher key stays out of logs.
+        f.debug_struct("RtmConfig")
+            .field("endpoint", &self.endpoint)
+            .field("use_string_user_id", &self.use_string_user_id)
+            .field("heartbeat_interval", &self.heartbeat_interval)
+            .field("presence_timeout", &self.presence_timeout)
+            .field("request_timeout", &self.request_timeout)
+            .field("transport", &self.transport)
+            .field("encryption_mode", &self.encryption_mode)
+            .finish_non_exhaustive()
+    }
+}
+
+/// End-to-end encryption of payloads (the reference's `EncryptionMode`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum EncryptionMode {
+    /// No encryption (the default).
+    #[default]
+    None,
+    /// AES-128-GCM.
+    Aes128Gcm,
+    /// AES-256-GCM.
+    Aes256Gcm,
 }
 
 impl RtmConfig {
@@ -52,6 +87,9 @@ impl RtmConfig {
             presence_timeout: 300,
             request_timeout: Duration::from_secs(10),
             transport: None,
+            encryption_mode: EncryptionMode::None,
+            cipher_key: String::new(),
+            salt: Vec::new(),
         }
     }
 }

@@ -87,6 +87,8 @@ struct Shared {
     received: [AtomicU64; MAX_LANES],
     /// Wakes the driver to send an acknowledgement.
     ack: Notify,
+    /// Opens sealed message payloads, when the client encrypts.
+    cipher: Option<crate::crypto::Cipher>,
 }
 
 type Pending = Arc<Mutex<HashMap<u32, Reply>>>;
@@ -229,7 +231,11 @@ impl Connection {
             }
         };
 
-        let shared = Arc::new(Shared::default());
+        let shared = Arc::new(Shared {
+            // Checked when the client was made: an error here cannot happen.
+            cipher: crate::crypto::Cipher::from_config(config).ok().flatten(),
+            ..Shared::default()
+        });
         // After a resume the count goes on from the server's next frame (frames it no longer
         // held are skipped).
         let received = match &response {
@@ -489,7 +495,12 @@ async fn read_events(recv: quinn::RecvStream, listeners: Listeners, shared: Arc<
     };
     while let Ok(Some(body)) = reader.next().await {
         match ServerMsg::decode(&body) {
-            Ok(ServerMsg::Event(Event::Message(m))) => listeners.emit(RtmEvent::Message(m)),
+            Ok(ServerMsg::Event(Event::Message(mut m))) => {
+                if let Some(cipher) = &shared.cipher {
+                    m.message = cipher.open(m.message);
+                }
+                listeners.emit(RtmEvent::Message(m));
+            }
             Ok(ServerMsg::Event(Event::Topic(t))) => listeners.emit(RtmEvent::Topic(t)),
             Ok(ServerMsg::Event(Event::Presence(p))) => listeners.emit(RtmEvent::Presence(p)),
             Ok(ServerMsg::Event(Event::Storage(s))) => listeners.emit(RtmEvent::Storage(s)),

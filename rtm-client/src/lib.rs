@@ -41,6 +41,7 @@
 
 pub mod config;
 mod connection;
+mod crypto;
 pub mod event;
 mod link;
 pub mod presence;
@@ -61,9 +62,11 @@ pub use rtm_proto::{
 use rtm_proto::{PublishRequest, Request, Response, message::LoginRequest, validate};
 
 pub use crate::config::{
-    Endpoint, LoginOptions, PublishOptions, RenewTokenOptions, RtmConfig, SubscribeOptions, Trust,
+    EncryptionMode, Endpoint, LoginOptions, PublishOptions, RenewTokenOptions, RtmConfig,
+    SubscribeOptions, Trust,
 };
 use crate::connection::{Command, Connection, Opened};
+pub use crate::crypto::ENCRYPTION_OVERHEAD;
 pub use crate::event::{
     EventStream, LinkOperation, LinkState, LinkStateEvent, LinkStateReason, RtmEvent, ServiceType,
 };
@@ -158,6 +161,8 @@ struct Inner {
     app_id: String,
     user_id: String,
     config: RtmConfig,
+    /// The end-to-end cipher, when the configuration asks for one.
+    cipher: Option<crypto::Cipher>,
     listeners: event::Listeners,
     link: Arc<LinkTracker>,
     /// Serializes login and logout.
@@ -322,6 +327,7 @@ impl RtmClient {
         // Out-of-range values are clamped, as the reference does.
         config.heartbeat_interval = config.heartbeat_interval.clamp(5, 1800);
         config.presence_timeout = config.presence_timeout.clamp(5, 300);
+        let cipher = crypto::Cipher::from_config(&config)?;
         let listeners = event::Listeners::default();
         let link = Arc::new(LinkTracker::new(listeners.clone()));
         Ok(Self {
@@ -329,6 +335,7 @@ impl RtmClient {
                 app_id,
                 user_id,
                 config,
+                cipher,
                 listeners,
                 link,
                 login_lock: tokio::sync::Mutex::new(()),
@@ -610,21 +617,32 @@ impl RtmClient {
         message: M,
         options: PublishOptions,
     ) -> impl Future<Output = Result<PublishResponse, RtmError>> + Send + 'static + use<M> {
-        let request = Request::Publish(PublishRequest {
-            channel_type: options.channel_type,
-            channel: channel_name.to_owned(),
-            message: message.into(),
-            custom_type: options.custom_type.unwrap_or_default(),
+        // Sealed and queued now, so that calls keep their order.
+        let answer = self.seal(message.into()).map(|message| {
+            let request = Request::Publish(PublishRequest {
+                channel_type: options.channel_type,
+                channel: channel_name.to_owned(),
+                message,
+                custom_type: options.custom_type.unwrap_or_default(),
+            });
+            self.request("publish", request)
         });
-        let answer = self.request("publish", request);
         async move {
-            match answer.await? {
+            match answer?.await? {
                 Response::Publish { channel, timestamp } => Ok(PublishResponse {
                     channel_name: channel,
                     timestamp,
                 }),
                 other => Err(unexpected("publish", &other)),
             }
+        }
+    }
+
+    /// The payload as it goes to the server: sealed when the client encrypts.
+    fn seal(&self, message: Payload) -> Result<Payload, RtmError> {
+        match &self.inner.cipher {
+            Some(cipher) => cipher.seal(message),
+            None => Ok(message),
         }
     }
 

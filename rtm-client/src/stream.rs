@@ -346,15 +346,17 @@ impl StreamChannel {
         message: M,
         options: TopicMessageOptions,
     ) -> impl Future<Output = Result<TopicResponse, RtmError>> + Send + 'static + use<M> {
-        let request = Request::PublishTopic(PublishTopicRequest {
-            channel: self.name.clone(),
-            topic: topic_name.to_owned(),
-            message: message.into(),
-            custom_type: options.custom_type.unwrap_or_default(),
+        let answer = self.client.seal(message.into()).map(|message| {
+            let request = Request::PublishTopic(PublishTopicRequest {
+                channel: self.name.clone(),
+                topic: topic_name.to_owned(),
+                message,
+                custom_type: options.custom_type.unwrap_or_default(),
+            });
+            self.client.request("publishTopicMessage", request)
         });
-        let answer = self.client.request("publishTopicMessage", request);
         async move {
-            match answer.await? {
+            match answer?.await? {
                 Response::PublishTopic {
                     topic, timestamp, ..
                 } => Ok(TopicResponse {

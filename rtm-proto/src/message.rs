@@ -420,13 +420,18 @@ impl fmt::Display for ChannelType {
     }
 }
 
-/// A message payload: text (the reference's `STRING`) or bytes (`BINARY`).
+/// A message payload: text (the reference's `STRING`), bytes (`BINARY`), or either of them
+/// sealed by the publisher's end-to-end encryption (`docs/protocol.md` §5.11).
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Payload {
     /// UTF-8 text.
     Text(String),
     /// Opaque bytes.
     Binary(Bytes),
+    /// A sealed text or binary payload. The server relays and stores it as it is; a client
+    /// with the key opens it. In an event handed to the application it means that this
+    /// client could not decrypt it (no key, or another one).
+    Encrypted(Bytes),
 }
 
 impl Payload {
@@ -434,7 +439,7 @@ impl Payload {
     pub fn len(&self) -> usize {
         match self {
             Self::Text(s) => s.len(),
-            Self::Binary(b) => b.len(),
+            Self::Binary(b) | Self::Encrypted(b) => b.len(),
         }
     }
 
@@ -447,7 +452,7 @@ impl Payload {
     pub fn as_bytes(&self) -> &[u8] {
         match self {
             Self::Text(s) => s.as_bytes(),
-            Self::Binary(b) => b,
+            Self::Binary(b) | Self::Encrypted(b) => b,
         }
     }
 
@@ -455,15 +460,21 @@ impl Payload {
     pub fn as_text(&self) -> Option<&str> {
         match self {
             Self::Text(s) => Some(s),
-            Self::Binary(_) => None,
+            Self::Binary(_) | Self::Encrypted(_) => None,
         }
     }
 
-    /// The reference's name of the payload's type: `"STRING"` or `"BINARY"`.
+    /// Whether the payload is sealed (and, in an event, could not be decrypted).
+    pub fn is_encrypted(&self) -> bool {
+        matches!(self, Self::Encrypted(_))
+    }
+
+    /// The reference's name of the payload's type: `"STRING"` or `"BINARY"` (a sealed
+    /// payload is bytes).
     pub fn message_type(&self) -> &'static str {
         match self {
             Self::Text(_) => "STRING",
-            Self::Binary(_) => "BINARY",
+            Self::Binary(_) | Self::Encrypted(_) => "BINARY",
         }
     }
 }
@@ -475,6 +486,7 @@ impl fmt::Debug for Payload {
             Self::Text(s) => write!(f, "Text(<{} bytes>)", s.len()),
             Self::Binary(b) if b.len() <= 32 => write!(f, "Binary({:?})", &b[..]),
             Self::Binary(b) => write!(f, "Binary(<{} bytes>)", b.len()),
+            Self::Encrypted(b) => write!(f, "Encrypted(<{} bytes>)", b.len()),
         }
     }
 }

@@ -226,6 +226,7 @@ fn payload() -> impl Strategy<Value = Payload> {
     prop_oneof![
         ".{0,40}".prop_map(Payload::Text),
         prop::collection::vec(any::<u8>(), 0..200).prop_map(|v| Payload::Binary(Bytes::from(v))),
+        prop::collection::vec(any::<u8>(), 0..200).prop_map(|v| Payload::Encrypted(Bytes::from(v))),
     ]
 }
 

@@ -328,7 +328,7 @@ impl Sub {
                 match events.recv().await? {
                     RtmEvent::Message(m) => {
                         return Some(match m.message {
-                            Payload::Binary(b) => b,
+                            Payload::Binary(b) | Payload::Encrypted(b) => b,
                             Payload::Text(t) => Bytes::from(t),
                         });
                     }
