@@ -122,6 +122,7 @@ async fn main() -> anyhow::Result<()> {
             let options = PublishOptions {
                 custom_type,
                 channel_type,
+                ..Default::default()
             };
             let sent = rtm.publish(&target, text, options).await?;
             eprintln!(

@@ -142,6 +142,9 @@ pub struct PublishOptions {
     /// [`ChannelType::Message`] (the default) to publish to a channel, [`ChannelType::User`]
     /// to send to one user (the channel argument is then the user id).
     pub channel_type: ChannelType,
+    /// Also store the message in the channel's history (default false; the app must keep
+    /// history, or the publish fails with `HISTORY_NOT_AVAILABLE`).
+    pub store_in_history: bool,
 }
 
 /// Options of [`renew_token`](crate::RtmClient::renew_token).

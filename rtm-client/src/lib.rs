@@ -43,6 +43,7 @@ pub mod config;
 mod connection;
 mod crypto;
 pub mod event;
+pub mod history;
 mod link;
 pub mod presence;
 pub mod raw;
@@ -70,6 +71,7 @@ pub use crate::crypto::ENCRYPTION_OVERHEAD;
 pub use crate::event::{
     EventStream, LinkOperation, LinkState, LinkStateEvent, LinkStateReason, RtmEvent, ServiceType,
 };
+pub use crate::history::{GetHistoryMessageOptions, GetMessagesResponse, History, HistoryMessage};
 use crate::link::LinkTracker;
 pub use crate::presence::{
     ChannelDetail, GetStateResponse, OccupancyDetail, Presence, RemoveStateOptions,
@@ -619,12 +621,17 @@ impl RtmClient {
     ) -> impl Future<Output = Result<PublishResponse, RtmError>> + Send + 'static + use<M> {
         // Sealed and queued now, so that calls keep their order.
         let answer = self.seal(message.into()).map(|message| {
-            let request = Request::Publish(PublishRequest {
+            let publish = PublishRequest {
                 channel_type: options.channel_type,
                 channel: channel_name.to_owned(),
                 message,
                 custom_type: options.custom_type.unwrap_or_default(),
-            });
+            };
+            let request = if options.store_in_history {
+                Request::PublishAndStore(publish)
+            } else {
+                Request::Publish(publish)
+            };
             self.request("publish", request)
         });
         async move {

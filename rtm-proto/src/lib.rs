@@ -18,12 +18,14 @@
 //! - [`presence`]: presence events and temporary user state.
 //! - [`stream`]: stream channels and topics.
 //! - [`storage`]: metadata with revisions, and locks.
+//! - [`history`]: stored messages.
 //! - [`validate`]: the reference's length and character-set rules.
 //! - [`limits`]: the reference's default limits.
 #![warn(missing_docs)]
 
 pub mod error;
 pub mod frame;
+pub mod history;
 pub mod limits;
 pub mod message;
 pub mod presence;
@@ -33,6 +35,7 @@ pub mod validate;
 
 pub use error::{DecodeError, ErrorCode, RtmError};
 pub use frame::{FrameDecoder, FrameError, encode_frame};
+pub use history::{GetMessagesRequest, HistoryMessage};
 pub use message::{
     ChannelType, ClientMsg, CloseReason, Event, Hello, LoginLimits, LoginRequest, MessageEvent,
     Payload, PublishRequest, Request, RequestId, Response, ResumeRequest, ServerMsg, SessionTicket,

@@ -17,6 +17,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{DecodeError, ErrorCode};
+use crate::history::{GetMessagesRequest, HistoryMessage};
 use crate::presence::{ChannelDetail, PresenceEvent, StateDetail, UserState};
 use crate::storage::{
     LockDetail, LockEvent, LockRequest, MetadataTarget, MetadataWrite, StorageData, StorageEvent,
@@ -254,6 +255,11 @@ pub enum Request {
         /// The channel.
         channel: String,
     },
+    /// Publish to a message channel or a user, and store the message in the channel's history
+    /// (the reference's `store_in_history`; `docs/protocol.md` §5.12).
+    PublishAndStore(PublishRequest),
+    /// A page of a channel's history.
+    GetMessages(GetMessagesRequest),
 }
 
 impl Request {
@@ -293,6 +299,8 @@ impl Request {
             Self::UnsubscribeUserMetadata { .. } => "unsubscribeUserMetadata",
             Self::Lock(lock) => lock.op.operation(),
             Self::GetLocks { .. } => "getLocks",
+            Self::PublishAndStore(_) => "publish",
+            Self::GetMessages(_) => "getMessages",
         }
     }
 }
@@ -817,6 +825,15 @@ pub enum Response {
     Locks {
         /// The locks, in the order they were created.
         locks: Vec<LockDetail>,
+        /// Server time.
+        timestamp: u64,
+    },
+    /// A page of history, newest first.
+    Messages {
+        /// The messages.
+        messages: Vec<HistoryMessage>,
+        /// What to pass as `start` for the next (older) page; 0 when there is none.
+        new_start: u64,
         /// Server time.
         timestamp: u64,
     },

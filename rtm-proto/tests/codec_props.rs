@@ -11,6 +11,7 @@ use rtm_proto::{
     SessionTicket, SubscribeOptions, TopicEvent, TopicEventType, TopicInfo, TopicPriority,
     TopicQos, encode_frame,
 };
+use rtm_proto::{GetMessagesRequest, HistoryMessage};
 use rtm_proto::{IntervalDetail, PresenceEvent, PresenceEventType, StateDetail, UserState};
 use rtm_proto::{
     LockDetail, LockEvent, LockEventType, LockOp, LockRequest, MetadataItem, MetadataOp,
@@ -120,6 +121,25 @@ fn storage_request() -> impl Strategy<Value = Request> {
             channel_type,
             channel
         }),
+        (channel_type(), ".{0,20}", payload(), ".{0,8}").prop_map(|(t, c, m, ct)| {
+            Request::PublishAndStore(PublishRequest {
+                channel_type: t,
+                channel: c,
+                message: m,
+                custom_type: ct,
+            })
+        }),
+        (channel_type(), ".{0,20}", any::<u32>(), any::<[u64; 2]>()).prop_map(
+            |(channel_type, channel, message_count, [start, end])| {
+                Request::GetMessages(GetMessagesRequest {
+                    channel_type,
+                    channel,
+                    message_count,
+                    start,
+                    end,
+                })
+            }
+        ),
     ]
 }
 
@@ -415,6 +435,25 @@ fn server_msg() -> impl Strategy<Value = ServerMsg> {
         any::<u64>().prop_map(|timestamp| Response::Done { timestamp }),
         (lock_details(), any::<u64>())
             .prop_map(|(locks, timestamp)| Response::Locks { locks, timestamp }),
+        (
+            prop::collection::vec((payload(), ".{0,8}", ".{0,10}", any::<u64>()), 0..4),
+            any::<[u64; 2]>()
+        )
+            .prop_map(|(messages, [new_start, timestamp])| Response::Messages {
+                messages: messages
+                    .into_iter()
+                    .map(
+                        |(message, custom_type, publisher, timestamp)| HistoryMessage {
+                            message,
+                            custom_type,
+                            publisher,
+                            timestamp,
+                        }
+                    )
+                    .collect(),
+                new_start,
+                timestamp,
+            }),
     ];
     let error = (prop::sample::select(ErrorCode::ALL), ".{0,30}")
         .prop_map(|(code, reason)| WireError { code, reason });

@@ -127,6 +127,13 @@ pub struct Limits {
     /// Lock calls one client may make per second, twice as many in a burst (reference: 10/s
     /// for `acquire_lock`; error -10021).
     pub lock_rate: u32,
+    /// Messages kept in each channel's history (and each pair of users' history); 0 (the
+    /// default) turns history off for the app (`store_in_history` and `get_messages` fail with
+    /// -15005).
+    pub history_max_messages: u32,
+    /// Seconds a stored message is kept; 0 keeps it until `history_max_messages` newer ones
+    /// push it out (default 7 days).
+    pub history_max_age_secs: u64,
 }
 
 impl Default for Limits {
@@ -143,6 +150,8 @@ impl Default for Limits {
             presence_debounce_ms: 2000,
             storage_rate: limits::STORAGE_RATE,
             lock_rate: limits::LOCK_RATE,
+            history_max_messages: 0,
+            history_max_age_secs: 7 * 24 * 3600,
         }
     }
 }
@@ -173,6 +182,10 @@ pub struct LimitOverrides {
     pub storage_rate: Option<u32>,
     /// See [`Limits::lock_rate`].
     pub lock_rate: Option<u32>,
+    /// See [`Limits::history_max_messages`].
+    pub history_max_messages: Option<u32>,
+    /// See [`Limits::history_max_age_secs`].
+    pub history_max_age_secs: Option<u64>,
 }
 
 impl LimitOverrides {
@@ -197,6 +210,12 @@ impl LimitOverrides {
                 .unwrap_or(base.presence_debounce_ms),
             storage_rate: self.storage_rate.unwrap_or(base.storage_rate),
             lock_rate: self.lock_rate.unwrap_or(base.lock_rate),
+            history_max_messages: self
+                .history_max_messages
+                .unwrap_or(base.history_max_messages),
+            history_max_age_secs: self
+                .history_max_age_secs
+                .unwrap_or(base.history_max_age_secs),
         }
     }
 }

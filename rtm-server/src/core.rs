@@ -10,12 +10,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use rtm_proto::{
-    ChannelType, ErrorCode, Event, MessageEvent, PublishRequest, ServerMsg, SubscribeOptions,
-    WireError, encode_frame, validate,
+    ChannelType, ErrorCode, Event, HistoryMessage, MessageEvent, PublishRequest, ServerMsg,
+    SubscribeOptions, WireError, encode_frame, validate,
 };
 
 use crate::config::{AppPolicy, Apps, ConnectionLimits, ServerConfig};
-use crate::engine::{Delivery, Engine, SessionHandle, SessionId};
+use crate::engine::{Delivery, Engine, HistoryKey, Retention, SessionHandle, SessionId};
 use crate::metrics::Metrics;
 use crate::presence::{Debounce, Intervals};
 use crate::resume::Registry;
@@ -138,12 +138,14 @@ impl<E: Engine> Core<E> {
         Ok(())
     }
 
-    /// Publishes a checked message from `publisher`: encodes the event once and hands it to the
-    /// engine. Returns the message's timestamp.
+    /// Publishes a checked message from `publisher`: stores it in the history first when
+    /// `store` says how (docs/protocol.md §5.12), then encodes the event once and hands it to
+    /// the engine. Returns the message's timestamp.
     pub(crate) async fn publish(
         &self,
         publisher: &SessionHandle,
         publish: PublishRequest,
+        store: Option<Retention>,
     ) -> Result<u64, WireError> {
         let PublishRequest {
             channel_type,
@@ -151,7 +153,25 @@ impl<E: Engine> Core<E> {
             message,
             custom_type,
         } = publish;
-        let timestamp = now_ms();
+        let timestamp = match store {
+            None => now_ms(),
+            Some(retention) => {
+                let key = match channel_type {
+                    ChannelType::User => HistoryKey::conversation(publisher.user_id(), &channel),
+                    _ => HistoryKey::channel(&channel),
+                };
+                let stored = HistoryMessage {
+                    message: message.clone(),
+                    custom_type: custom_type.clone(),
+                    publisher: publisher.user_id().to_owned(),
+                    timestamp: 0,
+                };
+                self.engine
+                    .store_message(publisher.app_id(), key, stored, retention)
+                    .await
+                    .map_err(|e| err(ErrorCode::HistoryOperationFailed, e.to_string()))?
+            }
+        };
         // A user-channel message is seen by its receiver as coming from the publisher's own
         // user channel.
         let channel_name = match channel_type {
@@ -177,11 +197,15 @@ impl<E: Engine> Core<E> {
                 .send_to_user(app_id, &channel, frame)
                 .await
                 .map_err(failed)?
-                .ok_or_else(|| {
-                    err(
+                .ok_or_else(|| match store {
+                    None => err(
                         ErrorCode::ChannelReceiverOffline,
                         format!("user {channel} is not online"),
-                    )
+                    ),
+                    Some(_) => err(
+                        ErrorCode::ChannelReceiverOfflineButStoreSucceeded,
+                        format!("user {channel} is not online; the message is in the history"),
+                    ),
                 })?,
             _ => self
                 .engine

@@ -7,6 +7,7 @@
 //! (heartbeat, presence timeout, token expiry). A session can outlive its connection: see
 //! [`crate::resume`].
 
+mod history;
 mod storage;
 
 use std::collections::{HashMap, HashSet};
@@ -302,7 +303,9 @@ impl<E: Engine> Session<E> {
             }
             Request::Subscribe { channel, options } => self.subscribe(channel, options).await,
             Request::Unsubscribe { channel } => self.unsubscribe(channel).await,
-            Request::Publish(publish) => self.publish(publish).await,
+            Request::Publish(publish) => self.publish(publish, false).await,
+            Request::PublishAndStore(publish) => self.publish(publish, true).await,
+            Request::GetMessages(query) => self.get_messages(query).await,
             Request::RenewToken { token } => self.renew_token(&token),
             Request::Heartbeat { received } => {
                 self.ack(&received);
@@ -638,9 +641,18 @@ impl<E: Engine> Session<E> {
         })
     }
 
-    async fn publish(&mut self, publish: PublishRequest) -> Result<Response, WireError> {
+    async fn publish(
+        &mut self,
+        publish: PublishRequest,
+        store: bool,
+    ) -> Result<Response, WireError> {
         let state = logged_in(&mut self.state)?;
         self.core.check_publish(&state.policy, &publish)?;
+        let retention = if store {
+            Some(history::retention(&state.policy)?)
+        } else {
+            None
+        };
         // Only a valid message uses up the allowance.
         if state.publish_limiter.check().is_err() {
             self.core
@@ -656,7 +668,7 @@ impl<E: Engine> Session<E> {
             ));
         }
         let channel = publish.channel.clone();
-        let timestamp = self.core.publish(&state.handle, publish).await?;
+        let timestamp = self.core.publish(&state.handle, publish, retention).await?;
         Ok(Response::Publish { channel, timestamp })
     }
 

@@ -83,6 +83,7 @@ async fn both_modes_round_trip_on_every_channel_kind() {
         let to_bob = PublishOptions {
             channel_type: ChannelType::User,
             custom_type: Some("dm".into()),
+            ..Default::default()
         };
         alice.publish(bob.user_id(), SECRET, to_bob).await.unwrap();
         alice_stage

@@ -19,9 +19,9 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use rtm_proto::{
-    ChannelDetail, ChannelType, CloseReason, ErrorCode, LockDetail, LockRequest, MetadataTarget,
-    MetadataWrite, StateDetail, StorageData, SubscribeOptions, SubscribeTopicCode, TopicInfo,
-    UserState, limits,
+    ChannelDetail, ChannelType, CloseReason, ErrorCode, HistoryMessage, LockDetail, LockRequest,
+    MetadataTarget, MetadataWrite, StateDetail, StorageData, SubscribeOptions, SubscribeTopicCode,
+    TopicInfo, UserState, limits,
 };
 use tokio::sync::oneshot;
 
@@ -275,6 +275,54 @@ pub enum LockOutcome {
     /// An acquire with retry of a lock another user holds: the answer comes when the caller
     /// gets the lock, or fails (the lock was removed). Dropping the receiver gives up.
     Waiting(oneshot::Receiver<Result<(), LockError>>),
+}
+
+/// Whose history: a message channel's, or the conversation of two users (both directions of
+/// their user-channel messages).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct HistoryKey {
+    /// [`ChannelType::Message`] or [`ChannelType::User`].
+    pub channel_type: ChannelType,
+    /// The channel, or the two user ids, the smaller first, separated by a line feed (which no
+    /// user id contains).
+    pub name: String,
+}
+
+impl HistoryKey {
+    /// A message channel's history.
+    pub fn channel(channel: &str) -> Self {
+        Self {
+            channel_type: ChannelType::Message,
+            name: channel.to_owned(),
+        }
+    }
+
+    /// The history of the user-channel messages between `a` and `b`.
+    pub fn conversation(a: &str, b: &str) -> Self {
+        let (first, second) = if a <= b { (a, b) } else { (b, a) };
+        Self {
+            channel_type: ChannelType::User,
+            name: format!("{first}\n{second}"),
+        }
+    }
+}
+
+/// How much history an app keeps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Retention {
+    /// Messages per history (above 0).
+    pub max_messages: u32,
+    /// Milliseconds a message is kept; 0 for no age limit.
+    pub max_age_ms: u64,
+}
+
+/// A page of history, as [`Engine::get_messages`] answers.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HistoryPage {
+    /// The messages, newest first.
+    pub messages: Vec<HistoryMessage>,
+    /// The `start` of the next (older) page; 0 when there is none.
+    pub new_start: u64,
 }
 
 /// What a topic subscription did, per user.
@@ -552,6 +600,30 @@ pub trait Engine: Send + Sync + 'static {
     /// `session` is online (logged in, or resumed): it holds its user's locks again, and gets
     /// an `EXPIRED` lock event for each one released while the user was away.
     fn session_back(&self, session: &SessionHandle) -> impl Future<Output = ()> + Send;
+
+    /// Stores `message` in a history, committed before this returns, with a timestamp of now
+    /// or, if that is not after the history's newest, 1 ms after it (so that timestamps are
+    /// unique within a history and grow); drops what `retention` no longer keeps. Returns the
+    /// timestamp given.
+    fn store_message(
+        &self,
+        app_id: &str,
+        key: HistoryKey,
+        message: HistoryMessage,
+        retention: Retention,
+    ) -> impl Future<Output = Result<u64, EngineError>> + Send;
+
+    /// Up to `count` messages of a history, newest first, older than `start` (if not 0) and
+    /// not older than `end` (if not 0), within `retention`.
+    fn get_messages(
+        &self,
+        app_id: &str,
+        key: HistoryKey,
+        count: u32,
+        start: u64,
+        end: u64,
+        retention: Retention,
+    ) -> impl Future<Output = Result<HistoryPage, EngineError>> + Send;
 }
 
 /// Tallies one push into a [`Delivery`].

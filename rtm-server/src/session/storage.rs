@@ -32,7 +32,7 @@ fn too_often(what: &str, per_second: u32) -> WireError {
     )
 }
 
-fn check_storage_rate<E>(
+pub(super) fn check_storage_rate<E>(
     state: &LoggedIn<E>,
     core: &crate::core::Core<E>,
 ) -> Result<(), WireError> {

@@ -30,7 +30,7 @@ pub enum Durability {
 /// The metadata database.
 #[derive(Debug)]
 pub(crate) struct MetadataDb {
-    conn: Connection,
+    pub(super) conn: Connection,
     /// The revision the next write gets.
     next_revision: i64,
 }
@@ -55,6 +55,17 @@ CREATE TABLE IF NOT EXISTS meta_item (
     author TEXT NOT NULL,
     PRIMARY KEY (app, kind, name, pos)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS history (
+    app TEXT NOT NULL,
+    kind INTEGER NOT NULL,
+    name TEXT NOT NULL,
+    ts INTEGER NOT NULL,
+    publisher TEXT NOT NULL,
+    custom_type TEXT NOT NULL,
+    payload_kind INTEGER NOT NULL,
+    payload BLOB NOT NULL,
+    PRIMARY KEY (app, kind, name, ts)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS counter (
     name TEXT PRIMARY KEY,
     value INTEGER NOT NULL
@@ -73,7 +84,7 @@ fn key_of(target: &MetadataTarget) -> (u8, &str) {
     }
 }
 
-fn db_error(e: rusqlite::Error) -> EngineError {
+pub(super) fn db_error(e: rusqlite::Error) -> EngineError {
     EngineError::Unavailable(format!("metadata store: {e}"))
 }
 

@@ -6,6 +6,7 @@
 //! publish clones one `Arc` under the lock and pushes to the queues after releasing it. Many
 //! publishers therefore never wait on each other's fan-out.
 
+mod history;
 mod locks;
 mod metadata;
 mod storage;
@@ -17,17 +18,18 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use bytes::Bytes;
 use rtm_proto::{
-    ChannelDetail, ChannelType, CloseReason, LockDetail, LockRequest, MetadataTarget,
-    MetadataWrite, StateDetail, StorageData, SubscribeOptions, TopicInfo, UserState,
+    ChannelDetail, ChannelType, CloseReason, HistoryMessage, LockDetail, LockRequest,
+    MetadataTarget, MetadataWrite, StateDetail, StorageData, SubscribeOptions, TopicInfo,
+    UserState,
 };
 
 pub use self::metadata::Durability;
 use self::storage::Store;
 use self::stream::StreamChannel;
 use super::{
-    Delivery, Engine, EngineError, LockError, LockOutcome, MetadataError, PresenceFlags,
-    PresentPage, SessionHandle, SessionId, StateChange, StateError, StreamError, TopicSubscribed,
-    tally,
+    Delivery, Engine, EngineError, HistoryKey, HistoryPage, LockError, LockOutcome, MetadataError,
+    PresenceFlags, PresentPage, Retention, SessionHandle, SessionId, StateChange, StateError,
+    StreamError, TopicSubscribed, tally,
 };
 
 /// The default, single-node engine. Sessions, channels, presence and locks live in memory;
@@ -703,6 +705,32 @@ impl Engine for MemoryEngine {
 
     async fn session_back(&self, session: &SessionHandle) {
         self.store.back(session);
+    }
+
+    async fn store_message(
+        &self,
+        app_id: &str,
+        key: HistoryKey,
+        message: HistoryMessage,
+        retention: Retention,
+    ) -> Result<u64, EngineError> {
+        self.store
+            .store_message(app_id, key, message, retention)
+            .await
+    }
+
+    async fn get_messages(
+        &self,
+        app_id: &str,
+        key: HistoryKey,
+        count: u32,
+        start: u64,
+        end: u64,
+        retention: Retention,
+    ) -> Result<HistoryPage, EngineError> {
+        self.store
+            .get_messages(app_id, key, (count, start, end), retention)
+            .await
     }
 }
 

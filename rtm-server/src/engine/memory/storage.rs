@@ -1,10 +1,11 @@
 //! Metadata and locks of the single-node engine, and who listens to them.
 //!
-//! One mutex ([`Store::inner`]) serialises every metadata write and lock operation with the
-//! events it causes, so that a check and its write are atomic, and every listener sees the
-//! changes of a set or a channel's locks in the order they happened, after its snapshot. Work
-//! under that mutex may wait for the disk (a commit), so it runs on tokio's blocking threads
-//! ([`Store::run`]), never on the runtime's workers.
+//! Three mutexes (the database, the lock table, the listeners, always taken in that order)
+//! serialise every metadata write and lock operation with the events it causes, so that a
+//! check and its write are atomic, and every listener sees the changes of a set or a channel's
+//! locks in the order they happened, after its snapshot. Work on the database may wait for the
+//! disk (a commit), so it runs on tokio's blocking threads ([`Store::run`]), never on the
+//! runtime's workers. Stored messages (history) live in the same database.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -13,15 +14,18 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use rtm_proto::{
-    ChannelType, Event, LockDetail, LockEvent, LockEventType, LockOp, LockRequest, MetadataTarget,
-    MetadataWrite, ServerMsg, StorageData, StorageEvent, StorageEventType, StorageType,
-    encode_frame,
+    ChannelType, Event, HistoryMessage, LockDetail, LockEvent, LockEventType, LockOp, LockRequest,
+    MetadataTarget, MetadataWrite, ServerMsg, StorageData, StorageEvent, StorageEventType,
+    StorageType, encode_frame,
 };
 
 use super::locks::{Acquired, AwayLock, ChannelKey, LockChange, LockTable};
 use super::metadata::{Durability, MetadataDb};
 use crate::core::now_ms;
-use crate::engine::{EngineError, LockError, LockOutcome, MetadataError, SessionHandle, SessionId};
+use crate::engine::{
+    EngineError, HistoryKey, HistoryPage, LockError, LockOutcome, MetadataError, Retention,
+    SessionHandle, SessionId,
+};
 
 /// A user of an app.
 type UserKey = (Box<str>, Box<str>);
@@ -456,6 +460,38 @@ impl Store {
             };
             session.push(lock_frame(&key, change, Vec::new()));
         }
+    }
+
+    pub(super) async fn store_message(
+        self: &Arc<Self>,
+        app: &str,
+        key: HistoryKey,
+        message: HistoryMessage,
+        retention: Retention,
+    ) -> Result<u64, EngineError> {
+        let app: Box<str> = app.into();
+        self.run(move |store| {
+            let mut db = guard(&store.db);
+            let db = db.as_mut().ok_or_else(not_open)?;
+            db.store_message(&app, &key, message, retention, now_ms())
+        })
+        .await?
+    }
+
+    pub(super) async fn get_messages(
+        self: &Arc<Self>,
+        app: &str,
+        key: HistoryKey,
+        (count, start, end): (u32, u64, u64),
+        retention: Retention,
+    ) -> Result<HistoryPage, EngineError> {
+        let app: Box<str> = app.into();
+        self.run(move |store| {
+            let db = guard(&store.db);
+            let db = db.as_ref().ok_or_else(not_open)?;
+            db.get_messages(&app, &key, (count, start, end), retention, now_ms())
+        })
+        .await?
     }
 
     /// Forgets what the session listens to (it ended).

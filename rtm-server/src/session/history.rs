@@ -1,0 +1,79 @@
+//! The session's history call (`docs/protocol.md` §5.12).
+
+use rtm_proto::history::MAX_HISTORY_PAGE;
+use rtm_proto::{ChannelType, ErrorCode, GetMessagesRequest, Response, WireError, validate};
+
+use super::{Session, logged_in, storage};
+use crate::config::AppPolicy;
+use crate::core::{err, invalid, now_ms};
+use crate::engine::{Engine, HistoryKey, Retention};
+
+/// How much history the app keeps; `-15005` when it keeps none.
+pub(super) fn retention(policy: &AppPolicy) -> Result<Retention, WireError> {
+    let limits = &policy.limits;
+    if limits.history_max_messages == 0 {
+        return Err(err(
+            ErrorCode::HistoryNotAvailable,
+            "this app keeps no message history (history_max_messages = 0)",
+        ));
+    }
+    Ok(Retention {
+        max_messages: limits.history_max_messages,
+        max_age_ms: limits.history_max_age_secs.saturating_mul(1000),
+    })
+}
+
+impl<E: Engine> Session<E> {
+    pub(super) async fn get_messages(
+        &mut self,
+        query: GetMessagesRequest,
+    ) -> Result<Response, WireError> {
+        let state = logged_in(&mut self.state)?;
+        let key = match query.channel_type {
+            ChannelType::Message => {
+                validate::channel_name(&query.channel).map_err(invalid)?;
+                HistoryKey::channel(&query.channel)
+            }
+            ChannelType::User => {
+                validate::user_id(&query.channel, true).map_err(invalid)?;
+                HistoryKey::conversation(state.handle.user_id(), &query.channel)
+            }
+            ChannelType::Stream => {
+                return Err(err(
+                    ErrorCode::InvalidChannelType,
+                    "history is kept for message and user channels",
+                ));
+            }
+        };
+        if query.start != 0 && query.end > query.start {
+            return Err(err(
+                ErrorCode::HistoryInvalidTimestamp,
+                format!("end {} is after start {}", query.end, query.start),
+            ));
+        }
+        let retention = retention(&state.policy)?;
+        storage::check_storage_rate(state, &self.core)?;
+        let count = match query.message_count {
+            0 => MAX_HISTORY_PAGE,
+            n => n.min(MAX_HISTORY_PAGE),
+        };
+        let page = self
+            .core
+            .engine
+            .get_messages(
+                state.handle.app_id(),
+                key,
+                count,
+                query.start,
+                query.end,
+                retention,
+            )
+            .await
+            .map_err(|e| err(ErrorCode::HistoryOperationFailed, e.to_string()))?;
+        Ok(Response::Messages {
+            messages: page.messages,
+            new_start: page.new_start,
+            timestamp: now_ms(),
+        })
+    }
+}
