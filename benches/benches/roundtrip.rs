@@ -92,7 +92,8 @@ fn roundtrip(c: &mut Criterion) {
                         ..Default::default()
                     };
                     let (published, received) = tokio::join!(
-                        pair.publisher.publish(&pair.channel, payload.clone(), options),
+                        pair.publisher
+                            .publish(&pair.channel, payload.clone(), options),
                         async {
                             loop {
                                 if let Some(RtmEvent::Message(m)) = events.recv().await {

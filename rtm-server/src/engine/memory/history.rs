@@ -3,9 +3,9 @@
 
 use bytes::Bytes;
 use rtm_proto::{HistoryMessage, Payload};
-use rusqlite::{OptionalExtension, params};
+use rusqlite::{Connection, OptionalExtension, params};
 
-use super::metadata::{MetadataDb, db_error};
+use super::metadata::{MetadataDb, Reader, db_error};
 use crate::engine::{EngineError, HistoryKey, HistoryPage, Retention};
 
 fn split(payload: Payload) -> (u8, Vec<u8>) {
@@ -93,54 +93,81 @@ impl MetadataDb {
     }
 
     /// A page of a history (see [`crate::engine::Engine::get_messages`]): at most `count`
-    /// messages older than `start` and not older than `end`.
+    /// messages older than `start` and not older than `end`. (The server reads through a
+    /// [`Reader`].)
+    #[cfg(test)]
     pub(crate) fn get_messages(
         &self,
         app: &str,
         key: &HistoryKey,
-        (count, start, end): (u32, u64, u64),
+        query: (u32, u64, u64),
         retention: Retention,
         now: u64,
     ) -> Result<HistoryPage, EngineError> {
-        let kind = u8::from(key.channel_type);
-        let below = if start == 0 { i64::MAX } else { start as i64 };
-        let from = end.max(oldest_kept(retention, now)) as i64;
-        let mut statement = self
-            .conn
-            .prepare(
-                "SELECT ts, publisher, custom_type, payload_kind, payload FROM history \
+        read_page(&self.conn, app, key, query, retention, now)
+    }
+}
+
+impl Reader {
+    /// See [`MetadataDb::get_messages`].
+    pub(crate) fn get_messages(
+        &self,
+        app: &str,
+        key: &HistoryKey,
+        query: (u32, u64, u64),
+        retention: Retention,
+        now: u64,
+    ) -> Result<HistoryPage, EngineError> {
+        read_page(&self.conn, app, key, query, retention, now)
+    }
+}
+
+/// A page of a history through `conn`.
+fn read_page(
+    conn: &Connection,
+    app: &str,
+    key: &HistoryKey,
+    (count, start, end): (u32, u64, u64),
+    retention: Retention,
+    now: u64,
+) -> Result<HistoryPage, EngineError> {
+    let kind = u8::from(key.channel_type);
+    let below = if start == 0 { i64::MAX } else { start as i64 };
+    let from = end.max(oldest_kept(retention, now)) as i64;
+    let mut statement = conn
+        .prepare(
+            "SELECT ts, publisher, custom_type, payload_kind, payload FROM history \
                  WHERE app = ?1 AND kind = ?2 AND name = ?3 AND ts < ?4 AND ts >= ?5 \
                  ORDER BY ts DESC LIMIT ?6",
-            )
-            .map_err(db_error)?;
-        // One more than asked: whether another page follows.
-        let mut messages = statement
-            .query_map(
-                params![app, kind, key.name, below, from, i64::from(count) + 1],
-                |row| {
-                    Ok(HistoryMessage {
-                        timestamp: row.get::<_, i64>(0)?.try_into().unwrap_or(0),
-                        publisher: row.get(1)?,
-                        custom_type: row.get(2)?,
-                        message: join(row.get(3)?, row.get(4)?),
-                    })
-                },
-            )
-            .map_err(db_error)?
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(db_error)?;
-        let more = messages.len() > count as usize;
-        messages.truncate(count as usize);
-        let new_start = if more {
-            messages.last().map_or(0, |m| m.timestamp)
-        } else {
-            0
-        };
-        Ok(HistoryPage {
-            messages,
-            new_start,
-        })
-    }
+        )
+        .map_err(db_error)?;
+    // One more than asked: whether another page follows.
+    let mut messages = statement
+        .query_map(
+            params![app, kind, key.name, below, from, i64::from(count) + 1],
+            |row| {
+                Ok(HistoryMessage {
+                    timestamp: row.get::<_, i64>(0)?.try_into().unwrap_or(0),
+                    publisher: row.get(1)?,
+                    custom_type: row.get(2)?,
+                    message: join(row.get(3)?, row.get(4)?),
+                })
+            },
+        )
+        .map_err(db_error)?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(db_error)?;
+    let more = messages.len() > count as usize;
+    messages.truncate(count as usize);
+    let new_start = if more {
+        messages.last().map_or(0, |m| m.timestamp)
+    } else {
+        0
+    };
+    Ok(HistoryPage {
+        messages,
+        new_start,
+    })
 }
 
 #[cfg(test)]

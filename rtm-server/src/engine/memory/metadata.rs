@@ -138,46 +138,7 @@ impl MetadataDb {
         app: &str,
         target: &MetadataTarget,
     ) -> Result<(StorageData, bool), EngineError> {
-        let (kind, name) = key_of(target);
-        let major: Option<i64> = self
-            .conn
-            .query_row(
-                "SELECT major_revision FROM meta_set WHERE app = ?1 AND kind = ?2 AND name = ?3",
-                params![app, kind, name],
-                |row| row.get(0),
-            )
-            .optional()
-            .map_err(db_error)?;
-        let Some(major_revision) = major else {
-            return Ok((StorageData::default(), false));
-        };
-        let mut statement = self
-            .conn
-            .prepare(
-                "SELECT key, value, revision, updated, author FROM meta_item \
-                 WHERE app = ?1 AND kind = ?2 AND name = ?3 ORDER BY pos",
-            )
-            .map_err(db_error)?;
-        let items = statement
-            .query_map(params![app, kind, name], |row| {
-                Ok(StoredItem {
-                    key: row.get(0)?,
-                    value: row.get(1)?,
-                    revision: row.get(2)?,
-                    updated: row.get::<_, i64>(3)?.try_into().unwrap_or(0),
-                    author_user_id: row.get(4)?,
-                })
-            })
-            .map_err(db_error)?
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(db_error)?;
-        Ok((
-            StorageData {
-                major_revision,
-                items,
-            },
-            true,
-        ))
+        load_set(&self.conn, app, target)
     }
 
     /// Applies `write` by `author` at `now` (milliseconds) and commits it; returns the set
@@ -244,6 +205,80 @@ impl MetadataDb {
         self.next_revision += 1;
         Ok(data)
     }
+}
+
+/// A second connection to the database, read-only: in WAL mode reads see every committed
+/// write and never wait for one in progress, so they need neither the writer's lock nor a
+/// blocking thread.
+#[derive(Debug)]
+pub(crate) struct Reader {
+    pub(super) conn: Connection,
+}
+
+impl Reader {
+    /// Opens the database that [`MetadataDb::open`] opened in `dir`, for reading.
+    pub(crate) fn open(dir: &Path) -> Result<Self, EngineError> {
+        let flags =
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn =
+            Connection::open_with_flags(dir.join("metadata.sqlite3"), flags).map_err(db_error)?;
+        Ok(Self { conn })
+    }
+
+    /// See [`MetadataDb::load`].
+    pub(crate) fn load(
+        &self,
+        app: &str,
+        target: &MetadataTarget,
+    ) -> Result<(StorageData, bool), EngineError> {
+        load_set(&self.conn, app, target)
+    }
+}
+
+/// The set of `target` in `app`, read through `conn` (the writer's connection or a reader's).
+fn load_set(
+    conn: &Connection,
+    app: &str,
+    target: &MetadataTarget,
+) -> Result<(StorageData, bool), EngineError> {
+    let (kind, name) = key_of(target);
+    let major: Option<i64> = conn
+        .query_row(
+            "SELECT major_revision FROM meta_set WHERE app = ?1 AND kind = ?2 AND name = ?3",
+            params![app, kind, name],
+            |row| row.get(0),
+        )
+        .optional()
+        .map_err(db_error)?;
+    let Some(major_revision) = major else {
+        return Ok((StorageData::default(), false));
+    };
+    let mut statement = conn
+        .prepare(
+            "SELECT key, value, revision, updated, author FROM meta_item \
+                 WHERE app = ?1 AND kind = ?2 AND name = ?3 ORDER BY pos",
+        )
+        .map_err(db_error)?;
+    let items = statement
+        .query_map(params![app, kind, name], |row| {
+            Ok(StoredItem {
+                key: row.get(0)?,
+                value: row.get(1)?,
+                revision: row.get(2)?,
+                updated: row.get::<_, i64>(3)?.try_into().unwrap_or(0),
+                author_user_id: row.get(4)?,
+            })
+        })
+        .map_err(db_error)?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(db_error)?;
+    Ok((
+        StorageData {
+            major_revision,
+            items,
+        },
+        true,
+    ))
 }
 
 /// Applies the rules of `docs/protocol.md` §5.9.1 to `data` (the current set; `exists` tells

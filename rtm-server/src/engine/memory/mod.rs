@@ -657,7 +657,7 @@ impl Engine for MemoryEngine {
         app_id: &str,
         target: MetadataTarget,
     ) -> Result<StorageData, EngineError> {
-        self.store.get(app_id, target).await
+        self.store.get(app_id, &target)
     }
 
     async fn listen_channel(
@@ -729,8 +729,7 @@ impl Engine for MemoryEngine {
         retention: Retention,
     ) -> Result<HistoryPage, EngineError> {
         self.store
-            .get_messages(app_id, key, (count, start, end), retention)
-            .await
+            .get_messages(app_id, &key, (count, start, end), retention)
     }
 }
 
