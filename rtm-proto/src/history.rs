@@ -22,6 +22,23 @@ pub struct HistoryMessage {
     pub timestamp: u64,
 }
 
+/// Messages of one channel that a resumed session missed: the server no longer held them when
+/// the client came back (`docs/protocol.md` §5.12.1).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LostMessages {
+    /// [`ChannelType::Message`] or [`ChannelType::User`] (then `channel_name` is the
+    /// publisher).
+    pub channel_type: ChannelType,
+    /// The channel, or the user who sent them.
+    pub channel_name: String,
+    /// The timestamp of the first message missed.
+    pub from: u64,
+    /// The timestamp of the last message missed.
+    pub to: u64,
+    /// How many were missed.
+    pub count: u32,
+}
+
 /// A history query (the reference's `getMessages` with `GetHistoryMessageOptions`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GetMessagesRequest {

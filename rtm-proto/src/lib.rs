@@ -35,7 +35,7 @@ pub mod validate;
 
 pub use error::{DecodeError, ErrorCode, RtmError};
 pub use frame::{FrameDecoder, FrameError, encode_frame};
-pub use history::{GetMessagesRequest, HistoryMessage};
+pub use history::{GetMessagesRequest, HistoryMessage, LostMessages};
 pub use message::{
     ChannelType, ClientMsg, CloseReason, Event, Hello, LoginLimits, LoginRequest, MessageEvent,
     Payload, PublishRequest, Request, RequestId, Response, ResumeRequest, ServerMsg, SessionTicket,

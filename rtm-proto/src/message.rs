@@ -17,7 +17,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{DecodeError, ErrorCode};
-use crate::history::{GetMessagesRequest, HistoryMessage};
+use crate::history::{GetMessagesRequest, HistoryMessage, LostMessages};
 use crate::presence::{ChannelDetail, PresenceEvent, StateDetail, UserState};
 use crate::storage::{
     LockDetail, LockEvent, LockRequest, MetadataTarget, MetadataWrite, StorageData, StorageEvent,
@@ -575,7 +575,7 @@ impl ServerMsg {
 
     /// The bytes of the `channel_name` of a whole frame (length header included) that holds a
     /// channel's event ([`Event::Message`], [`Event::Topic`], [`Event::Presence`],
-    /// [`Event::Storage`] or [`Event::Lock`]), read
+    /// [`Event::Storage`], [`Event::Lock`] or [`Event::MessagesLost`]), read
     /// without decoding the rest; `None` for any other frame. The server picks a frame's
     /// delivery lane from it (`docs/protocol.md` §1.2), so that the events of one channel keep
     /// their order.
@@ -594,6 +594,7 @@ impl ServerMsg {
             EVENT_PRESENCE_TAG => 2, // event_type, channel_type
             EVENT_STORAGE_TAG => 3,  // storage_type, event_type, channel_type
             EVENT_LOCK_TAG => 2,     // channel_type, event_type
+            EVENT_LOST_TAG => 1,     // channel_type
             _ => return None,
         };
         let rest = rest.get(before_name..)?;
@@ -614,6 +615,8 @@ const EVENT_PRESENCE_TAG: u32 = 5;
 const EVENT_STORAGE_TAG: u32 = 6;
 /// Variant index of [`Event::Lock`] on the wire.
 const EVENT_LOCK_TAG: u32 = 7;
+/// Variant index of [`Event::MessagesLost`] on the wire.
+const EVENT_LOST_TAG: u32 = 8;
 
 /// The server's answer to [`Hello`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -884,6 +887,9 @@ pub enum Event {
     Storage(StorageEvent),
     /// A lock of a channel this session is in `with_lock` changed, or the session arrived.
     Lock(LockEvent),
+    /// Messages of a channel this session missed while its connection was lost (before the
+    /// messages that follow them on its lane).
+    MessagesLost(LostMessages),
 }
 
 /// A message event, with the reference's fields.
@@ -1076,6 +1082,14 @@ mod tests {
             timestamp: 1,
         })));
         assert_eq!(ServerMsg::peek_event_channel(&lock), Some(&b"room-42"[..]));
+        let lost = encode_frame(&ServerMsg::Event(Event::MessagesLost(LostMessages {
+            channel_type: ChannelType::Message,
+            channel_name: "room-42".into(),
+            from: 1,
+            to: 2,
+            count: 2,
+        })));
+        assert_eq!(ServerMsg::peek_event_channel(&lost), Some(&b"room-42"[..]));
         let pong = encode_frame(&ServerMsg::Response {
             id: RequestId(1),
             result: Ok(Response::Pong { timestamp: 5 }),

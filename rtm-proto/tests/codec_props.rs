@@ -614,6 +614,17 @@ fn server_msg() -> impl Strategy<Value = ServerMsg> {
                     })
                 }
             ),
+        (channel_type(), ".{0,20}", any::<[u64; 2]>(), any::<u32>()).prop_map(
+            |(channel_type, channel_name, [from, to], count)| {
+                Event::MessagesLost(rtm_proto::LostMessages {
+                    channel_type,
+                    channel_name,
+                    from,
+                    to,
+                    count,
+                })
+            }
+        ),
         (channel_type(), ".{0,20}").prop_map(|(channel_type, channel_name)| {
             Event::ChannelLeft {
                 channel_type,

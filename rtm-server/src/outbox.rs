@@ -25,7 +25,7 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use rtm_proto::limits::MAX_LANES;
-use rtm_proto::{CloseReason, ServerMsg};
+use rtm_proto::{ChannelType, CloseReason, Event, LostMessages, ServerMsg, encode_frame};
 use tokio::sync::Notify;
 
 use crate::metrics::Metrics;
@@ -79,11 +79,23 @@ struct State {
 
 /// Per lane (created on first use), the frames taken by the writer and not yet acknowledged,
 /// oldest first (numbers `written - sent.len() .. written` of that lane), and how many the
-/// writer has taken since the session began.
+/// writer has taken since the session began. Message frames dropped from `sent` beyond the
+/// capacity are remembered in `dropped` (their number, channel and time), so that a resume can
+/// tell the client which messages it missed (`docs/protocol.md` §5.12.1).
 #[derive(Debug, Default)]
 struct Kept {
     sent: Vec<VecDeque<Bytes>>,
     written: Vec<u64>,
+    dropped: Vec<VecDeque<Dropped>>,
+}
+
+/// A message frame the outbox no longer holds.
+#[derive(Debug)]
+struct Dropped {
+    number: u64,
+    channel_type: ChannelType,
+    channel_name: String,
+    timestamp: u64,
 }
 
 impl Kept {
@@ -91,7 +103,19 @@ impl Kept {
         if self.written.len() < lanes {
             self.written.resize(lanes, 0);
             self.sent.resize_with(lanes, VecDeque::new);
+            self.dropped.resize_with(lanes, VecDeque::new);
         }
+    }
+}
+
+/// The channel and time of a message-event frame, for [`Dropped`].
+fn message_of(frame: &[u8]) -> Option<(ChannelType, String, u64)> {
+    let body = frame.get(rtm_proto::frame::HEADER_LEN..)?;
+    match ServerMsg::decode(body).ok()? {
+        ServerMsg::Event(Event::Message(m)) if m.channel_type != ChannelType::Stream => {
+            Some((m.channel_type, m.channel_name, m.timestamp))
+        }
+        _ => None,
     }
 }
 
@@ -184,7 +208,17 @@ impl Outbox {
     pub fn ack(&self, received: &[u64]) {
         let mut kept = lock(&self.shared().kept);
         let kept = &mut *kept;
-        for ((sent, &written), &received) in kept.sent.iter_mut().zip(&kept.written).zip(received) {
+        for (((sent, &written), dropped), &received) in kept
+            .sent
+            .iter_mut()
+            .zip(&kept.written)
+            .zip(&mut kept.dropped)
+            .zip(received)
+        {
+            // What the client has received is not lost.
+            while dropped.front().is_some_and(|d| d.number < received) {
+                dropped.pop_front();
+            }
             let first_kept = written - sent.len() as u64;
             let done = received.min(written).saturating_sub(first_kept);
             sent.drain(..done as usize);
@@ -279,16 +313,45 @@ impl OutboxRx {
     /// beyond the capacity.
     fn keep(&self, frames: &[(u8, Bytes)]) {
         let mut kept = lock(&self.shared.kept);
+        let kept = &mut *kept;
         kept.lanes(usize::from(self.shared.lanes));
         let capacity = self.shared.capacity;
+        let mut untracked = false;
         for (lane, frame) in frames {
             let lane = usize::from(*lane);
             let sent = &mut kept.sent[lane];
             if sent.len() >= capacity {
-                sent.pop_front();
+                let number = kept.written[lane] - sent.len() as u64;
+                if let Some(old) = sent.pop_front()
+                    && let Some((channel_type, channel_name, timestamp)) = message_of(&old)
+                {
+                    let dropped = &mut kept.dropped[lane];
+                    if dropped.len() >= capacity {
+                        untracked = true;
+                    }
+                    dropped.push_back(Dropped {
+                        number,
+                        channel_type,
+                        channel_name,
+                        timestamp,
+                    });
+                }
             }
             sent.push_back(frame.clone());
             kept.written[lane] += 1;
+        }
+        if untracked {
+            // More messages missed than it can account for: the session cannot be resumed
+            // without a silent gap, so it ends (the client logs in again, not resumed).
+            let mut state = lock(&self.shared.state);
+            if state.closing.is_none() {
+                state.closing = Some(CloseReason::SlowConsumer);
+                self.shared
+                    .metrics
+                    .slow_consumer_disconnects
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::info!("closing a session that missed too many messages to resume");
+            }
         }
     }
 
@@ -305,23 +368,54 @@ impl OutboxRx {
     /// Prepares the queue for a new connection after the client has received, per lane,
     /// `received[lane]` frames of the session: the kept frames after those go back to the head
     /// of the queue. Returns, per lane, the number of the next frame the writer will take, which
-    /// is more than `received` when some frames were no longer kept (they are lost).
+    /// is more than `received` when some frames were no longer kept (they are lost). For the
+    /// message events among those, a `MessagesLost` event per channel goes first, ahead of
+    /// what is sent again (`docs/protocol.md` §5.12.1).
     pub fn rewind(&mut self, received: &[u64]) -> Vec<u64> {
         let mut kept = lock(&self.shared.kept);
         let kept = &mut *kept;
         kept.lanes(usize::from(self.shared.lanes));
         let mut resend = Vec::new();
-        for (lane, (sent, written)) in kept.sent.iter_mut().zip(&mut kept.written).enumerate() {
+        let mut lost: Vec<LostMessages> = Vec::new();
+        for (lane, ((sent, written), dropped)) in kept
+            .sent
+            .iter_mut()
+            .zip(&mut kept.written)
+            .zip(&mut kept.dropped)
+            .enumerate()
+        {
             let first_kept = *written - sent.len() as u64;
             let got = received.get(lane).copied().unwrap_or(0);
             let from = got.min(*written).max(first_kept);
             resend.extend(sent.drain((from - first_kept) as usize..));
             sent.clear();
             *written = from;
+            for d in dropped.drain(..).filter(|d| d.number >= got) {
+                match lost.iter_mut().find(|l| {
+                    l.channel_type == d.channel_type && l.channel_name == d.channel_name
+                }) {
+                    Some(l) => {
+                        l.from = l.from.min(d.timestamp);
+                        l.to = l.to.max(d.timestamp);
+                        l.count += 1;
+                    }
+                    None => lost.push(LostMessages {
+                        channel_type: d.channel_type,
+                        channel_name: d.channel_name,
+                        from: d.timestamp,
+                        to: d.timestamp,
+                        count: 1,
+                    }),
+                }
+            }
         }
         let mut state = lock(&self.shared.state);
         // Lane by lane, each in order: the order within a lane is all that counts.
         for frame in resend.into_iter().rev() {
+            state.queue.push_front(frame);
+        }
+        for notice in lost.into_iter().rev() {
+            let frame = encode_frame(&ServerMsg::Event(Event::MessagesLost(notice)));
             state.queue.push_front(frame);
         }
         if !state.queue.is_empty() {
@@ -473,6 +567,76 @@ mod tests {
         assert_eq!(lane_of(&message("room", 2), 1), 0);
         // Not a message event: lane 0.
         assert_eq!(lane_of(&one(9), 16), 0);
+    }
+
+    /// The channel, payload byte and timestamp of message frames, and the lost-message notices.
+    fn described(next: Next) -> Vec<String> {
+        let Next::Frames(frames) = next else {
+            panic!("{next:?}")
+        };
+        frames
+            .iter()
+            .map(|(_, frame)| match ServerMsg::decode(&frame[4..]).unwrap() {
+                ServerMsg::Event(Event::Message(m)) => {
+                    format!("{}:{}", m.channel_name, m.message.as_bytes()[0])
+                }
+                ServerMsg::Event(Event::MessagesLost(l)) => {
+                    format!("lost {} {} {}..{}", l.channel_name, l.count, l.from, l.to)
+                }
+                other => format!("{other:?}"),
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_resume_says_which_messages_were_lost_before_the_rest() {
+        let (outbox, mut rx) = Outbox::new(4, Arc::new(Metrics::default()));
+        for i in 0..8u8 {
+            let channel = if i % 2 == 0 { "a" } else { "b" };
+            outbox.push(stamped(channel, i, 100 + u64::from(i)));
+            rx.next(8).await;
+        }
+        // Eight written, the last four kept (4..8); the client got 0 and 1: 2 and 3 are lost.
+        // (One lane: the test's outbox.)
+        assert_eq!(rx.rewind(&[2]), [4]);
+        assert_eq!(
+            described(rx.next(16).await),
+            ["lost a 1 102..102", "lost b 1 103..103", "a:4", "b:5", "a:6", "b:7"]
+        );
+        // Reported once: another resume finds nothing lost (and nothing to send again).
+        outbox.ack(&[10]);
+        assert_eq!(rx.rewind(&[10]), [10]);
+        outbox.push(stamped("a", 9, 200));
+        assert_eq!(described(rx.next(16).await), ["a:9"]);
+    }
+
+    /// A message event of `channel` carrying `b`, at `timestamp`.
+    fn stamped(channel: &str, b: u8, timestamp: u64) -> Bytes {
+        encode_frame(&ServerMsg::Event(Event::Message(MessageEvent {
+            channel_type: ChannelType::Message,
+            channel_name: channel.into(),
+            topic_name: String::new(),
+            message: vec![b].into(),
+            custom_type: String::new(),
+            publisher: "p".into(),
+            timestamp,
+        })))
+    }
+
+    #[tokio::test]
+    async fn a_session_that_missed_more_than_it_can_account_for_ends() {
+        let metrics = Arc::new(Metrics::default());
+        let (outbox, mut rx) = Outbox::new(2, metrics.clone());
+        // Two kept, two dropped ones accounted for; the fifth drop is one too many.
+        for i in 0..4u8 {
+            outbox.push(message("a", i));
+            rx.next(8).await;
+            assert!(!outbox.is_closing(), "{i}");
+        }
+        outbox.push(message("a", 4));
+        rx.next(8).await;
+        assert!(outbox.is_closing());
+        assert_eq!(metrics.slow_consumer_disconnects.load(Ordering::Relaxed), 1);
     }
 
     #[tokio::test]
