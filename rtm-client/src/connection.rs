@@ -22,8 +22,8 @@ use bytes::BytesMut;
 use rtm_proto::frame::encode_frame_into;
 use rtm_proto::limits::MAX_LANES;
 use rtm_proto::{
-    ClientMsg, CloseReason, ErrorCode, Event, Hello, PROTOCOL_VERSION, Request, RequestId,
-    Response, RtmError, ServerMsg, WireError,
+    ChannelType, ClientMsg, CloseReason, ErrorCode, Event, GetMessagesRequest, Hello, LostMessages,
+    MessageEvent, PROTOCOL_VERSION, Request, RequestId, Response, RtmError, ServerMsg, WireError,
 };
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
@@ -89,6 +89,9 @@ struct Shared {
     ack: Notify,
     /// Opens sealed message payloads, when the client encrypts.
     cipher: Option<crate::crypto::Cipher>,
+    /// Sends requests from the event readers (to recover lost messages from the history);
+    /// weak, so that it does not keep the connection alive.
+    requests: std::sync::OnceLock<mpsc::WeakUnboundedSender<Command>>,
 }
 
 type Pending = Arc<Mutex<HashMap<u32, Reply>>>;
@@ -247,6 +250,7 @@ impl Connection {
         }
         let pending: Pending = Arc::default();
         let (commands, commands_rx) = mpsc::unbounded_channel();
+        let _ = shared.requests.set(commands.downgrade());
         let (deliver, deliver_rx) = watch::channel(false);
         tokio::spawn(read_responses(reader, pending.clone()));
         let heartbeat = Duration::from_secs(config.heartbeat_interval.clamp(5, 1800).into());
@@ -479,6 +483,82 @@ async fn read_responses(mut reader: FrameReader, pending: Pending) {
     }
 }
 
+/// How long recovering one channel's missed messages may take before they are reported lost.
+const RECOVERY_DEADLINE: Duration = Duration::from_secs(10);
+
+/// Delivers, oldest first, the messages the server says this session missed, from the
+/// channel's history (`docs/protocol.md` §5.12.1); reports the ones the history does not have
+/// (not stored, or history off) with [`RtmEvent::MessagesLost`].
+async fn recover(lost: LostMessages, listeners: &Listeners, shared: &Shared) {
+    let mut recovered = Vec::new();
+    let mut start = lost.to.saturating_add(1);
+    let fetched = async {
+        loop {
+            let Some(requests) = shared.requests.get().and_then(|w| w.upgrade()) else {
+                return;
+            };
+            let (reply, answer) = oneshot::channel();
+            let request = Request::GetMessages(GetMessagesRequest {
+                channel_type: lost.channel_type,
+                channel: lost.channel_name.clone(),
+                message_count: 100,
+                start,
+                end: lost.from,
+            });
+            if requests.send(Command { request, reply }).is_err() {
+                return;
+            }
+            drop(requests);
+            let Ok(Ok(Response::Messages {
+                messages,
+                new_start,
+                ..
+            })) = answer.await
+            else {
+                return;
+            };
+            recovered.extend(messages);
+            if new_start == 0 {
+                return;
+            }
+            start = new_start;
+        }
+    };
+    let _ = timeout(RECOVERY_DEADLINE, fetched).await;
+    // A user's history is the conversation: only what that user sent was missed.
+    if lost.channel_type == ChannelType::User {
+        recovered.retain(|m| m.publisher == lost.channel_name);
+    }
+    let found = recovered.len();
+    for m in recovered.into_iter().rev() {
+        let message = match &shared.cipher {
+            Some(cipher) => cipher.open(m.message),
+            None => m.message,
+        };
+        listeners.emit(RtmEvent::Message(MessageEvent {
+            channel_type: lost.channel_type,
+            channel_name: lost.channel_name.clone(),
+            topic_name: String::new(),
+            message,
+            custom_type: m.custom_type,
+            publisher: m.publisher,
+            timestamp: m.timestamp,
+        }));
+    }
+    let missing = (lost.count as usize).saturating_sub(found);
+    if missing > 0 {
+        tracing::info!(
+            channel = %lost.channel_name,
+            missing,
+            "messages missed while away could not be recovered from the history"
+        );
+        listeners.emit(RtmEvent::MessagesLost(LostMessages {
+            count: missing as u32,
+            ..lost
+        }));
+    }
+}
+
 /// Hands the events of one delivery stream to the listeners, counting them for its lane.
 async fn read_events(recv: quinn::RecvStream, listeners: Listeners, shared: Arc<Shared>) {
     let mut reader = FrameReader::new(recv);
@@ -504,6 +584,11 @@ async fn read_events(recv: quinn::RecvStream, listeners: Listeners, shared: Arc<
             Ok(ServerMsg::Event(Event::Topic(t))) => listeners.emit(RtmEvent::Topic(t)),
             Ok(ServerMsg::Event(Event::Presence(p))) => listeners.emit(RtmEvent::Presence(p)),
             Ok(ServerMsg::Event(Event::Storage(s))) => listeners.emit(RtmEvent::Storage(s)),
+            // Read nothing more of this lane until the missed messages are delivered: they
+            // come before what follows them.
+            Ok(ServerMsg::Event(Event::MessagesLost(lost))) => {
+                recover(lost, &listeners, &shared).await;
+            }
             Ok(ServerMsg::Event(Event::Lock(l))) => listeners.emit(RtmEvent::Lock(l)),
             Ok(ServerMsg::Event(Event::ChannelLeft {
                 channel_name,

@@ -26,6 +26,10 @@ pub enum RtmEvent {
     /// channel's locks when it arrived, or (`EXPIRED`) a lock it held was released while it
     /// was away (`lock`).
     Lock(rtm_proto::LockEvent),
+    /// Messages of a channel (or from a user) that this client missed while its connection
+    /// was lost, and that the history could not give back (they were not stored, or the app
+    /// keeps no history). An rtm addition: a gap is never silent (`docs/protocol.md` §5.12.1).
+    MessagesLost(rtm_proto::LostMessages),
     /// The connection's state changed (`linkState`).
     LinkState(LinkStateEvent),
     /// A token expires soon (`tokenPrivilegeWillExpire`): call

@@ -98,6 +98,7 @@ pub use crate::stream::{
     TopicPriority, TopicQos, TopicResponse, TopicSubscribeOptions, UnsubscribeTopicResponse,
 };
 pub use crate::transport::Transport;
+pub use rtm_proto::LostMessages;
 
 /// The answer to [`RtmClient::login`].
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -391,9 +391,10 @@ impl OutboxRx {
             sent.clear();
             *written = from;
             for d in dropped.drain(..).filter(|d| d.number >= got) {
-                match lost.iter_mut().find(|l| {
-                    l.channel_type == d.channel_type && l.channel_name == d.channel_name
-                }) {
+                match lost
+                    .iter_mut()
+                    .find(|l| l.channel_type == d.channel_type && l.channel_name == d.channel_name)
+                {
                     Some(l) => {
                         l.from = l.from.min(d.timestamp);
                         l.to = l.to.max(d.timestamp);
@@ -601,7 +602,14 @@ mod tests {
         assert_eq!(rx.rewind(&[2]), [4]);
         assert_eq!(
             described(rx.next(16).await),
-            ["lost a 1 102..102", "lost b 1 103..103", "a:4", "b:5", "a:6", "b:7"]
+            [
+                "lost a 1 102..102",
+                "lost b 1 103..103",
+                "a:4",
+                "b:5",
+                "a:6",
+                "b:7"
+            ]
         );
         // Reported once: another resume finds nothing lost (and nothing to send again).
         outbox.ack(&[10]);

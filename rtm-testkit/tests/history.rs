@@ -287,3 +287,104 @@ async fn encrypted_history_is_stored_as_ciphertext() {
         .unwrap();
     assert!(page.message_list.iter().all(|m| m.message.is_encrypted()));
 }
+
+/// A resumed session whose server no longer held some of the messages it missed gets them
+/// from the history, in order, before what followed them; the ones the history does not have
+/// are reported, never silently skipped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resume_recovers_missed_messages_from_the_history() {
+    use std::sync::atomic::Ordering;
+    use std::time::Duration;
+
+    use rtm_client::{LinkState, RtmEvent, SubscribeOptions};
+    use rtm_testkit::{LossyLink, expect_event, wait_until, within};
+
+    const LINK_DEADLINE: Duration = Duration::from_secs(45);
+    let mut config = TestServer::config();
+    config.limits.history_max_messages = 1000;
+    // One lane and a short memory of what was sent: the server keeps the last 64 frames.
+    config.connection.outbound_queue = 64;
+    config.connection.delivery_lanes = 1;
+    let server = TestServer::start_with(config).await;
+    let link = LossyLink::start(server.addr()).await.unwrap();
+    let roamer = RtmClient::new(TEST_APP_ID, "roamer", server.client_config_via(&link)).unwrap();
+    let mut events = roamer.events();
+    roamer.login(Default::default()).await.unwrap();
+    for channel in ["room", "plain"] {
+        roamer
+            .subscribe(channel, SubscribeOptions::default())
+            .await
+            .unwrap();
+    }
+    let (other, _o) = server.login("other").await;
+    other.publish("room", "before", stored()).await.unwrap();
+    let first = expect_event(&mut events, "the first message", |e| match e {
+        RtmEvent::Message(m) => Some(m),
+        _ => None,
+    })
+    .await;
+    assert_eq!(first.message.as_text(), Some("before"));
+
+    link.cut();
+    // 20 stored, 20 not stored, then 64 stored: the server writes all of them into the dead
+    // connection and keeps only the last 64.
+    for i in 0..20 {
+        other
+            .publish("room", format!("early{i}"), stored())
+            .await
+            .unwrap();
+    }
+    for i in 0..20 {
+        other
+            .publish("plain", format!("gone{i}"), PublishOptions::default())
+            .await
+            .unwrap();
+    }
+    for i in 0..64 {
+        other
+            .publish("room", format!("late{i}"), stored())
+            .await
+            .unwrap();
+    }
+    let metrics = server.metrics();
+    wait_until(LINK_DEADLINE, "the server to park the session", || {
+        metrics.sessions_parked.load(Ordering::Relaxed) == 1
+    })
+    .await;
+    link.restore();
+    let mut room = Vec::new();
+    let mut lost = Vec::new();
+    let mut resumed = None;
+    within(LINK_DEADLINE, "the missed messages", async {
+        while room.len() < 84 || lost.is_empty() {
+            match events.recv().await.expect("events") {
+                RtmEvent::LinkState(s) if s.current_state == LinkState::Connected => {
+                    resumed = Some(s.is_resumed);
+                }
+                RtmEvent::Message(m) if m.channel_name == "room" => {
+                    room.push(m.message.as_text().unwrap_or_default().to_owned());
+                }
+                RtmEvent::Message(m) => panic!("unexpected {m:?}"),
+                RtmEvent::MessagesLost(l) => lost.push(l),
+                _ => {}
+            }
+        }
+    })
+    .await;
+    assert_eq!(
+        resumed,
+        Some(true),
+        "the session was resumed, not logged in again"
+    );
+    let expected: Vec<String> = (0..20)
+        .map(|i| format!("early{i}"))
+        .chain((0..64).map(|i| format!("late{i}")))
+        .collect();
+    assert_eq!(room, expected, "in order, nothing missing");
+    assert_eq!(lost.len(), 1, "{lost:?}");
+    assert_eq!(
+        (lost[0].channel_name.as_str(), lost[0].count),
+        ("plain", 20)
+    );
+    assert!(lost[0].from <= lost[0].to);
+}
