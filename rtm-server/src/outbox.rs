@@ -87,6 +87,10 @@ struct Kept {
     sent: Vec<VecDeque<Bytes>>,
     written: Vec<u64>,
     dropped: Vec<VecDeque<Dropped>>,
+    /// Per lane, one past the highest frame number whose record was given up (`dropped` holds
+    /// at most the capacity): a client that has not received up to it cannot be told exactly
+    /// what it missed.
+    untracked: Vec<u64>,
 }
 
 /// A message frame the outbox no longer holds.
@@ -104,6 +108,7 @@ impl Kept {
             self.written.resize(lanes, 0);
             self.sent.resize_with(lanes, VecDeque::new);
             self.dropped.resize_with(lanes, VecDeque::new);
+            self.untracked.resize(lanes, 0);
         }
     }
 }
@@ -316,7 +321,6 @@ impl OutboxRx {
         let kept = &mut *kept;
         kept.lanes(usize::from(self.shared.lanes));
         let capacity = self.shared.capacity;
-        let mut untracked = false;
         for (lane, frame) in frames {
             let lane = usize::from(*lane);
             let sent = &mut kept.sent[lane];
@@ -326,8 +330,10 @@ impl OutboxRx {
                     && let Some((channel_type, channel_name, timestamp)) = message_of(&old)
                 {
                     let dropped = &mut kept.dropped[lane];
-                    if dropped.len() >= capacity {
-                        untracked = true;
+                    if dropped.len() >= capacity
+                        && let Some(given_up) = dropped.pop_front()
+                    {
+                        kept.untracked[lane] = given_up.number + 1;
                     }
                     dropped.push_back(Dropped {
                         number,
@@ -340,19 +346,17 @@ impl OutboxRx {
             sent.push_back(frame.clone());
             kept.written[lane] += 1;
         }
-        if untracked {
-            // More messages missed than it can account for: the session cannot be resumed
-            // without a silent gap, so it ends (the client logs in again, not resumed).
-            let mut state = lock(&self.shared.state);
-            if state.closing.is_none() {
-                state.closing = Some(CloseReason::SlowConsumer);
-                self.shared
-                    .metrics
-                    .slow_consumer_disconnects
-                    .fetch_add(1, Ordering::Relaxed);
-                tracing::info!("closing a session that missed too many messages to resume");
-            }
-        }
+    }
+
+    /// Whether a client that has received `received[lane]` frames per lane can resume: false
+    /// when it missed messages the outbox no longer has a record of (more than its capacity
+    /// per lane), which a resume could not report (`docs/protocol.md` §5.12.1).
+    pub fn can_resume(&self, received: &[u64]) -> bool {
+        let kept = lock(&self.shared.kept);
+        kept.untracked
+            .iter()
+            .enumerate()
+            .all(|(lane, &untracked)| received.get(lane).copied().unwrap_or(0) >= untracked)
     }
 
     /// Waits until the session is asked to close, and says why.
@@ -632,19 +636,22 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_session_that_missed_more_than_it_can_account_for_ends() {
+    async fn a_session_that_missed_more_than_it_can_account_for_cannot_resume() {
         let metrics = Arc::new(Metrics::default());
         let (outbox, mut rx) = Outbox::new(2, metrics.clone());
-        // Two kept, two dropped ones accounted for; the fifth drop is one too many.
-        for i in 0..4u8 {
+        // Two kept and two dropped ones on record: frames 0..6 written, records of 2 and 3,
+        // the records of 0 and 1 given up.
+        for i in 0..6u8 {
             outbox.push(message("a", i));
             rx.next(8).await;
-            assert!(!outbox.is_closing(), "{i}");
         }
-        outbox.push(message("a", 4));
-        rx.next(8).await;
-        assert!(outbox.is_closing());
-        assert_eq!(metrics.slow_consumer_disconnects.load(Ordering::Relaxed), 1);
+        // A client without 0 and 1 could not be told about them.
+        assert!(!rx.can_resume(&[0]));
+        assert!(!rx.can_resume(&[1]));
+        assert!(rx.can_resume(&[2]));
+        // Acknowledged or not, a healthy session is never closed for it.
+        assert!(!outbox.is_closing());
+        assert_eq!(metrics.slow_consumer_disconnects.load(Ordering::Relaxed), 0);
     }
 
     #[tokio::test]

@@ -403,6 +403,16 @@ async fn resume_here<E: Engine>(
     let Some(limits) = session.limits() else {
         return Err(WireError::new(ErrorCode::NotLogin, "the session has ended"));
     };
+    if !rx.can_resume(&request.received) {
+        // docs/protocol.md §5.12.1: it missed more than can be reported; a new login says so.
+        tracing::info!(session = ?session.id(), "resume refused: too many events missed to account for");
+        let mut session = session;
+        session.end().await;
+        return Err(WireError::new(
+            ErrorCode::NotLogin,
+            "the session missed more events than it can be told about; log in again",
+        ));
+    }
     let next_frame = rx.rewind(&request.received);
     let lost: u64 = next_frame
         .iter()
