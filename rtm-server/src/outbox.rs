@@ -459,15 +459,7 @@ mod tests {
 
     /// A message event of `channel` carrying `b`.
     fn message(channel: &str, b: u8) -> Bytes {
-        encode_frame(&ServerMsg::Event(Event::Message(MessageEvent {
-            channel_type: ChannelType::Message,
-            channel_name: channel.into(),
-            topic_name: String::new(),
-            message: vec![b].into(),
-            custom_type: String::new(),
-            publisher: "p".into(),
-            timestamp: 0,
-        })))
+        stamped(channel, b, 0)
     }
 
     fn byte_of(frame: &Bytes) -> u8 {

@@ -469,15 +469,6 @@ impl<E: Engine> Session<E> {
                 continue;
             };
             let _ = self.core.leave_stream(&state.handle, &channel).await;
-            storage::listen_channel(
-                &self.core,
-                &state.handle,
-                ChannelType::Stream,
-                &channel,
-                false,
-                false,
-            )
-            .await;
             self.core
                 .depart(
                     &state.handle,
@@ -616,15 +607,6 @@ impl<E: Engine> Session<E> {
             ));
         };
         self.core.unsubscribe(&state.handle, &channel).await?;
-        storage::listen_channel(
-            &self.core,
-            &state.handle,
-            ChannelType::Message,
-            &channel,
-            false,
-            false,
-        )
-        .await;
         let presence = subscription_presence(&options);
         self.core
             .depart(
@@ -738,15 +720,6 @@ impl<E: Engine> Session<E> {
             return Err(not_joined());
         };
         let timestamp = self.core.leave_stream(&state.handle, &channel).await?;
-        storage::listen_channel(
-            &self.core,
-            &state.handle,
-            ChannelType::Stream,
-            &channel,
-            false,
-            false,
-        )
-        .await;
         self.core
             .depart(
                 &state.handle,

@@ -2,6 +2,7 @@
 //! on the same data directory with a consistent store that has every acknowledged write
 //! (`docs/protocol.md` §5.9.3).
 
+use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -50,13 +51,26 @@ impl ServerProcess {
             ),
         )
         .expect("writing the configuration");
-        let child = Command::new(env!("CARGO_BIN_EXE_rtm-server"))
+        let mut child = Command::new(env!("CARGO_BIN_EXE_rtm-server"))
             .arg("--config")
             .arg(&config)
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
             .expect("starting rtm-server");
+        // Ready when it says it listens (its start-up line); the rest of its log is drained.
+        let stdout = child.stdout.take().expect("the server's standard output");
+        let (ready_tx, ready) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if line.contains("listening on") {
+                    let _ = ready_tx.send(());
+                }
+            }
+        });
+        ready
+            .recv_timeout(DEADLINE)
+            .expect("the server to say it listens");
         Self { child, addr }
     }
 
@@ -71,28 +85,19 @@ fn cert_of(dir: &Path) -> PathBuf {
     dir.join("data").join("cert.pem")
 }
 
-/// A client of `user` logged in to `server`, retrying while the server starts.
+/// A client of `user` logged in to `server` (which is listening).
 async fn login(server: &ServerProcess, dir: &Path, user: &str) -> RtmClient {
-    let attempt = async {
-        loop {
-            let cert = cert_of(dir);
-            if std::fs::metadata(&cert).is_ok_and(|m| m.len() > 0) {
-                let config = RtmConfig::new(Endpoint {
-                    addr: server.addr,
-                    server_name: "localhost".into(),
-                    trust: Trust::pinned(&cert),
-                });
-                let client = RtmClient::new(APP, user, config).expect("a valid user id");
-                if client.login(LoginOptions::default()).await.is_ok() {
-                    return client;
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    };
-    tokio::time::timeout(DEADLINE, attempt)
+    let config = RtmConfig::new(Endpoint {
+        addr: server.addr,
+        server_name: "localhost".into(),
+        trust: Trust::pinned(cert_of(dir)),
+    });
+    let client = RtmClient::new(APP, user, config).expect("a valid user id");
+    tokio::time::timeout(DEADLINE, client.login(LoginOptions::default()))
         .await
-        .expect("the server to accept a login")
+        .expect("the server to answer the login")
+        .expect("the login");
+    client
 }
 
 fn value_of(items: &[rtm_client::StoredItem], key: &str) -> Option<u64> {

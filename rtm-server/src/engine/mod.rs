@@ -557,7 +557,8 @@ pub trait Engine: Send + Sync + 'static {
 
     /// Sets whether `session` receives the storage events (`metadata`) and the lock events
     /// (`locks`) of a channel. Turning one on sends its snapshot first, in order with the
-    /// changes that follow.
+    /// changes that follow. Leaving the channel ([`Engine::unsubscribe`],
+    /// [`Engine::leave_stream`], [`Engine::detach`]) turns both off.
     fn listen_channel(
         &self,
         session: &SessionHandle,

@@ -91,25 +91,11 @@ impl MetadataDb {
         tx.commit().map_err(db_error)?;
         Ok(ts)
     }
-
-    /// A page of a history (see [`crate::engine::Engine::get_messages`]): at most `count`
-    /// messages older than `start` and not older than `end`. (The server reads through a
-    /// [`Reader`].)
-    #[cfg(test)]
-    pub(crate) fn get_messages(
-        &self,
-        app: &str,
-        key: &HistoryKey,
-        query: (u32, u64, u64),
-        retention: Retention,
-        now: u64,
-    ) -> Result<HistoryPage, EngineError> {
-        read_page(&self.conn, app, key, query, retention, now)
-    }
 }
 
 impl Reader {
-    /// See [`MetadataDb::get_messages`].
+    /// A page of a history (see [`crate::engine::Engine::get_messages`]): at most `count`
+    /// messages older than `start` and not older than `end`.
     pub(crate) fn get_messages(
         &self,
         app: &str,
@@ -201,9 +187,7 @@ mod tests {
             );
         }
         assert_eq!(stamps, (1000..1025).collect::<Vec<_>>());
-        let page = db
-            .get_messages("a", &key, (100, 0, 0), KEEP_10, 1025)
-            .unwrap();
+        let page = read_page(&db.conn, "a", &key, (100, 0, 0), KEEP_10, 1025).unwrap();
         let texts: Vec<_> = page
             .messages
             .iter()
@@ -216,7 +200,7 @@ mod tests {
         assert_eq!(page.new_start, 0);
         // Other apps, channels and conversations are other histories.
         assert!(
-            db.get_messages("b", &key, (100, 0, 0), KEEP_10, 0)
+            read_page(&db.conn, "b", &key, (100, 0, 0), KEEP_10, 0)
                 .unwrap()
                 .messages
                 .is_empty()
@@ -224,7 +208,7 @@ mod tests {
         let dm = HistoryKey::conversation("x", "y");
         assert_eq!(dm, HistoryKey::conversation("y", "x"));
         assert!(
-            db.get_messages("a", &dm, (100, 0, 0), KEEP_10, 0)
+            read_page(&db.conn, "a", &dm, (100, 0, 0), KEEP_10, 0)
                 .unwrap()
                 .messages
                 .is_empty()
@@ -246,9 +230,7 @@ mod tests {
         let mut seen = Vec::new();
         let mut start = 0;
         loop {
-            let page = db
-                .get_messages("a", &key, (100, start, 0), keep, 9999)
-                .unwrap();
+            let page = read_page(&db.conn, "a", &key, (100, start, 0), keep, 9999).unwrap();
             seen.extend(page.messages.iter().map(|m| m.timestamp));
             if page.new_start == 0 {
                 break;
@@ -257,9 +239,7 @@ mod tests {
         }
         assert_eq!(seen, (5000..5250).rev().collect::<Vec<_>>());
         // `end` is inclusive, `start` exclusive.
-        let window = db
-            .get_messages("a", &key, (100, 5010, 5005), keep, 9999)
-            .unwrap();
+        let window = read_page(&db.conn, "a", &key, (100, 5010, 5005), keep, 9999).unwrap();
         let stamps: Vec<_> = window.messages.iter().map(|m| m.timestamp).collect();
         assert_eq!(stamps, [5009, 5008, 5007, 5006, 5005]);
         assert_eq!(window.new_start, 0);
@@ -278,9 +258,7 @@ mod tests {
         db.store_message("a", &key, message("new"), keep, 1_500)
             .unwrap();
         // At 2 200 the first is past its age, though not yet deleted.
-        let page = db
-            .get_messages("a", &key, (100, 0, 0), keep, 2_200)
-            .unwrap();
+        let page = read_page(&db.conn, "a", &key, (100, 0, 0), keep, 2_200).unwrap();
         assert_eq!(page.messages.len(), 1);
         db.store_message("a", &key, message("newer"), keep, 2_200)
             .unwrap();

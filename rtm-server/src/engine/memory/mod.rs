@@ -273,6 +273,9 @@ impl Engine for MemoryEngine {
             channels.remove(channel);
         }
         app.clear_state(ChannelType::Message, channel, session);
+        drop(state);
+        self.store
+            .stop_listening(session, ChannelType::Message, channel);
         Ok(())
     }
 
@@ -366,6 +369,9 @@ impl Engine for MemoryEngine {
             .ok_or(StreamError::NotJoined)?;
         let left = app.leave_stream(channel, session.id())?;
         app.clear_state(ChannelType::Stream, channel, session);
+        drop(state);
+        self.store
+            .stop_listening(session, ChannelType::Stream, channel);
         Ok(left)
     }
 

@@ -307,6 +307,10 @@ impl Store {
     ) -> Result<(), EngineError> {
         let session = session.clone();
         let key: ChannelKey = (session.app_id().into(), channel_type, channel.into());
+        if !metadata && !locks {
+            self.stop_listening(&session, channel_type, channel);
+            return Ok(());
+        }
         if !metadata {
             // Nothing to send: no need to be in order with the writes.
             self.listeners()
@@ -494,6 +498,23 @@ impl Store {
         let reader = guard(&self.reader);
         let reader = reader.as_ref().ok_or_else(not_open)?;
         reader.get_messages(app, key, query, retention, now_ms())
+    }
+
+    /// The session left a channel: it no longer receives its storage and lock events.
+    pub(super) fn stop_listening(
+        &self,
+        session: &SessionHandle,
+        channel_type: ChannelType,
+        channel: &str,
+    ) {
+        let mut listeners = self.listeners();
+        if !listeners.of_session.contains_key(&session.id()) {
+            // Listens to nothing (every plain subscribe and leave): nothing to build or find.
+            return;
+        }
+        let key: ChannelKey = (session.app_id().into(), channel_type, channel.into());
+        listeners.set(session, Listening::Metadata(key.clone()), false);
+        listeners.set(session, Listening::Locks(key), false);
     }
 
     /// Forgets what the session listens to (it ended).
