@@ -65,6 +65,9 @@ data_dir = "$work/rtm-data"
 publish_rate = 10000000
 topic_publish_rate = 10000000
 max_subscriptions = 10000
+[connection]
+max_connections_per_address = 100000
+handshake_rate = 100000
 TOML
     RUST_LOG=warn "${server_cpu[@]}" target/release/rtm-server --config "$work/rtm.toml" & rtm_pid=$!; pids+=("$rtm_pid")
     "${server_cpu[@]}" nats-server -a 127.0.0.1 -p "$nats_port" >"$work/nats.log" 2>&1 & nats_pid=$!; pids+=("$nats_pid")

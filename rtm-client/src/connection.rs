@@ -31,7 +31,7 @@ use tokio::time::{Instant, timeout};
 
 use crate::config::RtmConfig;
 use crate::event::{LinkOperation, LinkStateReason, Listeners, RtmEvent};
-use crate::transport::{FrameReader, Transport, client_config};
+use crate::transport::{FrameReader, Read, Transport, client_config, oversized};
 
 /// The answer to one request, as the server sent it.
 pub(crate) type Reply = oneshot::Sender<Result<Response, WireError>>;
@@ -48,6 +48,9 @@ pub(crate) struct Command {
 /// event's bytes are shared with every other subscriber). 512 keeps both small next to the
 /// events themselves and well inside the outbound queue's 4 096.
 const ACK_EVERY: u64 = 512;
+/// The client also acknowledges every this many bytes of events: the server holds what is not
+/// acknowledged against the session's byte bound (`max_session_bytes`, at least 4 MiB).
+const ACK_BYTES: u64 = 256 * 1024;
 
 /// How a connection ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -85,6 +88,10 @@ struct Shared {
     closed_by_server: Mutex<Option<CloseReason>>,
     /// Delivery-stream frames of the session handled so far, per lane.
     received: [AtomicU64; MAX_LANES],
+    /// Bytes of delivery-stream frames handled on this connection (for [`ACK_BYTES`]).
+    received_bytes: AtomicU64,
+    /// Events in parts, waiting for their last frame; the session's, carried over a resume.
+    parts: Parts,
     /// Wakes the driver to send an acknowledgement.
     ack: Notify,
     /// Opens sealed message payloads, when the client encrypts.
@@ -118,6 +125,73 @@ impl ReceivedCounter {
     /// Per lane, without trailing zeros (the protocol's form).
     pub(crate) fn get(&self) -> Vec<u64> {
         self.0.counts()
+    }
+
+    /// What a resume of this session carries over: the counts, and the events in parts.
+    pub(crate) fn carry(&self) -> Carried {
+        Carried {
+            received: self.get(),
+            parts: self.0.parts.clone(),
+        }
+    }
+}
+
+/// What a connection takes over from the session's previous one: nothing for a new login.
+#[derive(Debug, Default)]
+pub(crate) struct Carried {
+    /// Delivery-stream frames received per lane.
+    pub(crate) received: Vec<u64>,
+    /// Events whose leading parts arrived and whose last frame had not.
+    pub(crate) parts: Parts,
+}
+
+/// Per lane, the leading parts of an event too large for one frame, joined so far
+/// (`docs/protocol.md` §2.2). The frames of one event come one after the other on one lane,
+/// so a lane has at most one such event at a time.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Parts(Arc<Mutex<[Option<Event>; MAX_LANES]>>);
+
+impl Parts {
+    fn lock(&self) -> std::sync::MutexGuard<'_, [Option<Event>; MAX_LANES]> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A leading part arrived on `lane`.
+    fn add(&self, lane: usize, part: Event) {
+        let mut lanes = self.lock();
+        match lanes[lane].as_mut() {
+            None => lanes[lane] = Some(part),
+            Some(joined) => {
+                if let Err(other) = rtm_proto::split::join_part(joined, part) {
+                    tracing::warn!("a part of another event arrived before the last one");
+                    lanes[lane] = Some(*other);
+                }
+            }
+        }
+    }
+
+    /// An event arrived on `lane`: the whole event, when it ends one in parts.
+    fn complete(&self, lane: usize, event: Event) -> Event {
+        let Some(mut joined) = self.lock()[lane].take() else {
+            return event;
+        };
+        match rtm_proto::split::join_part(&mut joined, event) {
+            Ok(()) => joined,
+            Err(event) => {
+                tracing::warn!("an event in parts ended without its last part");
+                *event
+            }
+        }
+    }
+
+    /// Forgets what lanes that lost frames were joining.
+    fn forget(&self, lost: impl Iterator<Item = usize>) {
+        let mut lanes = self.lock();
+        for lane in lost {
+            if let Some(slot) = lanes.get_mut(lane) {
+                *slot = None;
+            }
+        }
     }
 }
 
@@ -154,13 +228,14 @@ impl OpenError {
 
 impl Connection {
     /// Connects, says hello and sends `first` (a login or a resume). On an answer that is not an
-    /// error, the connection's tasks are running, counting received frames from `received`.
+    /// error, the connection's tasks are running, counting received frames from
+    /// `carried.received`.
     pub(crate) async fn open(
         config: &RtmConfig,
         operation: &'static str,
         first: Request,
         listeners: Listeners,
-        received: Vec<u64>,
+        carried: Carried,
     ) -> Result<Opened, OpenError> {
         let fail = |code, reason: String| RtmError::new(code, operation, reason);
         let unreachable =
@@ -205,7 +280,9 @@ impl Connection {
                     .next()
                     .await
                     .map_err(|e| lost(&e))?
-                    .ok_or_else(|| lost(&"the server closed the control stream"))?;
+                    .ok_or_else(|| lost(&"the server closed the control stream"))?
+                    .into_frame()
+                    .map_err(|e| lost(&e))?;
                 let msg = ServerMsg::decode(&body).map_err(|e| lost(&e))?;
                 match msg {
                     ServerMsg::Welcome(_) => welcomed = true,
@@ -234,17 +311,28 @@ impl Connection {
             }
         };
 
+        let Carried { received, parts } = carried;
+        // After a resume the count goes on from the server's next frame (frames it no longer
+        // held are skipped, and with them any event in parts they belonged to).
+        let received = match &response {
+            Response::Resume { next_frame, .. } => {
+                parts.forget(
+                    next_frame
+                        .iter()
+                        .enumerate()
+                        .filter(|&(lane, &next)| next > received.get(lane).copied().unwrap_or(0))
+                        .map(|(lane, _)| lane),
+                );
+                next_frame
+            }
+            _ => &received,
+        };
         let shared = Arc::new(Shared {
             // Checked when the client was made: an error here cannot happen.
             cipher: crate::crypto::Cipher::from_config(config).ok().flatten(),
+            parts,
             ..Shared::default()
         });
-        // After a resume the count goes on from the server's next frame (frames it no longer
-        // held are skipped).
-        let received = match &response {
-            Response::Resume { next_frame, .. } => next_frame,
-            _ => &received,
-        };
         for (count, &value) in shared.received.iter().zip(received) {
             count.store(value, Ordering::Release);
         }
@@ -465,20 +553,46 @@ fn outcome(told: Option<CloseReason>, close: Option<quinn::ConnectionError>) -> 
 
 /// Completes pending calls with the server's answers.
 async fn read_responses(mut reader: FrameReader, pending: Pending) {
-    while let Ok(Some(body)) = reader.next().await {
+    let reply_to = |id: RequestId| {
+        pending
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&id.0)
+    };
+    while let Ok(Some(read)) = reader.next().await {
+        let body = match read {
+            Read::Frame(body) => body,
+            // docs/protocol.md §2.2: the call whose answer cannot be read fails; the others go on.
+            Read::Oversized { len, head } => {
+                tracing::warn!("{}", oversized(len));
+                if let Some(reply) = ServerMsg::peek_response_id(&head).and_then(reply_to) {
+                    let error = WireError::new(
+                        ErrorCode::ChannelMessageLengthExceedLimitation,
+                        oversized(len),
+                    );
+                    let _ = reply.send(Err(error));
+                }
+                continue;
+            }
+        };
         match ServerMsg::decode(&body) {
             Ok(ServerMsg::Response { id, result }) => {
-                let reply = pending
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .remove(&id.0);
-                if let Some(reply) = reply {
+                if let Some(reply) = reply_to(id) {
                     let _ = reply.send(result);
                 }
             }
             Ok(ServerMsg::Error(e)) => tracing::warn!("server error: {} ({})", e.reason, e.code),
             Ok(other) => tracing::debug!("ignoring {other:?} on the control stream"),
-            Err(e) => tracing::warn!("undecodable frame from the server: {e}"),
+            Err(e) => {
+                tracing::warn!("undecodable frame from the server: {e}");
+                if let Some(reply) = ServerMsg::peek_response_id(&body).and_then(reply_to) {
+                    let error = WireError::new(
+                        ErrorCode::InvalidParameter,
+                        format!("the server's answer could not be decoded: {e}"),
+                    );
+                    let _ = reply.send(Err(error));
+                }
+            }
         }
     }
 }
@@ -564,7 +678,7 @@ async fn read_events(recv: quinn::RecvStream, listeners: Listeners, shared: Arc<
     let mut reader = FrameReader::new(recv);
     // docs/protocol.md §1.2: the first frame says which lane the stream carries.
     let lane = match reader.next().await {
-        Ok(Some(body)) => match ServerMsg::decode(&body) {
+        Ok(Some(Read::Frame(body))) => match ServerMsg::decode(&body) {
             Ok(ServerMsg::Lane { lane }) if usize::from(lane) < MAX_LANES => usize::from(lane),
             other => {
                 tracing::warn!("a delivery stream without a valid lane: {other:?}");
@@ -573,43 +687,71 @@ async fn read_events(recv: quinn::RecvStream, listeners: Listeners, shared: Arc<
         },
         _ => return,
     };
-    while let Ok(Some(body)) = reader.next().await {
-        match ServerMsg::decode(&body) {
-            Ok(ServerMsg::Event(Event::Message(mut m))) => {
-                if let Some(cipher) = &shared.cipher {
-                    m.message = cipher.open(m.message);
+    while let Ok(Some(read)) = reader.next().await {
+        let len = match &read {
+            Read::Frame(body) => body.len(),
+            Read::Oversized { len, .. } => *len,
+        };
+        match read {
+            Read::Frame(body) => match ServerMsg::decode(&body) {
+                Ok(ServerMsg::Event(Event::Part(part))) => shared.parts.add(lane, *part),
+                Ok(ServerMsg::Event(event)) => {
+                    let event = shared.parts.complete(lane, event);
+                    deliver(event, &listeners, &shared).await;
                 }
-                listeners.emit(RtmEvent::Message(m));
+                Ok(other) => tracing::debug!("ignoring {other:?} on a delivery stream"),
+                Err(e) => tracing::warn!("undecodable event from the server: {e}"),
+            },
+            // docs/protocol.md §2.2: said, skipped and counted, so that the lane goes on (and a
+            // resume does not send it again).
+            Read::Oversized { len, .. } => {
+                tracing::warn!("{}", oversized(len));
+                listeners.emit(RtmEvent::Error(RtmError::new(
+                    ErrorCode::ChannelMessageLengthExceedLimitation,
+                    "event",
+                    oversized(len),
+                )));
             }
-            Ok(ServerMsg::Event(Event::Topic(t))) => listeners.emit(RtmEvent::Topic(t)),
-            Ok(ServerMsg::Event(Event::Presence(p))) => listeners.emit(RtmEvent::Presence(p)),
-            Ok(ServerMsg::Event(Event::Storage(s))) => listeners.emit(RtmEvent::Storage(s)),
-            // Read nothing more of this lane until the missed messages are delivered: they
-            // come before what follows them.
-            Ok(ServerMsg::Event(Event::MessagesLost(lost))) => {
-                recover(lost, &listeners, &shared).await;
-            }
-            Ok(ServerMsg::Event(Event::Lock(l))) => listeners.emit(RtmEvent::Lock(l)),
-            Ok(ServerMsg::Event(Event::ChannelLeft {
-                channel_name,
-                reason,
-                ..
-            })) => listeners.emit(crate::link::stream_channel_failed(channel_name, reason)),
-            Ok(ServerMsg::Event(Event::TokenPrivilegeWillExpire { channel_name })) => {
-                listeners.emit(RtmEvent::TokenPrivilegeWillExpire { channel_name });
-            }
-            Ok(ServerMsg::Event(Event::SessionClosed { reason })) => {
-                *shared
-                    .closed_by_server
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner) = Some(reason);
-            }
-            Ok(other) => tracing::debug!("ignoring {other:?} on a delivery stream"),
-            Err(e) => tracing::warn!("undecodable event from the server: {e}"),
         }
         let received = shared.received[lane].fetch_add(1, Ordering::AcqRel) + 1;
-        if received.is_multiple_of(ACK_EVERY) {
+        let len = len as u64;
+        let bytes = shared.received_bytes.fetch_add(len, Ordering::AcqRel);
+        if received.is_multiple_of(ACK_EVERY) || (bytes + len) / ACK_BYTES > bytes / ACK_BYTES {
             shared.ack.notify_one();
         }
+    }
+}
+
+/// Hands one whole event to the listeners.
+async fn deliver(event: Event, listeners: &Listeners, shared: &Shared) {
+    match event {
+        Event::Message(mut m) => {
+            if let Some(cipher) = &shared.cipher {
+                m.message = cipher.open(m.message);
+            }
+            listeners.emit(RtmEvent::Message(m));
+        }
+        Event::Topic(t) => listeners.emit(RtmEvent::Topic(t)),
+        Event::Presence(p) => listeners.emit(RtmEvent::Presence(p)),
+        Event::Storage(s) => listeners.emit(RtmEvent::Storage(s)),
+        // Read nothing more of this lane until the missed messages are delivered: they come
+        // before what follows them.
+        Event::MessagesLost(lost) => recover(lost, listeners, shared).await,
+        Event::Lock(l) => listeners.emit(RtmEvent::Lock(l)),
+        Event::ChannelLeft {
+            channel_name,
+            reason,
+            ..
+        } => listeners.emit(crate::link::stream_channel_failed(channel_name, reason)),
+        Event::TokenPrivilegeWillExpire { channel_name } => {
+            listeners.emit(RtmEvent::TokenPrivilegeWillExpire { channel_name });
+        }
+        Event::SessionClosed { reason } => {
+            *shared
+                .closed_by_server
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner) = Some(reason);
+        }
+        Event::Part(_) => tracing::debug!("ignoring a part inside a part"),
     }
 }

@@ -38,6 +38,10 @@ pub enum RtmEvent {
         /// Empty for the login token; the stream channel's name for its token.
         channel_name: String,
     },
+    /// An event from the server that this client could not read (larger than the protocol
+    /// allows, `CHANNEL_MESSAGE_LENGTH_EXCEED_LIMITATION`): it was skipped, and the events
+    /// after it are delivered as usual. An rtm addition: a dropped event is never silent.
+    Error(rtm_proto::RtmError),
 }
 
 /// The state of the client's link to the server (the reference's `LinkState`).

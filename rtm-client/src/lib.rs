@@ -409,7 +409,7 @@ impl RtmClient {
             "login",
             login,
             inner.listeners.clone(),
-            Vec::new(),
+            connection::Carried::default(),
         )
         .await
         .map_err(connection::OpenError::into_error);

@@ -23,7 +23,9 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::Inner;
-use crate::connection::{Command, Connection, OpenError, Opened, Outcome, ReceivedCounter};
+use crate::connection::{
+    Carried, Command, Connection, OpenError, Opened, Outcome, ReceivedCounter,
+};
 use crate::event::{LinkOperation, LinkState, LinkStateReason};
 use crate::link::LinkChange;
 use crate::stream::StreamCache;
@@ -232,7 +234,8 @@ enum Attempt {
 }
 
 async fn attempt(client: &Inner, epoch: u64, lost: &Live) -> Attempt {
-    let received = lost.received.get();
+    let carried = lost.received.carry();
+    let received = carried.received.clone();
     let resume = Request::Resume(ResumeRequest {
         app_id: client.app_id.clone(),
         user_id: client.user_id.clone(),
@@ -240,7 +243,7 @@ async fn attempt(client: &Inner, epoch: u64, lost: &Live) -> Attempt {
         received: received.clone(),
     });
     let listeners = client.listeners.clone();
-    match Connection::open(&client.config, "resume", resume, listeners, received).await {
+    match Connection::open(&client.config, "resume", resume, listeners, carried).await {
         Ok(opened) => {
             let Opened {
                 connection,
@@ -288,7 +291,7 @@ async fn relogin(client: &Inner, epoch: u64) -> Attempt {
         "login",
         login,
         client.listeners.clone(),
-        Vec::new(),
+        Carried::default(),
     )
     .await
     {

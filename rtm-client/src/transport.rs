@@ -128,27 +128,35 @@ pub(crate) struct FrameReader {
     decoder: FrameDecoder,
 }
 
-/// The largest frame the client accepts from the server: a full-size message event plus
-/// generous room for names.
-const MAX_SERVER_FRAME: usize = 1 << 20;
+/// What came off a stream.
+#[derive(Debug)]
+pub(crate) enum Read {
+    /// A frame body.
+    Frame(Bytes),
+    /// A frame larger than the protocol allows (`docs/protocol.md` §2.2), skipped; `head` holds
+    /// its first bytes.
+    Oversized { len: usize, head: Bytes },
+}
 
 impl FrameReader {
     pub(crate) fn new(recv: quinn::RecvStream) -> Self {
         Self {
             recv,
             buf: BytesMut::with_capacity(4096),
-            decoder: FrameDecoder::new(MAX_SERVER_FRAME),
+            // docs/protocol.md §2.2: a server never sends more in one frame.
+            decoder: FrameDecoder::new(rtm_proto::limits::MAX_SERVER_FRAME_LEN),
         }
     }
 
-    /// The next frame body; `Ok(None)` at the end of the stream.
-    pub(crate) async fn next(&mut self) -> Result<Option<Bytes>, ReadFrameError> {
+    /// The next frame body, or the news of one too large (which the reader skips, going on
+    /// with the next); `Ok(None)` at the end of the stream.
+    pub(crate) async fn next(&mut self) -> Result<Option<Read>, quinn::ReadError> {
         loop {
             match self.decoder.decode(&mut self.buf) {
-                Ok(Some(body)) => return Ok(Some(body)),
+                Ok(Some(body)) => return Ok(Some(Read::Frame(body))),
                 Ok(None) => {}
-                Err(FrameError::Oversized { len, .. }) => {
-                    return Err(ReadFrameError::Oversized(len));
+                Err(FrameError::Oversized { len, head, .. }) => {
+                    return Ok(Some(Read::Oversized { len, head }));
                 }
             }
             match self.recv.read_chunk(64 * 1024, true).await? {
@@ -159,10 +167,20 @@ impl FrameReader {
     }
 }
 
-#[derive(Debug, thiserror::Error)]
-pub(crate) enum ReadFrameError {
-    #[error(transparent)]
-    Read(#[from] quinn::ReadError),
-    #[error("the server sent a frame of {0} bytes")]
-    Oversized(usize),
+impl Read {
+    /// The body of a frame; an error naming the size of one too large.
+    pub(crate) fn into_frame(self) -> Result<Bytes, String> {
+        match self {
+            Self::Frame(body) => Ok(body),
+            Self::Oversized { len, .. } => Err(oversized(len)),
+        }
+    }
+}
+
+/// Why a frame of `len` bytes was not read.
+pub(crate) fn oversized(len: usize) -> String {
+    format!(
+        "the server sent a frame of {len} bytes, more than the protocol's {} (docs/protocol.md §2.2)",
+        rtm_proto::limits::MAX_SERVER_FRAME_LEN
+    )
 }

@@ -54,6 +54,12 @@ impl FrameDecoder {
         self.max_frame_len
     }
 
+    /// Changes the largest body accepted from the next frame on (a server accepts little
+    /// before a login, more after).
+    pub fn set_max_frame_len(&mut self, max_frame_len: usize) {
+        self.max_frame_len = max_frame_len;
+    }
+
     /// Takes the next complete frame body out of `buf`.
     ///
     /// Returns `Ok(None)` when `buf` does not hold a whole frame yet (append more bytes and call

@@ -19,6 +19,7 @@
 //! - [`stream`]: stream channels and topics.
 //! - [`storage`]: metadata with revisions, and locks.
 //! - [`history`]: stored messages.
+//! - [`split`]: keeping server frames within the size every client accepts.
 //! - [`validate`]: the reference's length and character-set rules.
 //! - [`limits`]: the reference's default limits.
 #![warn(missing_docs)]
@@ -29,6 +30,7 @@ pub mod history;
 pub mod limits;
 pub mod message;
 pub mod presence;
+pub mod split;
 pub mod storage;
 pub mod stream;
 pub mod validate;

@@ -16,6 +16,13 @@ pub const PUBLISH_RATE: u32 = 60;
 /// Largest frame body the server accepts by default: a full-size message plus room for names
 /// and the envelope.
 pub const MAX_FRAME_LEN: usize = MAX_MESSAGE_SIZE + 4 * 1024;
+/// Largest frame body a server sends, and the least every client must accept (`docs/protocol.md`
+/// §2.2): answers and events that would be larger are split (a shorter page, an event in
+/// parts). It is also the highest `max_frame_len` a server may be configured with.
+pub const MAX_SERVER_FRAME_LEN: usize = 1 << 20;
+/// Of a server frame, the bytes that the items of one list (a history page, a `who_now` page,
+/// a presence or topic snapshot part) may take; the rest is left for the envelope.
+pub const LIST_BUDGET: usize = MAX_SERVER_FRAME_LEN - 64 * 1024;
 /// Most delivery streams ("lanes") a server opens per connection (`docs/protocol.md` §1.2).
 pub const MAX_LANES: usize = 16;
 /// Most stream channels one client may have joined at once.

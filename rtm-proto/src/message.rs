@@ -573,6 +573,18 @@ impl ServerMsg {
         decode_exact(body)
     }
 
+    /// The request id at the start of a body that is a [`ServerMsg::Response`], read without
+    /// decoding the rest, so that a client can fail the call whose answer it cannot read (too
+    /// large, or undecodable) instead of leaving it waiting.
+    pub fn peek_response_id(body: &[u8]) -> Option<RequestId> {
+        let (tag, rest) = postcard::take_from_bytes::<u32>(body).ok()?;
+        if tag != SERVER_MSG_RESPONSE_TAG {
+            return None;
+        }
+        let (id, _) = postcard::take_from_bytes::<u32>(rest).ok()?;
+        Some(RequestId(id))
+    }
+
     /// The bytes of the `channel_name` of a whole frame (length header included) that holds a
     /// channel's event ([`Event::Message`], [`Event::Topic`], [`Event::Presence`],
     /// [`Event::Storage`], [`Event::Lock`] or [`Event::MessagesLost`]), read
@@ -585,7 +597,11 @@ impl ServerMsg {
         if kind != SERVER_MSG_EVENT_TAG {
             return None;
         }
-        let (event, rest) = postcard::take_from_bytes::<u32>(rest).ok()?;
+        let (mut event, mut rest) = postcard::take_from_bytes::<u32>(rest).ok()?;
+        if event == EVENT_PART_TAG {
+            // A part goes on the lane of the event it belongs to.
+            (event, rest) = postcard::take_from_bytes::<u32>(rest).ok()?;
+        }
         // What comes before the name: each of these fields is an enum of a few variants or a
         // `ChannelType`, one byte on the wire.
         let before_name = match event {
@@ -617,6 +633,10 @@ const EVENT_STORAGE_TAG: u32 = 6;
 const EVENT_LOCK_TAG: u32 = 7;
 /// Variant index of [`Event::MessagesLost`] on the wire.
 const EVENT_LOST_TAG: u32 = 8;
+/// Variant index of [`Event::Part`] on the wire.
+const EVENT_PART_TAG: u32 = 9;
+/// Variant index of [`ServerMsg::Response`] on the wire.
+const SERVER_MSG_RESPONSE_TAG: u32 = 1;
 
 /// The server's answer to [`Hello`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -890,6 +910,10 @@ pub enum Event {
     /// Messages of a channel this session missed while its connection was lost (before the
     /// messages that follow them on its lane).
     MessagesLost(LostMessages),
+    /// A leading part of an event too large for one frame (a presence or topic snapshot): the
+    /// parts and the event that follows them on the same lane are one event, whose lists the
+    /// client joins (`docs/protocol.md` §2.2, [`crate::split`]).
+    Part(Box<Self>),
 }
 
 /// A message event, with the reference's fields.
@@ -1011,6 +1035,28 @@ mod tests {
     }
 
     #[test]
+    fn peek_finds_the_id_of_a_response_only() {
+        let error = encode_frame(&ServerMsg::Response {
+            id: RequestId(300),
+            result: Err(WireError::new(ErrorCode::InvalidParameter, "x")),
+        });
+        assert_eq!(
+            ServerMsg::peek_response_id(&error[4..]),
+            Some(RequestId(300))
+        );
+        // The first bytes are enough.
+        assert_eq!(
+            ServerMsg::peek_response_id(&error[4..7]),
+            Some(RequestId(300))
+        );
+        let closed = encode_frame(&ServerMsg::Event(Event::SessionClosed {
+            reason: CloseReason::SlowConsumer,
+        }));
+        assert_eq!(ServerMsg::peek_response_id(&closed[4..]), None);
+        assert_eq!(ServerMsg::peek_response_id(&[]), None);
+    }
+
+    #[test]
     fn peek_finds_the_channel_of_channel_events_only() {
         let message = |channel_type| {
             encode_frame(&ServerMsg::Event(Event::Message(MessageEvent {
@@ -1095,6 +1141,13 @@ mod tests {
             result: Ok(Response::Pong { timestamp: 5 }),
         });
         assert_eq!(ServerMsg::peek_event_channel(&pong), None);
+        // A part of an event travels on the lane of the event.
+        let presence_event = ServerMsg::decode(&presence[4..]).unwrap();
+        let ServerMsg::Event(presence_event) = presence_event else {
+            panic!()
+        };
+        let part = encode_frame(&ServerMsg::Event(Event::Part(Box::new(presence_event))));
+        assert_eq!(ServerMsg::peek_event_channel(&part), Some(&b"room-42"[..]));
         // Cut anywhere, a frame gives no name rather than a wrong one or a panic.
         let full = message(ChannelType::Message);
         for cut in 0..full.len() {

@@ -243,6 +243,20 @@ pub struct ConnectionLimits {
     /// they also acknowledge every 10th packet), 1 to 25. Higher saves packets and server CPU at
     /// high fan-out; lower recovers lost packets sooner on lossy links (docs/performance.md).
     pub client_ack_delay_ms: u32,
+    /// Most bytes of events one session may hold on the server: queued for its connection,
+    /// plus sent and not yet acknowledged (kept for a resume). Beyond it the session is closed
+    /// as a slow consumer (docs/operators.md). At least 4 MiB.
+    pub max_session_bytes: u64,
+    /// Most connections the server holds at once, logged in or not; more are refused during
+    /// the handshake (QUIC `CONNECTION_REFUSED`).
+    pub max_connections: u32,
+    /// Most connections from one IP address at once.
+    pub max_connections_per_address: u32,
+    /// New connections per second (with bursts of as many) that the server accepts without
+    /// checking the source address; beyond it every new client must first prove its address
+    /// with a QUIC Retry (one more round trip), so that spoofed sources cannot make the server
+    /// do handshakes.
+    pub handshake_rate: u32,
 }
 
 impl Default for ConnectionLimits {
@@ -254,9 +268,16 @@ impl Default for ConnectionLimits {
             token_warning_secs: 30,
             delivery_lanes: 16,
             client_ack_delay_ms: 5,
+            max_session_bytes: 64 << 20,
+            max_connections: 100_000,
+            max_connections_per_address: 1_000,
+            handshake_rate: 1_000,
         }
     }
 }
+
+/// The least `max_session_bytes`: room for a few of the largest frames.
+const MIN_SESSION_BYTES: u64 = 4 << 20;
 
 /// One app.
 #[derive(Clone, Debug, Deserialize)]
@@ -336,6 +357,24 @@ impl ServerConfig {
         let c = self.connection;
         if c.outbound_queue == 0 || c.login_timeout_secs == 0 {
             return bad("connection.outbound_queue and login_timeout_secs must be above 0".into());
+        }
+        if c.max_frame_len < 1024 || c.max_frame_len as usize > limits::MAX_SERVER_FRAME_LEN {
+            return bad(format!(
+                "connection.max_frame_len must be between 1024 and {} bytes",
+                limits::MAX_SERVER_FRAME_LEN
+            ));
+        }
+        if c.max_session_bytes < MIN_SESSION_BYTES {
+            return bad(format!(
+                "connection.max_session_bytes must be at least {MIN_SESSION_BYTES} (4 MiB)"
+            ));
+        }
+        if c.max_connections == 0 || c.max_connections_per_address == 0 || c.handshake_rate == 0 {
+            return bad(
+                "connection.max_connections, max_connections_per_address and handshake_rate \
+                 must be above 0"
+                    .into(),
+            );
         }
         if !(1..=25).contains(&c.client_ack_delay_ms) {
             return bad("connection.client_ack_delay_ms must be between 1 and 25".into());
@@ -545,6 +584,13 @@ mod tests {
             "[connection]\ndelivery_lanes = 0",
             "[connection]\nclient_ack_delay_ms = 0",
             "[connection]\nclient_ack_delay_ms = 100",
+            "[connection]\nmax_frame_len = 4294967295",
+            "[connection]\nmax_frame_len = 1048577",
+            "[connection]\nmax_frame_len = 100",
+            "[connection]\nmax_session_bytes = 1000",
+            "[connection]\nmax_connections = 0",
+            "[connection]\nmax_connections_per_address = 0",
+            "[connection]\nhandshake_rate = 0",
         ] {
             let config: ServerConfig = toml::from_str(text).unwrap();
             assert!(config.check().is_err(), "{text}");

@@ -30,6 +30,11 @@ pub struct Metrics {
     pub sessions_resumed: AtomicU64,
     /// Kept sessions ended because no resume came within their presence timeout.
     pub sessions_timed_out: AtomicU64,
+    /// New connections refused: the server or their address had too many.
+    pub connections_refused: AtomicU64,
+    /// New connections asked to prove their address (QUIC Retry) because handshakes came
+    /// faster than `handshake_rate`.
+    pub handshakes_retried: AtomicU64,
     /// Connections lost because the client fell silent (the QUIC idle timeout: its heartbeat
     /// interval + 10 s without a packet).
     pub heartbeat_timeouts: AtomicU64,

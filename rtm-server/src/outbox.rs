@@ -18,9 +18,14 @@
 //! head of the queue, so that nothing written into the dead connection is lost
 //! (`docs/protocol.md` §5.6). Frames are counted per lane from the session's first: the writer
 //! takes frame number `written[lane]`, the client acknowledges `received[lane]` of them.
+//!
+//! What a session holds is bounded in bytes as well: the frames queued and the frames kept
+//! until acknowledged together may take at most `max_bytes` (`[connection] max_session_bytes`).
+//! A client beyond it (one that never acknowledges, or reads too slowly) is a slow consumer
+//! like one whose queue is full.
 
 use std::collections::VecDeque;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -62,6 +67,13 @@ struct Shared {
     /// Wakes the writer: frames arrived, a close was asked for, or the senders are gone.
     notify: Notify,
     capacity: usize,
+    /// Most bytes of frames queued and kept at once.
+    max_bytes: usize,
+    /// Bytes of the frames queued or kept now (a frame counts from its push until it is
+    /// acknowledged or given up).
+    held: AtomicUsize,
+    /// Who the session is, for the log (set at login).
+    owner: Mutex<String>,
     lanes: u8,
     /// What was written and not yet acknowledged. Apart from `state` so that publishers never
     /// wait for the writer's or the acknowledgements' bookkeeping.
@@ -145,11 +157,24 @@ impl Outbox {
     /// A queue that holds up to `capacity` frames for `lanes` delivery lanes (rounded down to
     /// a power of two from 1 to [`MAX_LANES`]), and the receiving side for the writer.
     pub fn with_lanes(capacity: usize, lanes: u8, metrics: Arc<Metrics>) -> (Self, OutboxRx) {
+        Self::bounded(capacity, usize::MAX, lanes, metrics)
+    }
+
+    /// Like [`Outbox::with_lanes`], holding at most `max_bytes` of frames queued and kept.
+    pub fn bounded(
+        capacity: usize,
+        max_bytes: usize,
+        lanes: u8,
+        metrics: Arc<Metrics>,
+    ) -> (Self, OutboxRx) {
         let lanes = lanes.clamp(1, MAX_LANES as u8);
         let shared = Arc::new(Shared {
             state: Mutex::new(State::default()),
             notify: Notify::new(),
             capacity: capacity.max(1),
+            max_bytes,
+            held: AtomicUsize::new(0),
+            owner: Mutex::new(String::new()),
             lanes: 1u8 << lanes.ilog2(),
             kept: Mutex::new(Kept::default()),
             metrics,
@@ -164,12 +189,24 @@ impl Outbox {
         &self.sender.shared
     }
 
+    /// Names the session in the log lines about it (at login).
+    pub fn set_owner(&self, owner: impl Into<String>) {
+        *lock(&self.shared().owner) = owner.into();
+    }
+
     /// Queues one encoded frame without waiting.
     ///
     /// This is the fan-out hot path: one short lock, and a wake-up of the writer only when it
     /// may be waiting (the queue was empty).
     pub fn push(&self, frame: Bytes) -> Pushed {
+        self.push_all(std::iter::once(frame))
+    }
+
+    /// Queues frames that must stay together (the parts of one event): all of them, one after
+    /// the other, or none.
+    pub fn push_all(&self, frames: impl ExactSizeIterator<Item = Bytes>) -> Pushed {
         let shared = self.shared();
+        let count = frames.len();
         let mut state = lock(&shared.state);
         match state.closing {
             None => {}
@@ -178,12 +215,22 @@ impl Outbox {
                 shared
                     .metrics
                     .frames_dropped
-                    .fetch_add(1, Ordering::Relaxed);
+                    .fetch_add(count as u64, Ordering::Relaxed);
                 return Pushed::Overflowed;
             }
             Some(_) => return Pushed::Closed,
         }
-        if state.queue.len() >= shared.capacity {
+        let was_empty = state.queue.is_empty();
+        let mut bytes = 0;
+        let before = state.queue.len();
+        for frame in frames {
+            bytes += frame.len();
+            state.queue.push_back(frame);
+        }
+        let held = shared.held.fetch_add(bytes, Ordering::Relaxed) + bytes;
+        if state.queue.len() > shared.capacity || held > shared.max_bytes {
+            state.queue.truncate(before);
+            shared.held.fetch_sub(bytes, Ordering::Relaxed);
             state.closing = Some(CloseReason::SlowConsumer);
             drop(state);
             shared.notify.notify_one();
@@ -194,12 +241,9 @@ impl Outbox {
             shared
                 .metrics
                 .frames_dropped
-                .fetch_add(1, Ordering::Relaxed);
-            tracing::info!("closing a slow consumer: its outbound queue is full");
+                .fetch_add(count as u64, Ordering::Relaxed);
             return Pushed::Overflowed;
         }
-        let was_empty = state.queue.is_empty();
-        state.queue.push_back(frame);
         drop(state);
         if was_empty {
             // `notify_one` stores a permit, so a writer that is busy writing sees it next time.
@@ -226,7 +270,8 @@ impl Outbox {
             }
             let first_kept = written - sent.len() as u64;
             let done = received.min(written).saturating_sub(first_kept);
-            sent.drain(..done as usize);
+            let freed: usize = sent.drain(..done as usize).map(|f| f.len()).sum();
+            self.shared().held.fetch_sub(freed, Ordering::Relaxed);
             if sent.is_empty() && sent.capacity() > 64 {
                 // A burst is over: give the memory back.
                 *sent = VecDeque::new();
@@ -281,6 +326,16 @@ impl OutboxRx {
         self.shared.lanes
     }
 
+    /// The session's name for the log, once logged in (empty before).
+    pub fn owner(&self) -> String {
+        lock(&self.shared.owner).clone()
+    }
+
+    /// Bytes of frames queued or kept now.
+    pub fn held_bytes(&self) -> usize {
+        self.shared.held.load(Ordering::Relaxed)
+    }
+
     /// Waits for frames or a close request, and takes up to `max_batch` queued frames at once so
     /// the writer hands them to QUIC in few calls. A close request comes before queued frames.
     pub async fn next(&mut self, max_batch: usize) -> Next {
@@ -288,6 +343,16 @@ impl OutboxRx {
             let taken = {
                 let mut state = lock(&self.shared.state);
                 if let Some(reason) = state.closing {
+                    if reason == CloseReason::SlowConsumer {
+                        // Here, in the writer of the session being closed (its connection's
+                        // span), not in the publisher that found it full.
+                        tracing::info!(
+                            session = %self.owner(),
+                            held_bytes = self.shared.held.load(Ordering::Relaxed),
+                            queued = state.queue.len(),
+                            "closing a slow consumer: it did not read or acknowledge its events in time"
+                        );
+                    }
                     return Next::Close(reason);
                 }
                 if state.queue.is_empty() {
@@ -326,7 +391,11 @@ impl OutboxRx {
             let sent = &mut kept.sent[lane];
             if sent.len() >= capacity {
                 let number = kept.written[lane] - sent.len() as u64;
-                if let Some(old) = sent.pop_front()
+                let old = sent.pop_front();
+                if let Some(old) = &old {
+                    self.shared.held.fetch_sub(old.len(), Ordering::Relaxed);
+                }
+                if let Some(old) = old
                     && let Some((channel_type, channel_name, timestamp)) = message_of(&old)
                 {
                     let dropped = &mut kept.dropped[lane];
@@ -392,7 +461,11 @@ impl OutboxRx {
             let got = received.get(lane).copied().unwrap_or(0);
             let from = got.min(*written).max(first_kept);
             resend.extend(sent.drain((from - first_kept) as usize..));
-            sent.clear();
+            // What the client had received is no longer held.
+            let received_bytes: usize = sent.drain(..).map(|f| f.len()).sum();
+            self.shared
+                .held
+                .fetch_sub(received_bytes, Ordering::Relaxed);
             *written = from;
             for d in dropped.drain(..).filter(|d| d.number >= got) {
                 match lost
@@ -421,6 +494,7 @@ impl OutboxRx {
         }
         for notice in lost.into_iter().rev() {
             let frame = encode_frame(&ServerMsg::Event(Event::MessagesLost(notice)));
+            self.shared.held.fetch_add(frame.len(), Ordering::Relaxed);
             state.queue.push_front(frame);
         }
         if !state.queue.is_empty() {
@@ -644,6 +718,118 @@ mod tests {
         // Acknowledged or not, a healthy session is never closed for it.
         assert!(!outbox.is_closing());
         assert_eq!(metrics.slow_consumer_disconnects.load(Ordering::Relaxed), 0);
+    }
+
+    #[tokio::test]
+    async fn a_session_holding_more_bytes_than_allowed_is_a_slow_consumer() {
+        let metrics = Arc::new(Metrics::default());
+        let (outbox, mut rx) = Outbox::bounded(4096, 1000, 1, metrics.clone());
+        let big = |b: u8| Bytes::from(vec![b; 300]);
+        for b in 0..3 {
+            assert_eq!(outbox.push(big(b)), Pushed::Queued);
+        }
+        // Taken by the writer and never acknowledged, they are still held.
+        assert_eq!(frames(rx.next(8).await).len(), 3);
+        assert_eq!(rx.held_bytes(), 900);
+        assert_eq!(outbox.push(big(3)), Pushed::Overflowed);
+        assert!(matches!(
+            rx.next(8).await,
+            Next::Close(CloseReason::SlowConsumer)
+        ));
+        assert_eq!(metrics.slow_consumer_disconnects.load(Ordering::Relaxed), 1);
+    }
+
+    #[tokio::test]
+    async fn acknowledged_and_received_bytes_are_no_longer_held() {
+        let (outbox, mut rx) = Outbox::bounded(4096, 1000, 1, Arc::new(Metrics::default()));
+        let big = |b: u8| Bytes::from(vec![b; 300]);
+        for round in 0..10u8 {
+            for b in 0..3 {
+                assert_eq!(outbox.push(big(3 * round + b)), Pushed::Queued);
+            }
+            assert_eq!(frames(rx.next(8).await).len(), 3);
+            outbox.ack(&[3 * u64::from(round) + 3]);
+            assert_eq!(rx.held_bytes(), 0);
+        }
+        // A resume forgets what the client says it has, and keeps the rest for it.
+        for b in 0..3 {
+            outbox.push(big(b));
+        }
+        rx.next(8).await;
+        rx.rewind(&[32]);
+        assert_eq!(rx.held_bytes(), 300);
+        // Frames given up beyond the kept window are not held either.
+        let (outbox, mut rx) = Outbox::bounded(2, 1000, 1, Arc::new(Metrics::default()));
+        for b in 0..9 {
+            outbox.push(big(b));
+            rx.next(8).await;
+        }
+        assert_eq!(rx.held_bytes(), 600);
+    }
+
+    #[test]
+    fn frames_pushed_together_are_queued_together_or_not_at_all() {
+        let metrics = Arc::new(Metrics::default());
+        let (outbox, _rx) = Outbox::new(4, metrics.clone());
+        assert_eq!(
+            outbox.push_all([one(1), one(2)].into_iter()),
+            Pushed::Queued
+        );
+        assert_eq!(
+            outbox.push_all([one(3), one(4), one(5)].into_iter()),
+            Pushed::Overflowed
+        );
+        assert_eq!(metrics.frames_dropped.load(Ordering::Relaxed), 3);
+    }
+
+    /// A log sink for one test.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+            lock(&self.0).extend_from_slice(data);
+            Ok(data.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn the_slow_consumer_line_is_the_writers_and_names_its_session() {
+        let log = Captured::default();
+        let sink = log.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || sink.clone())
+            .with_ansi(false)
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .build()
+                .unwrap();
+            let (outbox, mut rx) = Outbox::new(1, Arc::new(Metrics::default()));
+            outbox.set_owner("s7 (app/slow-bob)");
+            tracing::info_span!("publisher", user = "alice").in_scope(|| {
+                outbox.push(one(1));
+                assert_eq!(outbox.push(one(2)), Pushed::Overflowed);
+            });
+            let writer = tracing::info_span!("conn", remote = "10.0.0.7:4000");
+            let next = runtime.block_on(tracing::Instrument::instrument(rx.next(8), writer));
+            assert!(matches!(next, Next::Close(CloseReason::SlowConsumer)));
+        });
+        let text = String::from_utf8(lock(&log.0).clone()).unwrap();
+        let lines: Vec<&str> = text
+            .lines()
+            .filter(|l| l.contains("slow consumer"))
+            .collect();
+        assert_eq!(lines.len(), 1, "{text}");
+        assert!(lines[0].contains("s7 (app/slow-bob)"), "{text}");
+        assert!(
+            lines[0].contains("conn{remote=\"10.0.0.7:4000\"}"),
+            "{text}"
+        );
+        assert!(!lines[0].contains("alice"), "{text}");
     }
 
     #[tokio::test]

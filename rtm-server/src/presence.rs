@@ -165,14 +165,17 @@ impl<E: Engine> Core<E> {
                     return;
                 }
             };
-            let snapshot = users;
-            session.push(event(
-                PresenceEventType::Snapshot,
+            // docs/protocol.md §2.2: in parts when it does not fit one frame.
+            session.push_event(Event::Presence(PresenceEvent {
+                event_type: PresenceEventType::Snapshot,
                 channel_type,
-                channel,
-                "",
-                snapshot,
-            ));
+                channel_name: channel.to_owned(),
+                publisher: String::new(),
+                state_changed: Default::default(),
+                interval: None,
+                snapshot: users,
+                timestamp: now_ms(),
+            }));
         }
     }
 
@@ -324,7 +327,8 @@ impl<E: Engine> Core<E> {
             return;
         };
         let (app_id, channel_type, channel) = &key;
-        let frame = encode_frame(&ServerMsg::Event(Event::Presence(PresenceEvent {
+        // docs/protocol.md §2.2: a busy period's changes may take several INTERVAL events.
+        let frames = rtm_proto::split::event_frames(Event::Presence(PresenceEvent {
             event_type: PresenceEventType::Interval,
             channel_type: *channel_type,
             channel_name: channel.to_string(),
@@ -333,13 +337,15 @@ impl<E: Engine> Core<E> {
             interval: Some(detail),
             snapshot: Vec::new(),
             timestamp: now_ms(),
-        })));
-        if let Err(e) = self
-            .engine
-            .broadcast_presence(app_id, *channel_type, channel, NOBODY, frame)
-            .await
-        {
-            tracing::warn!(%channel, "interval event not delivered: {e}");
+        }));
+        for frame in frames {
+            if let Err(e) = self
+                .engine
+                .broadcast_presence(app_id, *channel_type, channel, NOBODY, frame)
+                .await
+            {
+                tracing::warn!(%channel, "interval event not delivered: {e}");
+            }
         }
     }
 

@@ -511,6 +511,8 @@ impl<E: Engine> Session<E> {
         let token_ends_ms = check_token(&policy, &login.app_id, &login.user_id, &login.token)?;
         let id = self.core.next_session_id();
         let handle = SessionHandle::new(id, &login.app_id, &login.user_id, self.outbox.clone());
+        self.outbox
+            .set_owner(format!("{} ({}/{})", id, login.app_id, login.user_id));
         self.core
             .engine
             .attach(&handle)
@@ -1026,13 +1028,18 @@ impl<E: Engine> Session<E> {
             )
             .await
             .map_err(|e| err(ErrorCode::PresenceOperationFailed, e.to_string()))?;
-        let next_page = match page.users.last() {
-            Some(last) if page.more => last.user_id.clone(),
+        let mut users = page.users;
+        // docs/protocol.md §2.2: a page of users with large states is cut short by bytes.
+        let fit = rtm_proto::split::fitting(&users, limits::LIST_BUDGET);
+        let more = page.more || fit < users.len();
+        users.truncate(fit);
+        let next_page = match users.last() {
+            Some(last) if more => last.user_id.clone(),
             _ => String::new(),
         };
         Ok(Response::WhoNow {
             total_occupancy: u32::try_from(page.total).unwrap_or(u32::MAX),
-            occupants: page.users,
+            occupants: users,
             next_page,
             timestamp: now_ms(),
         })

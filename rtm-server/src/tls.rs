@@ -165,10 +165,12 @@ pub(crate) fn quic_server_config(
 fn transport_config(client_ack_delay_ms: u32) -> quinn::TransportConfig {
     let mut t = quinn::TransportConfig::default();
     // One control stream per connection; clients never open unidirectional streams.
-    t.max_concurrent_bidi_streams(4u32.into());
+    t.max_concurrent_bidi_streams(1u32.into());
     t.max_concurrent_uni_streams(0u32.into());
     t.stream_receive_window((256u32 * 1024).into());
-    t.receive_window((1024u32 * 1024).into());
+    // Small until the client logs in: a connection that never does holds little
+    // (`transport::connection` raises it at login).
+    t.receive_window(crate::transport::PRE_LOGIN_WINDOW.into());
     t.send_window(2 * 1024 * 1024);
     let idle_secs = 1800 + 10 + 20;
     t.max_idle_timeout(Some(quinn::IdleTimeout::from(quinn::VarInt::from_u32(

@@ -39,7 +39,8 @@ impl<E: Engine> Core<E> {
             .await
             .map_err(|e| refused(e, ErrorCode::ChannelJoinFailed))?;
         let timestamp = now_ms();
-        session.push(encode_topic_event(TopicEvent {
+        // docs/protocol.md §2.2: in parts when it does not fit one frame.
+        session.push_event(Event::Topic(TopicEvent {
             event_type: TopicEventType::Snapshot,
             channel_name: channel.to_owned(),
             publisher: String::new(),

@@ -72,7 +72,8 @@ pub struct TestServer {
 impl TestServer {
     /// A server with the test kit's configuration: the reference's limits, except publish
     /// rates (channels and topics) of 100 000 messages per second and metadata and lock call
-    /// rates of 10 000 per second, so that tests can send bursts.
+    /// rates of 10 000 per second, so that tests can send bursts, and no per-address
+    /// connection cap (every test client comes from 127.0.0.1).
     pub async fn start() -> Self {
         Self::start_with(Self::config()).await
     }
@@ -85,6 +86,8 @@ impl TestServer {
         config.limits.topic_publish_rate = 100_000;
         config.limits.storage_rate = 10_000;
         config.limits.lock_rate = 10_000;
+        // Every test client comes from 127.0.0.1.
+        config.connection.max_connections_per_address = 100_000;
         config
     }
 

@@ -64,6 +64,11 @@ enum Workload {
     /// link (--loss, --delay-ms each way), one publisher sending to them in turn at --rate.
     /// Shows whether a lost packet of one channel holds up the others.
     Lossy,
+    /// rtm only: --conns connections that say hello and never log in; with --flood-kib N each
+    /// also tries to open 3 more streams and send N KiB on each, and sends N KiB of a frame it
+    /// never finishes on its control stream. Server memory before and after (measured within
+    /// the server's login timeout, with the connections open).
+    Prelogin,
 }
 
 /// Open-loop load generator for rtm, NATS and Redis pub/sub.
@@ -123,6 +128,9 @@ struct Args {
     /// rtm in-process: delivery streams per connection (lanes), 1 to 16.
     #[arg(long)]
     lanes: Option<u8>,
+    /// KiB each hostile connection tries to send per stream (prelogin).
+    #[arg(long, default_value_t = 0)]
+    flood_kib: usize,
     /// A label for this run in the report.
     #[arg(long, default_value = "")]
     label: String,
@@ -188,6 +196,9 @@ impl Target {
                 config.limits.publish_rate = 10_000_000;
                 config.limits.topic_publish_rate = 10_000_000;
                 config.limits.max_subscriptions = 10_000;
+                // Every load client comes from 127.0.0.1, thousands at a time.
+                config.connection.max_connections_per_address = 100_000;
+                config.connection.handshake_rate = 100_000;
                 if let Some(lanes) = args.lanes {
                     config.connection.delivery_lanes = lanes;
                 }
@@ -546,6 +557,7 @@ async fn main() -> anyhow::Result<()> {
         Workload::Conns => conns_run(&args, &mut target, server_pid, &mut report).await?,
         Workload::Lossy => lossy_run(&args, &mut target, &mut report).await?,
         Workload::Presence => presence_run(&args, &mut target, server_pid, &mut report).await?,
+        Workload::Prelogin => prelogin_run(&args, &mut target, server_pid, &mut report).await?,
     }
     println!("{report}");
     Ok(())
@@ -1019,6 +1031,83 @@ async fn conns_run(
         report["server_kib_per_conn"],
         report["server_idle_cpu_pct"],
     );
+    drop(conns);
+    Ok(())
+}
+
+async fn prelogin_run(
+    args: &Args,
+    target: &mut Target,
+    server_pid: Option<u32>,
+    report: &mut serde_json::Value,
+) -> anyhow::Result<()> {
+    if target.system != System::Rtm {
+        bail!("the prelogin workload is rtm's own");
+    }
+    let hello = rtm_proto::encode_frame(&rtm_proto::ClientMsg::Hello(rtm_proto::Hello {
+        version: rtm_proto::PROTOCOL_VERSION,
+        agent: "rtm-load prelogin".into(),
+    }));
+    let flood = vec![0u8; args.flood_kib * 1024];
+    // One connection first, so fixed costs are not counted per connection.
+    let first = rtm_client::raw::connect(&target.rtm_config(0)?).await?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let before = rss_kib(server_pid);
+    let started = Instant::now();
+    let mut conns = vec![first];
+    let mut tasks = JoinSet::new();
+    for n in 1..args.conns {
+        let conn = rtm_client::raw::connect(&target.rtm_config(n)?).await?;
+        let (mut send, recv) = conn.open_bi().await?;
+        send.write_all(&hello).await?;
+        // A frame header announcing more than is sent, then the bytes; and three more
+        // streams with as much on each.
+        let mut control = (flood.len() as u32 + 1).to_be_bytes().to_vec();
+        control.extend_from_slice(&flood);
+        if !flood.is_empty() {
+            for _ in 0..3 {
+                let (conn, flood) = (conn.clone(), flood.clone());
+                tasks.spawn(async move {
+                    if let Ok((mut extra, _recv)) = conn.open_bi().await {
+                        let _ = extra.write_all(&flood).await;
+                        std::future::pending::<()>().await;
+                    }
+                });
+            }
+        }
+        tasks.spawn(async move {
+            if control.len() > 4 {
+                let _ = send.write_all(&control).await;
+            }
+            std::future::pending::<()>().await;
+            drop((send, recv));
+        });
+        conns.push(conn);
+    }
+    let connect_secs = started.elapsed().as_secs_f64();
+    // Two seconds for the data to arrive, as in the measurement; the login timeout
+    // (10 s by default) has not closed them yet.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after = rss_kib(server_pid);
+    let sent: u64 = conns.iter().map(|c| c.stats().udp_tx.bytes).sum();
+    report["conns"] = args.conns.into();
+    report["flood_kib"] = args.flood_kib.into();
+    report["connect_s"] = ((connect_secs * 10.0).round() / 10.0).into();
+    report["client_sent_kib"] = (sent / 1024).into();
+    report["server_rss_before_kib"] = before.into();
+    report["server_rss_after_kib"] = after.into();
+    if let (Some(b), Some(a)) = (before, after) {
+        report["server_rss_growth_kib"] = a.saturating_sub(b).into();
+    }
+    eprintln!(
+        "prelogin conns={} flood={} KiB: clients sent {} KiB; server RSS {:?} -> {:?} KiB",
+        args.conns,
+        args.flood_kib,
+        sent / 1024,
+        before,
+        after
+    );
+    tasks.abort_all();
     drop(conns);
     Ok(())
 }

@@ -86,6 +86,12 @@ impl SessionHandle {
         self.inner.outbox.push(frame)
     }
 
+    /// Queues the frames of one event together (see [`rtm_proto::split::event_frames`]).
+    pub fn push_event(&self, event: rtm_proto::Event) -> Pushed {
+        let frames = rtm_proto::split::event_frames(event);
+        self.inner.outbox.push_all(frames.into_iter())
+    }
+
     /// Ends the session for `reason`: the client is told, then the connection closes.
     pub fn close(&self, reason: CloseReason) -> bool {
         self.inner.outbox.close(reason)

@@ -1,7 +1,9 @@
 //! The session's history call (`docs/protocol.md` §5.12).
 
 use rtm_proto::history::MAX_HISTORY_PAGE;
-use rtm_proto::{ChannelType, ErrorCode, GetMessagesRequest, Response, WireError, validate};
+use rtm_proto::{
+    ChannelType, ErrorCode, GetMessagesRequest, Response, WireError, limits, validate,
+};
 
 use super::{Session, logged_in, storage};
 use crate::config::AppPolicy;
@@ -70,9 +72,18 @@ impl<E: Engine> Session<E> {
             )
             .await
             .map_err(|e| err(ErrorCode::HistoryOperationFailed, e.to_string()))?;
+        let mut messages = page.messages;
+        let mut new_start = page.new_start;
+        // docs/protocol.md §2.2: a page of large messages is cut short by bytes; the next page
+        // starts below the last one given.
+        let fit = rtm_proto::split::fitting(&messages, limits::LIST_BUDGET);
+        if fit < messages.len() {
+            messages.truncate(fit);
+            new_start = messages.last().map_or(0, |m| m.timestamp);
+        }
         Ok(Response::Messages {
-            messages: page.messages,
-            new_start: page.new_start,
+            messages,
+            new_start,
             timestamp: now_ms(),
         })
     }

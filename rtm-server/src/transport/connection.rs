@@ -89,8 +89,9 @@ async fn run<E: Engine>(
     // state every idle connection keeps while it waits for requests (docs/performance.md).
     let (mut send, mut reader) = Box::pin(open_control(core, conn, login_deadline)).await?;
 
-    let (outbox, outbox_rx) = Outbox::with_lanes(
+    let (outbox, outbox_rx) = Outbox::bounded(
         core.connection.outbound_queue as usize,
+        usize::try_from(core.connection.max_session_bytes).unwrap_or(usize::MAX),
         core.connection.delivery_lanes,
         core.metrics.clone(),
     );
@@ -117,7 +118,7 @@ async fn run<E: Engine>(
             },
             Some(waited) = served.waits.join_next(), if !served.waits.is_empty() => {
                 if let Ok((id, result)) = waited {
-                    encode_frame_into(&ServerMsg::Response { id, result }, &mut out);
+                    respond(id, result, &mut out);
                     if let Err(e) = send.write_all(&out).await {
                         tracing::debug!("connection lost: {e}");
                         break Ending::Lost;
@@ -180,6 +181,9 @@ async fn run<E: Engine>(
         if served.session.is_logged_in()
             && let Some(rx) = served.outbox_rx.take()
         {
+            // Logged in (or resumed): the client may now send what its limits allow.
+            conn.set_receive_window(super::LOGGED_IN_WINDOW.into());
+            reader.set_max_frame_len(core.connection.max_frame_len as usize);
             writer = Some(Writer::spawn(conn.clone(), rx));
         }
         if let Err(e) = send.write_all(&out).await {
@@ -205,7 +209,10 @@ async fn open_control<E: Engine>(
             return Err(ConnError::Protocol("no control stream before the login deadline"));
         }
     };
-    let mut reader = FrameReader::new(recv, core.connection.max_frame_len as usize);
+    // The protocol has one client-opened stream: no credit for another, ever.
+    conn.set_max_concurrent_bi_streams(0u32.into());
+    let max_frame_len = (core.connection.max_frame_len as usize).min(super::PRE_LOGIN_FRAME);
+    let mut reader = FrameReader::new(recv, max_frame_len);
 
     // docs/protocol.md §4.1: the first frame is Hello, answered by Welcome or an error.
     let first = tokio::select! {
@@ -354,13 +361,11 @@ async fn handle<E: Engine>(
         }) => {
             // Rare, and its future is the largest here: boxed (see `run`).
             let result = Box::pin(resume_here(served, core, &resume)).await;
-            encode_frame_into(&ServerMsg::Response { id, result }, out);
+            respond(id, result, out);
         }
         Ok(ClientMsg::Request { id, request }) => {
             match served.session.handle(request, served.waits.len()).await {
-                Handled::Now(result) => {
-                    encode_frame_into(&ServerMsg::Response { id, result }, out);
-                }
+                Handled::Now(result) => respond(id, result, out),
                 // An acquire with retry: answered when the lock comes (or never, if the
                 // connection ends first: then the wait ends with it).
                 Handled::Later(answer) => {
@@ -434,6 +439,30 @@ async fn resume_here<E: Engine>(
         limits,
         next_frame,
     })
+}
+
+/// Appends the answer to request `id` to `out`. Answers are built to fit in a frame
+/// (`docs/protocol.md` §2.2); one that would not is replaced by an error rather than sent to
+/// a client that would refuse it.
+fn respond(id: RequestId, result: Result<Response, WireError>, out: &mut BytesMut) {
+    let start = out.len();
+    encode_frame_into(&ServerMsg::Response { id, result }, out);
+    let len = out.len() - start - rtm_proto::frame::HEADER_LEN;
+    if len > rtm_proto::limits::MAX_SERVER_FRAME_LEN {
+        out.truncate(start);
+        tracing::error!(len, "an answer larger than a frame was not sent");
+        let error = WireError::new(
+            ErrorCode::ChannelMessageLengthExceedLimitation,
+            "the answer is larger than the protocol allows",
+        );
+        encode_frame_into(
+            &ServerMsg::Response {
+                id,
+                result: Err(error),
+            },
+            out,
+        );
+    }
 }
 
 fn reply_error(id: Option<RequestId>, error: WireError, out: &mut BytesMut) {

@@ -5,6 +5,7 @@
 //! read. Once the client logs in, a second task drains the session's
 //! [`Outbox`](crate::outbox::Outbox) into a server-opened unidirectional delivery stream.
 
+mod admission;
 mod connection;
 mod reader;
 
@@ -13,10 +14,20 @@ use std::sync::Arc;
 
 use tokio::sync::{mpsc, watch};
 
+use self::admission::{Admission, Admit};
 use crate::core::Core;
 use crate::engine::Engine;
 
 pub(crate) use connection::serve;
+
+/// The connection's receive window (QUIC flow control over all its streams) until it logs in
+/// or resumes: room for the hello and a login, so that a client that never logs in cannot make
+/// the server buffer more (`docs/operators.md`, "Connection limits").
+pub(crate) const PRE_LOGIN_WINDOW: u32 = 8 * 1024;
+/// The largest frame accepted before a login (a hello, a login or a resume are far smaller).
+pub(crate) const PRE_LOGIN_FRAME: usize = 8 * 1024;
+/// The connection's receive window once logged in.
+pub(crate) const LOGGED_IN_WINDOW: u32 = 1024 * 1024;
 
 /// Binds a UDP socket with large buffers (one socket carries every connection) and makes the
 /// endpoint.
@@ -61,16 +72,36 @@ pub(crate) async fn accept_loop<E: Engine>(
     mut shutdown: watch::Receiver<bool>,
     done: mpsc::Sender<()>,
 ) {
+    let admission = Admission::new(&core.connection, core.metrics.clone());
     loop {
         tokio::select! {
             incoming = endpoint.accept() => {
                 let Some(incoming) = incoming else { break };
+                let remote = incoming.remote_address();
+                let ticket = match admission.admit(
+                    remote.ip(),
+                    incoming.remote_address_validated(),
+                    incoming.may_retry(),
+                ) {
+                    Admit::Serve(ticket) => ticket,
+                    Admit::Retry => {
+                        if let Err(e) = incoming.retry() {
+                            e.into_incoming().ignore();
+                        }
+                        continue;
+                    }
+                    Admit::Refuse(why) => {
+                        tracing::debug!(%remote, "connection refused: {why}");
+                        incoming.refuse();
+                        continue;
+                    }
+                };
                 let core = core.clone();
                 let shutdown = shutdown.clone();
                 let done = done.clone();
                 tokio::spawn(async move {
                     serve(core, incoming, shutdown).await;
-                    drop(done);
+                    drop((ticket, done));
                 });
             }
             _ = shutdown.changed() => break,

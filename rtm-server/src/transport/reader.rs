@@ -29,6 +29,11 @@ impl FrameReader {
         }
     }
 
+    /// Accepts frames of up to `max` bytes from the next one on.
+    pub(crate) fn set_max_frame_len(&mut self, max: usize) {
+        self.decoder.set_max_frame_len(max);
+    }
+
     /// The next frame already buffered, without reading.
     pub(crate) fn buffered(&mut self) -> Option<Inbound> {
         match self.decoder.decode(&mut self.buf) {

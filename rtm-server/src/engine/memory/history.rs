@@ -118,8 +118,13 @@ fn read_page(
     now: u64,
 ) -> Result<HistoryPage, EngineError> {
     let kind = u8::from(key.channel_type);
-    let below = if start == 0 { i64::MAX } else { start as i64 };
-    let from = end.max(oldest_kept(retention, now)) as i64;
+    // Timestamps beyond i64 (which no stored message has) bound nothing below them, and
+    // everything above: never a wrapped, negative bound.
+    let below = match start {
+        0 => i64::MAX,
+        start => i64::try_from(start).unwrap_or(i64::MAX),
+    };
+    let from = i64::try_from(end.max(oldest_kept(retention, now))).unwrap_or(i64::MAX);
     let mut statement = conn
         .prepare(
             "SELECT ts, publisher, custom_type, payload_kind, payload FROM history \
@@ -213,6 +218,21 @@ mod tests {
                 .messages
                 .is_empty()
         );
+    }
+
+    #[test]
+    fn bounds_beyond_i64_are_not_wrapped() {
+        let mut db = MetadataDb::in_memory().unwrap();
+        let key = HistoryKey::channel("room");
+        db.store_message("a", &key, message("m"), KEEP_10, 1000)
+            .unwrap();
+        // No message is at or after the end of time: an `end` that wrapped to a negative
+        // number used to drop the bound and return everything.
+        let page = read_page(&db.conn, "a", &key, (100, 0, u64::MAX), KEEP_10, 1000).unwrap();
+        assert!(page.messages.is_empty(), "{:?}", page.messages);
+        // Every message is older than the end of time.
+        let page = read_page(&db.conn, "a", &key, (100, u64::MAX, 0), KEEP_10, 1000).unwrap();
+        assert_eq!(page.messages.len(), 1);
     }
 
     #[test]
