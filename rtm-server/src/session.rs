@@ -296,6 +296,10 @@ impl<E: Engine> Session<E> {
             }),
             Request::Login(login) => self.login(login).await,
             Request::Logout => {
+                //= docs/protocol.md#5.1
+                //# Before login, every request but `Login`, `Resume` and `Ping` is answered with
+                //# `-10002` (`NOT_LOGIN`).
+                logged_in(&mut self.state)?;
                 self.end().await;
                 Ok(Response::Logout {
                     timestamp: now_ms(),
@@ -308,6 +312,7 @@ impl<E: Engine> Session<E> {
             Request::GetMessages(query) => self.get_messages(query).await,
             Request::RenewToken { token } => self.renew_token(&token),
             Request::Heartbeat { received } => {
+                logged_in(&mut self.state)?;
                 self.ack(&received);
                 Ok(Response::Pong {
                     timestamp: now_ms(),
