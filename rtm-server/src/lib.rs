@@ -62,7 +62,8 @@ pub enum ServerError {
     /// The certificate could not be loaded or made.
     #[error(transparent)]
     Tls(#[from] TlsError),
-    /// The metadata store in the data directory could not be opened.
+    /// The metadata store in the data directory could not be opened, or is damaged or not
+    /// this server's.
     #[error("cannot open the metadata store: {0}")]
     Storage(engine::EngineError),
     /// The UDP socket could not be bound.

@@ -25,7 +25,7 @@ use rtm_proto::{
 };
 
 use crate::config::AppPolicy;
-use crate::core::{Core, err, invalid, now_ms};
+use crate::core::{Core, engine_failed, err, invalid, now_ms};
 use crate::engine::SessionId;
 use crate::engine::{Engine, PresenceFlags, SessionHandle, StateChange, StateError};
 use crate::outbox::Outbox;
@@ -520,7 +520,7 @@ impl<E: Engine> Session<E> {
             .engine
             .attach(&handle)
             .await
-            .map_err(|e| err(ErrorCode::LoginRejected, e.to_string()))?;
+            .map_err(|e| engine_failed(ErrorCode::LoginRejected, &e))?;
         self.core.metrics.sessions.fetch_add(1, Ordering::Relaxed);
         let limits = policy.login_limits(self.core.connection.max_frame_len);
         let (ticket, claims) = self
@@ -948,7 +948,7 @@ impl<E: Engine> Session<E> {
                 StateError::TooMany(..) => {
                     err(ErrorCode::PresenceStateCountOverflow, e.to_string())
                 }
-                StateError::Engine(e) => err(ErrorCode::PresenceOperationFailed, e.to_string()),
+                StateError::Engine(e) => engine_failed(ErrorCode::PresenceOperationFailed, &e),
             })?;
         self.core
             .state_changed(&state.handle, channel_type, &channel, flags, full)
@@ -973,7 +973,7 @@ impl<E: Engine> Session<E> {
             .engine
             .get_state(state.handle.app_id(), channel_type, &channel, &user_id)
             .await
-            .map_err(|e| err(ErrorCode::PresenceOperationFailed, e.to_string()))?
+            .map_err(|e| engine_failed(ErrorCode::PresenceOperationFailed, &e))?
             .ok_or_else(|| {
                 err(
                     ErrorCode::PresenceUserNotExist,
@@ -1030,7 +1030,7 @@ impl<E: Engine> Session<E> {
                 include_state,
             )
             .await
-            .map_err(|e| err(ErrorCode::PresenceOperationFailed, e.to_string()))?;
+            .map_err(|e| engine_failed(ErrorCode::PresenceOperationFailed, &e))?;
         let next_page = match page.users.last() {
             Some(last) if page.more => last.user_id.clone(),
             _ => String::new(),
@@ -1052,7 +1052,7 @@ impl<E: Engine> Session<E> {
             .engine
             .user_channels(state.handle.app_id(), &user_id)
             .await
-            .map_err(|e| err(ErrorCode::PresenceOperationFailed, e.to_string()))?;
+            .map_err(|e| engine_failed(ErrorCode::PresenceOperationFailed, &e))?;
         Ok(Response::WhereNow {
             channels,
             timestamp: now_ms(),

@@ -108,6 +108,10 @@ pub enum EngineError {
     /// The backing store could not be reached or answered with an error.
     #[error("engine unavailable: {0}")]
     Unavailable(String),
+    /// The durable storage found at start cannot be used as it is (damaged, or not this
+    /// server's); the text names it, says what is wrong and what the operator can do.
+    #[error("{0}")]
+    Unusable(String),
 }
 
 /// Why the engine refused a stream-channel operation.

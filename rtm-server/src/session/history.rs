@@ -5,7 +5,7 @@ use rtm_proto::{ChannelType, ErrorCode, GetMessagesRequest, Response, WireError,
 
 use super::{Session, logged_in, storage};
 use crate::config::AppPolicy;
-use crate::core::{err, invalid, now_ms};
+use crate::core::{engine_failed, err, invalid, now_ms};
 use crate::engine::{Engine, HistoryKey, Retention};
 
 /// How much history the app keeps; `-15005` when it keeps none.
@@ -69,7 +69,7 @@ impl<E: Engine> Session<E> {
                 retention,
             )
             .await
-            .map_err(|e| err(ErrorCode::HistoryOperationFailed, e.to_string()))?;
+            .map_err(|e| engine_failed(ErrorCode::HistoryOperationFailed, &e))?;
         Ok(Response::Messages {
             messages: page.messages,
             new_start: page.new_start,
