@@ -1,10 +1,10 @@
-//! What the server checks in its data directory before it serves: the metadata database
-//! (intact, and this server's schema).
+//! What the server checks in its data directory before it serves: the directory's lock (one
+//! server per directory) and the metadata database (intact, and this server's schema).
 
 use std::net::SocketAddr;
 use std::path::Path;
 
-use rtm_server::{Server, ServerConfig, ServerError, ServerHandle};
+use rtm_server::{DataDirError, Server, ServerConfig, ServerError, ServerHandle};
 
 fn config(dir: &Path) -> ServerConfig {
     ServerConfig {
@@ -27,6 +27,30 @@ async fn refused(dir: &Path) -> ServerError {
 
 fn database(dir: &Path) -> std::path::PathBuf {
     dir.join("metadata.sqlite3")
+}
+
+#[tokio::test]
+async fn a_second_server_on_a_data_directory_is_refused_until_the_first_stops() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = start(dir.path()).await.unwrap();
+    let err = refused(dir.path()).await;
+    let pid = std::process::id();
+    assert!(
+        matches!(&err, ServerError::DataDir(DataDirError::InUse { pid: Some(p), .. }) if *p == pid),
+        "{err:?}"
+    );
+    let expected = format!(
+        "data directory {} is in use by another rtm-server (pid {pid})",
+        dir.path().display()
+    );
+    assert!(err.to_string().contains(&expected), "{err}");
+
+    // A server shut down lets go of the directory, and so does one whose handle is dropped.
+    first.shutdown().await;
+    let second = start(dir.path()).await.unwrap();
+    drop(second);
+    let third = start(dir.path()).await.unwrap();
+    third.shutdown().await;
 }
 
 #[tokio::test]

@@ -349,6 +349,12 @@ pub trait Engine: Send + Sync + 'static {
     /// before serving; until then, metadata operations fail with `STORAGE_NOT_AVAILABLE`.
     fn open_storage(&mut self, data_dir: &Path, durability: Durability) -> Result<(), EngineError>;
 
+    /// Closes the durable storage: once it returns, nothing of the engine has the data
+    /// directory's files open, and storage operations fail. The server calls it when it shuts
+    /// down (or its handle is dropped), before it releases the data directory's lock, so a
+    /// successor never opens the files while this server still writes them.
+    fn close_storage(&self);
+
     /// Registers a logged-in session. Any other session of the same user in the same app is
     /// closed with [`CloseReason::SameUidLogin`] (on whichever node it lives).
     fn attach(

@@ -194,6 +194,10 @@ impl Engine for MemoryEngine {
         self.store.open(data_dir, durability)
     }
 
+    fn close_storage(&self) {
+        self.store.close();
+    }
+
     async fn attach(&self, session: &SessionHandle) -> Result<(), EngineError> {
         let previous = {
             let mut state = self.state();
