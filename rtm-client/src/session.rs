@@ -3,7 +3,9 @@
 //!
 //! One supervisor task runs per login. It waits for the connection to end. A lost connection
 //! sends the link to `DISCONNECTED` and starts the retries (after 2, 4, 8 … s, at most 30 s
-//! apart; `SUSPENDED` after 2 minutes, then every 30 s). Each attempt first resumes the session
+//! apart; `SUSPENDED` after 2 minutes, then every 30 s). Each wait is drawn at random between
+//! half that delay and all of it, so that the clients of a restarted server do not all come
+//! back in the same instant. Each attempt first resumes the session
 //! with its ticket and the count of events received: the server sends again what the client
 //! missed and nobody else notices. When the server no longer has the session, the attempt logs
 //! in again with the cached token and re-subscribes the cached channels, and the `CONNECTED`
@@ -14,6 +16,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Weak;
 use std::time::Duration;
 
+use aes_gcm::aead::OsRng;
+use aes_gcm::aead::rand_core::RngCore;
 use rtm_proto::{
     ChannelType, ErrorCode, Request, Response, ResumeRequest, SessionTicket, StateDetail,
     SubscribeOptions,
@@ -169,7 +173,7 @@ async fn reconnect(
     let mut delay = FIRST_RETRY;
     loop {
         tokio::select! {
-            () = tokio::time::sleep(delay) => {}
+            () = tokio::time::sleep(retry_wait(delay)) => {}
             _ = &mut *stop => return None,
         }
         let client = inner.upgrade()?;
@@ -212,8 +216,28 @@ async fn reconnect(
     }
 }
 
+/// The wait before an attempt whose schedule says `delay`: uniformly random between half of it
+/// and all of it ("equal jitter"), so that clients that lost their connections together (a
+/// server restart) spread their attempts over the second half of the window instead of
+/// arriving in lockstep, while the schedule (doubling, the cap, suspension) stays as it was.
+fn retry_wait(delay: Duration) -> Duration {
+    let mut bytes = [0; 8];
+    // Without the system's generator: the whole delay, rather than no retry.
+    match OsRng.try_fill_bytes(&mut bytes) {
+        Ok(()) => jittered(delay, u64::from_le_bytes(bytes)),
+        Err(_) => delay,
+    }
+}
+
+/// `delay`'s wait for the random number `random`: in [delay / 2, delay], to the millisecond.
+fn jittered(delay: Duration, random: u64) -> Duration {
+    let half = delay / 2;
+    let span = u64::try_from((delay - half).as_millis()).unwrap_or(u64::MAX - 1);
+    half + Duration::from_millis(random % (span + 1))
+}
+
 /// After a failed attempt, `away` after the connection was lost and `delay` after the previous
-/// one: the state to report and the wait before the next attempt.
+/// one (as scheduled, before jitter): the state to report and the next scheduled delay.
 fn after_failure(away: Duration, delay: Duration) -> (LinkState, Duration) {
     if away >= SUSPEND_AFTER {
         (LinkState::Suspended, MAX_RETRY)
@@ -464,5 +488,55 @@ mod tests {
                 .all(|s| *s == LinkState::Suspended)
         );
         assert!(delays[suspended_at..].iter().all(|d| *d == 30));
+    }
+
+    #[test]
+    fn jitter_stays_within_half_and_all_of_the_delay() {
+        let d = Duration::from_secs(2);
+        assert_eq!(jittered(d, 0), Duration::from_secs(1));
+        assert_eq!(jittered(d, 1000), d);
+        assert_eq!(jittered(d, 1001), Duration::from_secs(1));
+        assert_eq!(
+            jittered(d, u64::MAX),
+            Duration::from_millis(1000 + u64::MAX % 1001)
+        );
+        assert_eq!(jittered(Duration::ZERO, 7), Duration::ZERO);
+    }
+
+    #[test]
+    fn clients_that_lose_the_server_together_retry_apart_on_the_same_schedule() {
+        // 200 clients lose their connections at once and the server stays away for 5 minutes:
+        // their attempts spread out, each wait within [delay / 2, delay] of the schedule, and
+        // each goes to SUSPENDED at its first failure after 2 minutes, then tries every 15–30 s.
+        let mut first_attempts = BTreeSet::new();
+        for _ in 0..200 {
+            let mut delay = FIRST_RETRY;
+            let mut away = Duration::ZERO;
+            let mut attempt = 0;
+            while away < Duration::from_secs(300) {
+                let wait = retry_wait(delay);
+                assert!(wait >= delay / 2 && wait <= delay, "{wait:?} for {delay:?}");
+                away += wait;
+                if attempt == 0 {
+                    first_attempts.insert(wait);
+                }
+                attempt += 1;
+                let (state, next) = after_failure(away, delay);
+                assert_eq!(
+                    state == LinkState::Suspended,
+                    away >= SUSPEND_AFTER,
+                    "{away:?}"
+                );
+                delay = next;
+            }
+        }
+        // 1 001 possible first waits (1 to 2 s, to the millisecond): 200 clients in lockstep
+        // would share one; at random, expect about 180 different ones.
+        assert!(first_attempts.len() > 150, "{}", first_attempts.len());
+        assert!(
+            first_attempts
+                .iter()
+                .all(|w| *w >= FIRST_RETRY / 2 && *w <= FIRST_RETRY)
+        );
     }
 }

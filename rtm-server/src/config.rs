@@ -28,6 +28,8 @@ use std::sync::Arc;
 use rtm_proto::{LoginLimits, limits};
 use serde::Deserialize;
 
+use crate::token::is_hex32;
+
 /// The whole configuration.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -285,7 +287,9 @@ const MIN_SESSION_BYTES: u64 = 4 << 20;
 pub struct AppConfig {
     /// The App ID.
     pub app_id: String,
-    /// The App Certificate: when set, logins need a token signed with it.
+    /// The App Certificate: when set, logins need a token signed with it. 32 hexadecimal
+    /// characters, and the App ID must then be 32 hexadecimal characters too (what the token
+    /// builders accept).
     #[serde(default)]
     pub app_certificate: Option<String>,
     /// Overrides of the server-wide limits.
@@ -346,6 +350,24 @@ impl ServerConfig {
             }
             if !seen.insert(app.app_id.as_str()) {
                 return bad(format!("App ID {} is listed twice", app.app_id));
+            }
+            if let Some(certificate) = &app.app_certificate {
+                // An empty or short certificate would make tokens anyone can sign; a token
+                // builder refuses both it and an App ID not of this form.
+                if !is_hex32(certificate) {
+                    return bad(format!(
+                        "app {}: app_certificate must be 32 hexadecimal characters (it signs \
+                         every token; leave it out for an app without tokens)",
+                        app.app_id
+                    ));
+                }
+                if !is_hex32(&app.app_id) {
+                    return bad(format!(
+                        "app {}: an app with an app_certificate needs an App ID of 32 \
+                         hexadecimal characters, as the token builders require",
+                        app.app_id
+                    ));
+                }
             }
             check_limits(
                 &format!("app {}", app.app_id),
@@ -596,5 +618,37 @@ mod tests {
             assert!(config.check().is_err(), "{text}");
         }
         assert!(toml::from_str::<ServerConfig>("unknown_key = 1").is_err());
+    }
+
+    #[test]
+    fn certificates_that_token_builders_refuse_are_refused() {
+        let app = "970CA35de60c44645bbae8a215061b33";
+        let cert = "5CFd2fd1755d40ecb72977518be15d3b";
+        let config = |app_id: &str, certificate: &str| -> ServerConfig {
+            let text =
+                format!("[[apps]]\napp_id = \"{app_id}\"\napp_certificate = \"{certificate}\"");
+            toml::from_str(&text).unwrap()
+        };
+        config(app, cert).check().unwrap();
+        for bad in [
+            "",
+            "5CFd2fd1755d40ecb72977518be15d3",
+            "5CFd2fd1755d40ecb72977518be15d3b0",
+            "5CFd2fd1755d40ecb72977518be15d3g",
+        ] {
+            let err = config(app, bad).check().unwrap_err().to_string();
+            assert!(
+                err.contains(app) && err.contains("app_certificate must be 32 hexadecimal"),
+                "{bad:?}: {err}"
+            );
+        }
+        // A secured app needs an App ID the token builders accept; an open one does not.
+        let err = config("devapp", cert).check().unwrap_err().to_string();
+        assert!(
+            err.contains("devapp") && err.contains("App ID of 32 hexadecimal"),
+            "{err}"
+        );
+        let open: ServerConfig = toml::from_str("[[apps]]\napp_id = \"devapp\"").unwrap();
+        open.check().unwrap();
     }
 }

@@ -15,7 +15,9 @@ use rtm_proto::{
 };
 
 use crate::config::{AppPolicy, Apps, ConnectionLimits, ServerConfig};
-use crate::engine::{Delivery, Engine, HistoryKey, Retention, SessionHandle, SessionId};
+use crate::engine::{
+    Delivery, Engine, EngineError, HistoryKey, MetadataError, Retention, SessionHandle, SessionId,
+};
 use crate::metrics::Metrics;
 use crate::presence::{Debounce, Intervals};
 use crate::resume::Registry;
@@ -39,6 +41,27 @@ pub(crate) struct Core<E> {
 /// A [`WireError`] with `code` and `reason`.
 pub(crate) fn err(code: ErrorCode, reason: impl Into<String>) -> WireError {
     WireError::new(code, reason)
+}
+
+/// The reason a client sees when the engine itself fails: the code says which operation, and
+/// the server's log has the rest.
+pub(crate) const ENGINE_FAILED: &str = "the server could not complete this operation";
+
+/// The error a client sees for a failure inside the engine: `code` and a generic reason. The
+/// engine's own words can carry SQL, file paths or a backend's address, so they go to the log,
+/// never to the client.
+pub(crate) fn engine_failed(code: ErrorCode, e: &EngineError) -> WireError {
+    tracing::error!(code = ?code, "engine failure: {e}");
+    WireError::new(code, ENGINE_FAILED)
+}
+
+/// The error a client sees for a refused metadata write: the rule it broke, or, for a failure
+/// of the store, a generic reason (see [`engine_failed`]).
+pub(crate) fn metadata_failed(e: &MetadataError) -> WireError {
+    match e {
+        MetadataError::Engine(inner) => engine_failed(e.code(), inner),
+        _ => err(e.code(), e.to_string()),
+    }
 }
 
 /// Turns a failed name check into the error the client sees.
@@ -92,7 +115,7 @@ impl<E: Engine> Core<E> {
         self.engine
             .subscribe(session, channel, options)
             .await
-            .map_err(|e| err(ErrorCode::ChannelSubscribeFailed, e.to_string()))
+            .map_err(|e| engine_failed(ErrorCode::ChannelSubscribeFailed, &e))
     }
 
     /// Unsubscribes `session` from a message channel.
@@ -104,7 +127,7 @@ impl<E: Engine> Core<E> {
         self.engine
             .unsubscribe(session, channel)
             .await
-            .map_err(|e| err(ErrorCode::ChannelUnsubscribeFailed, e.to_string()))
+            .map_err(|e| engine_failed(ErrorCode::ChannelUnsubscribeFailed, &e))
     }
 
     /// Checks a publish against the names rules and the app's limits, without doing it.
@@ -169,7 +192,7 @@ impl<E: Engine> Core<E> {
                 self.engine
                     .store_message(publisher.app_id(), key, stored, retention)
                     .await
-                    .map_err(|e| err(ErrorCode::HistoryOperationFailed, e.to_string()))?
+                    .map_err(|e| engine_failed(ErrorCode::HistoryOperationFailed, &e))?
             }
         };
         // A user-channel message is seen by its receiver as coming from the publisher's own
@@ -188,9 +211,7 @@ impl<E: Engine> Core<E> {
             timestamp,
         })));
         let app_id = publisher.app_id();
-        let failed = |e: crate::engine::EngineError| {
-            err(ErrorCode::ChannelPublishMessageFailed, e.to_string())
-        };
+        let failed = |e: EngineError| engine_failed(ErrorCode::ChannelPublishMessageFailed, &e);
         let delivery = match channel_type {
             ChannelType::User => self
                 .engine

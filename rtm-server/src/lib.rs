@@ -30,6 +30,7 @@
 
 pub mod config;
 mod core;
+mod data_dir;
 pub mod engine;
 pub mod metrics;
 pub mod outbox;
@@ -41,6 +42,7 @@ pub mod token;
 mod topics;
 mod transport;
 
+use std::fmt;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -48,6 +50,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 
 pub use crate::config::ServerConfig;
+pub use crate::data_dir::DataDirError;
 pub use crate::engine::{Engine, MemoryEngine};
 pub use crate::metrics::Metrics;
 pub use crate::tls::{CertSource, TlsError};
@@ -62,7 +65,11 @@ pub enum ServerError {
     /// The certificate could not be loaded or made.
     #[error(transparent)]
     Tls(#[from] TlsError),
-    /// The metadata store in the data directory could not be opened.
+    /// The data directory is in use by another server, or cannot be locked.
+    #[error(transparent)]
+    DataDir(#[from] DataDirError),
+    /// The metadata store in the data directory could not be opened, or is damaged or not
+    /// this server's.
     #[error("cannot open the metadata store: {0}")]
     Storage(engine::EngineError),
     /// The UDP socket could not be bound.
@@ -121,6 +128,9 @@ impl<E: Engine> ServerBuilder<E> {
     pub async fn start(self) -> Result<ServerHandle, ServerError> {
         let config = self.config;
         config.check()?;
+        // First, so that nothing else in the directory (the generated certificate, the
+        // database) is touched while another server has it.
+        let lock = data_dir::DataDirLock::acquire(&config.data_dir)?;
         let identity = tls::identity(&config)?;
         let cert = identity.source.clone();
         let server_config =
@@ -142,6 +152,13 @@ impl<E: Engine> ServerBuilder<E> {
         let metrics = Arc::new(Metrics::default());
         let core = Arc::new(core::Core::new(&config, engine, metrics.clone()));
         let open_apps = core.open_apps();
+        let storage = {
+            let core = core.clone();
+            Storage {
+                close: Box::new(move || core.engine.close_storage()),
+                lock: Some(lock),
+            }
+        };
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let (done_tx, done_rx) = mpsc::channel(1);
         tokio::spawn(transport::accept_loop(
@@ -159,12 +176,42 @@ impl<E: Engine> ServerBuilder<E> {
             metrics,
             shutdown_tx,
             done_rx,
+            storage,
         })
     }
 }
 
-/// A running server. Dropping it signals shutdown without waiting; [`ServerHandle::shutdown`]
-/// waits for the connections to close.
+/// What a running server holds in its data directory: the engine's storage and the
+/// directory's lock. Tasks of the server (lock and presence timers) may outlive its handle, so
+/// the storage is closed explicitly rather than when the last of them ends.
+struct Storage {
+    close: Box<dyn Fn() + Send + Sync>,
+    /// `None` once closed.
+    lock: Option<data_dir::DataDirLock>,
+}
+
+impl Storage {
+    /// Closes the engine's storage, then lets go of the directory: a successor never opens
+    /// the database while this server still has it open.
+    fn close(&mut self) {
+        if let Some(lock) = self.lock.take() {
+            (self.close)();
+            drop(lock);
+        }
+    }
+}
+
+impl fmt::Debug for Storage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Storage")
+            .field("lock", &self.lock)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A running server. Dropping it signals shutdown and closes the storage without waiting for
+/// the connections; [`ServerHandle::shutdown`] waits for them to close first. Either way the
+/// data directory is free for another server afterwards.
 #[derive(Debug)]
 pub struct ServerHandle {
     local_addr: SocketAddr,
@@ -175,6 +222,7 @@ pub struct ServerHandle {
     metrics: Arc<Metrics>,
     shutdown_tx: watch::Sender<bool>,
     done_rx: mpsc::Receiver<()>,
+    storage: Storage,
 }
 
 impl ServerHandle {
@@ -203,19 +251,22 @@ impl ServerHandle {
         &self.metrics
     }
 
-    /// Stops accepting, tells every session the server is shutting down, and waits (up to a
-    /// few seconds) for the connections to close.
+    /// Stops accepting, tells every session the server is shutting down, waits (up to a
+    /// few seconds) for the connections to close, then closes the storage and releases the
+    /// data directory.
     pub async fn shutdown(mut self) {
         let _ = self.shutdown_tx.send(true);
         // Each connection task holds a sender; all gone means all finished.
         let _ = tokio::time::timeout(Duration::from_secs(5), self.done_rx.recv()).await;
         self.endpoint.close(0u32.into(), b"server shutdown");
         let _ = tokio::time::timeout(Duration::from_secs(2), self.endpoint.wait_idle()).await;
+        self.storage.close();
     }
 }
 
 impl Drop for ServerHandle {
     fn drop(&mut self) {
         let _ = self.shutdown_tx.send(true);
+        self.storage.close();
     }
 }

@@ -25,7 +25,7 @@ use rtm_proto::{
 };
 
 use crate::config::AppPolicy;
-use crate::core::{Core, err, invalid, now_ms};
+use crate::core::{Core, engine_failed, err, invalid, now_ms};
 use crate::engine::SessionId;
 use crate::engine::{Engine, PresenceFlags, SessionHandle, StateChange, StateError};
 use crate::outbox::Outbox;
@@ -296,6 +296,10 @@ impl<E: Engine> Session<E> {
             }),
             Request::Login(login) => self.login(login).await,
             Request::Logout => {
+                //= docs/protocol.md#5.1
+                //# Before login, every request but `Login`, `Resume` and `Ping` is answered with
+                //# `-10002` (`NOT_LOGIN`).
+                logged_in(&mut self.state)?;
                 self.end().await;
                 Ok(Response::Logout {
                     timestamp: now_ms(),
@@ -308,6 +312,7 @@ impl<E: Engine> Session<E> {
             Request::GetMessages(query) => self.get_messages(query).await,
             Request::RenewToken { token } => self.renew_token(&token),
             Request::Heartbeat { received } => {
+                logged_in(&mut self.state)?;
                 self.ack(&received);
                 Ok(Response::Pong {
                     timestamp: now_ms(),
@@ -517,7 +522,7 @@ impl<E: Engine> Session<E> {
             .engine
             .attach(&handle)
             .await
-            .map_err(|e| err(ErrorCode::LoginRejected, e.to_string()))?;
+            .map_err(|e| engine_failed(ErrorCode::LoginRejected, &e))?;
         self.core.metrics.sessions.fetch_add(1, Ordering::Relaxed);
         let limits = policy.login_limits(self.core.connection.max_frame_len);
         let (ticket, claims) = self
@@ -945,7 +950,7 @@ impl<E: Engine> Session<E> {
                 StateError::TooMany(..) => {
                     err(ErrorCode::PresenceStateCountOverflow, e.to_string())
                 }
-                StateError::Engine(e) => err(ErrorCode::PresenceOperationFailed, e.to_string()),
+                StateError::Engine(e) => engine_failed(ErrorCode::PresenceOperationFailed, &e),
             })?;
         self.core
             .state_changed(&state.handle, channel_type, &channel, flags, full)
@@ -970,7 +975,7 @@ impl<E: Engine> Session<E> {
             .engine
             .get_state(state.handle.app_id(), channel_type, &channel, &user_id)
             .await
-            .map_err(|e| err(ErrorCode::PresenceOperationFailed, e.to_string()))?
+            .map_err(|e| engine_failed(ErrorCode::PresenceOperationFailed, &e))?
             .ok_or_else(|| {
                 err(
                     ErrorCode::PresenceUserNotExist,
@@ -1027,7 +1032,7 @@ impl<E: Engine> Session<E> {
                 include_state,
             )
             .await
-            .map_err(|e| err(ErrorCode::PresenceOperationFailed, e.to_string()))?;
+            .map_err(|e| engine_failed(ErrorCode::PresenceOperationFailed, &e))?;
         let mut users = page.users;
         // docs/protocol.md §2.2: a page of users with large states is cut short by bytes.
         let fit = rtm_proto::split::fitting(&users, limits::LIST_BUDGET);
@@ -1054,7 +1059,7 @@ impl<E: Engine> Session<E> {
             .engine
             .user_channels(state.handle.app_id(), &user_id)
             .await
-            .map_err(|e| err(ErrorCode::PresenceOperationFailed, e.to_string()))?;
+            .map_err(|e| engine_failed(ErrorCode::PresenceOperationFailed, &e))?;
         Ok(Response::WhereNow {
             channels,
             timestamp: now_ms(),

@@ -306,7 +306,9 @@ pub fn build_rtc_token(
     build(app_id, app_certificate, issue_ts, expire, salt, &[service])
 }
 
-fn is_hex32(s: &str) -> bool {
+/// Whether `s` is 32 hexadecimal characters, the form of the App IDs and App Certificates the
+/// token builders accept.
+pub(crate) fn is_hex32(s: &str) -> bool {
     s.len() == 32 && s.bytes().all(|b| b.is_ascii_hexdigit())
 }
 

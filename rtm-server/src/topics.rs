@@ -8,14 +8,14 @@ use rtm_proto::{
     TopicEvent, TopicEventType, TopicInfo, WireError, encode_frame,
 };
 
-use crate::core::{Core, err, now_ms};
+use crate::core::{Core, engine_failed, err, now_ms};
 use crate::engine::{Engine, PresenceFlags, SessionHandle, StreamError, TopicSubscribed};
 
 /// The error a client sees for a refused stream operation; `failed` is the code of the
 /// operation's own failure (for an engine error).
 fn refused(e: StreamError, failed: ErrorCode) -> WireError {
-    let code = match e {
-        StreamError::Engine(_) => failed,
+    let code = match &e {
+        StreamError::Engine(inner) => return engine_failed(failed, inner),
         StreamError::Full(_) => ErrorCode::ChannelJoinFailed,
         StreamError::NotJoined => ErrorCode::ChannelNotJoined,
         StreamError::TooManyTopics(_) => ErrorCode::ChannelExceedTopicLimitation,
@@ -186,7 +186,7 @@ impl<E: Engine> Core<E> {
             .engine
             .publish_topic(publisher, &channel, &topic, frame)
             .await
-            .map_err(|e| err(ErrorCode::ChannelPublishMessageFailed, e.to_string()))?;
+            .map_err(|e| engine_failed(ErrorCode::ChannelPublishMessageFailed, &e))?;
         self.count_published(delivery);
         Ok(timestamp)
     }

@@ -114,6 +114,10 @@ pub enum EngineError {
     /// The backing store could not be reached or answered with an error.
     #[error("engine unavailable: {0}")]
     Unavailable(String),
+    /// The durable storage found at start cannot be used as it is (damaged, or not this
+    /// server's); the text names it, says what is wrong and what the operator can do.
+    #[error("{0}")]
+    Unusable(String),
 }
 
 /// Why the engine refused a stream-channel operation.
@@ -350,6 +354,12 @@ pub trait Engine: Send + Sync + 'static {
     /// Opens the engine's durable storage (metadata) in `data_dir`. The server calls it once,
     /// before serving; until then, metadata operations fail with `STORAGE_NOT_AVAILABLE`.
     fn open_storage(&mut self, data_dir: &Path, durability: Durability) -> Result<(), EngineError>;
+
+    /// Closes the durable storage: once it returns, nothing of the engine has the data
+    /// directory's files open, and storage operations fail. The server calls it when it shuts
+    /// down (or its handle is dropped), before it releases the data directory's lock, so a
+    /// successor never opens the files while this server still writes them.
+    fn close_storage(&self);
 
     /// Registers a logged-in session. Any other session of the same user in the same app is
     /// closed with [`CloseReason::SameUidLogin`] (on whichever node it lives).

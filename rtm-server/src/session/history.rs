@@ -7,7 +7,7 @@ use rtm_proto::{
 
 use super::{Session, logged_in, storage};
 use crate::config::AppPolicy;
-use crate::core::{err, invalid, now_ms};
+use crate::core::{engine_failed, err, invalid, now_ms};
 use crate::engine::{Engine, HistoryKey, Retention};
 
 /// How much history the app keeps; `-15005` when it keeps none.
@@ -71,7 +71,7 @@ impl<E: Engine> Session<E> {
                 retention,
             )
             .await
-            .map_err(|e| err(ErrorCode::HistoryOperationFailed, e.to_string()))?;
+            .map_err(|e| engine_failed(ErrorCode::HistoryOperationFailed, &e))?;
         let mut messages = page.messages;
         let mut new_start = page.new_start;
         // docs/protocol.md §2.2: a page of large messages is cut short by bytes; the next page

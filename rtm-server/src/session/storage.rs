@@ -11,7 +11,7 @@ use rtm_proto::{
 use tokio::sync::oneshot;
 
 use super::{Handled, LoggedIn, Session, logged_in};
-use crate::core::{err, invalid, now_ms};
+use crate::core::{engine_failed, err, invalid, metadata_failed, now_ms};
 use crate::engine::{Engine, LockError, LockOutcome};
 
 /// Most acquires with retry that one connection waits for at once.
@@ -65,7 +65,10 @@ fn check_target(target: &MetadataTarget) -> Result<(), WireError> {
 }
 
 fn lock_failed(e: &LockError) -> WireError {
-    err(e.code(), e.to_string())
+    match e {
+        LockError::Engine(inner) => engine_failed(e.code(), inner),
+        _ => err(e.code(), e.to_string()),
+    }
 }
 
 impl<E: Engine> Session<E> {
@@ -81,7 +84,7 @@ impl<E: Engine> Session<E> {
             .engine
             .write_metadata(&state.handle, write)
             .await
-            .map_err(|e| err(e.code(), e.to_string()))?;
+            .map_err(|e| metadata_failed(&e))?;
         Ok(Response::MetadataWritten {
             total_count: data.items.len() as u32,
             major_revision: data.major_revision,
@@ -101,7 +104,7 @@ impl<E: Engine> Session<E> {
             .engine
             .get_metadata(state.handle.app_id(), target)
             .await
-            .map_err(|e| err(ErrorCode::StorageOperationFailed, e.to_string()))?;
+            .map_err(|e| engine_failed(ErrorCode::StorageOperationFailed, &e))?;
         Ok(Response::Metadata {
             data,
             timestamp: now_ms(),
@@ -134,7 +137,7 @@ impl<E: Engine> Session<E> {
             .engine
             .listen_user(&state.handle, &user_id, on)
             .await
-            .map_err(|e| err(ErrorCode::StorageOperationFailed, e.to_string()))?;
+            .map_err(|e| engine_failed(ErrorCode::StorageOperationFailed, &e))?;
         if on {
             state.user_metadata.insert(user_id);
         } else {
@@ -200,7 +203,7 @@ impl<E: Engine> Session<E> {
             .engine
             .get_locks(state.handle.app_id(), channel_type, &channel)
             .await
-            .map_err(|e| err(ErrorCode::LockOperationFailed, e.to_string()))?;
+            .map_err(|e| engine_failed(ErrorCode::LockOperationFailed, &e))?;
         Ok(Response::Locks {
             locks,
             timestamp: now_ms(),

@@ -88,13 +88,96 @@ pub(super) fn db_error(e: rusqlite::Error) -> EngineError {
     EngineError::Unavailable(format!("metadata store: {e}"))
 }
 
+/// The database's file name in the data directory.
+pub(crate) const DB_FILE: &str = "metadata.sqlite3";
+
+/// The version of [`SCHEMA`], kept in the database's `user_version`. A database with tables
+/// and another version is not opened.
+const SCHEMA_VERSION: i64 = 1;
+
+/// What [`check_file`] found.
+#[derive(Debug, PartialEq, Eq)]
+enum Found {
+    /// No tables yet: a new database.
+    New,
+    /// This server's schema.
+    Current,
+    /// This schema without its version: a database made before versions were recorded.
+    Unversioned,
+}
+
+/// Checks that the database at the other end of `conn` is intact and is this server's, before
+/// anything is written to it; the error says what is wrong.
+fn check_file(conn: &Connection) -> Result<Found, String> {
+    let unreadable = |e: rusqlite::Error| format!("it is damaged or not a database ({e})");
+    let problems: Vec<String> = conn
+        .prepare("PRAGMA quick_check(5)")
+        .and_then(|mut q| q.query_map([], |row| row.get::<_, String>(0))?.collect())
+        .map_err(unreadable)?;
+    if problems != ["ok"] {
+        return Err(format!(
+            "it is damaged (quick_check: {})",
+            problems.join("; ")
+        ));
+    }
+    let version: i64 = conn
+        .pragma_query_value(None, "user_version", |row| row.get(0))
+        .map_err(unreadable)?;
+    let tables: Vec<String> = conn
+        .prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
+        .and_then(|mut q| q.query_map([], |row| row.get(0))?.collect())
+        .map_err(unreadable)?;
+    match version {
+        SCHEMA_VERSION => Ok(Found::Current),
+        0 if tables.is_empty() => Ok(Found::New),
+        0 if schema_of(conn) == new_schema() => Ok(Found::Unversioned),
+        0 => Err(format!(
+            "it is not an rtm metadata database (it has the tables {} and no rtm schema version)",
+            tables.join(", ")
+        )),
+        other => Err(format!(
+            "it has schema version {other}, and this server knows version {SCHEMA_VERSION} (was \
+             it made by another version of rtm-server?)"
+        )),
+    }
+}
+
+/// The definitions of everything in a database (what SQLite keeps of each `CREATE`).
+fn schema_of(conn: &Connection) -> Option<Vec<(String, String, Option<String>)>> {
+    let mut query = conn
+        .prepare("SELECT type, name, sql FROM sqlite_master ORDER BY type, name")
+        .ok()?;
+    let rows = query
+        .query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
+        .ok()?;
+    rows.collect::<Result<_, _>>().ok()
+}
+
+/// The definitions of a database made with [`SCHEMA`].
+fn new_schema() -> Option<Vec<(String, String, Option<String>)>> {
+    let conn = Connection::open_in_memory().ok()?;
+    conn.execute_batch(SCHEMA).ok()?;
+    schema_of(&conn)
+}
+
 impl MetadataDb {
-    /// Opens (creating if needed) `metadata.sqlite3` in `dir`.
+    /// Opens (creating if needed) `metadata.sqlite3` in `dir`, after checking that it is intact
+    /// and has this server's schema.
     pub(crate) fn open(dir: &Path, durability: Durability) -> Result<Self, EngineError> {
         std::fs::create_dir_all(dir).map_err(|e| {
             EngineError::Unavailable(format!("cannot create {}: {e}", dir.display()))
         })?;
-        let conn = Connection::open(dir.join("metadata.sqlite3")).map_err(db_error)?;
+        let path = dir.join(DB_FILE);
+        let unusable = |what: String| {
+            EngineError::Unusable(format!(
+                "the metadata database {} cannot be used: {what}. Restore it from a backup, or \
+                 move it (with its -wal and -shm files) out of the data directory to start with \
+                 an empty store",
+                path.display()
+            ))
+        };
+        let conn = Connection::open(&path).map_err(|e| unusable(e.to_string()))?;
+        check_file(&conn).map_err(unusable)?;
         Self::init(conn, durability)
     }
 
@@ -117,7 +200,11 @@ impl MetadataDb {
         };
         conn.pragma_update(None, "synchronous", sync)
             .map_err(db_error)?;
-        conn.execute_batch(SCHEMA).map_err(db_error)?;
+        // Creates what is missing and records the version, in one transaction.
+        conn.execute_batch(&format!(
+            "BEGIN; {SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
+        ))
+        .map_err(db_error)?;
         let last: Option<i64> = conn
             .query_row(
                 "SELECT value FROM counter WHERE name = 'revision'",
@@ -220,8 +307,7 @@ impl Reader {
     pub(crate) fn open(dir: &Path) -> Result<Self, EngineError> {
         let flags =
             rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        let conn =
-            Connection::open_with_flags(dir.join("metadata.sqlite3"), flags).map_err(db_error)?;
+        let conn = Connection::open_with_flags(dir.join(DB_FILE), flags).map_err(db_error)?;
         Ok(Self { conn })
     }
 
@@ -520,6 +606,55 @@ mod tests {
             code(db.write("a", &w, "u", 1)),
             ErrorCode::StorageMetadataItemExceedLimitation
         );
+    }
+
+    #[test]
+    fn a_database_of_another_schema_or_version_is_refused() {
+        let refused = |setup: &str| {
+            let dir = tempfile::tempdir().unwrap();
+            Connection::open(dir.path().join(DB_FILE))
+                .unwrap()
+                .execute_batch(setup)
+                .unwrap();
+            let err = MetadataDb::open(dir.path(), Durability::Full).unwrap_err();
+            assert!(matches!(err, EngineError::Unusable(_)), "{err:?}");
+            let text = err.to_string();
+            assert!(text.contains(&dir.path().join(DB_FILE).display().to_string()));
+            assert!(text.contains("Restore it from a backup"), "{text}");
+            text
+        };
+        let foreign = refused("CREATE TABLE meta_item (id INTEGER PRIMARY KEY, body TEXT);");
+        assert!(
+            foreign.contains("not an rtm metadata database"),
+            "{foreign}"
+        );
+        assert!(foreign.contains("meta_item"), "{foreign}");
+        let newer = refused(&format!("{SCHEMA} PRAGMA user_version = 2;"));
+        assert!(newer.contains("schema version 2"), "{newer}");
+    }
+
+    #[test]
+    fn new_databases_get_the_version_and_unversioned_ones_of_this_schema_are_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let w = write(MetadataOp::Set, &[("x", "1", -1)]);
+        {
+            let mut db = MetadataDb::open(dir.path(), Durability::Full).unwrap();
+            db.write("a", &w, "u", 1).unwrap();
+            let version: i64 = db
+                .conn
+                .pragma_query_value(None, "user_version", |row| row.get(0))
+                .unwrap();
+            assert_eq!(version, SCHEMA_VERSION);
+            // As a server from before versions were recorded left it.
+            db.conn.pragma_update(None, "user_version", 0).unwrap();
+        }
+        let db = MetadataDb::open(dir.path(), Durability::Full).unwrap();
+        assert_eq!(db.load("a", &w.target).unwrap().0.major_revision, 1);
+        let version: i64 = db
+            .conn
+            .pragma_query_value(None, "user_version", |row| row.get(0))
+            .unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
     }
 
     #[test]

@@ -194,6 +194,10 @@ impl Engine for MemoryEngine {
         self.store.open(data_dir, durability)
     }
 
+    fn close_storage(&self) {
+        self.store.close();
+    }
+
     async fn attach(&self, session: &SessionHandle) -> Result<(), EngineError> {
         let previous = {
             let mut state = self.state();
@@ -779,6 +783,55 @@ mod tests {
 
     async fn frames(rx: &mut OutboxRx) -> Vec<Bytes> {
         rx.drain().into_iter().map(|(_, frame)| frame).collect()
+    }
+
+    #[tokio::test]
+    async fn a_failing_store_tells_the_client_neither_sql_nor_paths() {
+        use rtm_proto::{ErrorCode, MetadataItem, MetadataOp, MetadataOptions};
+
+        let dir = tempfile::tempdir().unwrap();
+        let mut engine = MemoryEngine::new();
+        engine.open_storage(dir.path(), Durability::Full).unwrap();
+        // The schema changed behind the server's back: every call now fails inside SQLite.
+        let other = rusqlite::Connection::open(dir.path().join(metadata::DB_FILE)).unwrap();
+        other
+            .execute_batch(
+                "DROP TABLE meta_set; CREATE TABLE meta_set (x INTEGER); \
+                 DROP TABLE meta_item; CREATE TABLE meta_item (x INTEGER);",
+            )
+            .unwrap();
+        let (author, _rx) = session(1, "app", "u");
+        let target = MetadataTarget::Channel {
+            channel_type: ChannelType::Message,
+            channel: "room".into(),
+        };
+        let write = MetadataWrite {
+            op: MetadataOp::Set,
+            target: target.clone(),
+            items: vec![MetadataItem {
+                key: "k".into(),
+                value: "v".into(),
+                revision: -1,
+            }],
+            options: MetadataOptions::default(),
+        };
+        let written = engine.write_metadata(&author, write).await.unwrap_err();
+        let read = engine.get_metadata("app", target).await.unwrap_err();
+        // The detail is there for the log...
+        assert!(written.to_string().contains("no such column"), "{written}");
+        assert!(read.to_string().contains("no such column"), "{read}");
+        // ...and the client gets the code and a reason without it.
+        let answers = [
+            crate::core::metadata_failed(&written),
+            crate::core::engine_failed(ErrorCode::StorageOperationFailed, &read),
+        ];
+        let path = dir.path().display().to_string();
+        for answer in answers {
+            assert_eq!(answer.code, ErrorCode::StorageOperationFailed);
+            for leak in ["meta_", "SELECT", "column", "sqlite", &path] {
+                assert!(!answer.reason.contains(leak), "{leak}: {}", answer.reason);
+            }
+        }
     }
 
     #[tokio::test]

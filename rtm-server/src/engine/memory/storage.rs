@@ -226,6 +226,14 @@ impl Store {
         Ok(())
     }
 
+    /// Closes both connections to the database (after the write in progress, if any); later
+    /// calls fail as before [`Store::open`].
+    pub(super) fn close(&self) {
+        let mut db = guard(&self.db);
+        guard(&self.reader).take();
+        db.take();
+    }
+
     /// Runs `f` on a blocking thread (it may wait for the disk).
     async fn run<R: Send + 'static>(
         self: &Arc<Self>,
