@@ -16,6 +16,7 @@ use std::fmt;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
+use crate::de::NoSizeHint;
 use crate::error::{DecodeError, ErrorCode};
 use crate::history::{GetMessagesRequest, HistoryMessage, LostMessages};
 use crate::presence::{ChannelDetail, PresenceEvent, StateDetail, UserState};
@@ -948,8 +949,12 @@ impl fmt::Display for CloseReason {
     }
 }
 
+/// Decodes all of `body` as one `T`. Sequence and map counts are not taken as size hints
+/// ([`NoSizeHint`]): memory follows the elements that arrive, not the counts a peer claims.
 fn decode_exact<'de, T: Deserialize<'de>>(body: &'de [u8]) -> Result<T, DecodeError> {
-    match postcard::take_from_bytes::<T>(body) {
+    let mut de = postcard::Deserializer::from_bytes(body);
+    let decoded = T::deserialize(NoSizeHint(&mut de)).and_then(|msg| Ok((msg, de.finalize()?)));
+    match decoded {
         Ok((msg, [])) => Ok(msg),
         Ok((_, rest)) => Err(DecodeError::TrailingBytes(rest.len())),
         Err(e) => Err(DecodeError::Malformed(e.to_string())),
