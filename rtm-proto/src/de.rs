@@ -8,11 +8,13 @@
 //! made the decoder reserve about 96 N bytes before reading one element, once per nested
 //! sequence (issue 14, defect 9).
 //!
-//! [`NoSizeHint`] wraps postcard's deserializer and reports every sequence and map length as
-//! unknown, at every depth. Collections then grow as elements actually decode, so what a
-//! decode allocates follows the elements present in the frame (each at least one byte on the
-//! wire), not what it claims. The wire format is unchanged; the cost is the usual amortized
-//! growth of a `Vec` for long lists.
+//! [`NoSizeHint`] wraps postcard's deserializer at every depth and caps each sequence's size
+//! hint at [`MAX_SIZE_HINT`] elements (maps report none). Collections then grow as elements
+//! actually decode: a claimed count costs at most `MAX_SIZE_HINT` elements of room for each
+//! sequence still being decoded (a few nested levels), and a finished sequence holds elements
+//! that were present in the frame (each at least one byte on the wire). Honest short lists (lane
+//! counts, small pages) are still sized exactly, and long ones grow as a `Vec` does. The wire
+//! format is unchanged.
 
 use std::fmt;
 
@@ -20,7 +22,11 @@ use serde::de::{
     DeserializeSeed, Deserializer, EnumAccess, MapAccess, SeqAccess, VariantAccess, Visitor,
 };
 
-/// A [`Deserializer`] that hides sequence and map lengths from the visitors it drives.
+/// The most elements a sequence reserves room for before they decode.
+const MAX_SIZE_HINT: usize = 16;
+
+/// A [`Deserializer`] that hides sequence and map lengths from the visitors it drives (beyond
+/// [`MAX_SIZE_HINT`] for sequences).
 pub(crate) struct NoSizeHint<D>(pub(crate) D);
 
 /// A visitor whose nested accessors hide their lengths.
@@ -29,7 +35,7 @@ struct HideVisitor<V>(V);
 /// A seed that deserializes through [`NoSizeHint`].
 struct HideSeed<S>(S);
 
-/// A sequence whose length is not told.
+/// A sequence whose length is told only up to [`MAX_SIZE_HINT`].
 struct HideSeq<A>(A);
 
 /// A map whose length is not told.
@@ -249,7 +255,7 @@ impl<'de, A: SeqAccess<'de>> SeqAccess<'de> for HideSeq<A> {
 
     #[inline]
     fn size_hint(&self) -> Option<usize> {
-        None
+        self.0.size_hint().map(|n| n.min(MAX_SIZE_HINT))
     }
 }
 

@@ -965,8 +965,9 @@ impl fmt::Display for CloseReason {
     }
 }
 
-/// Decodes all of `body` as one `T`. Sequence and map counts are not taken as size hints
-/// ([`NoSizeHint`]): memory follows the elements that arrive, not the counts a peer claims.
+/// Decodes all of `body` as one `T`. Sequence and map counts are not taken as size hints beyond
+/// a few elements ([`NoSizeHint`]): memory follows the elements that arrive, not the counts a
+/// peer claims.
 fn decode_exact<'de, T: Deserialize<'de>>(body: &'de [u8]) -> Result<T, DecodeError> {
     let mut de = postcard::Deserializer::from_bytes(body);
     let decoded = T::deserialize(NoSizeHint(&mut de)).and_then(|msg| Ok((msg, de.finalize()?)));
