@@ -1,10 +1,12 @@
 //! Length-prefixed framing (`docs/protocol.md` §2).
 //!
 //! A frame is a big-endian `u32` body length followed by that many bytes of body. The decoder
-//! checks the length against its maximum *before* it reserves or copies anything, treats "not
-//! enough bytes yet" as the normal `Ok(None)`, and keeps whatever follows a complete frame for
-//! the next call. An oversized frame is not fatal: the decoder reports it once, then discards
-//! its body as it arrives, so the connection can go on with the next frame.
+//! checks the length against its maximum before it copies anything, treats "not enough bytes
+//! yet" as the normal `Ok(None)`, and keeps whatever follows a complete frame for the next call.
+//! It never reserves room for the declared length: a peer can declare any length up to the
+//! maximum in four bytes, so the caller's buffer grows only as the body's bytes arrive. An
+//! oversized frame is not fatal: the decoder reports it once, then discards its body as it
+//! arrives, so the connection can go on with the next frame.
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use serde::Serialize;
@@ -65,6 +67,9 @@ impl FrameDecoder {
     /// Returns `Ok(None)` when `buf` does not hold a whole frame yet (append more bytes and call
     /// again), `Ok(Some(body))` for a frame, and [`FrameError::Oversized`] once per frame that is
     /// too long; call again after that error to go on with the bytes that follow it.
+    ///
+    /// It never grows `buf`, whatever length a header declares: memory follows the bytes that
+    /// have arrived, not the peer's claims.
     pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Bytes>, FrameError> {
         if self.skipping > 0 {
             let n = self.skipping.min(buf.len());
@@ -94,8 +99,8 @@ impl FrameDecoder {
             });
         }
         if buf.len() < HEADER_LEN + len {
-            // Reserve for the rest of this frame only: `len` is already bounded.
-            buf.reserve(HEADER_LEN + len - buf.len());
+            // No reservation for the rest of the body: the declared length is the peer's word,
+            // and the buffer grows as its bytes arrive.
             return Ok(None);
         }
         buf.advance(HEADER_LEN);
@@ -176,6 +181,30 @@ mod tests {
             other => panic!("expected oversized, got {other:?}"),
         }
         assert!(buf.capacity() <= cap);
+    }
+
+    #[test]
+    fn a_declared_length_within_the_maximum_reserves_nothing() {
+        // Issue 14, defect 4: with a maximum of 4 GiB, these 5 bytes made the decoder reserve
+        // 4 GiB and the process abort.
+        let mut d = FrameDecoder::new(u32::MAX as usize);
+        let mut buf = BytesMut::with_capacity(64);
+        buf.extend_from_slice(&[0xff, 0xff, 0xff, 0xff, 0]);
+        assert_eq!(d.decode(&mut buf), Ok(None));
+        assert!(buf.capacity() <= 64, "capacity grew to {}", buf.capacity());
+        assert_eq!(buf.len(), 5);
+        // The body still decodes as it arrives, whatever the chunks.
+        let mut d = FrameDecoder::new(u32::MAX as usize);
+        let bytes = frame(&[3u8; 1000]);
+        let mut buf = BytesMut::new();
+        let mut out = Vec::new();
+        for chunk in bytes.chunks(7) {
+            buf.extend_from_slice(chunk);
+            if let Some(f) = d.decode(&mut buf).unwrap() {
+                out.push(f);
+            }
+        }
+        assert_eq!(out, vec![Bytes::from(vec![3u8; 1000])]);
     }
 
     #[test]

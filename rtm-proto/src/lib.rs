@@ -13,7 +13,8 @@
 //! # Layout
 //!
 //! - [`frame`]: length-prefixed framing, with the size cap checked before any allocation.
-//! - [`message`]: [`ClientMsg`] and [`ServerMsg`], the requests, responses and events.
+//! - [`message`]: [`ClientMsg`] and [`ServerMsg`], the requests, responses and events. Their
+//!   decoders never reserve memory from a count in the frame (the private `de` module).
 //! - [`error`]: [`ErrorCode`], [`RtmError`] and the codec's own errors.
 //! - [`presence`]: presence events and temporary user state.
 //! - [`stream`]: stream channels and topics.
@@ -24,6 +25,7 @@
 //! - [`limits`]: the reference's default limits.
 #![warn(missing_docs)]
 
+mod de;
 pub mod error;
 pub mod frame;
 pub mod history;

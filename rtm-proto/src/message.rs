@@ -16,6 +16,7 @@ use std::fmt;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
+use crate::de::NoSizeHint;
 use crate::error::{DecodeError, ErrorCode};
 use crate::history::{GetMessagesRequest, HistoryMessage, LostMessages};
 use crate::presence::{ChannelDetail, PresenceEvent, StateDetail, UserState};
@@ -58,7 +59,7 @@ pub enum ClientMsg {
 }
 
 /// Variant index of [`ClientMsg::Request`] on the wire (postcard encodes it as a varint).
-const CLIENT_MSG_REQUEST_TAG: u8 = 1;
+const CLIENT_MSG_REQUEST_TAG: u32 = 1;
 
 impl ClientMsg {
     /// Decodes a frame body. All of `body` must be used.
@@ -70,7 +71,9 @@ impl ClientMsg {
     /// decoding the rest. This lets a peer answer a request it cannot decode (a kind it does not
     /// know, a bad field, or an oversized frame) instead of leaving the caller waiting.
     pub fn peek_request_id(body: &[u8]) -> Option<RequestId> {
-        let (tag, rest) = postcard::take_from_bytes::<u8>(body).ok()?;
+        // The tag is a varint like every variant index, read as the decoder reads it (which
+        // accepts overlong forms such as `81 00` for 1).
+        let (tag, rest) = postcard::take_from_bytes::<u32>(body).ok()?;
         if tag != CLIENT_MSG_REQUEST_TAG {
             return None;
         }
@@ -602,21 +605,35 @@ impl ServerMsg {
             // A part goes on the lane of the event it belongs to.
             (event, rest) = postcard::take_from_bytes::<u32>(rest).ok()?;
         }
-        // What comes before the name: each of these fields is an enum of a few variants or a
-        // `ChannelType`, one byte on the wire.
-        let before_name = match event {
-            EVENT_MESSAGE_TAG => 1,  // channel_type
-            EVENT_TOPIC_TAG => 1,    // event_type
-            EVENT_PRESENCE_TAG => 2, // event_type, channel_type
-            EVENT_STORAGE_TAG => 3,  // storage_type, event_type, channel_type
-            EVENT_LOCK_TAG => 2,     // channel_type, event_type
-            EVENT_LOST_TAG => 1,     // channel_type
+        // What comes before the name: enums (a varint variant index, one byte when the encoder
+        // wrote it, but the decoder also accepts overlong forms) and `ChannelType`s (one byte).
+        use PeekField::{Byte, Tag};
+        let before_name: &[PeekField] = match event {
+            EVENT_MESSAGE_TAG => &[Byte],           // channel_type
+            EVENT_TOPIC_TAG => &[Tag],              // event_type
+            EVENT_PRESENCE_TAG => &[Tag, Byte],     // event_type, channel_type
+            EVENT_STORAGE_TAG => &[Tag, Tag, Byte], // storage_type, event_type, channel_type
+            EVENT_LOCK_TAG => &[Byte, Tag],         // channel_type, event_type
+            EVENT_LOST_TAG => &[Byte],              // channel_type
             _ => return None,
         };
-        let rest = rest.get(before_name..)?;
+        for field in before_name {
+            rest = match field {
+                Byte => rest.get(1..)?,
+                Tag => postcard::take_from_bytes::<u32>(rest).ok()?.1,
+            };
+        }
         let (len, rest) = postcard::take_from_bytes::<u64>(rest).ok()?;
         rest.get(..usize::try_from(len).ok()?)
     }
+}
+
+/// A field that [`ServerMsg::peek_event_channel`] skips on its way to the channel name.
+enum PeekField {
+    /// An enum's variant index: a varint.
+    Tag,
+    /// A `ChannelType`: one byte.
+    Byte,
 }
 
 /// Variant index of [`ServerMsg::Event`] on the wire.
@@ -972,8 +989,13 @@ impl fmt::Display for CloseReason {
     }
 }
 
+/// Decodes all of `body` as one `T`. Sequence and map counts are not taken as size hints beyond
+/// a few elements ([`NoSizeHint`]): memory follows the elements that arrive, not the counts a
+/// peer claims.
 fn decode_exact<'de, T: Deserialize<'de>>(body: &'de [u8]) -> Result<T, DecodeError> {
-    match postcard::take_from_bytes::<T>(body) {
+    let mut de = postcard::Deserializer::from_bytes(body);
+    let decoded = T::deserialize(NoSizeHint(&mut de)).and_then(|msg| Ok((msg, de.finalize()?)));
+    match decoded {
         Ok((msg, [])) => Ok(msg),
         Ok((_, rest)) => Err(DecodeError::TrailingBytes(rest.len())),
         Err(e) => Err(DecodeError::Malformed(e.to_string())),
@@ -992,7 +1014,7 @@ mod tests {
     #[test]
     fn peek_finds_the_request_id_of_a_kind_it_cannot_decode() {
         // A request with a made-up kind (variant 200) and id 77.
-        let body = [CLIENT_MSG_REQUEST_TAG, 77, 200, 1, 0, 0];
+        let body = [CLIENT_MSG_REQUEST_TAG as u8, 77, 200, 1, 0, 0];
         assert!(ClientMsg::decode(&body).is_err());
         assert_eq!(ClientMsg::peek_request_id(&body), Some(RequestId(77)));
         // A hello has no request id.
@@ -1002,6 +1024,46 @@ mod tests {
         }));
         assert_eq!(ClientMsg::peek_request_id(&hello), None);
         assert_eq!(ClientMsg::peek_request_id(&[]), None);
+    }
+
+    #[test]
+    fn peeks_agree_with_the_decoder_on_overlong_varints() {
+        // Found by the `client_msg` fuzz target: the decoder reads `81 00` as variant 1 (a
+        // request, here id 1, Logout), the peek read the tag as the single byte 0x81.
+        let body = [0x81, 0x00, 1, 1];
+        assert_eq!(
+            ClientMsg::decode(&body),
+            Ok(ClientMsg::Request {
+                id: RequestId(1),
+                request: Request::Logout,
+            })
+        );
+        assert_eq!(ClientMsg::peek_request_id(&body), Some(RequestId(1)));
+        // The same for the enums before a channel event's name: a presence event whose
+        // event_type (variant 2) is written as `82 00`.
+        let event = ServerMsg::Event(Event::Presence(PresenceEvent {
+            event_type: crate::PresenceEventType::RemoteStateChanged,
+            channel_type: ChannelType::Stream,
+            channel_name: "room-42".into(),
+            publisher: "p".into(),
+            state_changed: Default::default(),
+            interval: None,
+            snapshot: Vec::new(),
+            timestamp: 1,
+        }));
+        let frame = encode_frame(&event);
+        let tag_at = crate::frame::HEADER_LEN + 2;
+        assert!(frame[tag_at] < 0x80);
+        let mut long = frame[..tag_at].to_vec();
+        long.extend([frame[tag_at] | 0x80, 0]);
+        long.extend(&frame[tag_at + 1..]);
+        let len = (long.len() - crate::frame::HEADER_LEN) as u32;
+        long[..crate::frame::HEADER_LEN].copy_from_slice(&len.to_be_bytes());
+        assert_eq!(
+            ServerMsg::decode(&long[crate::frame::HEADER_LEN..]),
+            Ok(event)
+        );
+        assert_eq!(ServerMsg::peek_event_channel(&long), Some(&b"room-42"[..]));
     }
 
     #[test]
