@@ -526,27 +526,20 @@ async fn the_client_reports_an_oversized_frame_and_reads_on() {
     assert_eq!(next.message.as_text(), Some("after"));
 
     // The control stream: an oversized answer fails its call, the next call is answered.
+    let published = |id, timestamp| ServerMsg::Response {
+        id,
+        result: Ok(Response::Publish {
+            channel: "c".into(),
+            timestamp,
+        }),
+    };
     let serve = async {
-        let id = frames.request().await;
-        let answer = ServerMsg::Response {
-            id,
-            result: Ok(Response::Publish {
-                channel: "c".into(),
-                timestamp: 3,
-            }),
-        };
+        let answer = published(frames.request().await, 3);
         control
             .write_all(&scripted::oversized(&answer, 3 << 20))
             .await
             .unwrap();
-        let id = frames.request().await;
-        let answer = ServerMsg::Response {
-            id,
-            result: Ok(Response::Publish {
-                channel: "c".into(),
-                timestamp: 4,
-            }),
-        };
+        let answer = published(frames.request().await, 4);
         control
             .write_all(&rtm_proto::encode_frame(&answer))
             .await
