@@ -69,9 +69,10 @@ struct Shared {
     capacity: usize,
     /// Most bytes of frames queued and kept at once.
     max_bytes: usize,
-    /// Bytes of the frames queued or kept now (a frame counts from its push until it is
-    /// acknowledged or given up).
-    held: AtomicUsize,
+    /// Bytes of the frames kept now (taken by the writer, not yet acknowledged or given up).
+    /// Changed by the writer and the acknowledgements, once per batch; publishers only read
+    /// it. The queued frames' bytes are `State::queued_bytes`.
+    kept_bytes: AtomicUsize,
     /// Who the session is, for the log (set at login).
     owner: Mutex<String>,
     lanes: u8,
@@ -84,6 +85,8 @@ struct Shared {
 #[derive(Debug, Default)]
 struct State {
     queue: VecDeque<Bytes>,
+    /// The bytes of the frames in `queue`.
+    queued_bytes: usize,
     /// Set once: why the session is being closed.
     closing: Option<CloseReason>,
     senders_gone: bool,
@@ -173,7 +176,7 @@ impl Outbox {
             notify: Notify::new(),
             capacity: capacity.max(1),
             max_bytes,
-            held: AtomicUsize::new(0),
+            kept_bytes: AtomicUsize::new(0),
             owner: Mutex::new(String::new()),
             lanes: 1u8 << lanes.ilog2(),
             kept: Mutex::new(Kept::default()),
@@ -199,54 +202,49 @@ impl Outbox {
     /// This is the fan-out hot path: one short lock, and a wake-up of the writer only when it
     /// may be waiting (the queue was empty).
     pub fn push(&self, frame: Bytes) -> Pushed {
-        self.push_all(std::iter::once(frame))
+        let shared = self.shared();
+        let mut state = lock(&shared.state);
+        if let Some(reason) = state.closing {
+            return refused(shared, reason, 1);
+        }
+        let queued_bytes = state.queued_bytes + frame.len();
+        if state.queue.len() >= shared.capacity
+            || queued_bytes + shared.kept_bytes.load(Ordering::Relaxed) > shared.max_bytes
+        {
+            return overflowed(shared, state, 1);
+        }
+        let was_empty = state.queue.is_empty();
+        state.queued_bytes = queued_bytes;
+        state.queue.push_back(frame);
+        drop(state);
+        if was_empty {
+            // `notify_one` stores a permit, so a writer that is busy writing sees it next time.
+            shared.notify.notify_one();
+        }
+        Pushed::Queued
     }
 
     /// Queues frames that must stay together (the parts of one event): all of them, one after
     /// the other, or none.
-    pub fn push_all(&self, frames: impl ExactSizeIterator<Item = Bytes>) -> Pushed {
+    pub fn push_all(&self, frames: Vec<Bytes>) -> Pushed {
         let shared = self.shared();
         let count = frames.len();
+        let bytes: usize = frames.iter().map(Bytes::len).sum();
         let mut state = lock(&shared.state);
-        match state.closing {
-            None => {}
-            Some(CloseReason::SlowConsumer) => {
-                // Every frame a slow consumer misses is counted.
-                shared
-                    .metrics
-                    .frames_dropped
-                    .fetch_add(count as u64, Ordering::Relaxed);
-                return Pushed::Overflowed;
-            }
-            Some(_) => return Pushed::Closed,
+        if let Some(reason) = state.closing {
+            return refused(shared, reason, count);
+        }
+        if state.queue.len() + count > shared.capacity
+            || state.queued_bytes + bytes + shared.kept_bytes.load(Ordering::Relaxed)
+                > shared.max_bytes
+        {
+            return overflowed(shared, state, count);
         }
         let was_empty = state.queue.is_empty();
-        let mut bytes = 0;
-        let before = state.queue.len();
-        for frame in frames {
-            bytes += frame.len();
-            state.queue.push_back(frame);
-        }
-        let held = shared.held.fetch_add(bytes, Ordering::Relaxed) + bytes;
-        if state.queue.len() > shared.capacity || held > shared.max_bytes {
-            state.queue.truncate(before);
-            shared.held.fetch_sub(bytes, Ordering::Relaxed);
-            state.closing = Some(CloseReason::SlowConsumer);
-            drop(state);
-            shared.notify.notify_one();
-            shared
-                .metrics
-                .slow_consumer_disconnects
-                .fetch_add(1, Ordering::Relaxed);
-            shared
-                .metrics
-                .frames_dropped
-                .fetch_add(count as u64, Ordering::Relaxed);
-            return Pushed::Overflowed;
-        }
+        state.queued_bytes += bytes;
+        state.queue.extend(frames);
         drop(state);
-        if was_empty {
-            // `notify_one` stores a permit, so a writer that is busy writing sees it next time.
+        if was_empty && count > 0 {
             shared.notify.notify_one();
         }
         Pushed::Queued
@@ -271,7 +269,9 @@ impl Outbox {
             let first_kept = written - sent.len() as u64;
             let done = received.min(written).saturating_sub(first_kept);
             let freed: usize = sent.drain(..done as usize).map(|f| f.len()).sum();
-            self.shared().held.fetch_sub(freed, Ordering::Relaxed);
+            if freed > 0 {
+                self.shared().kept_bytes.fetch_sub(freed, Ordering::Relaxed);
+            }
             if sent.is_empty() && sent.capacity() > 64 {
                 // A burst is over: give the memory back.
                 *sent = VecDeque::new();
@@ -296,6 +296,40 @@ impl Outbox {
         shared.notify.notify_one();
         true
     }
+}
+
+/// A push to a session that is closing: counted if it is closing as a slow consumer.
+fn refused(shared: &Shared, reason: CloseReason, frames: usize) -> Pushed {
+    if reason == CloseReason::SlowConsumer {
+        // Every frame a slow consumer misses is counted.
+        shared
+            .metrics
+            .frames_dropped
+            .fetch_add(frames as u64, Ordering::Relaxed);
+        return Pushed::Overflowed;
+    }
+    Pushed::Closed
+}
+
+/// A push that does not fit: the session is closed as a slow consumer.
+#[cold]
+fn overflowed(
+    shared: &Shared,
+    mut state: std::sync::MutexGuard<'_, State>,
+    frames: usize,
+) -> Pushed {
+    state.closing = Some(CloseReason::SlowConsumer);
+    drop(state);
+    shared.notify.notify_one();
+    shared
+        .metrics
+        .slow_consumer_disconnects
+        .fetch_add(1, Ordering::Relaxed);
+    shared
+        .metrics
+        .frames_dropped
+        .fetch_add(frames as u64, Ordering::Relaxed);
+    Pushed::Overflowed
 }
 
 impl Drop for Sender {
@@ -333,7 +367,7 @@ impl OutboxRx {
 
     /// Bytes of frames queued or kept now.
     pub fn held_bytes(&self) -> usize {
-        self.shared.held.load(Ordering::Relaxed)
+        lock(&self.shared.state).queued_bytes + self.shared.kept_bytes.load(Ordering::Relaxed)
     }
 
     /// Waits for frames or a close request, and takes up to `max_batch` queued frames at once so
@@ -348,7 +382,8 @@ impl OutboxRx {
                         // span), not in the publisher that found it full.
                         tracing::info!(
                             session = %self.owner(),
-                            held_bytes = self.shared.held.load(Ordering::Relaxed),
+                            held_bytes = state.queued_bytes
+                                + self.shared.kept_bytes.load(Ordering::Relaxed),
                             queued = state.queue.len(),
                             "closing a slow consumer: it did not read or acknowledge its events in time"
                         );
@@ -363,7 +398,9 @@ impl OutboxRx {
                     None
                 } else {
                     let n = state.queue.len().min(max_batch.max(1));
-                    Some(state.queue.drain(..n).collect::<Vec<Bytes>>())
+                    let frames = state.queue.drain(..n).collect::<Vec<Bytes>>();
+                    state.queued_bytes -= frames.iter().map(Bytes::len).sum::<usize>();
+                    Some(frames)
                 }
             };
             if let Some(frames) = taken {
@@ -386,15 +423,15 @@ impl OutboxRx {
         let kept = &mut *kept;
         kept.lanes(usize::from(self.shared.lanes));
         let capacity = self.shared.capacity;
+        let mut added: usize = 0;
+        let mut given_up: usize = 0;
         for (lane, frame) in frames {
             let lane = usize::from(*lane);
             let sent = &mut kept.sent[lane];
             if sent.len() >= capacity {
                 let number = kept.written[lane] - sent.len() as u64;
                 let old = sent.pop_front();
-                if let Some(old) = &old {
-                    self.shared.held.fetch_sub(old.len(), Ordering::Relaxed);
-                }
+                given_up += old.as_ref().map_or(0, Bytes::len);
                 if let Some(old) = old
                     && let Some((channel_type, channel_name, timestamp)) = message_of(&old)
                 {
@@ -412,9 +449,15 @@ impl OutboxRx {
                     });
                 }
             }
+            added += frame.len();
             sent.push_back(frame.clone());
             kept.written[lane] += 1;
         }
+        // Added before subtracted: the count never goes below zero.
+        self.shared.kept_bytes.fetch_add(added, Ordering::Relaxed);
+        self.shared
+            .kept_bytes
+            .fetch_sub(given_up, Ordering::Relaxed);
     }
 
     /// Whether a client that has received `received[lane]` frames per lane can resume: false
@@ -460,12 +503,14 @@ impl OutboxRx {
             let first_kept = *written - sent.len() as u64;
             let got = received.get(lane).copied().unwrap_or(0);
             let from = got.min(*written).max(first_kept);
-            resend.extend(sent.drain((from - first_kept) as usize..));
-            // What the client had received is no longer held.
-            let received_bytes: usize = sent.drain(..).map(|f| f.len()).sum();
+            // What the client had received is no longer held; what is sent again is queued.
+            let again: Vec<Bytes> = sent.drain((from - first_kept) as usize..).collect();
+            let no_longer_kept = sent.drain(..).map(|f| f.len()).sum::<usize>()
+                + again.iter().map(Bytes::len).sum::<usize>();
+            resend.extend(again);
             self.shared
-                .held
-                .fetch_sub(received_bytes, Ordering::Relaxed);
+                .kept_bytes
+                .fetch_sub(no_longer_kept, Ordering::Relaxed);
             *written = from;
             for d in dropped.drain(..).filter(|d| d.number >= got) {
                 match lost
@@ -490,11 +535,12 @@ impl OutboxRx {
         let mut state = lock(&self.shared.state);
         // Lane by lane, each in order: the order within a lane is all that counts.
         for frame in resend.into_iter().rev() {
+            state.queued_bytes += frame.len();
             state.queue.push_front(frame);
         }
         for notice in lost.into_iter().rev() {
             let frame = encode_frame(&ServerMsg::Event(Event::MessagesLost(notice)));
-            self.shared.held.fetch_add(frame.len(), Ordering::Relaxed);
+            state.queued_bytes += frame.len();
             state.queue.push_front(frame);
         }
         if !state.queue.is_empty() {
@@ -505,7 +551,11 @@ impl OutboxRx {
 
     /// Takes the frames still queued, without waiting, with their lanes.
     pub fn drain(&mut self) -> Vec<(u8, Bytes)> {
-        let frames: Vec<Bytes> = lock(&self.shared.state).queue.drain(..).collect();
+        let frames: Vec<Bytes> = {
+            let mut state = lock(&self.shared.state);
+            state.queued_bytes = 0;
+            state.queue.drain(..).collect()
+        };
         let lanes = self.shared.lanes;
         frames
             .into_iter()
@@ -626,6 +676,9 @@ mod tests {
         received[13] = 1;
         let next = rx.rewind(&received);
         assert_eq!((next[4], next[10], next[13]), (0, 2, 1));
+        // Held: the two frames to send again, nothing kept.
+        let again = message("side2", 3).len() + message("room", 4).len();
+        assert_eq!(rx.held_bytes(), again);
         // Lane 4's frame and lane 10's third come again, in lane order.
         assert_eq!(frames(rx.next(16).await), [3, 4]);
     }
@@ -771,12 +824,9 @@ mod tests {
     fn frames_pushed_together_are_queued_together_or_not_at_all() {
         let metrics = Arc::new(Metrics::default());
         let (outbox, _rx) = Outbox::new(4, metrics.clone());
+        assert_eq!(outbox.push_all(vec![one(1), one(2)]), Pushed::Queued);
         assert_eq!(
-            outbox.push_all([one(1), one(2)].into_iter()),
-            Pushed::Queued
-        );
-        assert_eq!(
-            outbox.push_all([one(3), one(4), one(5)].into_iter()),
+            outbox.push_all(vec![one(3), one(4), one(5)]),
             Pushed::Overflowed
         );
         assert_eq!(metrics.frames_dropped.load(Ordering::Relaxed), 3);

@@ -88,8 +88,9 @@ impl SessionHandle {
 
     /// Queues the frames of one event together (see [`rtm_proto::split::event_frames`]).
     pub fn push_event(&self, event: rtm_proto::Event) -> Pushed {
-        let frames = rtm_proto::split::event_frames(event);
-        self.inner.outbox.push_all(frames.into_iter())
+        self.inner
+            .outbox
+            .push_all(rtm_proto::split::event_frames(event))
     }
 
     /// Ends the session for `reason`: the client is told, then the connection closes.
