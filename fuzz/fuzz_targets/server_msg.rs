@@ -5,7 +5,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use rtm_proto::frame::HEADER_LEN;
-use rtm_proto::{Event, ServerMsg, encode_frame};
+use rtm_proto::{Event, EventPart, ServerMsg, encode_frame};
 
 fuzz_target!(|body: &[u8]| {
     let _ = ServerMsg::peek_event_channel(body);
@@ -19,6 +19,9 @@ fuzz_target!(|body: &[u8]| {
             ServerMsg::Event(Event::Storage(e)) => Some(&e.channel_name),
             ServerMsg::Event(Event::Lock(e)) => Some(&e.channel_name),
             ServerMsg::Event(Event::MessagesLost(e)) => Some(&e.channel_name),
+            // A part travels with the event it belongs to.
+            ServerMsg::Event(Event::Part(EventPart::Presence(e))) => Some(&e.channel_name),
+            ServerMsg::Event(Event::Part(EventPart::Topic(e))) => Some(&e.channel_name),
             _ => None,
         };
         assert_eq!(

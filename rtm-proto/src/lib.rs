@@ -41,9 +41,9 @@ pub use error::{DecodeError, ErrorCode, RtmError};
 pub use frame::{FrameDecoder, FrameError, encode_frame};
 pub use history::{GetMessagesRequest, HistoryMessage, LostMessages};
 pub use message::{
-    ChannelType, ClientMsg, CloseReason, Event, Hello, LoginLimits, LoginRequest, MessageEvent,
-    Payload, PublishRequest, Request, RequestId, Response, ResumeRequest, ServerMsg, SessionTicket,
-    SubscribeOptions, Welcome, WireError,
+    ChannelType, ClientMsg, CloseReason, Event, EventPart, Hello, LoginLimits, LoginRequest,
+    MessageEvent, Payload, PublishRequest, Request, RequestId, Response, ResumeRequest, ServerMsg,
+    SessionTicket, SubscribeOptions, Welcome, WireError,
 };
 pub use presence::{
     ChannelDetail, IntervalDetail, PresenceEvent, PresenceEventType, StateDetail, UserState,

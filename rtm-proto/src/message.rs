@@ -603,7 +603,13 @@ impl ServerMsg {
         let (mut event, mut rest) = postcard::take_from_bytes::<u32>(rest).ok()?;
         if event == EVENT_PART_TAG {
             // A part goes on the lane of the event it belongs to.
-            (event, rest) = postcard::take_from_bytes::<u32>(rest).ok()?;
+            let (part, after) = postcard::take_from_bytes::<u32>(rest).ok()?;
+            event = match part {
+                PART_PRESENCE_TAG => EVENT_PRESENCE_TAG,
+                PART_TOPIC_TAG => EVENT_TOPIC_TAG,
+                _ => return None,
+            };
+            rest = after;
         }
         // What comes before the name: enums (a varint variant index, one byte when the encoder
         // wrote it, but the decoder also accepts overlong forms) and `ChannelType`s (one byte).
@@ -652,6 +658,10 @@ const EVENT_LOCK_TAG: u32 = 7;
 const EVENT_LOST_TAG: u32 = 8;
 /// Variant index of [`Event::Part`] on the wire.
 const EVENT_PART_TAG: u32 = 9;
+/// Variant index of [`EventPart::Presence`] on the wire.
+const PART_PRESENCE_TAG: u32 = 0;
+/// Variant index of [`EventPart::Topic`] on the wire.
+const PART_TOPIC_TAG: u32 = 1;
 /// Variant index of [`ServerMsg::Response`] on the wire.
 const SERVER_MSG_RESPONSE_TAG: u32 = 1;
 
@@ -930,7 +940,25 @@ pub enum Event {
     /// A leading part of an event too large for one frame (a presence or topic snapshot): the
     /// parts and the event that follows them on the same lane are one event, whose lists the
     /// client joins (`docs/protocol.md` §2.2, [`crate::split`]).
-    Part(Box<Self>),
+    Part(EventPart),
+}
+
+/// A part of a split event: only the events that have parts, so that parts never nest.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EventPart {
+    /// Part of a presence snapshot.
+    Presence(PresenceEvent),
+    /// Part of a topic snapshot.
+    Topic(TopicEvent),
+}
+
+impl From<EventPart> for Event {
+    fn from(part: EventPart) -> Self {
+        match part {
+            EventPart::Presence(p) => Self::Presence(p),
+            EventPart::Topic(t) => Self::Topic(t),
+        }
+    }
 }
 
 /// A message event, with the reference's fields.
@@ -1097,6 +1125,14 @@ mod tests {
     }
 
     #[test]
+    fn parts_do_not_nest() {
+        // `Event` tag 2, then part tag 9 over and over: an error, not a recursion per byte.
+        let mut body = vec![2u8];
+        body.extend(std::iter::repeat_n(9u8, 100_000));
+        assert!(ServerMsg::decode(&body).is_err());
+    }
+
+    #[test]
     fn peek_finds_the_id_of_a_response_only() {
         let error = encode_frame(&ServerMsg::Response {
             id: RequestId(300),
@@ -1208,7 +1244,12 @@ mod tests {
         let ServerMsg::Event(presence_event) = presence_event else {
             panic!()
         };
-        let part = encode_frame(&ServerMsg::Event(Event::Part(Box::new(presence_event))));
+        let Event::Presence(presence_event) = presence_event else {
+            panic!()
+        };
+        let part = encode_frame(&ServerMsg::Event(Event::Part(EventPart::Presence(
+            presence_event,
+        ))));
         assert_eq!(ServerMsg::peek_event_channel(&part), Some(&b"room-42"[..]));
         // Cut anywhere, a frame gives no name rather than a wrong one or a panic.
         let full = message(ChannelType::Message);

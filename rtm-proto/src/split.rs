@@ -14,9 +14,13 @@ use serde::Serialize;
 
 use crate::frame::encode_frame;
 use crate::limits::{LIST_BUDGET, MAX_SERVER_FRAME_LEN};
-use crate::message::{Event, ServerMsg};
+use crate::message::{Event, EventPart, ServerMsg};
 use crate::presence::{IntervalDetail, PresenceEvent, PresenceEventType, UserState};
 use crate::stream::{PublisherInfo, TopicEvent, TopicEventType, TopicInfo};
+
+/// The most an event's own encoding may take: the frame less room for the `ServerMsg` and
+/// `Event` tags around it.
+const MAX_EVENT_LEN: usize = MAX_SERVER_FRAME_LEN - 16;
 
 /// The size of `value` on the wire, without encoding it.
 pub fn encoded_len<T: Serialize + ?Sized>(value: &T) -> usize {
@@ -57,13 +61,12 @@ pub fn event_frames(event: Event) -> Vec<Bytes> {
             if matches!(
                 p.event_type,
                 PresenceEventType::Snapshot | PresenceEventType::Interval
-            ) && encoded_len(&p) > MAX_SERVER_FRAME_LEN =>
+            ) && encoded_len(&p) > MAX_EVENT_LEN =>
         {
             split_presence(p)
         }
         Event::Topic(t)
-            if t.event_type == TopicEventType::Snapshot
-                && encoded_len(&t) > MAX_SERVER_FRAME_LEN =>
+            if t.event_type == TopicEventType::Snapshot && encoded_len(&t) > MAX_EVENT_LEN =>
         {
             split_topics(t)
         }
@@ -75,13 +78,13 @@ fn frame(event: Event) -> Bytes {
     encode_frame(&ServerMsg::Event(event))
 }
 
-/// Leading parts wrapped in [`Event::Part`], the last one as itself.
-fn in_parts(mut events: Vec<Event>) -> Vec<Bytes> {
-    let last = events.pop();
-    events
+/// Leading parts wrapped in [`Event::Part`], the last one as its event.
+fn in_parts(mut parts: Vec<EventPart>) -> Vec<Bytes> {
+    let last = parts.pop();
+    parts
         .into_iter()
-        .map(|e| frame(Event::Part(Box::new(e))))
-        .chain(last.map(frame))
+        .map(|part| frame(Event::Part(part)))
+        .chain(last.map(|part| frame(part.into())))
         .collect()
 }
 
@@ -96,7 +99,7 @@ fn split_presence(event: PresenceEvent) -> Vec<Bytes> {
         return in_parts(
             parts
                 .into_iter()
-                .map(|users| Event::Presence(with(users, None)))
+                .map(|users| EventPart::Presence(with(users, None)))
                 .collect(),
         );
     }
@@ -155,7 +158,7 @@ fn split_topics(event: TopicEvent) -> Vec<Bytes> {
                     }),
                 }
             }
-            Event::Topic(TopicEvent {
+            EventPart::Topic(TopicEvent {
                 topic_infos: infos,
                 ..event.clone()
             })
@@ -242,13 +245,13 @@ mod tests {
         assert!(frames.len() >= 3, "{} frames", frames.len());
         let mut events = frames.iter().map(decode);
         let mut joined = match events.next() {
-            Some(Event::Part(first)) => *first,
+            Some(Event::Part(first)) => Event::from(first),
             other => panic!("{other:?}"),
         };
         let last = frames.len() - 2;
         for (i, event) in events.enumerate() {
             let event = match event {
-                Event::Part(part) if i < last => *part,
+                Event::Part(part) if i < last => Event::from(part),
                 event if i == last => event,
                 other => panic!("frame {i}: {other:?}"),
             };
@@ -313,7 +316,7 @@ mod tests {
         let mut joined: Option<Event> = None;
         for frame in &frames {
             let event = match decode(frame) {
-                Event::Part(part) => *part,
+                Event::Part(part) => Event::from(part),
                 event => event,
             };
             match &mut joined {
@@ -340,6 +343,37 @@ mod tests {
             runs.iter().map(Vec::len).collect::<Vec<_>>(),
             [2, 2, 2, 2, 2]
         );
+    }
+
+    #[test]
+    fn an_event_just_under_the_limit_still_fits_its_frame() {
+        // A snapshot whose own encoding is a byte or two under the frame limit: with the tags
+        // around it, the frame would be over.
+        for target in [
+            MAX_SERVER_FRAME_LEN - 2,
+            MAX_SERVER_FRAME_LEN - 1,
+            MAX_SERVER_FRAME_LEN,
+        ] {
+            let mut event = presence(PresenceEventType::Snapshot);
+            event.snapshot = (0..28).map(full_state).collect();
+            let mut filler = UserState {
+                user_id: "filler".into(),
+                states: [("k".to_owned(), String::new())].into(),
+            };
+            event.snapshot.push(filler.clone());
+            let short = target - encoded_len(&event);
+            filler.states.insert("k".into(), "v".repeat(short));
+            event.snapshot.pop();
+            event.snapshot.push(filler);
+            while encoded_len(&event) > target {
+                let last = event.snapshot.last_mut().unwrap();
+                last.states.get_mut("k").unwrap().pop();
+            }
+            assert_eq!(encoded_len(&event), target);
+            for frame in event_frames(Event::Presence(event)) {
+                decode(&frame);
+            }
+        }
     }
 
     #[test]

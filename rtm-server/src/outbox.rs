@@ -399,7 +399,11 @@ impl OutboxRx {
                 } else {
                     let n = state.queue.len().min(max_batch.max(1));
                     let frames = state.queue.drain(..n).collect::<Vec<Bytes>>();
-                    state.queued_bytes -= frames.iter().map(Bytes::len).sum::<usize>();
+                    // From queued to kept under the queue's lock: a publisher never sees them
+                    // counted twice or not at all.
+                    let bytes = frames.iter().map(Bytes::len).sum::<usize>();
+                    state.queued_bytes -= bytes;
+                    self.shared.kept_bytes.fetch_add(bytes, Ordering::Relaxed);
                     Some(frames)
                 }
             };
@@ -423,7 +427,6 @@ impl OutboxRx {
         let kept = &mut *kept;
         kept.lanes(usize::from(self.shared.lanes));
         let capacity = self.shared.capacity;
-        let mut added: usize = 0;
         let mut given_up: usize = 0;
         for (lane, frame) in frames {
             let lane = usize::from(*lane);
@@ -449,12 +452,10 @@ impl OutboxRx {
                     });
                 }
             }
-            added += frame.len();
             sent.push_back(frame.clone());
             kept.written[lane] += 1;
         }
-        // Added before subtracted: the count never goes below zero.
-        self.shared.kept_bytes.fetch_add(added, Ordering::Relaxed);
+        // (Counted as kept when `next` took them.)
         self.shared
             .kept_bytes
             .fetch_sub(given_up, Ordering::Relaxed);

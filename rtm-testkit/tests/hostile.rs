@@ -319,6 +319,27 @@ async fn a_connection_that_never_logs_in_cannot_make_the_server_buffer_data() {
     );
 }
 
+/// Defect 2: a connection that sends request after request without logging in (and need not
+/// read the answers) is closed after a few.
+#[tokio::test]
+async fn a_connection_that_only_talks_before_login_is_closed() {
+    let server = TestServer::start().await;
+    let mut raw = RawSession::hello(&server).await;
+    for id in 0..64 {
+        raw.send_msg(&rtm_proto::ClientMsg::Request {
+            id: rtm_proto::RequestId(id),
+            request: Request::Ping,
+        })
+        .await;
+    }
+    match within(DEADLINE, "the connection to close", raw.conn.closed()).await {
+        quinn::ConnectionError::ApplicationClosed(close) => {
+            assert_eq!(close.error_code, quinn::VarInt::from_u32(0x01), "{close:?}");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
 /// Defect 2: connections are capped per address and in total; beyond the handshake rate,
 /// clients must prove their address first (a QUIC Retry, which real clients answer).
 #[tokio::test]

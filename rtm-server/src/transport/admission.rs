@@ -105,10 +105,17 @@ impl Inner {
     }
 }
 
-/// An IPv4 client seen through an IPv6 socket counts as its IPv4 address.
+/// The "address" a cap counts: an IPv4 address (also when seen through an IPv6 socket), or an
+/// IPv6 /64 network (what one subscriber is usually given, so a client cannot step around the
+/// cap by using more of its own addresses).
 fn canonical(address: IpAddr) -> IpAddr {
     match address {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(address, IpAddr::V4),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(std::net::Ipv6Addr::from(
+                u128::from(v6) & !u128::from(u64::MAX),
+            )),
+        },
         v4 => v4,
     }
 }
@@ -181,6 +188,22 @@ mod tests {
         ));
         drop((a2, b1));
         assert!(admission.inner.lock().by_address.len() <= 1);
+    }
+
+    #[test]
+    fn an_ipv6_64_network_counts_as_one_address() {
+        let admission = Admission::new(&limits(10, 1, 1000), Arc::new(Metrics::default()));
+        let v6 = |s: &str| s.parse::<IpAddr>().unwrap();
+        let first = admission.admit(v6("2001:db8:0:1::1"), true, true);
+        assert!(matches!(first, Admit::Serve(_)));
+        assert!(matches!(
+            admission.admit(v6("2001:db8:0:1:ffff::2"), true, true),
+            Admit::Refuse(_)
+        ));
+        assert!(matches!(
+            admission.admit(v6("2001:db8:0:2::1"), true, true),
+            Admit::Serve(_)
+        ));
     }
 
     #[test]

@@ -103,8 +103,10 @@ async fn run<E: Engine>(
     let mut writer: Option<Writer> = None;
     let mut out = BytesMut::new();
     let mut shutting_down = false;
+    // Frames served before a login, to bound what a client that never logs in gets answered.
+    let mut before_login = 0usize;
     let mut token_expired = false;
-    let ending = loop {
+    let ending = 'serve: loop {
         let session = &mut served.session;
         let token_at = session
             .token_deadline()
@@ -172,6 +174,13 @@ async fn run<E: Engine>(
         };
         // Serve everything that has arrived, then write all the answers at once.
         loop {
+            if !served.session.is_logged_in() {
+                before_login += 1;
+                if before_login > super::PRE_LOGIN_FRAMES {
+                    conn.close(close_code::PROTOCOL.into(), b"too many frames before login");
+                    break 'serve Ending::Finished;
+                }
+            }
             handle(&mut served, core, inbound, &mut out).await;
             match reader.buffered() {
                 Some(next) => inbound = next,
@@ -186,7 +195,20 @@ async fn run<E: Engine>(
             reader.set_max_frame_len(core.connection.max_frame_len as usize);
             writer = Some(Writer::spawn(conn.clone(), rx));
         }
-        if let Err(e) = send.write_all(&out).await {
+        let written = if served.session.is_logged_in() {
+            send.write_all(&out).await
+        } else {
+            // A client that does not read its answers must not hold the connection past the
+            // login deadline with a blocked write.
+            match tokio::time::timeout_at(login_deadline, send.write_all(&out)).await {
+                Ok(written) => written,
+                Err(_) => {
+                    conn.close(close_code::LOGIN_TIMEOUT.into(), b"login timeout");
+                    break Ending::Finished;
+                }
+            }
+        };
+        if let Err(e) = written {
             tracing::debug!("connection lost: {e}");
             break Ending::Lost;
         }
@@ -230,7 +252,11 @@ async fn open_control<E: Engine>(
                 version: PROTOCOL_VERSION,
                 server: concat!("rtm-server/", env!("CARGO_PKG_VERSION")).into(),
             });
-            send.write_all(&encode_frame(&welcome)).await?;
+            tokio::time::timeout_at(login_deadline, send.write_all(&encode_frame(&welcome)))
+                .await
+                .map_err(|_| {
+                    ConnError::Protocol("the welcome was not read before the login deadline")
+                })??;
         }
         other => {
             let reason = match other {

@@ -26,6 +26,10 @@ pub(crate) use connection::serve;
 pub(crate) const PRE_LOGIN_WINDOW: u32 = 8 * 1024;
 /// The largest frame accepted before a login (a hello, a login or a resume are far smaller).
 pub(crate) const PRE_LOGIN_FRAME: usize = 8 * 1024;
+/// Frames a connection may send before it logs in (the hello, a login or resume, a few pings
+/// or refused requests); one more closes it (code `0x01`). Each is answered, so this bounds
+/// what a client that never reads its answers nor logs in makes the server buffer.
+pub(crate) const PRE_LOGIN_FRAMES: usize = 16;
 /// The connection's receive window once logged in.
 pub(crate) const LOGGED_IN_WINDOW: u32 = 1024 * 1024;
 

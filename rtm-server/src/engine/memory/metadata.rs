@@ -127,12 +127,14 @@ fn check_file(conn: &Connection) -> Result<Found, String> {
         .prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
         .and_then(|mut q| q.query_map([], |row| row.get(0))?.collect())
         .map_err(unreadable)?;
+    // Other programs use `user_version` too: the version is believed only with our schema.
+    let ours = || schema_of(conn) == new_schema();
     match version {
-        SCHEMA_VERSION => Ok(Found::Current),
+        SCHEMA_VERSION if ours() => Ok(Found::Current),
         0 if tables.is_empty() => Ok(Found::New),
-        0 if schema_of(conn) == new_schema() => Ok(Found::Unversioned),
-        0 => Err(format!(
-            "it is not an rtm metadata database (it has the tables {} and no rtm schema version)",
+        0 if ours() => Ok(Found::Unversioned),
+        0 | SCHEMA_VERSION => Err(format!(
+            "it is not an rtm metadata database (it has the tables {} and not the rtm schema)",
             tables.join(", ")
         )),
         other => Err(format!(
@@ -629,6 +631,14 @@ mod tests {
             "{foreign}"
         );
         assert!(foreign.contains("meta_item"), "{foreign}");
+        // Another program's database that happens to carry our version number.
+        let borrowed = refused(&format!(
+            "CREATE TABLE meta_item (id INTEGER PRIMARY KEY); PRAGMA user_version = {SCHEMA_VERSION};"
+        ));
+        assert!(
+            borrowed.contains("not an rtm metadata database"),
+            "{borrowed}"
+        );
         let newer = refused(&format!("{SCHEMA} PRAGMA user_version = 2;"));
         assert!(newer.contains("schema version 2"), "{newer}");
     }
