@@ -45,6 +45,7 @@ mod crypto;
 pub mod event;
 pub mod history;
 mod link;
+mod parts;
 pub mod presence;
 pub mod raw;
 mod session;
