@@ -2,6 +2,7 @@
 //! them, per lane, before handing the event on. The parts belong to the session, so a resume
 //! goes on joining where the lost connection stopped.
 
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use rtm_proto::limits::MAX_LANES;
@@ -11,7 +12,16 @@ use rtm_proto::{ErrorCode, Event, RtmError};
 /// (`docs/protocol.md` §2.2). The frames of one event come one after the other on one lane,
 /// so a lane has at most one such event at a time.
 #[derive(Clone, Debug, Default)]
-pub(crate) struct Parts(Arc<Mutex<[Joining; MAX_LANES]>>);
+pub(crate) struct Parts(Arc<Lanes>);
+
+#[derive(Debug, Default)]
+struct Lanes {
+    /// One bit per lane that is not idle, so that every ordinary event passes without taking
+    /// the lock. Each lane is read by one task at a time, which alone changes its bit (and
+    /// `forget`, before the readers of a new connection start).
+    busy: AtomicU32,
+    joining: Mutex<[Joining; MAX_LANES]>,
+}
 
 /// What a lane is doing with parts.
 #[derive(Debug, Default)]
@@ -29,11 +39,24 @@ enum Joining {
 
 impl Parts {
     fn lock(&self) -> std::sync::MutexGuard<'_, [Joining; MAX_LANES]> {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+        self.0
+            .joining
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn mark(&self, lane: usize, busy: bool) {
+        let bit = 1u32 << lane;
+        if busy {
+            self.0.busy.fetch_or(bit, Ordering::Release);
+        } else {
+            self.0.busy.fetch_and(!bit, Ordering::Release);
+        }
     }
 
     /// A leading part arrived on `lane`.
     pub(crate) fn add(&self, lane: usize, part: Event) {
+        self.mark(lane, true);
         let mut lanes = self.lock();
         let slot = &mut lanes[lane];
         match slot {
@@ -51,7 +74,12 @@ impl Parts {
     /// An event arrived on `lane`: the whole event, when it ends one in parts; `Err` when it
     /// ends one whose first parts were lost (said in the error).
     pub(crate) fn complete(&self, lane: usize, event: Event) -> Result<Event, RtmError> {
-        match std::mem::take(&mut self.lock()[lane]) {
+        if self.0.busy.load(Ordering::Acquire) & (1 << lane) == 0 {
+            return Ok(event);
+        }
+        let joining = std::mem::take(&mut self.lock()[lane]);
+        self.mark(lane, false);
+        match joining {
             Joining::Idle | Joining::Broken { dropped: false } => Ok(event),
             Joining::Parts(mut joined) => match rtm_proto::split::join_part(&mut joined, event) {
                 Ok(()) => Ok(*joined),
@@ -85,6 +113,7 @@ impl Parts {
         for lane in lost {
             if let Some(slot) = lanes.get_mut(lane) {
                 *slot = Joining::Broken { dropped: false };
+                self.mark(lane, true);
             }
         }
     }

@@ -97,14 +97,14 @@ pub(crate) enum Departure {
     TimedOut,
 }
 
-fn event(
+fn presence_event(
     event_type: PresenceEventType,
     channel_type: ChannelType,
     channel: &str,
     publisher: &str,
     snapshot: Vec<UserState>,
-) -> bytes::Bytes {
-    encode_frame(&ServerMsg::Event(Event::Presence(PresenceEvent {
+) -> Event {
+    Event::Presence(PresenceEvent {
         event_type,
         channel_type,
         channel_name: channel.to_owned(),
@@ -113,7 +113,18 @@ fn event(
         interval: None,
         snapshot,
         timestamp: now_ms(),
-    })))
+    })
+}
+
+/// A presence event about one user, encoded (it fits one frame).
+fn event(
+    event_type: PresenceEventType,
+    channel_type: ChannelType,
+    channel: &str,
+    publisher: &str,
+) -> bytes::Bytes {
+    let event = presence_event(event_type, channel_type, channel, publisher, Vec::new());
+    encode_frame(&ServerMsg::Event(event))
 }
 
 impl<E: Engine> Core<E> {
@@ -148,7 +159,6 @@ impl<E: Engine> Core<E> {
                 channel_type,
                 channel,
                 session.user_id(),
-                Vec::new(),
             );
             self.tell(app_id, channel_type, channel, session, frame)
                 .await;
@@ -166,16 +176,8 @@ impl<E: Engine> Core<E> {
                 }
             };
             // docs/protocol.md §2.2: in parts when it does not fit one frame.
-            session.push_event(Event::Presence(PresenceEvent {
-                event_type: PresenceEventType::Snapshot,
-                channel_type,
-                channel_name: channel.to_owned(),
-                publisher: String::new(),
-                state_changed: Default::default(),
-                interval: None,
-                snapshot: users,
-                timestamp: now_ms(),
-            }));
+            let snapshot = PresenceEventType::Snapshot;
+            session.push_event(presence_event(snapshot, channel_type, channel, "", users));
         }
     }
 
@@ -212,7 +214,7 @@ impl<E: Engine> Core<E> {
             Departure::Left => PresenceEventType::RemoteLeave,
             Departure::TimedOut => PresenceEventType::RemoteTimeout,
         };
-        let frame = event(kind, channel_type, channel, session.user_id(), Vec::new());
+        let frame = event(kind, channel_type, channel, session.user_id());
         let window = self
             .app(session.app_id())
             .map_or(0, |p| p.limits.presence_debounce_ms);
