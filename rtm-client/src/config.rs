@@ -7,7 +7,7 @@ use std::time::Duration;
 
 pub use rtm_proto::{ChannelType, SubscribeOptions};
 
-use crate::transport::Transport;
+use crate::transport::QuicSocket;
 
 /// The client's configuration, the reference's `RTMConfig`.
 #[derive(Clone)]
@@ -27,8 +27,12 @@ pub struct RtmConfig {
     /// How long a call waits for the server's answer before failing with a timeout code
     /// (default 10 s).
     pub request_timeout: Duration,
-    /// A UDP socket to share with other clients; by default each client binds its own.
-    pub transport: Option<Transport>,
+    /// How to reach the server: native QUIC (the default), WebTransport, or WebSocket where
+    /// UDP is blocked.
+    pub transport: Transport,
+    /// A UDP socket to share with other clients (QUIC and WebTransport); by default each
+    /// client binds its own.
+    pub socket: Option<QuicSocket>,
     /// End-to-end encryption of message payloads (default none). Every client of an app must
     /// use the same mode, key and salt (`docs/protocol.md` §5.11).
     pub encryption_mode: EncryptionMode,
@@ -49,6 +53,7 @@ impl std::fmt::Debug for RtmConfig {
             .field("presence_timeout", &self.presence_timeout)
             .field("request_timeout", &self.request_timeout)
             .field("transport", &self.transport)
+            .field("socket", &self.socket)
             .field("encryption_mode", &self.encryption_mode)
             .finish_non_exhaustive()
     }
@@ -86,7 +91,8 @@ impl RtmConfig {
             heartbeat_interval: 5,
             presence_timeout: 300,
             request_timeout: Duration::from_secs(10),
-            transport: None,
+            transport: Transport::Quic,
+            socket: None,
             encryption_mode: EncryptionMode::None,
             cipher_key: String::new(),
             salt: Vec::new(),
@@ -94,10 +100,31 @@ impl RtmConfig {
     }
 }
 
+/// How the client reaches the server (`docs/protocol.md` §1). All three carry the same
+/// sessions: every call and event works the same way over each.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Transport {
+    /// Native QUIC (ALPN `rtm/1`) to [`Endpoint::addr`]: the default, and the fastest.
+    #[default]
+    Quic,
+    /// WebTransport (HTTP/3, ALPN `h3`) to `https://{Endpoint::addr}/rtm`, the same UDP port:
+    /// what browsers use.
+    WebTransport,
+    /// WebSocket over TCP to `ws://{addr}/rtm` (`wss://` with `tls`), subprotocol `rtm.v1`:
+    /// for networks that block UDP. The certificate is checked against
+    /// [`Endpoint::server_name`] and [`Endpoint::trust`], like QUIC's.
+    WebSocket {
+        /// The server's WebSocket (TCP) address.
+        addr: SocketAddr,
+        /// Whether the listener speaks TLS.
+        tls: bool,
+    },
+}
+
 /// Where the server is.
 #[derive(Clone, Debug)]
 pub struct Endpoint {
-    /// The server's UDP address.
+    /// The server's UDP address (QUIC and WebTransport).
     pub addr: SocketAddr,
     /// The name its certificate must carry (SNI and verification).
     pub server_name: String,
@@ -118,6 +145,10 @@ pub enum Trust {
     PinnedCertFile(PathBuf),
     /// Exactly this DER-encoded certificate.
     PinnedCertDer(Vec<u8>),
+    /// Exactly the certificates with these SHA-256 hashes, whatever their name or issuer (what
+    /// browsers call `serverCertificateHashes`): for the short-lived certificate a development
+    /// server gives WebTransport clients, whose hash it prints and serves.
+    CertificateHashes(Vec<[u8; 32]>),
 }
 
 impl Trust {

@@ -1,38 +1,46 @@
-//! One QUIC connection to the server, and the tasks that serve it.
+//! One connection to the server, whatever its transport, and the tasks that serve it.
 //!
 //! The client handle sends [`Command`]s over an unbounded channel, at the moment a call is made
 //! (so calls are sent in the order they were made, however their futures are awaited). The
-//! driver task writes them on the control stream, batching whatever is queued into one write,
+//! driver task writes them on the control channel, batching whatever is queued into one write,
 //! and keeps each reply sender in a table keyed by request id. A second task reads the control
-//! stream and completes those replies; one more task per delivery stream decodes events and
-//! hands them to the listeners, counting them for the resume (`docs/protocol.md` §5.6). Reading
-//! and writing are separate tasks so that a burst of requests can never deadlock against a
-//! burst of responses.
+//! channel and completes those replies; one more task per delivery lane decodes events and
+//! hands them to the listeners, counting them for the resume (`docs/protocol.md` §5.6,
+//! `lanes.rs`). Reading and writing are separate tasks so that a burst of requests can never
+//! deadlock against a burst of responses.
 //!
-//! The driver also acknowledges received events; the heartbeat is QUIC's keep-alive
-//! (`transport.rs`). When the connection ends, the driver's [`Outcome`] tells the session
-//! supervisor (`session.rs`) whether to reconnect.
+//! Over QUIC and WebTransport the control channel is a bidirectional stream and each lane a
+//! stream of its own. Over WebSocket one socket carries everything: its reader completes
+//! replies itself and passes each event to its lane's task through a channel (so that a lane
+//! recovering missed messages, which waits for replies, never blocks the reading).
+//!
+//! The driver also acknowledges received events, and over WebSocket and WebTransport sends the
+//! protocol's heartbeat (native QUIC uses QUIC's keep-alive, `transport.rs`). When the
+//! connection ends, the driver's [`Outcome`] tells the session supervisor (`session.rs`)
+//! whether to reconnect.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use rtm_proto::frame::encode_frame_into;
 use rtm_proto::limits::MAX_LANES;
 use rtm_proto::{
-    ChannelType, ClientMsg, CloseReason, ErrorCode, Event, GetMessagesRequest, Hello, LostMessages,
-    MessageEvent, PROTOCOL_VERSION, Request, RequestId, Response, RtmError, ServerMsg, WireError,
+    ClientMsg, CloseReason, ErrorCode, Hello, PROTOCOL_VERSION, Request, RequestId, Response,
+    RtmError, ServerMsg, WireError,
 };
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, timeout};
+use web_transport_quinn::{SessionError, WebTransportError};
 
-use crate::config::RtmConfig;
-use crate::event::{LinkOperation, LinkStateReason, Listeners, RtmEvent};
+use crate::config::{RtmConfig, Transport};
+use crate::event::{LinkOperation, LinkStateReason, Listeners};
 use crate::parts::Parts;
-use crate::transport::{FrameReader, Read, Transport, client_config, oversized};
+use crate::transport::{FrameReader, QuicSocket, Read, client_config, oversized};
+use crate::{lanes, websocket};
 
 /// The answer to one request, as the server sent it.
 pub(crate) type Reply = oneshot::Sender<Result<Response, WireError>>;
@@ -48,10 +56,12 @@ pub(crate) struct Command {
 /// a packet the server handles; between two, the server keeps a 32-byte handle per event (the
 /// event's bytes are shared with every other subscriber). 512 keeps both small next to the
 /// events themselves and well inside the outbound queue's 4 096.
-const ACK_EVERY: u64 = 512;
+pub(crate) const ACK_EVERY: u64 = 512;
 /// The client also acknowledges every this many bytes of events: the server holds what is not
 /// acknowledged against the session's byte bound (`max_session_bytes`, at least 4 MiB).
-const ACK_BYTES: u64 = 256 * 1024;
+pub(crate) const ACK_BYTES: u64 = 256 * 1024;
+/// How long closing a WebSocket may take.
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
 
 /// How a connection ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -71,35 +81,53 @@ pub(crate) enum Outcome {
     },
 }
 
+/// How the transport said the connection ended.
+#[derive(Clone, Debug)]
+enum Ended {
+    /// Closed with one of the protocol's close codes (`docs/protocol.md` §1.3).
+    Code(u64, String),
+    /// Nothing heard from the server for the heartbeat interval + 10 s.
+    TimedOut,
+    /// Anything else.
+    Other(String),
+}
+
 /// The handle's side of a live connection.
 #[derive(Debug)]
 pub(crate) struct Connection {
     pub(crate) commands: mpsc::UnboundedSender<Command>,
-    conn: quinn::Connection,
+    /// The QUIC session, to close it at once; `None` for a WebSocket (its driver closes it).
+    quic: Option<Arc<web_transport_quinn::Session>>,
     shared: Arc<Shared>,
-    /// Opens the delivery streams to the listeners (see [`Connection::deliver_events`]).
+    /// Opens the delivery lanes to the listeners (see [`Connection::deliver_events`]).
     deliver: watch::Sender<bool>,
 }
 
 #[derive(Debug, Default)]
-struct Shared {
+pub(crate) struct Shared {
     /// The user is closing the connection (logout): its end is not a failure.
     closing: AtomicBool,
+    /// Tells the driver to close the connection (a WebSocket needs its close frame sent).
+    close: Notify,
     /// Why the server ended the session, when it said so in an event.
-    closed_by_server: Mutex<Option<CloseReason>>,
-    /// Delivery-stream frames of the session handled so far, per lane.
-    received: [AtomicU64; MAX_LANES],
-    /// Bytes of delivery-stream frames handled on this connection (for [`ACK_BYTES`]).
-    received_bytes: AtomicU64,
+    pub(crate) closed_by_server: Mutex<Option<CloseReason>>,
+    /// How a WebSocket ended, as its reader saw it.
+    ws_ended: Mutex<Option<Ended>>,
+    /// Tells a WebSocket's reader to stop (the driver has given up on the connection).
+    stop_reading: Notify,
+    /// Delivery-lane frames of the session handled so far, per lane.
+    pub(crate) received: [AtomicU64; MAX_LANES],
+    /// Bytes of delivery-lane frames handled on this connection (for [`ACK_BYTES`]).
+    pub(crate) received_bytes: AtomicU64,
     /// Events in parts, waiting for their last frame; the session's, carried over a resume.
-    parts: Parts,
+    pub(crate) parts: Parts,
     /// Wakes the driver to send an acknowledgement.
-    ack: Notify,
+    pub(crate) ack: Notify,
     /// Opens sealed message payloads, when the client encrypts.
-    cipher: Option<crate::crypto::Cipher>,
+    pub(crate) cipher: Option<crate::crypto::Cipher>,
     /// Sends requests from the event readers (to recover lost messages from the history);
     /// weak, so that it does not keep the connection alive.
-    requests: std::sync::OnceLock<mpsc::WeakUnboundedSender<Command>>,
+    pub(crate) requests: std::sync::OnceLock<mpsc::WeakUnboundedSender<Command>>,
 }
 
 type Pending = Arc<Mutex<HashMap<u32, Reply>>>;
@@ -191,47 +219,32 @@ impl Connection {
         let fail = |code, reason: String| RtmError::new(code, operation, reason);
         let unreachable =
             |reason: String| OpenError::Unreachable(fail(ErrorCode::NotConnected, reason));
-        let addr = config.endpoint.addr;
-        let transport = match &config.transport {
-            Some(t) => t.clone(),
-            None => Transport::bind(addr)
-                .map_err(|e| unreachable(format!("binding a UDP socket: {e}")))?,
+        let mut out = BytesMut::new();
+        let hello = Hello {
+            version: PROTOCOL_VERSION,
+            agent: concat!("rtm-client/", env!("CARGO_PKG_VERSION")).into(),
         };
-        let client_config = client_config(config).map_err(|e| {
-            OpenError::Refused(fail(ErrorCode::InvalidParameter, format!("TLS setup: {e}")))
-        })?;
-        let connecting = transport
-            .endpoint()
-            .connect_with(client_config, addr, &config.endpoint.server_name)
-            .map_err(|e| unreachable(format!("connecting to {addr}: {e}")))?;
+        encode_frame_into(&ClientMsg::Hello(hello), &mut out);
+        encode_frame_into(
+            &ClientMsg::Request {
+                id: RequestId(0),
+                request: first,
+            },
+            &mut out,
+        );
         let handshake = async {
-            let conn = connecting
-                .await
-                .map_err(|e| unreachable(format!("connecting to {addr}: {e}")))?;
+            let (mut wire, mut reader) = Wire::connect(config).await.map_err(unreachable)?;
             let lost = |e: &dyn std::fmt::Display| unreachable(e.to_string());
-            let (mut send, recv) = conn.open_bi().await.map_err(|e| lost(&e))?;
-            let mut out = BytesMut::new();
-            let hello = Hello {
-                version: PROTOCOL_VERSION,
-                agent: concat!("rtm-client/", env!("CARGO_PKG_VERSION")).into(),
-            };
-            encode_frame_into(&ClientMsg::Hello(hello), &mut out);
-            encode_frame_into(
-                &ClientMsg::Request {
-                    id: RequestId(0),
-                    request: first,
-                },
-                &mut out,
-            );
-            send.write_all(&out).await.map_err(|e| lost(&e))?;
-            let mut reader = FrameReader::new(recv);
+            wire.send(&out).await.map_err(|e| lost(&e))?;
+            // Over WebSocket, events may come before the answer: kept for the lanes.
+            let mut early = Vec::new();
             let mut welcomed = false;
             loop {
                 let body = reader
                     .next()
                     .await
                     .map_err(|e| lost(&e))?
-                    .ok_or_else(|| lost(&"the server closed the control stream"))?
+                    .ok_or_else(|| lost(&"the server closed the control channel"))?
                     .into_frame()
                     .map_err(|e| lost(&e))?;
                 let msg = ServerMsg::decode(&body).map_err(|e| lost(&e))?;
@@ -243,21 +256,26 @@ impl Connection {
                         result,
                     } if welcomed => {
                         return match result {
-                            Ok(response) => Ok((conn, send, reader, response)),
+                            Ok(response) => Ok((wire, reader, early, response)),
                             Err(e) => Err(OpenError::Refused(fail(e.code, e.reason))),
                         };
+                    }
+                    ServerMsg::Lane { .. } | ServerMsg::Event(_)
+                        if welcomed && matches!(reader, ControlReader::Ws(_)) =>
+                    {
+                        early.push(body);
                     }
                     other => return Err(lost(&format!("unexpected frame {other:?}"))),
                 }
             }
         };
-        let (conn, send, reader, response) = match timeout(config.request_timeout, handshake).await
+        let (wire, reader, early, response) = match timeout(config.request_timeout, handshake).await
         {
             Ok(result) => result?,
             Err(_) => {
                 return Err(OpenError::Unreachable(fail(
                     ErrorCode::LoginTimeout,
-                    format!("no answer from {addr}"),
+                    format!("no answer from {}", config.endpoint.addr),
                 )));
             }
         };
@@ -291,24 +309,45 @@ impl Connection {
         let (commands, commands_rx) = mpsc::unbounded_channel();
         let _ = shared.requests.set(commands.downgrade());
         let (deliver, deliver_rx) = watch::channel(false);
-        tokio::spawn(read_responses(reader, pending.clone()));
         let heartbeat = Duration::from_secs(config.heartbeat_interval.clamp(5, 1800).into());
+        let quic = match &wire {
+            Wire::Quic { session, .. } => Some(session.clone()),
+            Wire::Ws(_) => None,
+        };
+        let events = EventGate {
+            listeners,
+            open: deliver_rx,
+        };
+        let reading = match reader {
+            ControlReader::Quic(reader) => {
+                tokio::spawn(read_responses(reader, pending.clone()));
+                None
+            }
+            ControlReader::Ws(stream) => Some(tokio::spawn(read_socket(
+                stream,
+                early,
+                pending.clone(),
+                shared.clone(),
+                EventGate {
+                    listeners: events.listeners.clone(),
+                    open: events.open.clone(),
+                },
+                heartbeat,
+            ))),
+        };
         let ended = tokio::spawn(drive(
-            conn.clone(),
-            send,
+            wire,
+            reading,
             commands_rx,
             pending,
             shared.clone(),
-            EventGate {
-                listeners,
-                open: deliver_rx,
-            },
+            events,
             heartbeat,
         ));
         Ok(Opened {
             connection: Self {
                 commands,
-                conn,
+                quic,
                 shared: shared.clone(),
                 deliver,
             },
@@ -318,9 +357,9 @@ impl Connection {
         })
     }
 
-    /// Starts handing the session's events to the listeners. Until then the delivery streams
-    /// wait in QUIC's buffers, so that nothing of a new or resumed connection reaches the
-    /// application before the link-state event that says it is connected.
+    /// Starts handing the session's events to the listeners. Until then the delivery lanes
+    /// wait in the transport's buffers, so that nothing of a new or resumed connection reaches
+    /// the application before the link-state event that says it is connected.
     pub(crate) fn deliver_events(&self) {
         self.deliver.send_replace(true);
     }
@@ -328,7 +367,10 @@ impl Connection {
     /// Closes the connection on the user's behalf (after a logout): no failure is reported.
     pub(crate) fn close(&self) {
         self.shared.closing.store(true, Ordering::Release);
-        self.conn.close(0u32.into(), b"logout");
+        match &self.quic {
+            Some(session) => session.close(0, b"logout"),
+            None => self.shared.close.notify_one(),
+        }
     }
 
     /// Whether the connection task is still running.
@@ -351,11 +393,114 @@ struct EventGate {
     open: watch::Receiver<bool>,
 }
 
-/// Writes commands, heartbeats and acknowledgements, and accepts delivery streams, until the
-/// connection ends; then says how it ended.
+/// The writing side of a connection.
+enum Wire {
+    /// Native QUIC or WebTransport: the session and its control stream.
+    Quic {
+        session: Arc<web_transport_quinn::Session>,
+        send: web_transport_quinn::SendStream,
+        web: bool,
+    },
+    /// The sending half of a WebSocket.
+    Ws(websocket::Sink),
+}
+
+/// The reading side of the control channel.
+enum ControlReader {
+    Quic(FrameReader),
+    Ws(websocket::Stream),
+}
+
+impl ControlReader {
+    /// The next frame; `Ok(None)` at the end.
+    async fn next(&mut self) -> Result<Option<Read>, String> {
+        match self {
+            Self::Quic(reader) => reader.next().await.map_err(|e| e.to_string()),
+            Self::Ws(stream) => match websocket::next(stream).await {
+                websocket::Received::Frame(read) => Ok(Some(read)),
+                websocket::Received::Closed(None) => Ok(None),
+                websocket::Received::Closed(Some((code, reason))) => Err(format!(
+                    "the server closed the WebSocket ({code}): {reason}"
+                )),
+                websocket::Received::Failed(e) => Err(e),
+            },
+        }
+    }
+}
+
+impl Wire {
+    /// Connects as the configuration's transport says and opens the control channel.
+    async fn connect(config: &RtmConfig) -> Result<(Self, ControlReader), String> {
+        let addr = config.endpoint.addr;
+        let web = match config.transport {
+            Transport::Quic => false,
+            Transport::WebTransport => true,
+            Transport::WebSocket { addr, tls } => {
+                let (sink, stream) = websocket::connect(config, addr, tls).await?;
+                return Ok((Self::Ws(sink), ControlReader::Ws(stream)));
+            }
+        };
+        let socket = match &config.socket {
+            Some(socket) => socket.clone(),
+            None => QuicSocket::bind(addr).map_err(|e| format!("binding a UDP socket: {e}"))?,
+        };
+        let client_config = client_config(config, web).map_err(|e| format!("TLS setup: {e}"))?;
+        let conn = socket
+            .endpoint()
+            .connect_with(client_config, addr, &config.endpoint.server_name)
+            .map_err(|e| format!("connecting to {addr}: {e}"))?
+            .await
+            .map_err(|e| format!("connecting to {addr}: {e}"))?;
+        let session = if web {
+            let url = format!(
+                "https://{}:{}{}",
+                config.endpoint.server_name,
+                addr.port(),
+                websocket::PATH
+            );
+            let url = url::Url::parse(&url).map_err(|e| format!("{url}: {e}"))?;
+            web_transport_quinn::Session::connect(conn, url)
+                .await
+                .map_err(|e| format!("WebTransport session with {addr}: {e}"))?
+        } else {
+            web_transport_quinn::Session::raw(conn)
+        };
+        let (send, recv) = session.open_bi().await.map_err(|e| e.to_string())?;
+        Ok((
+            Self::Quic {
+                session: Arc::new(session),
+                send,
+                web,
+            },
+            ControlReader::Quic(FrameReader::new(recv)),
+        ))
+    }
+
+    /// Writes encoded frames.
+    async fn send(&mut self, frames: &[u8]) -> Result<(), String> {
+        match self {
+            Self::Quic { send, .. } => send.write_all(frames).await.map_err(|e| e.to_string()),
+            Self::Ws(sink) => websocket::send_frames(sink, frames)
+                .await
+                .map_err(|e| e.to_string()),
+        }
+    }
+
+    /// Whether the server needs the protocol's heartbeat (it has no transport keep-alive it
+    /// can rely on: WebSocket and WebTransport, `docs/protocol.md` §5.6).
+    fn needs_heartbeats(&self) -> bool {
+        match self {
+            Self::Quic { web, .. } => *web,
+            Self::Ws(_) => true,
+        }
+    }
+}
+
+/// Writes commands, heartbeats and acknowledgements, and accepts QUIC delivery streams, until
+/// the connection ends; then says how it ended.
 async fn drive(
-    conn: quinn::Connection,
-    mut send: quinn::SendStream,
+    mut wire: Wire,
+    mut reading: Option<JoinHandle<()>>,
     mut commands: mpsc::UnboundedReceiver<Command>,
     pending: Pending,
     shared: Arc<Shared>,
@@ -366,6 +511,11 @@ async fn drive(
         listeners,
         open: mut deliver,
     } = events;
+    let quic = match &wire {
+        Wire::Quic { session, .. } => Some(session.clone()),
+        Wire::Ws(_) => None,
+    };
+    let heartbeats = wire.needs_heartbeats();
     let mut next_id: u32 = 1;
     let mut out = BytesMut::new();
     let mut batch = Vec::with_capacity(WRITE_BATCH);
@@ -385,19 +535,27 @@ async fn drive(
                 if n == 0 {
                     break;
                 }
-                {
-                    let mut table = pending.lock().unwrap_or_else(PoisonError::into_inner);
-                    for Command { request, reply } in batch.drain(..) {
-                        let id = next_id;
-                        next_id = next_id.wrapping_add(1).max(1);
-                        table.insert(id, reply);
-                        encode_frame_into(&ClientMsg::Request { id: RequestId(id), request }, &mut out);
-                    }
+                let mut table = pending.lock().unwrap_or_else(PoisonError::into_inner);
+                for Command { request, reply } in batch.drain(..) {
+                    let id = next_id;
+                    next_id = next_id.wrapping_add(1).max(1);
+                    table.insert(id, reply);
+                    encode_frame_into(&ClientMsg::Request { id: RequestId(id), request }, &mut out);
                 }
             }
             _ = ack_tick.tick() => {
                 let received = shared.counts();
-                if received != acked {
+                if heartbeats {
+                    // docs/protocol.md §5.6: the heartbeat carries the acknowledgement.
+                    acked = received.clone();
+                    let id = next_id;
+                    next_id = next_id.wrapping_add(1).max(1);
+                    // Its Pong completes a reply nobody waits for.
+                    let (reply, _) = oneshot::channel();
+                    pending.lock().unwrap_or_else(PoisonError::into_inner).insert(id, reply);
+                    let request = Request::Heartbeat { received };
+                    encode_frame_into(&ClientMsg::Request { id: RequestId(id), request }, &mut out);
+                } else if received != acked {
                     acked = received.clone();
                     encode_frame_into(&ClientMsg::Ack { received }, &mut out);
                 }
@@ -409,15 +567,24 @@ async fn drive(
                     encode_frame_into(&ClientMsg::Ack { received }, &mut out);
                 }
             }
-            stream = conn.accept_uni(), if delivering => match stream {
-                Ok(recv) => {
-                    readers.push(tokio::spawn(read_events(recv, listeners.clone(), shared.clone())));
+            () = shared.close.notified() => break,
+            stream = async { quic.as_ref()?.accept_uni().await.ok() }, if delivering && quic.is_some() => {
+                match stream {
+                    Some(recv) => readers.push(tokio::spawn(lanes::read_stream(
+                        recv,
+                        listeners.clone(),
+                        shared.clone(),
+                    ))),
+                    None => break,
                 }
-                Err(_) => break,
-            },
+            }
+            _ = async { reading.as_mut()?.await.ok() }, if reading.is_some() => {
+                reading = None;
+                break;
+            }
         }
         if !out.is_empty() {
-            if send.write_all(&out).await.is_err() {
+            if wire.send(&out).await.is_err() {
                 break;
             }
             out.clear();
@@ -429,6 +596,36 @@ async fn drive(
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
         .clear();
+    let ended = match wire {
+        Wire::Quic { session, .. } => {
+            let ended = quic_ended(&session);
+            session.close(0, b"");
+            ended
+        }
+        Wire::Ws(mut sink) => {
+            if shared.closing.load(Ordering::Acquire) {
+                // A logout: status 1000 ends the session on the server.
+                let _ = timeout(CLOSE_GRACE, websocket::close(&mut sink, 1000, "")).await;
+            }
+            // Otherwise the connection is dropped without a close frame: to the server, as to
+            // us, it was lost, and the session waits for a resume.
+            drop(sink);
+            if let Some(mut reading) = reading {
+                // The server answers a close frame, or the socket ends; the reader then ends.
+                if timeout(CLOSE_GRACE, &mut reading).await.is_err() {
+                    shared.stop_reading.notify_one();
+                    // The lanes finish what they were given: their counts are what a resume
+                    // starts from.
+                    let _ = reading.await;
+                }
+            }
+            shared
+                .ws_ended
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone()
+        }
+    };
     if shared.closing.load(Ordering::Acquire) {
         return Outcome::Closed;
     }
@@ -436,23 +633,134 @@ async fn drive(
         .closed_by_server
         .lock()
         .unwrap_or_else(PoisonError::into_inner);
-    let close = conn.close_reason();
-    conn.close(0u32.into(), b"");
     // The event readers end with the connection; the count they leave is what a resume starts
     // from.
     for reader in readers {
         let _ = reader.await;
     }
-    let outcome = outcome(told, close);
+    let outcome = outcome(told, ended);
     tracing::debug!(?outcome, "connection ended");
     outcome
 }
 
+/// How a QUIC (or WebTransport) session ended: the QUIC connection's own reason first (a
+/// WebTransport session reports an idle timeout as a local close), then the session's.
+fn quic_ended(session: &web_transport_quinn::Session) -> Option<Ended> {
+    if let Some(quinn::ConnectionError::TimedOut) = (**session).close_reason() {
+        return Some(Ended::TimedOut);
+    }
+    session.close_reason().map(|e| session_ended(&e))
+}
+
+fn session_ended(e: &SessionError) -> Ended {
+    match e {
+        SessionError::ConnectionError(quinn::ConnectionError::ApplicationClosed(c)) => Ended::Code(
+            c.error_code.into_inner(),
+            String::from_utf8_lossy(&c.reason).into_owned(),
+        ),
+        SessionError::WebTransportError(WebTransportError::Closed(code, reason)) => {
+            Ended::Code(u64::from(*code), reason.clone())
+        }
+        SessionError::ConnectionError(quinn::ConnectionError::TimedOut) => Ended::TimedOut,
+        other => Ended::Other(other.to_string()),
+    }
+}
+
+/// Reads a WebSocket: completes replies, and passes each event to its lane's task (`Lane`
+/// frames say which lane the events after them belong to). Ends when the socket does, or when
+/// nothing came for the heartbeat interval + 10 s (the server answers every heartbeat).
+async fn read_socket(
+    mut stream: websocket::Stream,
+    early: Vec<Bytes>,
+    pending: Pending,
+    shared: Arc<Shared>,
+    events: EventGate,
+    heartbeat: Duration,
+) {
+    let mut lanes: Vec<Option<mpsc::UnboundedSender<Read>>> = Vec::new();
+    let mut tasks: Vec<JoinHandle<()>> = Vec::new();
+    let mut lane: Option<usize> = None;
+    let mut early = early.into_iter();
+    let silence = heartbeat + Duration::from_secs(10);
+    let ended = loop {
+        let read = match early.next() {
+            Some(body) => Read::Frame(body),
+            None => match tokio::select! {
+                next = timeout(silence, websocket::next(&mut stream)) => next,
+                // The driver is done with the connection and waited long enough.
+                () = shared.stop_reading.notified() => {
+                    break Ended::Other("the connection was closed".into());
+                }
+            } {
+                Err(_) => break Ended::TimedOut,
+                Ok(websocket::Received::Frame(read)) => read,
+                Ok(websocket::Received::Closed(Some((code, reason)))) => {
+                    break match websocket::protocol_code(code) {
+                        Some(code) => Ended::Code(code, reason),
+                        None => Ended::Other(format!("closed with {code}: {reason}")),
+                    };
+                }
+                Ok(websocket::Received::Closed(None)) => {
+                    break Ended::Other("the server closed the WebSocket".into());
+                }
+                Ok(websocket::Received::Failed(e)) => break Ended::Other(e),
+            },
+        };
+        // Events (by their tag: even one this client cannot decode is counted, as on a QUIC
+        // lane) go to the lanes, `Lane` frames switch the lane, and the rest answers calls.
+        let event = match &read {
+            Read::Frame(body) if ServerMsg::is_event(body) => true,
+            Read::Frame(body) => {
+                if let Ok(ServerMsg::Lane { lane: next }) = ServerMsg::decode(body) {
+                    if usize::from(next) < MAX_LANES {
+                        lane = Some(usize::from(next));
+                    }
+                    continue;
+                }
+                false
+            }
+            Read::Oversized { head, .. } => ServerMsg::peek_response_id(head).is_none(),
+        };
+        if !event {
+            answer(read, &pending);
+            continue;
+        }
+        let Some(lane) = lane else {
+            tracing::warn!("an event before any Lane frame on the WebSocket");
+            continue;
+        };
+        if lanes.len() <= lane {
+            lanes.resize_with(lane + 1, || None);
+        }
+        let sender = lanes[lane].get_or_insert_with(|| {
+            let (tx, rx) = mpsc::unbounded_channel();
+            tasks.push(tokio::spawn(lanes::read_channel(
+                lane,
+                rx,
+                events.open.clone(),
+                events.listeners.clone(),
+                shared.clone(),
+            )));
+            tx
+        });
+        let _ = sender.send(read);
+    };
+    *shared
+        .ws_ended
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner) = Some(ended);
+    // The lanes handle what they were given, then end; their counts are what a resume starts
+    // from.
+    drop(lanes);
+    for task in tasks {
+        let _ = task.await;
+    }
+}
+
 /// Classifies the end of a connection.
-fn outcome(told: Option<CloseReason>, close: Option<quinn::ConnectionError>) -> Outcome {
-    use quinn::ConnectionError as E;
-    let app_code = match &close {
-        Some(E::ApplicationClosed(c)) => Some(c.error_code.into_inner()),
+fn outcome(told: Option<CloseReason>, ended: Option<Ended>) -> Outcome {
+    let app_code = match &ended {
+        Some(Ended::Code(code, _)) => Some(*code),
         _ => None,
     };
     let reason = told.or_else(|| {
@@ -487,8 +795,8 @@ fn outcome(told: Option<CloseReason>, close: Option<quinn::ConnectionError>) -> 
             reason: LinkStateReason::ConnectionError,
             text: "the server is shutting down".into(),
         },
-        None => match close {
-            Some(E::TimedOut) => Outcome::Lost {
+        None => match ended {
+            Some(Ended::TimedOut) => Outcome::Lost {
                 operation: LinkOperation::HeartbeatTimeout,
                 reason: LinkStateReason::KeepAliveTimeout,
                 text: "nothing heard from the server for the heartbeat interval + 10 s".into(),
@@ -496,7 +804,13 @@ fn outcome(told: Option<CloseReason>, close: Option<quinn::ConnectionError>) -> 
             other => Outcome::Lost {
                 operation: LinkOperation::ServerTimeout,
                 reason: LinkStateReason::ConnectionError,
-                text: other.map_or_else(|| "the connection closed".to_owned(), |e| e.to_string()),
+                text: match other {
+                    Some(Ended::Code(code, reason)) => {
+                        format!("closed by the server (code {code:#x}): {reason}")
+                    }
+                    Some(Ended::Other(text)) => text,
+                    _ => "the connection closed".to_owned(),
+                },
             },
         },
     }
@@ -504,13 +818,20 @@ fn outcome(told: Option<CloseReason>, close: Option<quinn::ConnectionError>) -> 
 
 /// Completes pending calls with the server's answers.
 async fn read_responses(mut reader: FrameReader, pending: Pending) {
+    while let Ok(Some(read)) = reader.next().await {
+        answer(read, &pending);
+    }
+}
+
+/// Completes the pending call a control frame answers.
+fn answer(read: Read, pending: &Pending) {
     let reply_to = |id: RequestId| {
         pending
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .remove(&id.0)
     };
-    while let Ok(Some(read)) = reader.next().await {
+    {
         let body = match read {
             Read::Frame(body) => body,
             // docs/protocol.md §2.2: the call whose answer cannot be read fails; the others go on.
@@ -523,7 +844,7 @@ async fn read_responses(mut reader: FrameReader, pending: Pending) {
                     );
                     let _ = reply.send(Err(error));
                 }
-                continue;
+                return;
             }
         };
         match ServerMsg::decode(&body) {
@@ -545,165 +866,5 @@ async fn read_responses(mut reader: FrameReader, pending: Pending) {
                 }
             }
         }
-    }
-}
-
-/// How long recovering one channel's missed messages may take before they are reported lost.
-const RECOVERY_DEADLINE: Duration = Duration::from_secs(10);
-
-/// Delivers, oldest first, the messages the server says this session missed, from the
-/// channel's history (`docs/protocol.md` §5.12.1); reports the ones the history does not have
-/// (not stored, or history off) with [`RtmEvent::MessagesLost`].
-async fn recover(lost: LostMessages, listeners: &Listeners, shared: &Shared) {
-    let mut recovered = Vec::new();
-    let mut start = lost.to.saturating_add(1);
-    let fetched = async {
-        loop {
-            let Some(requests) = shared.requests.get().and_then(|w| w.upgrade()) else {
-                return;
-            };
-            let (reply, answer) = oneshot::channel();
-            let request = Request::GetMessages(GetMessagesRequest {
-                channel_type: lost.channel_type,
-                channel: lost.channel_name.clone(),
-                message_count: 100,
-                start,
-                end: lost.from,
-            });
-            if requests.send(Command { request, reply }).is_err() {
-                return;
-            }
-            drop(requests);
-            let Ok(Ok(Response::Messages {
-                messages,
-                new_start,
-                ..
-            })) = answer.await
-            else {
-                return;
-            };
-            recovered.extend(messages);
-            if new_start == 0 {
-                return;
-            }
-            start = new_start;
-        }
-    };
-    let _ = timeout(RECOVERY_DEADLINE, fetched).await;
-    // A user's history is the conversation: only what that user sent was missed.
-    if lost.channel_type == ChannelType::User {
-        recovered.retain(|m| m.publisher == lost.channel_name);
-    }
-    let found = recovered.len();
-    for m in recovered.into_iter().rev() {
-        let message = match &shared.cipher {
-            Some(cipher) => cipher.open(m.message),
-            None => m.message,
-        };
-        listeners.emit(RtmEvent::Message(MessageEvent {
-            channel_type: lost.channel_type,
-            channel_name: lost.channel_name.clone(),
-            topic_name: String::new(),
-            message,
-            custom_type: m.custom_type,
-            publisher: m.publisher,
-            timestamp: m.timestamp,
-        }));
-    }
-    let missing = (lost.count as usize).saturating_sub(found);
-    if missing > 0 {
-        tracing::info!(
-            channel = %lost.channel_name,
-            missing,
-            "messages missed while away could not be recovered from the history"
-        );
-        listeners.emit(RtmEvent::MessagesLost(LostMessages {
-            count: missing as u32,
-            ..lost
-        }));
-    }
-}
-
-/// Hands the events of one delivery stream to the listeners, counting them for its lane.
-async fn read_events(recv: quinn::RecvStream, listeners: Listeners, shared: Arc<Shared>) {
-    let mut reader = FrameReader::new(recv);
-    // docs/protocol.md §1.2: the first frame says which lane the stream carries.
-    let lane = match reader.next().await {
-        Ok(Some(Read::Frame(body))) => match ServerMsg::decode(&body) {
-            Ok(ServerMsg::Lane { lane }) if usize::from(lane) < MAX_LANES => usize::from(lane),
-            other => {
-                tracing::warn!("a delivery stream without a valid lane: {other:?}");
-                return;
-            }
-        },
-        _ => return,
-    };
-    while let Ok(Some(read)) = reader.next().await {
-        let len = match &read {
-            Read::Frame(body) => body.len(),
-            Read::Oversized { len, .. } => *len,
-        };
-        match read {
-            Read::Frame(body) => match ServerMsg::decode(&body) {
-                Ok(ServerMsg::Event(Event::Part(part))) => shared.parts.add(lane, part.into()),
-                Ok(ServerMsg::Event(event)) => match shared.parts.complete(lane, event) {
-                    Ok(event) => deliver(event, &listeners, &shared).await,
-                    Err(error) => listeners.emit(RtmEvent::Error(error)),
-                },
-                Ok(other) => tracing::debug!("ignoring {other:?} on a delivery stream"),
-                Err(e) => tracing::warn!("undecodable event from the server: {e}"),
-            },
-            // docs/protocol.md §2.2: said, skipped and counted, so that the lane goes on (and a
-            // resume does not send it again).
-            Read::Oversized { len, .. } => {
-                tracing::warn!("{}", oversized(len));
-                shared.parts.forget(std::iter::once(lane));
-                listeners.emit(RtmEvent::Error(RtmError::new(
-                    ErrorCode::ChannelMessageLengthExceedLimitation,
-                    "event",
-                    oversized(len),
-                )));
-            }
-        }
-        let received = shared.received[lane].fetch_add(1, Ordering::AcqRel) + 1;
-        let len = len as u64;
-        let bytes = shared.received_bytes.fetch_add(len, Ordering::AcqRel);
-        if received.is_multiple_of(ACK_EVERY) || (bytes + len) / ACK_BYTES > bytes / ACK_BYTES {
-            shared.ack.notify_one();
-        }
-    }
-}
-
-/// Hands one whole event to the listeners.
-async fn deliver(event: Event, listeners: &Listeners, shared: &Shared) {
-    match event {
-        Event::Message(mut m) => {
-            if let Some(cipher) = &shared.cipher {
-                m.message = cipher.open(m.message);
-            }
-            listeners.emit(RtmEvent::Message(m));
-        }
-        Event::Topic(t) => listeners.emit(RtmEvent::Topic(t)),
-        Event::Presence(p) => listeners.emit(RtmEvent::Presence(p)),
-        Event::Storage(s) => listeners.emit(RtmEvent::Storage(s)),
-        // Read nothing more of this lane until the missed messages are delivered: they come
-        // before what follows them.
-        Event::MessagesLost(lost) => recover(lost, listeners, shared).await,
-        Event::Lock(l) => listeners.emit(RtmEvent::Lock(l)),
-        Event::ChannelLeft {
-            channel_name,
-            reason,
-            ..
-        } => listeners.emit(crate::link::stream_channel_failed(channel_name, reason)),
-        Event::TokenPrivilegeWillExpire { channel_name } => {
-            listeners.emit(RtmEvent::TokenPrivilegeWillExpire { channel_name });
-        }
-        Event::SessionClosed { reason } => {
-            *shared
-                .closed_by_server
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner) = Some(reason);
-        }
-        Event::Part(_) => tracing::debug!("a part is joined before delivery"),
     }
 }

@@ -44,6 +44,7 @@ mod connection;
 mod crypto;
 pub mod event;
 pub mod history;
+mod lanes;
 mod link;
 mod parts;
 pub mod presence;
@@ -52,6 +53,7 @@ mod session;
 pub mod storage;
 pub mod stream;
 mod transport;
+mod websocket;
 
 use std::future::Future;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -65,7 +67,7 @@ use rtm_proto::{PublishRequest, Request, Response, message::LoginRequest, valida
 
 pub use crate::config::{
     EncryptionMode, Endpoint, LoginOptions, PublishOptions, RenewTokenOptions, RtmConfig,
-    SubscribeOptions, Trust,
+    SubscribeOptions, Transport, Trust,
 };
 use crate::connection::{Command, Connection, Opened};
 pub use crate::crypto::ENCRYPTION_OVERHEAD;
@@ -98,7 +100,7 @@ pub use crate::stream::{
     SubscribeTopicResponse, TopicEvent, TopicEventType, TopicInfo, TopicMessageOptions,
     TopicPriority, TopicQos, TopicResponse, TopicSubscribeOptions, UnsubscribeTopicResponse,
 };
-pub use crate::transport::Transport;
+pub use crate::transport::QuicSocket;
 pub use rtm_proto::LostMessages;
 
 /// The answer to [`RtmClient::login`].

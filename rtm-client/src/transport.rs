@@ -1,4 +1,4 @@
-//! The QUIC side: sockets, TLS, and frame reading.
+//! The QUIC side (native QUIC and WebTransport): sockets, TLS, and frame reading.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -16,14 +16,15 @@ use crate::config::{RtmConfig, Trust};
 /// A client UDP socket (a QUIC endpoint) that several clients can share.
 ///
 /// Each [`RtmClient`](crate::RtmClient) binds its own socket unless its configuration carries a
-/// `Transport`. Sharing one saves a socket and a driver task per client, which matters when one
+/// `QuicSocket` (used by [`Transport::Quic`](crate::Transport::Quic) and
+/// [`Transport::WebTransport`](crate::Transport::WebTransport)). Sharing one saves a socket and a driver task per client, which matters when one
 /// process runs hundreds of clients (test kits, load generators).
 #[derive(Clone, Debug)]
-pub struct Transport {
+pub struct QuicSocket {
     endpoint: quinn::Endpoint,
 }
 
-impl Transport {
+impl QuicSocket {
     /// Binds a new client socket on an ephemeral port of `127.0.0.1` or `0.0.0.0`, matching the
     /// server address family.
     pub fn bind(server: SocketAddr) -> std::io::Result<Self> {
@@ -64,9 +65,94 @@ pub(crate) enum TlsSetupError {
     Rustls(#[from] rustls::Error),
 }
 
-/// The quinn client configuration for `config`: TLS 1.3 with the ring provider, ALPN `rtm/1`,
-/// the configured trust, and keep-alives at the heartbeat interval.
-pub(crate) fn client_config(config: &RtmConfig) -> Result<quinn::ClientConfig, TlsSetupError> {
+/// A TLS client configuration with the trust `config` asks for (ALPN not set).
+pub(crate) fn tls_config(
+    config: &RtmConfig,
+    versions: &[&'static rustls::SupportedProtocolVersion],
+) -> Result<rustls::ClientConfig, TlsSetupError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(versions)?;
+    Ok(match &config.endpoint.trust {
+        Trust::CertificateHashes(hashes) => builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(HashPin {
+                hashes: hashes.clone(),
+                provider,
+            }))
+            .with_no_client_auth(),
+        _ => builder
+            .with_root_certificates(root_store(config)?)
+            .with_no_client_auth(),
+    })
+}
+
+/// Trusts exactly the certificates of these SHA-256 hashes, as browsers do for
+/// `serverCertificateHashes`: the certificate's bytes are pinned, so neither its issuer nor its
+/// name matter; the handshake's signature is still checked against it.
+#[derive(Debug)]
+struct HashPin {
+    hashes: Vec<[u8; 32]>,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+}
+
+impl rustls::client::danger::ServerCertVerifier for HashPin {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &rustls::pki_types::ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        use sha2::Digest;
+        let hash: [u8; 32] = sha2::Sha256::digest(end_entity.as_ref()).into();
+        if self.hashes.contains(&hash) {
+            Ok(rustls::client::danger::ServerCertVerified::assertion())
+        } else {
+            Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::ApplicationVerificationFailure,
+            ))
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+/// The certificates `config` trusts.
+fn root_store(config: &RtmConfig) -> Result<RootCertStore, TlsSetupError> {
     let mut roots = RootCertStore::empty();
     let certs_err = |what: String| TlsSetupError::Certs(what);
     match &config.endpoint.trust {
@@ -92,14 +178,25 @@ pub(crate) fn client_config(config: &RtmConfig) -> Result<quinn::ClientConfig, T
             }
         }
         Trust::PinnedCertDer(der) => roots.add(CertificateDer::from(der.clone()))?,
+        Trust::CertificateHashes(_) => {}
     }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13])?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    tls.alpn_protocols = vec![rtm_proto::ALPN.to_vec()];
-    let crypto = QuicClientConfig::try_from(tls).map_err(|e| certs_err(e.to_string()))?;
+    Ok(roots)
+}
+
+/// The quinn client configuration for `config`: TLS 1.3 with the ring provider, ALPN `rtm/1`
+/// (or `h3` for WebTransport), the configured trust, and keep-alives at the heartbeat interval.
+pub(crate) fn client_config(
+    config: &RtmConfig,
+    web: bool,
+) -> Result<quinn::ClientConfig, TlsSetupError> {
+    let mut tls = tls_config(config, &[&rustls::version::TLS13])?;
+    tls.alpn_protocols = vec![if web {
+        web_transport_quinn::ALPN.as_bytes().to_vec()
+    } else {
+        rtm_proto::ALPN.to_vec()
+    }];
+    let crypto =
+        QuicClientConfig::try_from(tls).map_err(|e| TlsSetupError::Certs(e.to_string()))?;
     let mut client = quinn::ClientConfig::new(Arc::new(crypto));
     let mut transport = quinn::TransportConfig::default();
     // docs/protocol.md §5.6: the heartbeat is QUIC's keep-alive, and a connection with no
@@ -111,19 +208,20 @@ pub(crate) fn client_config(config: &RtmConfig) -> Result<quinn::ClientConfig, T
         (heartbeat + 10) * 1000,
     ))));
     transport.max_concurrent_bidi_streams(0u32.into());
-    // One delivery stream per lane (docs/protocol.md §1.2).
-    transport.max_concurrent_uni_streams((rtm_proto::limits::MAX_LANES as u32).into());
+    // One delivery stream per lane (docs/protocol.md §1.2), and HTTP/3's control and QPACK
+    // streams for WebTransport.
+    transport.max_concurrent_uni_streams((rtm_proto::limits::MAX_LANES as u32 + 3).into());
     transport.stream_receive_window((1024u32 * 1024).into());
     transport.receive_window((4u32 * 1024 * 1024).into());
     transport.initial_rtt(Duration::from_millis(50));
-    transport.datagram_receive_buffer_size(None);
+    transport.datagram_receive_buffer_size(web.then_some(4096));
     client.transport_config(Arc::new(transport));
     Ok(client)
 }
 
 /// A receive stream split into frames.
 pub(crate) struct FrameReader {
-    recv: quinn::RecvStream,
+    recv: web_transport_quinn::RecvStream,
     buf: BytesMut,
     decoder: FrameDecoder,
 }
@@ -139,7 +237,7 @@ pub(crate) enum Read {
 }
 
 impl FrameReader {
-    pub(crate) fn new(recv: quinn::RecvStream) -> Self {
+    pub(crate) fn new(recv: web_transport_quinn::RecvStream) -> Self {
         Self {
             recv,
             buf: BytesMut::with_capacity(4096),
@@ -150,7 +248,7 @@ impl FrameReader {
 
     /// The next frame body, or the news of one too large (which the reader skips, going on
     /// with the next); `Ok(None)` at the end of the stream.
-    pub(crate) async fn next(&mut self) -> Result<Option<Read>, quinn::ReadError> {
+    pub(crate) async fn next(&mut self) -> Result<Option<Read>, web_transport_quinn::ReadError> {
         loop {
             match self.decoder.decode(&mut self.buf) {
                 Ok(Some(body)) => return Ok(Some(Read::Frame(body))),

@@ -576,6 +576,13 @@ impl ServerMsg {
         decode_exact(body)
     }
 
+    /// Whether a body is a [`ServerMsg::Event`] (of any kind, even one this version does not
+    /// know), read from its tag alone: over WebSocket every such frame belongs to the current
+    /// lane and is counted (`docs/protocol.md` §1.5).
+    pub fn is_event(body: &[u8]) -> bool {
+        postcard::take_from_bytes::<u32>(body).is_ok_and(|(tag, _)| tag == SERVER_MSG_EVENT_TAG)
+    }
+
     /// The request id at the start of a body that is a [`ServerMsg::Response`], read without
     /// decoding the rest, so that a client can fail the call whose answer it cannot read (too
     /// large, or undecodable) instead of leaving it waiting.

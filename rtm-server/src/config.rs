@@ -10,6 +10,13 @@
 //! # cert_file = "/etc/rtm/cert.pem"   # both or neither; neither = self-signed in data_dir
 //! # key_file = "/etc/rtm/key.pem"
 //!
+//! [websocket]           # off unless set (on at 127.0.0.1:4434 without a config file)
+//! listen = "0.0.0.0:4434"
+//! # tls = true          # default: plain ws:// on loopback, wss:// elsewhere
+//!
+//! [web]
+//! allowed_origins = ["https://app.example.com"]   # default: any on loopback, none elsewhere
+//!
 //! [limits]              # defaults for every app
 //! publish_rate = 60
 //!
@@ -51,6 +58,64 @@ pub struct ServerConfig {
     pub apps: Vec<AppConfig>,
     /// How metadata is kept.
     pub storage: StorageConfig,
+    /// The WebSocket listener: off unless configured (on at `127.0.0.1:4434` in the embedded
+    /// defaults, which apply when there is no configuration file).
+    #[serde(default)]
+    pub websocket: WebSocketConfig,
+    /// What browsers may do: WebTransport, and the pages allowed to connect.
+    pub web: WebConfig,
+}
+
+/// `[websocket]`: a TCP listener for WebSocket clients (`docs/protocol.md` §1.5).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebSocketConfig {
+    /// Address to listen on (TCP); absent: no WebSocket listener.
+    pub listen: Option<SocketAddr>,
+    /// TLS (`wss://`) with the server's certificate. Absent: plain `ws://` on a loopback
+    /// address (development), TLS anywhere else.
+    pub tls: Option<bool>,
+}
+
+impl WebSocketConfig {
+    /// The embedded defaults' listener: `127.0.0.1:4434`, next to the QUIC port.
+    pub fn dev() -> Self {
+        Self {
+            listen: Some(SocketAddr::from(([127, 0, 0, 1], 4434))),
+            tls: None,
+        }
+    }
+
+    /// Whether the listener speaks TLS.
+    pub fn uses_tls(&self) -> bool {
+        match (self.tls, self.listen) {
+            (Some(tls), _) => tls,
+            (None, Some(addr)) => !addr.ip().is_loopback(),
+            (None, None) => false,
+        }
+    }
+}
+
+/// `[web]`: browsers.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebConfig {
+    /// Accept WebTransport (ALPN `h3`) on the QUIC port (default true).
+    pub webtransport: bool,
+    /// Origins (`https://app.example.com`) whose pages may open a session over WebSocket or
+    /// WebTransport; `"*"` allows any. Absent: any page when the listener is on a loopback
+    /// address, none otherwise. Clients that are not browsers send no origin and are not
+    /// concerned.
+    pub allowed_origins: Option<Vec<String>>,
+}
+
+impl Default for WebConfig {
+    fn default() -> Self {
+        Self {
+            webtransport: true,
+            allowed_origins: None,
+        }
+    }
 }
 
 /// How metadata is kept (in `metadata.sqlite3` in the data directory).
@@ -94,6 +159,8 @@ impl Default for ServerConfig {
             connection: ConnectionLimits::default(),
             apps: Vec::new(),
             storage: StorageConfig::default(),
+            websocket: WebSocketConfig::dev(),
+            web: WebConfig::default(),
         }
     }
 }
@@ -510,6 +577,27 @@ impl Apps {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn websocket_is_on_without_a_file_and_off_in_a_file_that_does_not_ask() {
+        assert_eq!(
+            ServerConfig::default().websocket.listen,
+            Some(SocketAddr::from(([127, 0, 0, 1], 4434)))
+        );
+        let file: ServerConfig = toml::from_str("listen = \"0.0.0.0:4433\"").unwrap();
+        assert_eq!(file.websocket, WebSocketConfig::default());
+        assert!(file.web.webtransport);
+        let file: ServerConfig = toml::from_str(
+            "[websocket]\nlisten = \"0.0.0.0:4434\"\n[web]\nallowed_origins = [\"https://a.example\"]",
+        )
+        .unwrap();
+        assert!(file.websocket.uses_tls(), "TLS off loopback unless told");
+        assert_eq!(
+            file.web.allowed_origins.as_deref(),
+            Some(&["https://a.example".to_owned()][..])
+        );
+        assert!(!WebSocketConfig::dev().uses_tls(), "plain on loopback");
+    }
 
     #[test]
     fn the_issue_example_parses() {

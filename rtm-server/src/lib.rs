@@ -15,8 +15,9 @@
 //!
 //! The layers of `docs/architecture.md`, from the network inwards:
 //!
-//! - `transport`: the QUIC endpoint, one task per connection reading the control stream, and
-//!   one writer per logged-in connection draining its [`outbox`].
+//! - `transport`: the QUIC endpoint (native QUIC and WebTransport) and the WebSocket listener,
+//!   behind one transport-neutral link; one task per connection reading the control channel,
+//!   and one writer per logged-in connection draining its [`outbox`].
 //! - `session`: one per connection: login, the client's subscriptions and rate limit.
 //! - `core`: what a channel operation means: validation against the app's limits, and each
 //!   event encoded once.
@@ -72,7 +73,7 @@ pub enum ServerError {
     /// this server's.
     #[error("cannot open the metadata store: {0}")]
     Storage(engine::EngineError),
-    /// The UDP socket could not be bound.
+    /// A socket (UDP for QUIC, TCP for WebSocket) could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         /// The address.
@@ -124,7 +125,8 @@ impl<E: Engine> ServerBuilder<E> {
         }
     }
 
-    /// Binds the endpoint and starts serving on the current tokio runtime.
+    /// Binds the endpoint (and the WebSocket listener, when configured) and starts serving on
+    /// the current tokio runtime.
     pub async fn start(self) -> Result<ServerHandle, ServerError> {
         let config = self.config;
         config.check()?;
@@ -133,8 +135,17 @@ impl<E: Engine> ServerBuilder<E> {
         let lock = data_dir::DataDirLock::acquire(&config.data_dir)?;
         let identity = tls::identity(&config)?;
         let cert = identity.source.clone();
-        let server_config =
-            tls::quic_server_config(identity, config.connection.client_ack_delay_ms)?;
+        // Browsers pin a self-signed certificate only if it is short-lived (tls.rs).
+        let web_cert = if config.web.webtransport && cert.generated {
+            Some(Arc::new(tls::ShortLivedCert::new()?))
+        } else {
+            None
+        };
+        let server_config = tls::quic_server_config(
+            &identity,
+            config.connection.client_ack_delay_ms,
+            config.web.webtransport.then(|| web_cert.clone()),
+        )?;
         let endpoint = transport::endpoint(config.listen, server_config).map_err(|source| {
             ServerError::Bind {
                 addr: config.listen,
@@ -145,6 +156,22 @@ impl<E: Engine> ServerBuilder<E> {
             addr: config.listen,
             source,
         })?;
+        let websocket = match config.websocket.listen {
+            Some(addr) => {
+                let bind_err = |source| ServerError::Bind { addr, source };
+                let listener = tokio::net::TcpListener::bind(addr)
+                    .await
+                    .map_err(bind_err)?;
+                let bound = listener.local_addr().map_err(bind_err)?;
+                let tls = if config.websocket.uses_tls() {
+                    Some(tls::websocket_tls(&identity)?)
+                } else {
+                    None
+                };
+                Some((listener, bound, tls))
+            }
+            None => None,
+        };
         let mut engine = self.engine;
         engine
             .open_storage(&config.data_dir, config.storage.durability.into())
@@ -161,9 +188,42 @@ impl<E: Engine> ServerBuilder<E> {
         };
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let (done_tx, done_rx) = mpsc::channel(1);
+        let admission = Arc::new(transport::admission::Admission::new(
+            &config.connection,
+            metrics.clone(),
+        ));
+        let configured_origins = config.web.allowed_origins.as_deref();
+        let mut websocket_addr = None;
+        if let Some((listener, bound, tls)) = websocket {
+            websocket_addr = Some(WebSocketAddr {
+                addr: bound,
+                tls: tls.is_some(),
+            });
+            let listener_state = Arc::new(transport::websocket::Listener {
+                core: core.clone(),
+                origins: transport::origins::Origins::new(configured_origins, bound),
+                tls,
+                dev_cert: web_cert.clone(),
+                admission: admission.clone(),
+            });
+            tokio::spawn(transport::websocket::accept_loop(
+                listener,
+                listener_state,
+                shutdown_rx.clone(),
+                done_tx.clone(),
+            ));
+        }
+        if let Some(web_cert) = &web_cert {
+            tokio::spawn(renew_certificate(web_cert.clone(), shutdown_rx.clone()));
+        }
         tokio::spawn(transport::accept_loop(
             endpoint.clone(),
             core,
+            admission,
+            Arc::new(transport::origins::Origins::new(
+                configured_origins,
+                local_addr,
+            )),
             shutdown_rx,
             done_tx,
         ));
@@ -172,12 +232,54 @@ impl<E: Engine> ServerBuilder<E> {
             cert,
             open_apps,
             data_dir: config.data_dir,
+            websocket_addr,
+            webtransport: config.web.webtransport,
+            web_cert,
             endpoint,
             metrics,
             shutdown_tx,
             done_rx,
             storage,
         })
+    }
+}
+
+/// Replaces the short-lived WebTransport certificate before it expires, until shutdown.
+async fn renew_certificate(cert: Arc<tls::ShortLivedCert>, mut shutdown: watch::Receiver<bool>) {
+    let every = tls::SHORT_LIVED_VALIDITY - tls::SHORT_LIVED_RENEW_BEFORE;
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(every) => {}
+            _ = shutdown.changed() => return,
+        }
+        match cert.renew() {
+            Ok(()) => tracing::info!(
+                sha256 = %cert.current_hash().0,
+                "renewed the WebTransport certificate (pages pinning the old hash must fetch the new one)"
+            ),
+            Err(e) => tracing::error!("renewing the WebTransport certificate: {e}"),
+        }
+    }
+}
+
+/// Where the WebSocket listener is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WebSocketAddr {
+    /// The TCP address it listens on.
+    pub addr: SocketAddr,
+    /// Whether it speaks TLS (`wss://`).
+    pub tls: bool,
+}
+
+impl fmt::Display for WebSocketAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let scheme = if self.tls { "wss" } else { "ws" };
+        write!(
+            f,
+            "{scheme}://{}{}",
+            self.addr,
+            transport::websocket::WEBSOCKET_PATH
+        )
     }
 }
 
@@ -218,6 +320,9 @@ pub struct ServerHandle {
     cert: CertSource,
     open_apps: bool,
     data_dir: std::path::PathBuf,
+    websocket_addr: Option<WebSocketAddr>,
+    webtransport: bool,
+    web_cert: Option<Arc<tls::ShortLivedCert>>,
     endpoint: quinn::Endpoint,
     metrics: Arc<Metrics>,
     shutdown_tx: watch::Sender<bool>,
@@ -229,6 +334,29 @@ impl ServerHandle {
     /// The address the server listens on (with the real port when 0 was asked for).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The WebSocket listener, when there is one.
+    pub fn websocket_addr(&self) -> Option<WebSocketAddr> {
+        self.websocket_addr
+    }
+
+    /// The WebTransport URL (`https://ADDR/rtm`), when WebTransport is on.
+    pub fn webtransport_url(&self) -> Option<String> {
+        self.webtransport.then(|| {
+            format!(
+                "https://{}{}",
+                self.local_addr,
+                transport::WEBTRANSPORT_PATH
+            )
+        })
+    }
+
+    /// The SHA-256 (lowercase hex) of the short-lived certificate WebTransport clients get,
+    /// for `serverCertificateHashes`; `None` when the server has a configured certificate
+    /// (browsers verify that one as usual) or WebTransport is off.
+    pub fn webtransport_cert_hash(&self) -> Option<String> {
+        self.web_cert.as_ref().map(|cert| cert.current_hash().0)
     }
 
     /// The certificate in use, and whether it was generated.

@@ -7,17 +7,21 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use rtm_server::{Server, ServerConfig, token};
 
-/// rtm: a self-hosted real-time signaling server over QUIC.
+/// rtm: a self-hosted real-time signaling server over QUIC, WebTransport and WebSocket.
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Args {
-    /// TOML configuration file. Without one, the embedded defaults apply: listen on
-    /// 127.0.0.1:4433, keep data in ./rtm-data, accept any App ID without a token.
+    /// TOML configuration file. Without one, the embedded defaults apply: QUIC and
+    /// WebTransport on 127.0.0.1:4433 (UDP), WebSocket on 127.0.0.1:4434 (TCP), data in
+    /// ./rtm-data, any App ID accepted without a token.
     #[arg(long, short)]
     config: Option<PathBuf>,
     /// Listen on this address instead of the configured one.
     #[arg(long)]
     listen: Option<SocketAddr>,
+    /// Listen for WebSocket clients on this TCP address instead of the configured one.
+    #[arg(long)]
+    websocket_listen: Option<SocketAddr>,
     /// Keep data in this directory instead of the configured one.
     #[arg(long)]
     data_dir: Option<PathBuf>,
@@ -104,6 +108,9 @@ async fn main() -> anyhow::Result<()> {
     if let Some(listen) = args.listen {
         config.listen = listen;
     }
+    if let Some(listen) = args.websocket_listen {
+        config.websocket.listen = Some(listen);
+    }
     if let Some(dir) = args.data_dir {
         config.data_dir = dir;
     }
@@ -125,6 +132,21 @@ async fn main() -> anyhow::Result<()> {
             "serving the configured apps"
         },
     );
+    if let Some(url) = handle.webtransport_url() {
+        match (handle.webtransport_cert_hash(), handle.websocket_addr()) {
+            (Some(hash), Some(ws)) => tracing::info!(
+                "WebTransport {url}; certificate sha-256 {hash} (valid 10 days, renewed; served \
+                 at {}://{}/rtm/certificate-hash)",
+                if ws.tls { "https" } else { "http" },
+                ws.addr
+            ),
+            (Some(hash), None) => tracing::info!("WebTransport {url}; certificate sha-256 {hash}"),
+            (None, _) => tracing::info!("WebTransport {url}"),
+        }
+    }
+    if let Some(ws) = handle.websocket_addr() {
+        tracing::info!("WebSocket {ws} (subprotocol rtm.v1)");
+    }
     stop_signal().await?;
     tracing::info!("shutting down");
     handle.shutdown().await;

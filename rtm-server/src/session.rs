@@ -47,6 +47,8 @@ struct LoggedIn<E> {
     limits: LoginLimits,
     /// How long the session waits for a resume after losing its connection.
     presence_timeout: Duration,
+    /// The client's heartbeat interval (from its login).
+    heartbeat: Duration,
     policy: Arc<AppPolicy>,
     subscriptions: HashMap<String, SubscribeOptions>,
     publish_limiter: DefaultDirectRateLimiter,
@@ -254,6 +256,11 @@ impl<E: Engine> Session<E> {
     /// How long the session is kept after losing its connection, when logged in.
     pub(crate) fn presence_timeout(&self) -> Option<Duration> {
         self.state.as_ref().map(|s| s.presence_timeout)
+    }
+
+    /// The client's heartbeat interval, once logged in.
+    pub(crate) fn heartbeat(&self) -> Option<Duration> {
+        self.state.as_ref().map(|s| s.heartbeat)
     }
 
     /// Whether the session is being closed by the server (and so cannot be resumed).
@@ -544,6 +551,7 @@ impl<E: Engine> Session<E> {
             limits,
             // The reference's ranges (`reference/extended-api.md` §6.4).
             presence_timeout: Duration::from_secs(login.presence_timeout.clamp(5, 300).into()),
+            heartbeat: Duration::from_secs(login.heartbeat_interval.clamp(5, 1800).into()),
             publish_limiter: rate_limiter(policy.limits.publish_rate),
             policy,
             subscriptions: HashMap::new(),

@@ -1,9 +1,10 @@
-//! TLS for the QUIC endpoint: load the configured certificate, or generate and keep a
-//! self-signed one in the data directory.
+//! TLS for the QUIC endpoint and the WebSocket listener: load the configured certificate, or
+//! generate and keep a self-signed one in the data directory; and, for browsers, a
+//! short-lived certificate for WebTransport (`docs/operators.md`, "Browsers").
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime};
 
 use quinn::crypto::rustls::QuicServerConfig;
 use rustls::pki_types::pem::PemObject;
@@ -137,23 +138,179 @@ fn write_private(path: &Path, data: &[u8]) -> Result<(), TlsError> {
     file.write_all(data).map_err(io_err(path))
 }
 
-/// The quinn server configuration: TLS 1.3 with the ring provider, ALPN `rtm/1`, and transport
-/// settings for many connections (`docs/architecture.md`, "Transport").
+/// The quinn server configuration: TLS 1.3 with the ring provider, ALPN `rtm/1` (and `h3` when
+/// `web` is given: WebTransport, served the short-lived certificate when there is one), and
+/// transport settings for many connections (`docs/architecture.md`, "Transport").
 pub(crate) fn quic_server_config(
-    identity: Identity,
+    identity: &Identity,
     client_ack_delay_ms: u32,
+    web: Option<Option<Arc<ShortLivedCert>>>,
 ) -> Result<quinn::ServerConfig, TlsError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let main = certified_key(&provider, identity.chain.clone(), identity.key.clone_key())?;
+    let resolver = ByAlpn {
+        main,
+        web: web.clone().flatten(),
+    };
     let mut tls = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_no_client_auth()
-        .with_single_cert(identity.chain, identity.key)?;
+        .with_cert_resolver(Arc::new(resolver));
     tls.alpn_protocols = vec![rtm_proto::ALPN.to_vec()];
+    if web.is_some() {
+        tls.alpn_protocols
+            .push(web_transport_quinn::ALPN.as_bytes().to_vec());
+    }
     tls.max_early_data_size = 0;
     let crypto = QuicServerConfig::try_from(tls).map_err(|e| TlsError::Quic(e.to_string()))?;
     let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
-    server.transport_config(Arc::new(transport_config(client_ack_delay_ms)));
+    server.transport_config(Arc::new(transport_config(
+        client_ack_delay_ms,
+        web.is_some(),
+    )));
     Ok(server)
+}
+
+/// TLS for `wss://`: the server's certificate, HTTP/1.1.
+pub(crate) fn websocket_tls(identity: &Identity) -> Result<tokio_rustls::TlsAcceptor, TlsError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut tls = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(identity.chain.clone(), identity.key.clone_key())?;
+    tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(tls)))
+}
+
+fn certified_key(
+    provider: &rustls::crypto::CryptoProvider,
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+) -> Result<Arc<rustls::sign::CertifiedKey>, TlsError> {
+    let key = provider.key_provider.load_private_key(key)?;
+    Ok(Arc::new(rustls::sign::CertifiedKey::new(chain, key)))
+}
+
+/// Chooses the certificate by ALPN: WebTransport (`h3`) gets the short-lived one when there
+/// is one, everything else the server's own.
+#[derive(Debug)]
+struct ByAlpn {
+    main: Arc<rustls::sign::CertifiedKey>,
+    web: Option<Arc<ShortLivedCert>>,
+}
+
+impl rustls::server::ResolvesServerCert for ByAlpn {
+    fn resolve(
+        &self,
+        hello: rustls::server::ClientHello<'_>,
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        if let Some(web) = &self.web
+            && hello
+                .alpn()
+                .is_some_and(|mut alpn| alpn.any(|p| p == web_transport_quinn::ALPN.as_bytes()))
+        {
+            return Some(web.current().key);
+        }
+        Some(self.main.clone())
+    }
+}
+
+/// How long a short-lived certificate is valid. Browsers accept a certificate pinned by
+/// `serverCertificateHashes` only if it is valid for at most 14 days, and only ECDSA P-256.
+pub(crate) const SHORT_LIVED_VALIDITY: Duration = Duration::from_secs(10 * 24 * 3600);
+/// A short-lived certificate is replaced when this much of its validity is left.
+pub(crate) const SHORT_LIVED_RENEW_BEFORE: Duration = Duration::from_secs(4 * 24 * 3600);
+
+/// The self-signed certificate a development server gives WebTransport clients: ECDSA P-256,
+/// valid for 10 days, made at start and replaced before it expires. Browsers pin it by its
+/// SHA-256 (`serverCertificateHashes`), which the server logs and serves at
+/// `/rtm/certificate-hash` on its WebSocket listener.
+#[derive(Debug)]
+pub(crate) struct ShortLivedCert {
+    current: RwLock<Current>,
+}
+
+/// One generation of the short-lived certificate.
+#[derive(Clone, Debug)]
+pub(crate) struct Current {
+    key: Arc<rustls::sign::CertifiedKey>,
+    /// SHA-256 of the certificate (DER), lowercase hex.
+    pub(crate) hash: String,
+    /// Unix seconds after which it is no longer valid.
+    pub(crate) not_after: u64,
+}
+
+impl ShortLivedCert {
+    /// Makes the first certificate.
+    pub(crate) fn new() -> Result<Self, TlsError> {
+        Ok(Self {
+            current: RwLock::new(Self::generate()?),
+        })
+    }
+
+    /// The certificate in use.
+    pub(crate) fn current(&self) -> Current {
+        self.current
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Its hash (hex) and expiry (Unix seconds).
+    pub(crate) fn current_hash(&self) -> (String, u64) {
+        let current = self.current();
+        (current.hash, current.not_after)
+    }
+
+    /// Replaces the certificate with a new one; connections made with the old one go on.
+    pub(crate) fn renew(&self) -> Result<(), TlsError> {
+        let next = Self::generate()?;
+        *self
+            .current
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = next;
+        Ok(())
+    }
+
+    fn generate() -> Result<Current, TlsError> {
+        use sha2::Digest;
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
+        // A little before now, for clients whose clock is slightly behind; the whole period
+        // stays under the browsers' 14 days.
+        let not_before = now.saturating_sub(3600);
+        let not_after = now + SHORT_LIVED_VALIDITY.as_secs();
+        let mut params = rcgen::CertificateParams::new(vec![
+            "localhost".to_owned(),
+            "127.0.0.1".to_owned(),
+            "::1".to_owned(),
+        ])?;
+        params.not_before = unix_time(not_before)?;
+        params.not_after = unix_time(not_after)?;
+        let key_pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
+        let cert = params.self_signed(&key_pair)?;
+        let der = cert.der().clone();
+        let hash: String = sha2::Sha256::digest(&der)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let provider = rustls::crypto::ring::default_provider();
+        let key = PrivateKeyDer::Pkcs8(key_pair.serialize_der().into());
+        Ok(Current {
+            key: certified_key(&provider, vec![der], key)?,
+            hash,
+            not_after,
+        })
+    }
+}
+
+fn unix_time(secs: u64) -> Result<time::OffsetDateTime, TlsError> {
+    i64::try_from(secs)
+        .ok()
+        .and_then(|secs| time::OffsetDateTime::from_unix_timestamp(secs).ok())
+        .ok_or_else(|| TlsError::Quic("the clock is out of range".into()))
 }
 
 /// Transport settings. quinn's defaults suit one fast long link; a signaling server holds many
@@ -162,11 +319,13 @@ pub(crate) fn quic_server_config(
 /// 10 s, and some slack): QUIC uses the smaller of both ends' values, and the client asks for
 /// its heartbeat interval + 10 s, so that is when the server notices a silent client
 /// (`docs/protocol.md` §5.6).
-fn transport_config(client_ack_delay_ms: u32) -> quinn::TransportConfig {
+fn transport_config(client_ack_delay_ms: u32, web: bool) -> quinn::TransportConfig {
     let mut t = quinn::TransportConfig::default();
-    // One control stream per connection; clients never open unidirectional streams.
+    // One control stream per connection; native clients never open unidirectional streams
+    // (`transport::quic` takes the credit back after the handshake), but browsers refuse an
+    // HTTP/3 server that does not let them open their three (control and QPACK).
     t.max_concurrent_bidi_streams(1u32.into());
-    t.max_concurrent_uni_streams(0u32.into());
+    t.max_concurrent_uni_streams(if web { 3u32 } else { 0 }.into());
     t.stream_receive_window((256u32 * 1024).into());
     // Small until the client logs in: a connection that never does holds little
     // (`transport::connection` raises it at login).
@@ -177,7 +336,9 @@ fn transport_config(client_ack_delay_ms: u32) -> quinn::TransportConfig {
         idle_secs * 1000,
     ))));
     t.initial_rtt(Duration::from_millis(50));
-    t.datagram_receive_buffer_size(None);
+    // Datagrams are not part of the protocol, but a WebTransport client expects the transport
+    // to offer them: a small buffer, allocated only if one arrives.
+    t.datagram_receive_buffer_size(web.then_some(4096));
     // Ask clients to acknowledge every 10th packet (or within 5 ms) instead of every 2nd:
     // events flow one way, and each ACK is a UDP packet both sides pay a system call for.
     let mut ack = quinn::AckFrequencyConfig::default();
@@ -185,4 +346,63 @@ fn transport_config(client_ack_delay_ms: u32) -> quinn::TransportConfig {
         .max_ack_delay(Some(Duration::from_millis(client_ack_delay_ms.into())));
     t.ack_frequency_config(Some(ack));
     t
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What browsers require of a certificate pinned by `serverCertificateHashes`: ECDSA P-256,
+    /// valid for at most 14 days; and the hash served is the certificate's.
+    #[test]
+    fn the_short_lived_certificate_is_one_browsers_accept_and_renewal_changes_it() {
+        use sha2::Digest;
+        let cert = ShortLivedCert::new().unwrap();
+        let current = cert.current();
+        let der = &current.key.cert[0];
+        let expected: String = sha2::Sha256::digest(der.as_ref())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_eq!(current.hash, expected);
+        // The key is ECDSA (P-256, from rcgen's PKCS_ECDSA_P256_SHA256).
+        assert_eq!(
+            current.key.key.algorithm(),
+            rustls::SignatureAlgorithm::ECDSA
+        );
+        // The validity period, read back from the DER: under 14 days.
+        let (not_before, not_after) = validity(der.as_ref());
+        assert!(
+            not_after - not_before < 14 * 24 * 3600,
+            "{not_before} .. {not_after}"
+        );
+        assert_eq!(not_after as u64, current.not_after);
+        cert.renew().unwrap();
+        assert_ne!(cert.current_hash().0, current.hash);
+    }
+
+    /// The notBefore and notAfter of a certificate made by rcgen (UTCTime), as Unix seconds.
+    fn validity(der: &[u8]) -> (i64, i64) {
+        // Tag 0x17 (UTCTime), length 13, "YYMMDDHHMMSSZ": the first two are the validity.
+        let times: Vec<i64> = der
+            .windows(15)
+            .filter(|w| w[0] == 0x17 && w[1] == 13 && w[14] == b'Z')
+            .map(|w| {
+                let d = |i: usize| i64::from(w[2 + i] - b'0') * 10 + i64::from(w[3 + i] - b'0');
+                let date = time::Date::from_calendar_date(
+                    2000 + d(0) as i32,
+                    time::Month::try_from(d(2) as u8).unwrap(),
+                    d(4) as u8,
+                )
+                .unwrap();
+                let at = date
+                    .with_hms(d(6) as u8, d(8) as u8, d(10) as u8)
+                    .unwrap()
+                    .assume_utc();
+                at.unix_timestamp()
+            })
+            .take(2)
+            .collect();
+        (times[0], times[1])
+    }
 }

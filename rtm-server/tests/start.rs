@@ -10,6 +10,10 @@ fn config(dir: &Path) -> ServerConfig {
     ServerConfig {
         listen: SocketAddr::from(([127, 0, 0, 1], 0)),
         data_dir: dir.to_owned(),
+        websocket: rtm_server::config::WebSocketConfig {
+            listen: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
+            tls: None,
+        },
         ..ServerConfig::default()
     }
 }

@@ -20,8 +20,10 @@
 #![warn(missing_docs)]
 
 mod link;
+mod tcp_relay;
 
 pub use link::LossyLink;
+pub use tcp_relay::TcpRelay;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -30,8 +32,8 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use rtm_client::{
-    Endpoint, EventStream, LoginOptions, MessageEvent, RtmClient, RtmConfig, RtmEvent, Transport,
-    Trust,
+    Endpoint, EventStream, LoginOptions, MessageEvent, QuicSocket, RtmClient, RtmConfig, RtmEvent,
+    Transport, Trust,
 };
 use rtm_server::config::ServerConfig;
 use rtm_server::{Metrics, Server, ServerHandle};
@@ -58,13 +60,51 @@ pub fn init_tracing() {
     });
 }
 
+/// The transports a test client can use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TestTransport {
+    /// Native QUIC (the default).
+    Quic,
+    /// WebTransport over HTTP/3.
+    WebTransport,
+    /// WebSocket over TCP.
+    WebSocket,
+}
+
+impl TestTransport {
+    /// All three.
+    pub const ALL: [Self; 3] = [Self::Quic, Self::WebTransport, Self::WebSocket];
+}
+
+/// The transport the test kit's clients use: `RTM_TEST_TRANSPORT` (`quic`, `webtransport` or
+/// `websocket`), native QUIC when unset, so that the whole end-to-end suite can run over each
+/// (`scripts/test` runs the session-level tests over all three).
+pub fn test_transport() -> TestTransport {
+    match std::env::var("RTM_TEST_TRANSPORT").as_deref() {
+        Ok("websocket" | "ws") => TestTransport::WebSocket,
+        Ok("webtransport" | "wt") => TestTransport::WebTransport,
+        Ok("quic" | "") | Err(_) => TestTransport::Quic,
+        Ok(other) => panic!("RTM_TEST_TRANSPORT={other}: expected quic, webtransport or websocket"),
+    }
+}
+
+/// The bytes of a SHA-256 in hexadecimal.
+fn hash_bytes(hex: &str) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).expect("a hexadecimal hash");
+    }
+    out
+}
+
 /// A server on a free loopback port, with its own certificate, stopped on drop.
 #[derive(Debug)]
 pub struct TestServer {
     handle: Option<ServerHandle>,
     addr: SocketAddr,
     cert_path: PathBuf,
-    transport: Transport,
+    socket: QuicSocket,
+    websocket: Option<rtm_server::WebSocketAddr>,
     config: ServerConfig,
     dir: tempfile::TempDir,
 }
@@ -117,6 +157,9 @@ impl TestServer {
 
     async fn start_in(mut config: ServerConfig, dir: tempfile::TempDir) -> Self {
         config.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+        if config.websocket.listen.is_some() {
+            config.websocket.listen = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
+        }
         config.data_dir = dir.path().to_owned();
         let handle = Server::builder()
             .config(config.clone())
@@ -125,12 +168,14 @@ impl TestServer {
             .expect("starting the server");
         let addr = handle.local_addr();
         let cert_path = handle.cert().cert_path.clone();
-        let transport = Transport::bind(addr).expect("binding the clients' socket");
+        let socket = QuicSocket::bind(addr).expect("binding the clients' socket");
+        let websocket = handle.websocket_addr();
         Self {
             handle: Some(handle),
             addr,
             cert_path,
-            transport,
+            socket,
+            websocket,
             config,
             dir,
         }
@@ -157,24 +202,64 @@ impl TestServer {
             .expect("the server is running until dropped")
     }
 
-    /// A client configuration for this server: pinned certificate, and the test kit's shared
-    /// UDP socket.
+    /// The server's WebSocket listener (the test kit's servers have one unless their
+    /// configuration turns it off).
+    pub fn websocket_addr(&self) -> Option<rtm_server::WebSocketAddr> {
+        self.websocket
+    }
+
+    /// The server's WebTransport URL and the hash of its certificate.
+    pub fn webtransport(&self) -> Option<(String, String)> {
+        let handle = self.handle();
+        Some((handle.webtransport_url()?, handle.webtransport_cert_hash()?))
+    }
+
+    /// A client configuration for this server: pinned certificate, the test kit's shared UDP
+    /// socket, and the transport of [`test_transport`].
     pub fn client_config(&self) -> RtmConfig {
+        self.client_config_over(test_transport())
+    }
+
+    /// A client configuration for this server over `transport` (`quic`, `webtransport` or
+    /// `websocket`).
+    pub fn client_config_over(&self, transport: TestTransport) -> RtmConfig {
         let mut config = RtmConfig::new(Endpoint {
             addr: self.addr,
             server_name: "localhost".into(),
             trust: Trust::pinned(&self.cert_path),
         });
-        config.transport = Some(self.transport.clone());
+        config.socket = Some(self.socket.clone());
+        config.transport = match transport {
+            TestTransport::Quic => Transport::Quic,
+            TestTransport::WebTransport => {
+                // The short-lived certificate WebTransport clients get, pinned by its hash.
+                if let Some((_, hash)) = self.webtransport() {
+                    config.endpoint.trust = Trust::CertificateHashes(vec![hash_bytes(&hash)]);
+                }
+                Transport::WebTransport
+            }
+            TestTransport::WebSocket => {
+                let ws = self.websocket.expect("the server has a WebSocket listener");
+                Transport::WebSocket {
+                    addr: ws.addr,
+                    tls: ws.tls,
+                }
+            }
+        };
         config
     }
 
     /// A client configuration that reaches this server through `link`.
     pub fn client_config_via(&self, link: &LossyLink) -> RtmConfig {
-        let mut config = self.client_config();
+        // The relay forwards UDP: native QUIC, or WebTransport when the suite runs over it.
+        let transport = match test_transport() {
+            TestTransport::WebTransport => TestTransport::WebTransport,
+            TestTransport::Quic | TestTransport::WebSocket => TestTransport::Quic,
+        };
+        let mut config = self.client_config_over(transport);
         config.endpoint.addr = link.addr();
         // Its own socket: the relay tells clients apart by address.
-        config.transport = None;
+        config.socket = None;
         config
     }
 
@@ -193,7 +278,7 @@ impl TestServer {
 
     /// A bare QUIC connection to the server (TLS and ALPN only), for tests of broken peers.
     pub async fn raw_connection(&self) -> quinn::Connection {
-        rtm_client::raw::connect(&self.client_config())
+        rtm_client::raw::connect(&self.client_config_over(TestTransport::Quic))
             .await
             .expect("raw QUIC connection")
     }

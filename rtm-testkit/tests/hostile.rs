@@ -356,7 +356,9 @@ async fn connections_are_capped_and_fast_handshakes_are_retried() {
         server.metrics().handshakes_retried.load(Ordering::Relaxed) >= 1,
         "three handshakes at once, one a second allowed"
     );
-    let refused = rtm_client::raw::connect(&server.client_config()).await;
+    let refused =
+        rtm_client::raw::connect(&server.client_config_over(rtm_testkit::TestTransport::Quic))
+            .await;
     assert!(refused.is_err(), "a fourth from the same address");
     assert_eq!(
         server.metrics().connections_refused.load(Ordering::Relaxed),
@@ -367,7 +369,11 @@ async fn connections_are_capped_and_fast_handshakes_are_retried() {
     let mut again = None;
     within(DEADLINE, "a connection in the freed place", async {
         while again.is_none() {
-            again = rtm_client::raw::connect(&server.client_config()).await.ok();
+            again = rtm_client::raw::connect(
+                &server.client_config_over(rtm_testkit::TestTransport::Quic),
+            )
+            .await
+            .ok();
             if again.is_none() {
                 tokio::task::yield_now().await;
             }
@@ -381,7 +387,7 @@ async fn connections_are_capped_and_fast_handshakes_are_retried() {
     let _a = server.raw_connection().await;
     let _b = server.raw_connection().await;
     assert!(
-        rtm_client::raw::connect(&server.client_config())
+        rtm_client::raw::connect(&server.client_config_over(rtm_testkit::TestTransport::Quic))
             .await
             .is_err()
     );
@@ -504,7 +510,8 @@ async fn the_client_reports_an_oversized_frame_and_reads_on() {
 
     let real = TestServer::start().await;
     let endpoint = scripted::endpoint(real.data_dir());
-    let mut config = real.client_config();
+    // The scripted server speaks native QUIC only.
+    let mut config = real.client_config_over(rtm_testkit::TestTransport::Quic);
     config.endpoint.addr = endpoint.local_addr().unwrap();
     let client = RtmClient::new(rtm_testkit::TEST_APP_ID, "victim", config).unwrap();
     let mut events = client.events();

@@ -30,8 +30,8 @@ use futures_util::StreamExt;
 use hdrhistogram::Histogram;
 use rtm_client::{
     Endpoint, EventStream, JoinOptions, JoinTopicOptions, LoginOptions, Payload, PublishOptions,
-    RtmClient, RtmConfig, RtmEvent, StreamChannel, SubscribeOptions, TopicMessageOptions,
-    TopicSubscribeOptions, Transport, Trust,
+    QuicSocket, RtmClient, RtmConfig, RtmEvent, StreamChannel, SubscribeOptions,
+    TopicMessageOptions, TopicSubscribeOptions, Trust,
 };
 use tokio::runtime::Handle;
 use tokio::task::JoinSet;
@@ -41,6 +41,15 @@ enum System {
     Rtm,
     Nats,
     Redis,
+}
+
+/// How rtm clients reach the server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Way {
+    /// Native QUIC.
+    Quic,
+    /// WebSocket (TCP): the server's `[websocket]` listener (`--ws-addr` with `--addr`).
+    Websocket,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -128,6 +137,13 @@ struct Args {
     /// rtm in-process: delivery streams per connection (lanes), 1 to 16.
     #[arg(long)]
     lanes: Option<u8>,
+    /// rtm: how clients reach the server.
+    #[arg(long, value_enum, default_value = "quic")]
+    transport: Way,
+    /// rtm over WebSocket: the server's WebSocket address (with --addr; an in-process server
+    /// has one of its own).
+    #[arg(long)]
+    ws_addr: Option<SocketAddr>,
     /// KiB each hostile connection tries to send per stream (prelogin).
     #[arg(long, default_value_t = 0)]
     flood_kib: usize,
@@ -178,7 +194,9 @@ struct Target {
     system: System,
     addr: SocketAddr,
     rtm_cert: PathBuf,
-    transports: Vec<Transport>,
+    /// rtm over WebSocket: the listener's address.
+    ws_addr: Option<SocketAddr>,
+    transports: Vec<QuicSocket>,
     clients_per_socket: usize,
     /// rtm: stream channel topics instead of message channels.
     topic: bool,
@@ -216,6 +234,14 @@ impl Target {
             (_, Some(addr)) => (addr, None, PathBuf::new()),
             (_, None) => bail!("--addr is needed for {:?}", args.system),
         };
+        let ws_addr = match (args.transport, &server) {
+            (Way::Quic, _) => None,
+            (Way::Websocket, Some(server)) => server.websocket_addr().map(|ws| ws.addr),
+            (Way::Websocket, None) => Some(
+                args.ws_addr
+                    .context("--ws-addr is needed with --addr for --transport websocket")?,
+            ),
+        };
         let topic = matches!(args.workload, Workload::Topic);
         if topic && args.system != System::Rtm {
             bail!("the topic workload is rtm's own (stream channels)");
@@ -224,6 +250,7 @@ impl Target {
             system: args.system,
             addr,
             rtm_cert: cert,
+            ws_addr,
             transports: Vec::new(),
             clients_per_socket: args.clients_per_socket.max(1),
             topic,
@@ -233,14 +260,17 @@ impl Target {
 
     fn rtm_config(&mut self, n: usize) -> anyhow::Result<RtmConfig> {
         if n / self.clients_per_socket >= self.transports.len() {
-            self.transports.push(Transport::bind(self.addr)?);
+            self.transports.push(QuicSocket::bind(self.addr)?);
         }
         let mut config = RtmConfig::new(Endpoint {
             addr: self.addr,
             server_name: "localhost".into(),
             trust: Trust::PinnedCertFile(self.rtm_cert.clone()),
         });
-        config.transport = self.transports.last().cloned();
+        config.socket = self.transports.last().cloned();
+        if let Some(addr) = self.ws_addr {
+            config.transport = rtm_client::Transport::WebSocket { addr, tls: false };
+        }
         config.request_timeout = Duration::from_secs(60);
         Ok(config)
     }

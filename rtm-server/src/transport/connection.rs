@@ -1,4 +1,5 @@
-//! One QUIC connection: the hello exchange, the request loop, and the event writer.
+//! The session loop of one connection, whatever its transport ([`Link`]): the hello exchange,
+//! the request loop, and the event writer.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -15,7 +16,8 @@ use tokio::task::JoinSet;
 use tokio::time::{Instant, sleep_until, timeout};
 use tracing::Instrument;
 
-use super::reader::{FrameReader, Inbound};
+use super::CLOSE_GRACE;
+use super::link::{ControlRecv, ControlSend, Inbound, LaneWriter, Link, LinkError};
 use crate::core::Core;
 use crate::core::now_ms;
 use crate::engine::Engine;
@@ -23,7 +25,7 @@ use crate::outbox::{Next, Outbox, OutboxRx};
 use crate::resume::{self, Claim, Detached};
 use crate::session::{Handled, Session, lock_answer};
 
-/// QUIC application close codes that are not a [`CloseReason`] (`docs/protocol.md` §1.3).
+/// Close codes that are not a [`CloseReason`] (`docs/protocol.md` §1.3).
 pub(crate) mod close_code {
     /// Normal close (logout, end of the control stream).
     pub(crate) const NORMAL: u32 = 0;
@@ -31,63 +33,50 @@ pub(crate) mod close_code {
     pub(crate) const PROTOCOL: u32 = 0x01;
     /// No login in time.
     pub(crate) const LOGIN_TIMEOUT: u32 = 0x02;
+    /// The client fell silent: no frame for its heartbeat interval + 10 s (WebSocket and
+    /// WebTransport, `docs/protocol.md` §5.6).
+    pub(crate) const HEARTBEAT_TIMEOUT: u32 = 0x03;
     /// The session was resumed on another connection.
     pub(crate) const RESUMED: u32 = 0x04;
 }
 
-/// Frames the writer hands to QUIC in one call, at most.
+/// Frames the writer hands to the transport in one call, at most.
 const WRITE_BATCH: usize = 64;
-/// How long a closing session may take to deliver its last frames.
-const CLOSE_GRACE: Duration = Duration::from_secs(2);
+/// What the heartbeat interval is allowed as slack before a silent client counts as lost
+/// (`docs/protocol.md` §5.6).
+const HEARTBEAT_GRACE: Duration = Duration::from_secs(10);
 
-/// Serves one incoming connection to its end.
-pub(crate) async fn serve<E: Engine>(
+/// Serves one client connection, whatever its transport, to its end.
+pub(crate) async fn serve<E: Engine, L: Link>(
     core: Arc<Core<E>>,
-    incoming: quinn::Incoming,
+    link: L,
     shutdown: watch::Receiver<bool>,
 ) {
-    let remote = incoming.remote_address();
-    let conn = match incoming.await {
-        Ok(conn) => conn,
-        Err(e) => {
-            tracing::debug!(%remote, "handshake failed: {e}");
-            return;
-        }
-    };
     core.metrics.connections.fetch_add(1, Ordering::Relaxed);
-    let span = tracing::debug_span!("conn", %remote, id = conn.stable_id());
-    async move {
-        match run(&core, &conn, shutdown).await {
-            Ok(()) => tracing::debug!("connection finished"),
-            Err(e) => tracing::debug!("connection ended: {e}"),
-        }
+    match run(&core, &link, shutdown).await {
+        Ok(()) => tracing::debug!("connection finished"),
+        Err(e) => tracing::debug!("connection ended: {e}"),
     }
-    .instrument(span)
-    .await;
 }
 
 #[derive(Debug, thiserror::Error)]
 enum ConnError {
     #[error(transparent)]
-    Connection(#[from] quinn::ConnectionError),
-    #[error(transparent)]
-    Read(#[from] quinn::ReadError),
-    #[error(transparent)]
-    Write(#[from] quinn::WriteError),
+    Link(#[from] LinkError),
     #[error("{0}")]
     Protocol(&'static str),
 }
 
-async fn run<E: Engine>(
+async fn run<E: Engine, L: Link>(
     core: &Arc<Core<E>>,
-    conn: &quinn::Connection,
+    link: &L,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), ConnError> {
     let login_deadline =
         Instant::now() + Duration::from_secs(core.connection.login_timeout_secs.into());
     // The opening and the ending run once per connection: boxed, they do not weigh on the
     // state every idle connection keeps while it waits for requests (docs/performance.md).
-    let (mut send, mut reader) = Box::pin(open_control(core, conn, login_deadline)).await?;
+    let (mut send, mut reader) = Box::pin(open_control(core, link, login_deadline)).await?;
 
     let (outbox, outbox_rx) = Outbox::bounded(
         core.connection.outbound_queue as usize,
@@ -106,6 +95,10 @@ async fn run<E: Engine>(
     // Frames served before a login, to bound what a client that never logs in gets answered.
     let mut before_login = 0usize;
     let mut token_expired = false;
+    // On transports without a keep-alive of their own, the client's frames are its heartbeat:
+    // none for its interval + 10 s and it is lost (docs/protocol.md §5.6).
+    let heartbeats = link.needs_heartbeats();
+    let mut silent_at: Option<Instant> = None;
     let ending = 'serve: loop {
         let session = &mut served.session;
         let token_at = session
@@ -121,7 +114,7 @@ async fn run<E: Engine>(
             Some(waited) = served.waits.join_next(), if !served.waits.is_empty() => {
                 if let Ok((id, result)) = waited {
                     respond(id, result, &mut out);
-                    if let Err(e) = send.write_all(&out).await {
+                    if let Err(e) = send.write(&out).await {
                         tracing::debug!("connection lost: {e}");
                         break Ending::Lost;
                     }
@@ -136,15 +129,23 @@ async fn run<E: Engine>(
                 continue;
             }
             () = sleep_until(login_deadline), if !logged_in => {
-                conn.close(close_code::LOGIN_TIMEOUT.into(), b"login timeout");
+                link.close(close_code::LOGIN_TIMEOUT, "login timeout");
                 break Ending::Finished;
+            }
+            () = sleep_until(silent_at.unwrap_or(login_deadline)), if silent_at.is_some() => {
+                core.metrics
+                    .heartbeat_timeouts
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::debug!("connection lost: no heartbeat");
+                link.close(close_code::HEARTBEAT_TIMEOUT, "no heartbeat");
+                break Ending::Lost;
             }
             _ = shutdown.changed(), if !shutting_down => {
                 shutting_down = true;
                 if logged_in {
                     session.close(CloseReason::ServerShutdown);
                 } else {
-                    conn.close(CloseReason::ServerShutdown.close_code().into(), b"server shutdown");
+                    link.close(CloseReason::ServerShutdown.close_code(), "server shutdown");
                 }
                 // The writer closes the connection; the reader then ends.
                 continue;
@@ -152,18 +153,12 @@ async fn run<E: Engine>(
         };
         let mut inbound = match inbound {
             Ok(Some(inbound)) => inbound,
-            Ok(None) => break Ending::Finished,
-            Err(quinn::ReadError::ConnectionLost(quinn::ConnectionError::ApplicationClosed(
-                close,
-            ))) if close.error_code == close_code::NORMAL.into() => break Ending::Finished,
+            Ok(None) | Err(LinkError::Closed) => break Ending::Finished,
             Err(e) => {
                 // docs/protocol.md §5.6: the client fell silent (the QUIC idle timeout, which
                 // the client sets to its heartbeat interval + 10 s) or the connection broke;
                 // its session waits for a resume.
-                if matches!(
-                    e,
-                    quinn::ReadError::ConnectionLost(quinn::ConnectionError::TimedOut)
-                ) {
+                if matches!(e, LinkError::TimedOut) {
                     core.metrics
                         .heartbeat_timeouts
                         .fetch_add(1, Ordering::Relaxed);
@@ -177,7 +172,7 @@ async fn run<E: Engine>(
             if !served.session.is_logged_in() {
                 before_login += 1;
                 if before_login > super::PRE_LOGIN_FRAMES {
-                    conn.close(close_code::PROTOCOL.into(), b"too many frames before login");
+                    link.close(close_code::PROTOCOL, "too many frames before login");
                     break 'serve Ending::Finished;
                 }
             }
@@ -191,19 +186,40 @@ async fn run<E: Engine>(
             && let Some(rx) = served.outbox_rx.take()
         {
             // Logged in (or resumed): the client may now send what its limits allow.
-            conn.set_receive_window(super::LOGGED_IN_WINDOW.into());
+            link.logged_in();
             reader.set_max_frame_len(core.connection.max_frame_len as usize);
-            writer = Some(Writer::spawn(conn.clone(), rx));
+            writer = Some(Writer::spawn(link.clone(), rx));
+        }
+        if heartbeats {
+            // Only a logged-in session has a heartbeat (a logout ends the watch).
+            silent_at = served
+                .session
+                .heartbeat()
+                .map(|interval| Instant::now() + interval + HEARTBEAT_GRACE);
         }
         let written = if served.session.is_logged_in() {
-            send.write_all(&out).await
+            match silent_at {
+                None => send.write(&out).await,
+                // A client that neither reads nor sends must not hold the loop in a write
+                // past its heartbeat allowance.
+                Some(at) => match tokio::time::timeout_at(at, send.write(&out)).await {
+                    Ok(written) => written,
+                    Err(_) => {
+                        core.metrics
+                            .heartbeat_timeouts
+                            .fetch_add(1, Ordering::Relaxed);
+                        link.close(close_code::HEARTBEAT_TIMEOUT, "no heartbeat");
+                        break Ending::Lost;
+                    }
+                },
+            }
         } else {
             // A client that does not read its answers must not hold the connection past the
             // login deadline with a blocked write.
-            match tokio::time::timeout_at(login_deadline, send.write_all(&out)).await {
+            match tokio::time::timeout_at(login_deadline, send.write(&out)).await {
                 Ok(written) => written,
                 Err(_) => {
-                    conn.close(close_code::LOGIN_TIMEOUT.into(), b"login timeout");
+                    link.close(close_code::LOGIN_TIMEOUT, "login timeout");
                     break Ending::Finished;
                 }
             }
@@ -214,27 +230,24 @@ async fn run<E: Engine>(
         }
         out.clear();
     };
-    Box::pin(end_session(core, conn, served, writer, ending, shutdown)).await;
+    Box::pin(end_session(core, link, served, writer, ending, shutdown)).await;
     Ok(())
 }
 
-/// Accepts the control stream and answers its Hello (docs/protocol.md §4.1).
-async fn open_control<E: Engine>(
+/// Accepts the control channel and answers its Hello (docs/protocol.md §4.1).
+async fn open_control<E: Engine, L: Link>(
     core: &Core<E>,
-    conn: &quinn::Connection,
+    link: &L,
     login_deadline: Instant,
-) -> Result<(quinn::SendStream, FrameReader), ConnError> {
-    let (mut send, recv) = tokio::select! {
-        stream = conn.accept_bi() => stream?,
+) -> Result<(L::Control, L::Requests), ConnError> {
+    let max_frame_len = (core.connection.max_frame_len as usize).min(super::PRE_LOGIN_FRAME);
+    let (mut send, mut reader) = tokio::select! {
+        control = link.accept_control(max_frame_len) => control?,
         () = sleep_until(login_deadline) => {
-            conn.close(close_code::LOGIN_TIMEOUT.into(), b"no control stream");
+            link.close(close_code::LOGIN_TIMEOUT, "no control stream");
             return Err(ConnError::Protocol("no control stream before the login deadline"));
         }
     };
-    // The protocol has one client-opened stream: no credit for another, ever.
-    conn.set_max_concurrent_bi_streams(0u32.into());
-    let max_frame_len = (core.connection.max_frame_len as usize).min(super::PRE_LOGIN_FRAME);
-    let mut reader = FrameReader::new(recv, max_frame_len);
 
     // docs/protocol.md §4.1: the first frame is Hello, answered by Welcome or an error.
     let first = tokio::select! {
@@ -252,7 +265,7 @@ async fn open_control<E: Engine>(
                 version: PROTOCOL_VERSION,
                 server: concat!("rtm-server/", env!("CARGO_PKG_VERSION")).into(),
             });
-            tokio::time::timeout_at(login_deadline, send.write_all(&encode_frame(&welcome)))
+            tokio::time::timeout_at(login_deadline, send.write(&encode_frame(&welcome)))
                 .await
                 .map_err(|_| {
                     ConnError::Protocol("the welcome was not read before the login deadline")
@@ -269,10 +282,9 @@ async fn open_control<E: Engine>(
                 _ => "the first frame must be a Hello".to_owned(),
             };
             let error = ServerMsg::Error(WireError::new(ErrorCode::InvalidParameter, reason));
-            let _ = send.write_all(&encode_frame(&error)).await;
-            let _ = send.finish();
-            let _ = timeout(CLOSE_GRACE, send.stopped()).await;
-            conn.close(close_code::PROTOCOL.into(), b"bad hello");
+            let _ = timeout(CLOSE_GRACE, send.write(&encode_frame(&error))).await;
+            send.finish().await;
+            link.close(close_code::PROTOCOL, "bad hello");
             return Err(ConnError::Protocol("bad hello"));
         }
     }
@@ -280,9 +292,9 @@ async fn open_control<E: Engine>(
 }
 
 /// Hands the session on (to a resume, or to a park task while it waits for one) or ends it.
-async fn end_session<E: Engine>(
+async fn end_session<E: Engine, L: Link>(
     core: &Arc<Core<E>>,
-    conn: &quinn::Connection,
+    link: &L,
     served: Served<E>,
     writer: Option<Writer>,
     ending: Ending<E>,
@@ -301,7 +313,7 @@ async fn end_session<E: Engine>(
     };
     match (ending, rx) {
         (Ending::TakenOver(claim), Some(rx)) if session.is_logged_in() => {
-            conn.close(close_code::RESUMED.into(), b"resumed on another connection");
+            link.close(close_code::RESUMED, "resumed on another connection");
             if let Err(mut detached) = claim.reply.send(Detached { session, rx }) {
                 detached.session.end().await;
             }
@@ -312,7 +324,7 @@ async fn end_session<E: Engine>(
         (ending, _) => {
             session.end().await;
             if matches!(ending, Ending::Finished) {
-                conn.close(close_code::NORMAL.into(), b"");
+                link.close(close_code::NORMAL, "");
             }
         }
     }
@@ -344,9 +356,9 @@ struct Writer {
 }
 
 impl Writer {
-    fn spawn(conn: quinn::Connection, rx: OutboxRx) -> Self {
+    fn spawn<L: Link>(link: L, rx: OutboxRx) -> Self {
         let (stop, stopped) = oneshot::channel();
-        let task = tokio::spawn(write_events(conn, rx, stopped).in_current_span());
+        let task = tokio::spawn(write_events(link, rx, stopped).in_current_span());
         Self { stop, task }
     }
 
@@ -502,16 +514,15 @@ fn reply_error(id: Option<RequestId>, error: WireError, out: &mut BytesMut) {
     encode_frame_into(&msg, out);
 }
 
-/// Drains the session's outbox into its delivery streams, one per lane, until the session
-/// closes (returns `None`), the connection fails, or the connection task stops it (both return
-/// the receiver, so that the session can go on elsewhere: the frames taken are kept until
-/// acknowledged).
-async fn write_events(
-    conn: quinn::Connection,
+/// Drains the session's outbox into its delivery lanes until the session closes (returns
+/// `None`), the connection fails, or the connection task stops it (both return the receiver, so
+/// that the session can go on elsewhere: the frames taken are kept until acknowledged).
+async fn write_events<L: Link>(
+    link: L,
     mut rx: OutboxRx,
     mut stop: oneshot::Receiver<()>,
 ) -> Option<OutboxRx> {
-    let mut lanes = Lanes::new(rx.lanes());
+    let mut lanes = link.lanes(rx.lanes());
     let reason = loop {
         let next = tokio::select! {
             next = rx.next(WRITE_BATCH) => next,
@@ -524,7 +535,7 @@ async fn write_events(
         // A close request while the write is blocked (a stalled reader) must not wait for the
         // write.
         tokio::select! {
-            written = lanes.write(&conn, frames) => {
+            written = lanes.write(frames) => {
                 if written.is_err() {
                     // The connection is gone; wait to be stopped.
                     let _ = stop.await;
@@ -533,24 +544,19 @@ async fn write_events(
             }
             reason = rx.closed() => {
                 // Part of a frame may be written: close without another frame.
-                conn.close(reason.close_code().into(), reason.to_string().as_bytes());
+                link.close(reason.close_code(), &reason.to_string());
                 return None;
             }
             _ = &mut stop => return Some(rx),
         }
     };
     // Once per connection: boxed, like the ends of `run`.
-    Box::pin(close_with(conn, rx, lanes, reason)).await;
+    Box::pin(close_with(link, rx, lanes, reason)).await;
     None
 }
 
 /// Delivers what is queued (unless the queue is the problem), then says why, then closes.
-async fn close_with(
-    conn: quinn::Connection,
-    mut rx: OutboxRx,
-    mut lanes: Lanes,
-    reason: CloseReason,
-) {
+async fn close_with<L: Link>(link: L, mut rx: OutboxRx, mut lanes: L::Lanes, reason: CloseReason) {
     let mut frames = if reason == CloseReason::SlowConsumer {
         Vec::new()
     } else {
@@ -561,101 +567,10 @@ async fn close_with(
         encode_frame(&ServerMsg::Event(Event::SessionClosed { reason })),
     ));
     let _ = timeout(CLOSE_GRACE, async {
-        lanes.write(&conn, frames).await?;
+        lanes.write(frames).await?;
         lanes.finish().await;
-        Ok::<(), ()>(())
+        Ok::<(), LinkError>(())
     })
     .await;
-    conn.close(reason.close_code().into(), reason.to_string().as_bytes());
-}
-
-/// A connection's delivery streams, opened on first use, each starting with its `Lane` frame.
-/// The tables grow to the highest lane used, so an idle connection pays nothing for them.
-struct Lanes {
-    lanes: u8,
-    streams: Vec<Option<quinn::SendStream>>,
-    /// Frames of one batch, sorted by lane (kept to reuse the allocations).
-    by_lane: Vec<Vec<bytes::Bytes>>,
-}
-
-impl Lanes {
-    fn new(lanes: u8) -> Self {
-        Self {
-            lanes,
-            streams: Vec::new(),
-            by_lane: Vec::new(),
-        }
-    }
-
-    /// Writes a batch, each frame to its lane, in order within each lane.
-    async fn write(
-        &mut self,
-        conn: &quinn::Connection,
-        frames: Vec<(u8, bytes::Bytes)>,
-    ) -> Result<(), ()> {
-        // The common case, every frame on one lane, needs no sorting.
-        if let Some(&(first, _)) = frames.first()
-            && frames.iter().all(|(lane, _)| *lane == first)
-        {
-            let mut chunks: Vec<bytes::Bytes> = frames.into_iter().map(|(_, f)| f).collect();
-            let stream = self.stream(conn, first).await?;
-            return stream.write_all_chunks(&mut chunks).await.map_err(|_| ());
-        }
-        for (lane, frame) in frames {
-            let lane = usize::from(lane);
-            if lane >= usize::from(self.lanes) {
-                continue;
-            }
-            if self.by_lane.len() <= lane {
-                self.by_lane.resize_with(lane + 1, Vec::new);
-            }
-            self.by_lane[lane].push(frame);
-        }
-        for lane in 0..self.by_lane.len() {
-            if self.by_lane[lane].is_empty() {
-                continue;
-            }
-            let mut chunks = std::mem::take(&mut self.by_lane[lane]);
-            let stream = self.stream(conn, lane as u8).await?;
-            let written = stream.write_all_chunks(&mut chunks).await;
-            chunks.clear();
-            self.by_lane[lane] = chunks;
-            written.map_err(|_| ())?;
-        }
-        Ok(())
-    }
-
-    async fn stream(
-        &mut self,
-        conn: &quinn::Connection,
-        lane: u8,
-    ) -> Result<&mut quinn::SendStream, ()> {
-        let index = usize::from(lane);
-        if index >= usize::from(self.lanes) {
-            return Err(());
-        }
-        if self.streams.len() <= index {
-            self.streams.resize_with(index + 1, || None);
-        }
-        let slot = self.streams.get_mut(index).ok_or(())?;
-        if slot.is_none() {
-            let mut stream = conn.open_uni().await.map_err(|_| ())?;
-            stream
-                .write_all(&encode_frame(&ServerMsg::Lane { lane }))
-                .await
-                .map_err(|_| ())?;
-            *slot = Some(stream);
-        }
-        slot.as_mut().ok_or(())
-    }
-
-    /// Finishes every open stream and waits for the client to have received them.
-    async fn finish(&mut self) {
-        for stream in self.streams.iter_mut().flatten() {
-            let _ = stream.finish();
-        }
-        for stream in self.streams.iter_mut().flatten() {
-            let _ = stream.stopped().await;
-        }
-    }
+    link.close(reason.close_code(), &reason.to_string());
 }

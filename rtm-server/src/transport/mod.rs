@@ -1,24 +1,36 @@
-//! The transport: the QUIC endpoint and its connections (`docs/architecture.md`, "Transport").
+//! The transports: the QUIC endpoint (native QUIC and WebTransport) and the WebSocket
+//! listener, and the transport-neutral session loop they all feed (`docs/architecture.md`,
+//! "Transport").
 //!
-//! Each connection runs one task that reads the client's control stream, passes decoded
+//! Each connection runs one task that reads the client's control channel, passes decoded
 //! requests to its [`Session`](crate::session::Session) and writes the responses back, batched per
 //! read. Once the client logs in, a second task drains the session's
-//! [`Outbox`](crate::outbox::Outbox) into a server-opened unidirectional delivery stream.
+//! [`Outbox`](crate::outbox::Outbox) into its delivery lanes. Both go through a [`link::Link`],
+//! so that neither knows which transport the client came in by.
 
-mod admission;
+pub(crate) mod admission;
 mod connection;
-mod reader;
+mod link;
+pub(crate) mod origins;
+mod quic;
+pub(crate) mod websocket;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
+use tracing::Instrument;
 
 use self::admission::{Admission, Admit};
+use self::origins::Origins;
 use crate::core::Core;
 use crate::engine::Engine;
 
-pub(crate) use connection::serve;
+pub(crate) use quic::WEBTRANSPORT_PATH;
+
+/// How long a closing connection may take to deliver its last frames.
+pub(crate) const CLOSE_GRACE: Duration = Duration::from_secs(2);
 
 /// The connection's receive window (QUIC flow control over all its streams) until it logs in
 /// or resumes: room for the hello and a login, so that a client that never logs in cannot make
@@ -73,10 +85,11 @@ pub(crate) fn endpoint(
 pub(crate) async fn accept_loop<E: Engine>(
     endpoint: quinn::Endpoint,
     core: Arc<Core<E>>,
+    admission: Arc<Admission>,
+    origins: Arc<Origins>,
     mut shutdown: watch::Receiver<bool>,
     done: mpsc::Sender<()>,
 ) {
-    let admission = Admission::new(&core.connection, core.metrics.clone());
     loop {
         tokio::select! {
             incoming = endpoint.accept() => {
@@ -101,10 +114,11 @@ pub(crate) async fn accept_loop<E: Engine>(
                     }
                 };
                 let core = core.clone();
+                let origins = origins.clone();
                 let shutdown = shutdown.clone();
                 let done = done.clone();
                 tokio::spawn(async move {
-                    serve(core, incoming, shutdown).await;
+                    serve_quic(core, incoming, &origins, shutdown).await;
                     drop((ticket, done));
                 });
             }
@@ -112,4 +126,52 @@ pub(crate) async fn accept_loop<E: Engine>(
         }
     }
     tracing::debug!("accept loop stopped");
+}
+
+/// Completes the handshake of an incoming QUIC connection (and, for WebTransport, its CONNECT
+/// request), then serves its session.
+async fn serve_quic<E: Engine>(
+    core: Arc<Core<E>>,
+    incoming: quinn::Incoming,
+    origins: &Origins,
+    shutdown: watch::Receiver<bool>,
+) {
+    let remote = incoming.remote_address();
+    let limit = Duration::from_secs(core.connection.login_timeout_secs.into());
+    let deadline = tokio::time::Instant::now() + limit;
+    let connecting = match incoming.accept() {
+        Ok(connecting) => connecting,
+        Err(e) => {
+            tracing::debug!(%remote, "connection refused: {e}");
+            return;
+        }
+    };
+    // The handshake, and for WebTransport its CONNECT, within the login timeout.
+    let conn = match tokio::time::timeout_at(deadline, connecting).await {
+        Ok(Ok(conn)) => conn,
+        Ok(Err(e)) => {
+            tracing::debug!(%remote, "handshake failed: {e}");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(%remote, "handshake timed out");
+            return;
+        }
+    };
+    let span = tracing::debug_span!("conn", %remote, id = conn.stable_id());
+    async move {
+        match tokio::time::timeout_at(deadline, quic::QuicLink::open(conn.clone(), origins)).await {
+            Ok(Some(link)) => connection::serve(core, link, shutdown).await,
+            Ok(None) => {}
+            Err(_) => {
+                tracing::debug!("WebTransport handshake timed out");
+                conn.close(
+                    connection::close_code::LOGIN_TIMEOUT.into(),
+                    b"handshake timeout",
+                );
+            }
+        }
+    }
+    .instrument(span)
+    .await;
 }

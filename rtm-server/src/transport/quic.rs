@@ -1,0 +1,318 @@
+//! The QUIC implementation of [`Link`]: native QUIC (ALPN `rtm/1`) and WebTransport (ALPN
+//! `h3`) on the same UDP endpoint. After the handshake the negotiated ALPN decides: a native
+//! connection is used as it is (a "raw" `web_transport_quinn::Session`), a WebTransport one first
+//! completes its HTTP/3 CONNECT to `/rtm`. Both then carry the same stream layout: the client's
+//! bidirectional control stream and server-opened unidirectional delivery lanes
+//! (`docs/protocol.md` §1.2, §1.4).
+
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use rtm_proto::frame::encode_frame;
+use rtm_proto::{FrameDecoder, FrameError, ServerMsg};
+use web_transport_quinn::{RecvStream, SendStream, Session, SessionError, WebTransportError};
+
+use super::link::{ControlRecv, ControlSend, Inbound, LaneWriter, Link, LinkError};
+use super::origins::Origins;
+
+/// The path of the WebTransport endpoint.
+pub(crate) const WEBTRANSPORT_PATH: &str = "/rtm";
+
+/// A QUIC connection serving one session.
+#[derive(Clone)]
+pub(crate) struct QuicLink {
+    /// Shared: a session is large (close to 1 KiB), and every part of the connection holds it.
+    session: Arc<Session>,
+    web: bool,
+}
+
+impl QuicLink {
+    /// Takes over an established connection: native QUIC as it is, WebTransport once its
+    /// CONNECT request has been accepted. `None` when the request was refused (answered with
+    /// an HTTP status) or the HTTP/3 exchange failed.
+    pub(crate) async fn open(conn: quinn::Connection, origins: &Origins) -> Option<Self> {
+        let alpn = conn
+            .handshake_data()
+            .and_then(|data| data.downcast::<quinn::crypto::rustls::HandshakeData>().ok())
+            .and_then(|data| data.protocol);
+        if alpn.as_deref() != Some(web_transport_quinn::ALPN.as_bytes()) {
+            // The protocol has no client-opened unidirectional stream: no credit for more
+            // (the three of the handshake are for HTTP/3, and a native client that used them
+            // would only fill its own flow-control window, which the server never reads).
+            conn.set_max_concurrent_uni_streams(0u32.into());
+            return Some(Self {
+                session: Arc::new(Session::raw(conn)),
+                web: false,
+            });
+        }
+        // HTTP/3 needs the client's CONNECT request stream besides the control stream the
+        // protocol uses (`docs/protocol.md` §1.4); its three unidirectional streams were allowed
+        // in the handshake.
+        conn.set_max_concurrent_bi_streams(2u32.into());
+        let request = match web_transport_quinn::Request::accept(conn).await {
+            Ok(request) => request,
+            Err(e) => {
+                tracing::debug!("WebTransport handshake failed: {e}");
+                return None;
+            }
+        };
+        let origin = request
+            .headers
+            .get("origin")
+            .and_then(|value| value.to_str().ok());
+        let refusal = if request.url.path() != WEBTRANSPORT_PATH {
+            Some(http_status(404))
+        } else if !origins.allows(origin) {
+            tracing::info!(?origin, "WebTransport session refused: origin not allowed");
+            Some(http_status(403))
+        } else {
+            None
+        };
+        if let Some(status) = refusal {
+            tracing::debug!(url = %request.url, %status, "WebTransport request refused");
+            let _ = request.reject(status).await;
+            return None;
+        }
+        match request.ok().await {
+            Ok(session) => Some(Self {
+                session: Arc::new(session),
+                web: true,
+            }),
+            Err(e) => {
+                tracing::debug!("WebTransport handshake failed: {e}");
+                None
+            }
+        }
+    }
+
+    /// Why the connection is gone, as the session loop needs it. The QUIC connection's own
+    /// reason comes first: a WebTransport session reports an idle timeout or a reset as a
+    /// local close. Only an explicit code 0 is a normal close; anything unclear is a loss (the
+    /// session waits for a resume rather than ending).
+    fn error(&self, what: &dyn std::fmt::Display) -> LinkError {
+        match (**self.session).close_reason() {
+            Some(quinn::ConnectionError::TimedOut) => return LinkError::TimedOut,
+            Some(quinn::ConnectionError::ApplicationClosed(close))
+                if !self.web && close.error_code == 0u32.into() =>
+            {
+                return LinkError::Closed;
+            }
+            _ => {}
+        }
+        match self.session.close_reason() {
+            Some(SessionError::WebTransportError(WebTransportError::Closed(0, _))) if self.web => {
+                LinkError::Closed
+            }
+            _ => LinkError::Lost(what.to_string()),
+        }
+    }
+}
+
+fn http_status(code: u16) -> axum::http::StatusCode {
+    axum::http::StatusCode::from_u16(code).unwrap_or(axum::http::StatusCode::BAD_REQUEST)
+}
+
+impl Link for QuicLink {
+    type Control = QuicControl;
+    type Requests = FrameReader;
+    type Lanes = QuicLanes;
+
+    async fn accept_control(
+        &self,
+        max_frame_len: usize,
+    ) -> Result<(QuicControl, FrameReader), LinkError> {
+        let (send, recv) = self.session.accept_bi().await.map_err(|e| self.error(&e))?;
+        // The protocol has one client-opened stream: no credit for another, ever.
+        self.session.set_max_concurrent_bi_streams(0u32.into());
+        Ok((
+            QuicControl {
+                send,
+                link: self.clone(),
+            },
+            FrameReader::new(recv, self.clone(), max_frame_len),
+        ))
+    }
+
+    fn logged_in(&self) {
+        self.session
+            .set_receive_window(super::LOGGED_IN_WINDOW.into());
+    }
+
+    fn lanes(&self, lanes: u8) -> QuicLanes {
+        QuicLanes {
+            link: self.clone(),
+            lanes,
+            streams: Vec::new(),
+            by_lane: Vec::new(),
+        }
+    }
+
+    fn close(&self, code: u32, reason: &str) {
+        self.session.close(code, reason.as_bytes());
+    }
+
+    fn needs_heartbeats(&self) -> bool {
+        self.web
+    }
+}
+
+/// The sending side of the control stream.
+pub(crate) struct QuicControl {
+    send: SendStream,
+    link: QuicLink,
+}
+
+impl ControlSend for QuicControl {
+    async fn write(&mut self, frames: &[u8]) -> Result<(), LinkError> {
+        self.send
+            .write_all(frames)
+            .await
+            .map_err(|e| self.link.error(&e))
+    }
+
+    async fn finish(&mut self) {
+        let _ = self.send.finish();
+        let _ = tokio::time::timeout(super::CLOSE_GRACE, self.send.stopped()).await;
+    }
+}
+
+/// A receive stream split into frames, with the size cap checked before buffering.
+pub(crate) struct FrameReader {
+    recv: RecvStream,
+    link: QuicLink,
+    buf: BytesMut,
+    decoder: FrameDecoder,
+}
+
+impl FrameReader {
+    fn new(recv: RecvStream, link: QuicLink, max_frame_len: usize) -> Self {
+        Self {
+            recv,
+            link,
+            // No buffer until bytes arrive: an idle connection should cost little memory.
+            buf: BytesMut::new(),
+            decoder: FrameDecoder::new(max_frame_len),
+        }
+    }
+}
+
+impl ControlRecv for FrameReader {
+    fn set_max_frame_len(&mut self, max: usize) {
+        self.decoder.set_max_frame_len(max);
+    }
+
+    fn buffered(&mut self) -> Option<Inbound> {
+        match self.decoder.decode(&mut self.buf) {
+            Ok(Some(body)) => Some(Inbound::Frame(body)),
+            Ok(None) => None,
+            Err(FrameError::Oversized { len, max, head }) => {
+                Some(Inbound::Oversized { len, max, head })
+            }
+        }
+    }
+
+    async fn next(&mut self) -> Result<Option<Inbound>, LinkError> {
+        loop {
+            if let Some(inbound) = self.buffered() {
+                return Ok(Some(inbound));
+            }
+            match self.recv.read_chunk(64 * 1024, true).await {
+                Ok(Some(chunk)) => self.buf.extend_from_slice(&chunk.bytes),
+                Ok(None) => {
+                    if !self.buf.is_empty() {
+                        tracing::debug!(bytes = self.buf.len(), "stream ended inside a frame");
+                    }
+                    return Ok(None);
+                }
+                Err(e) => return Err(self.link.error(&e)),
+            }
+        }
+    }
+}
+
+/// A connection's delivery streams, opened on first use, each starting with its `Lane` frame.
+/// The tables grow to the highest lane used, so an idle connection pays nothing for them.
+pub(crate) struct QuicLanes {
+    link: QuicLink,
+    lanes: u8,
+    streams: Vec<Option<SendStream>>,
+    /// Frames of one batch, sorted by lane (kept to reuse the allocations).
+    by_lane: Vec<Vec<Bytes>>,
+}
+
+impl LaneWriter for QuicLanes {
+    async fn write(&mut self, frames: Vec<(u8, Bytes)>) -> Result<(), LinkError> {
+        // The common case, every frame on one lane, needs no sorting.
+        if let Some(&(first, _)) = frames.first()
+            && frames.iter().all(|(lane, _)| *lane == first)
+        {
+            let mut chunks: Vec<Bytes> = frames.into_iter().map(|(_, f)| f).collect();
+            let link = self.link.clone();
+            let stream = self.stream(first).await?;
+            return stream
+                .write_all_chunks(&mut chunks)
+                .await
+                .map_err(|e| link.error(&e));
+        }
+        for (lane, frame) in frames {
+            let lane = usize::from(lane);
+            if lane >= usize::from(self.lanes) {
+                continue;
+            }
+            if self.by_lane.len() <= lane {
+                self.by_lane.resize_with(lane + 1, Vec::new);
+            }
+            self.by_lane[lane].push(frame);
+        }
+        for lane in 0..self.by_lane.len() {
+            if self.by_lane[lane].is_empty() {
+                continue;
+            }
+            let mut chunks = std::mem::take(&mut self.by_lane[lane]);
+            let link = self.link.clone();
+            let stream = self.stream(lane as u8).await?;
+            let written = stream.write_all_chunks(&mut chunks).await;
+            chunks.clear();
+            self.by_lane[lane] = chunks;
+            written.map_err(|e| link.error(&e))?;
+        }
+        Ok(())
+    }
+
+    async fn finish(&mut self) {
+        for stream in self.streams.iter_mut().flatten() {
+            let _ = stream.finish();
+        }
+        for stream in self.streams.iter_mut().flatten() {
+            let _ = stream.stopped().await;
+        }
+    }
+}
+
+impl QuicLanes {
+    async fn stream(&mut self, lane: u8) -> Result<&mut SendStream, LinkError> {
+        let index = usize::from(lane);
+        if index >= usize::from(self.lanes) {
+            return Err(LinkError::Lost(format!("no lane {lane}")));
+        }
+        if self.streams.len() <= index {
+            self.streams.resize_with(index + 1, || None);
+        }
+        if self.streams[index].is_none() {
+            let mut stream = self
+                .link
+                .session
+                .open_uni()
+                .await
+                .map_err(|e| self.link.error(&e))?;
+            stream
+                .write_all(&encode_frame(&ServerMsg::Lane { lane }))
+                .await
+                .map_err(|e| self.link.error(&e))?;
+            self.streams[index] = Some(stream);
+        }
+        self.streams[index]
+            .as_mut()
+            .ok_or_else(|| LinkError::Lost("no stream".into()))
+    }
+}
