@@ -1,0 +1,411 @@
+// The client: `new RTM(appId, userId, rtmConfig)`, login and logout, message channels, user
+// messages, and the events of the reference (docs/protocol.md §5; ../shared/API.md).
+
+import type * as wire from './codec/model.js';
+import { Lanes } from './connection.js';
+import { checkEncryption, Cipher } from './crypto.js';
+import { Code, rtmError, RTMBaseError } from './errors.js';
+import { Emitter, type RTMEvents } from './events.js';
+import { History } from './history.js';
+import { Lock } from './lock.js';
+import {
+  channelTypeName,
+  channelTypeNumber,
+  joinParts,
+  lockEvent,
+  messageEvent,
+  presenceEvent,
+  storageEvent,
+  toPayload,
+  topicEvent,
+} from './mapping.js';
+import { Presence } from './presence.js';
+import { clampSeconds } from './reconnect.js';
+import { change, connectFirst, type LinkChange, Session, type SessionHost } from './session.js';
+import { Storage } from './storage.js';
+import { StreamChannel } from './stream-channel.js';
+import type {
+  LoginOptions,
+  LoginResponse,
+  LogoutResponse,
+  PublishOptions,
+  PublishResponse,
+  RenewTokenOptions,
+  RenewTokenResponse,
+  RTMConfig,
+  SubscribeOptions,
+  SubscribeResponse,
+  UnsubscribeResponse,
+} from './types.js';
+
+/** The version of this package. */
+export const VERSION = '0.1.0';
+
+/** Requests give up after this long without an answer. */
+const REQUEST_TIMEOUT_MS = 10_000;
+/** The user-id characters of docs/protocol.md §6. */
+const NAME_CHARS = /^[a-zA-Z0-9 !#$%&()+\-:;<=.>?@[\]^_{}|~,]{1,64}$/;
+
+type EventMap = RTMEvents.RTMClientEventMap;
+
+/** Checks a user id or channel name (docs/protocol.md §6). */
+export function validName(name: unknown): name is string {
+  return typeof name === 'string' && NAME_CHARS.test(name) && name !== 'null';
+}
+
+/** Parses certificate hashes given as bytes or hex. */
+function hashes(list: Array<Uint8Array | string> | undefined): Uint8Array[] {
+  return (list ?? []).map((h) => {
+    if (h instanceof Uint8Array) return h;
+    const hex = String(h).replace(/[^0-9a-fA-F]/g, '');
+    if (hex.length !== 64) throw rtmError('new', Code.INVALID_PRIVATE_CONFIG, `a certificate hash must be 32 bytes (64 hex digits): ${String(h)}`);
+    return Uint8Array.from(hex.match(/../g)!.map((b) => parseInt(b, 16)));
+  });
+}
+
+/**
+ * A Signaling client. Making one checks the configuration and connects nothing; `login`
+ * connects to the first of `rtmConfig.privateConfig.accessPointHosts` that answers.
+ */
+export class RTMClient {
+  /** Presence: who is in a channel, where a user is, temporary states. */
+  readonly presence: Presence;
+  /** Channel and user metadata. */
+  readonly storage: Storage;
+  /** Locks of channels. */
+  readonly lock: Lock;
+  /** The message history. */
+  readonly history: History;
+
+  readonly #appId: string;
+  readonly #userId: string;
+  readonly #config: RTMConfig;
+  readonly #cipher: Cipher | null;
+  readonly #heartbeatSec: number;
+  readonly #presenceTimeoutSec: number;
+  readonly #events = new Emitter<EventMap>();
+  #state: RTMEvents.LinkState = 'IDLE';
+  #session: Session | null = null;
+  #loggingIn = 0;
+  /** Leading parts of snapshots per lane (docs/protocol.md §2.2). */
+  readonly #parts = new Map<number, wire.EventPart[]>();
+
+  constructor(appId: string, userId: string, rtmConfig?: RTMConfig) {
+    if (typeof appId !== 'string' || !/^[A-Za-z0-9]{1,64}$/.test(appId)) {
+      throw rtmError('new', Code.INVALID_APP_ID, 'the App ID must be 1 to 64 ASCII letters and digits');
+    }
+    const config = rtmConfig ?? {};
+    if (!validName(userId) || (config.useStringUserId === false && !/^[0-9]+$/.test(userId))) {
+      throw rtmError('new', Code.INVALID_USER_ID, `invalid user id ${JSON.stringify(userId)}`);
+    }
+    checkEncryption(config.encryptionMode, config.cipherKey, config.salt);
+    hashes(config.privateConfig?.serverCertificateHashes);
+    this.#appId = appId;
+    this.#userId = userId;
+    this.#config = config;
+    this.#cipher = Cipher.from(config.encryptionMode, config.cipherKey, config.salt);
+    this.#heartbeatSec = clampSeconds(config.heartbeatInterval, 5, 1800, 5);
+    this.#presenceTimeoutSec = clampSeconds(config.presenceTimeout, 5, 300, 300);
+    this.presence = new Presence(this);
+    this.storage = new Storage(this);
+    this.lock = new Lock(this);
+    this.history = new History(this);
+  }
+
+  /** This client's user id. */
+  get userId(): string {
+    return this.#userId;
+  }
+
+  /** The cipher of end-to-end encryption, or null. */
+  get cipher(): Cipher | null {
+    return this.#cipher;
+  }
+
+  /** The session of the moment (internal). */
+  get session(): Session | null {
+    return this.#session;
+  }
+
+  addEventListener<K extends keyof EventMap>(eventName: K, listener: EventMap[K]): void {
+    this.#events.on(eventName, listener);
+  }
+
+  removeEventListener<K extends keyof EventMap>(eventName: K, listener: EventMap[K]): void {
+    this.#events.off(eventName, listener);
+  }
+
+  /** Logs in: connects, and starts a session kept across lost connections until `logout`. */
+  async login(options?: LoginOptions): Promise<LoginResponse> {
+    if (this.#session || this.#loggingIn) throw rtmError('login', Code.DUPLICATE_OPERATION, 'already logged in (or logging in)');
+    const urls = this.#config.privateConfig?.accessPointHosts ?? [];
+    if (!urls.length) {
+      throw rtmError('login', Code.INVALID_PRIVATE_CONFIG, 'rtm needs the server address: rtmConfig.privateConfig.accessPointHosts, e.g. ["wss://host:4434/rtm"]');
+    }
+    const token = options?.token ?? this.#config.token ?? '';
+    const attempt = ++this.#loggingIn;
+    this.#setLink(change('CONNECTING', 'LOGIN', 'LOGIN', 'Perform login operation'));
+    const host = this.#host();
+    const lanes = new Lanes();
+    let session: Session | null = null;
+    try {
+      const { connection, response } = await connectFirst(
+        host,
+        lanes,
+        host.loginRequest(token),
+        'login',
+        (lane, event) => (session ? host.onEvent(lane, event, session) : undefined),
+        (ended) => session?.endHandler()(ended),
+      );
+      if (attempt !== this.#loggingIn) {
+        connection.close(0, 'login canceled');
+        throw rtmError('login', Code.LOGIN_CANCELED, 'logout was called while logging in');
+      }
+      if (response.kind !== 'Login') throw rtmError('login', Code.LOGIN_REJECTED, 'the server answered the login with something else');
+      session = new Session(host, token, response.ticket, lanes);
+      session.connection = connection;
+      this.#session = session;
+      this.#loggingIn = 0;
+      this.#setLink(change('CONNECTED', 'LOGIN', 'LOGIN_SUCCESS', 'Login success'));
+      connection.start();
+      return { timestamp: response.timestamp };
+    } catch (e) {
+      if (attempt === this.#loggingIn) {
+        this.#loggingIn = 0;
+        const err = e instanceof RTMBaseError ? e : rtmError('login', Code.LOGIN_TIMEOUT, `could not reach the server: ${(e as Error).message}`);
+        const reasonCode: RTMEvents.LinkStateChangeReasonCode =
+          err.errorCode === -10005 ? 'INVALID_TOKEN' : err.errorCode === -10009 ? 'TOKEN_EXPIRED' : err.errorCode === -10011 ? 'LOGIN_TIMEOUT' : 'LOGIN_REJECTED';
+        this.#setLink(change('FAILED', 'LOGIN', reasonCode, err.reason));
+        throw err;
+      }
+      throw e instanceof RTMBaseError ? e : rtmError('login', Code.LOGIN_CANCELED, 'logout was called while logging in');
+    }
+  }
+
+  /** Ends the session: its subscriptions, joins and states are gone. */
+  async logout(): Promise<LogoutResponse> {
+    const session = this.#session;
+    if (!session && !this.#loggingIn) throw rtmError('logout', Code.NOT_LOGIN, 'not logged in');
+    this.#loggingIn = 0;
+    this.#session = null;
+    let timestamp = Date.now();
+    if (session) {
+      session.stop();
+      const connection = session.connection;
+      if (connection) {
+        try {
+          const r = await connection.request({ kind: 'Logout' }, 'logout');
+          timestamp = r.timestamp;
+        } catch {
+          // The session ends with the connection anyway.
+        }
+        connection.close(0, 'logout');
+      }
+    }
+    this.#parts.clear();
+    this.#setLink(change('IDLE', 'LOGOUT', 'LOGOUT', 'Logout success'));
+    return { timestamp };
+  }
+
+  /** Renews the login token, or a stream channel's token with `options.channelName`. */
+  async renewToken(token: string, options?: RenewTokenOptions): Promise<RenewTokenResponse> {
+    const channel = options?.channelName;
+    const request: wire.Request = channel ? { kind: 'RenewChannelToken', channel, token } : { kind: 'RenewToken', token };
+    const r = await this.call('renewToken', request);
+    const session = this.#session;
+    if (session) {
+      if (!channel) session.cache.token = token;
+      else {
+        const s = session.cache.streams.get(channel);
+        if (s) s.options = { ...s.options, token };
+      }
+    }
+    return { timestamp: r.timestamp };
+  }
+
+  /** Publishes to a message channel, or (`channelType: 'USER'`) to a user. */
+  async publish(channelName: string, message: string | Uint8Array, options?: PublishOptions): Promise<PublishResponse> {
+    const channelType = channelTypeNumber(options?.channelType ?? 'MESSAGE');
+    if (channelType === null || channelType === 2) {
+      throw rtmError('publish', Code.INVALID_CHANNEL_TYPE, 'publish goes to a MESSAGE channel or a USER; use a stream channel for STREAM');
+    }
+    const payload = await this.sealed('publish', message);
+    const body = { channelType, channel: channelName, message: payload, customType: options?.customType ?? '' };
+    const r = await this.call('publish', options?.storeInHistory ? { kind: 'PublishAndStore', ...body } : { kind: 'Publish', ...body });
+    return { timestamp: r.timestamp, channelName };
+  }
+
+  /** Subscribes to a message channel (or changes the options of a subscription). */
+  async subscribe(channelName: string, options?: SubscribeOptions): Promise<SubscribeResponse> {
+    const wireOptions: wire.SubscribeOptions = {
+      withMessage: options?.withMessage ?? true,
+      withPresence: options?.withPresence ?? true,
+      beQuiet: options?.beQuiet ?? false,
+      withMetadata: options?.withMetadata ?? false,
+      withLock: options?.withLock ?? false,
+    };
+    const r = await this.call('subscribe', { kind: 'Subscribe', channel: channelName, options: wireOptions });
+    this.#session?.cache.subscriptions.set(channelName, wireOptions);
+    return { timestamp: r.timestamp, channelName };
+  }
+
+  /** Unsubscribes from a message channel. */
+  async unsubscribe(channelName: string): Promise<UnsubscribeResponse> {
+    const r = await this.call('unsubscribe', { kind: 'Unsubscribe', channel: channelName });
+    this.#session?.cache.subscriptions.delete(channelName);
+    this.#session?.cache.states.delete(`1:${channelName}`);
+    return { timestamp: r.timestamp, channelName };
+  }
+
+  /** A stream channel; `join` it to use it. */
+  createStreamChannel(channelName: string): StreamChannel {
+    return new StreamChannel(this, channelName);
+  }
+
+  // ---- for the parts of the API (presence, storage, lock, history, stream channels) ----
+
+  /** Sends a request in the current session, or rejects as the reference does. */
+  call(operation: string, request: wire.Request): Promise<wire.Response> {
+    const session = this.#session;
+    if (!session) return Promise.reject(rtmError(operation, Code.NOT_LOGIN, 'not logged in: call login first'));
+    const connection = session.connection;
+    if (!connection || this.#state !== 'CONNECTED') {
+      return Promise.reject(rtmError(operation, Code.NOT_CONNECTED, `not connected to the server (the link is ${this.#state})`));
+    }
+    return connection.request(request, operation);
+  }
+
+  /** A payload to publish: text or bytes, sealed when encryption is on. */
+  async sealed(operation: string, message: string | Uint8Array): Promise<wire.Payload> {
+    if (typeof message !== 'string' && !(message instanceof Uint8Array)) {
+      throw rtmError(operation, Code.CHANNEL_INVALID_MESSAGE, 'a message is a string or a Uint8Array');
+    }
+    const payload = toPayload(message);
+    return this.#cipher ? this.#cipher.seal(payload) : payload;
+  }
+
+  // ---- inside ------------------------------------------------------------------------------
+
+  #host(): SessionHost {
+    return {
+      appId: this.#appId,
+      userId: this.#userId,
+      urls: this.#config.privateConfig?.accessPointHosts ?? [],
+      certificateHashes: hashes(this.#config.privateConfig?.serverCertificateHashes),
+      heartbeatSec: this.#heartbeatSec,
+      requestTimeoutMs: REQUEST_TIMEOUT_MS,
+      loginRequest: (token) => ({
+        kind: 'Login',
+        appId: this.#appId,
+        userId: this.#userId,
+        token,
+        useStringUserId: this.#config.useStringUserId ?? true,
+        heartbeatInterval: this.#heartbeatSec,
+        presenceTimeout: this.#presenceTimeoutSec,
+      }),
+      onEvent: (lane, event, session) => (session === this.#session ? this.#event(lane, event) : undefined),
+      setLink: (c) => this.#setLink(c),
+      ended: (session) => {
+        if (this.#session === session) this.#session = null;
+      },
+    };
+  }
+
+  #setLink(c: LinkChange): void {
+    const previousState = this.#state;
+    if (previousState === c.currentState && c.currentState !== 'CONNECTED') return;
+    this.#state = c.currentState;
+    this.#events.emit('linkState', { ...c, previousState, serviceType: 'MESSAGE', timestamp: Date.now() });
+  }
+
+  async #event(lane: number, event: wire.Event): Promise<void> {
+    if (event.kind === 'Part') {
+      const parts = this.#parts.get(lane) ?? [];
+      parts.push(event.part);
+      this.#parts.set(lane, parts);
+      return;
+    }
+    const parts = this.#parts.get(lane);
+    if (parts && (event.kind === 'Presence' || event.kind === 'Topic')) {
+      this.#parts.delete(lane);
+      event = joinParts(parts, event);
+    }
+    switch (event.kind) {
+      case 'Message': {
+        const payload = this.#cipher ? await this.#cipher.open(event.message) : event.message;
+        this.#events.emit('message', messageEvent(event, payload));
+        return;
+      }
+      case 'Presence':
+        return this.#events.emit('presence', presenceEvent(event));
+      case 'Topic':
+        return this.#events.emit('topic', topicEvent(event));
+      case 'Storage':
+        return this.#events.emit('storage', storageEvent(event));
+      case 'Lock':
+        return this.#events.emit('lock', lockEvent(event));
+      case 'TokenPrivilegeWillExpire':
+        this.#events.emit('tokenPrivilegeWillExpire', event.channelName);
+        this.#events.emit('token', {
+          eventType: 'WILL_EXPIRE',
+          reason: 'The token is about to expire',
+          affectedResources: { messageChannels: event.channelName ? [event.channelName] : [] },
+          timestamp: Date.now(),
+        });
+        return;
+      case 'ChannelLeft':
+        this.#session?.cache.streams.delete(event.channelName);
+        this.#events.emit('linkState', {
+          ...change('FAILED', 'SERVER_REJECT', event.reason === 'TokenExpired' ? 'TOKEN_EXPIRED' : 'KICKED_OUT_BY_SERVER', event.reason, [event.channelName]),
+          previousState: 'CONNECTED',
+          serviceType: 'STREAM',
+          timestamp: Date.now(),
+        });
+        return;
+      case 'MessagesLost':
+        return this.#recover(event);
+      case 'SessionClosed':
+        return;
+    }
+  }
+
+  /**
+   * Gets back from the history the messages a resume could not resend (docs/protocol.md
+   * §5.12.1), hands them on oldest first, and reports those it could not find.
+   */
+  async #recover(lost: wire.LostMessages): Promise<void> {
+    const found: wire.HistoryMessage[] = [];
+    let start = lost.to + 1;
+    try {
+      for (let page = 0; page < 100 && found.length < lost.count; page++) {
+        const r = await this.call('recover', {
+          kind: 'GetMessages',
+          channelType: lost.channelType,
+          channel: lost.channelName,
+          messageCount: 100,
+          start,
+          end: lost.from,
+        });
+        if (r.kind !== 'Messages') break;
+        const mine = lost.channelType === 3 ? r.messages.filter((m) => m.publisher === lost.channelName) : r.messages;
+        found.push(...mine);
+        if (r.newStart === 0) break;
+        start = r.newStart;
+      }
+    } catch {
+      // What was not found is reported below.
+    }
+    found.sort((a, b) => a.timestamp - b.timestamp);
+    for (const m of found.slice(-lost.count)) {
+      const payload = this.#cipher ? await this.#cipher.open(m.message) : m.message;
+      this.#events.emit(
+        'message',
+        messageEvent({ channelType: lost.channelType, channelName: lost.channelName, topicName: '', message: m.message, customType: m.customType, publisher: m.publisher, timestamp: m.timestamp }, payload),
+      );
+    }
+    const missing = lost.count - Math.min(found.length, lost.count);
+    if (missing > 0) {
+      this.#events.emit('messagesLost', { channelType: channelTypeName(lost.channelType), channelName: lost.channelName, from: lost.from, to: lost.to, count: missing, timestamp: Date.now() });
+    }
+  }
+}

@@ -1,0 +1,264 @@
+// One connection's share of a session (docs/protocol.md §4, §5.6): the hello, the login or
+// resume, requests and their answers, the delivery lanes with their frame counts and
+// acknowledgements, and the heartbeat that keeps the connection alive and notices a dead one.
+
+import { decodeServerMsg, encodeClientMsg } from './codec/messages.js';
+import type { CloseReason, Event, LoginLimits, Request, Response } from './codec/model.js';
+import { Code, rtmError, RTMBaseError } from './errors.js';
+import { type Link, type LinkClosed, openLink } from './transport.js';
+
+/** The protocol version this client speaks. */
+const PROTOCOL_VERSION = 1;
+/** Lanes a session can have (§1.2). */
+export const LANES = 16;
+/** Acknowledge at least every this many frames of a lane (§5.5). */
+const ACK_EVERY = 512;
+/** A heartbeat-silent server is given this much longer than the interval (§5.6). */
+const GRACE_MS = 10_000;
+
+/** The close codes of §1.3 that end a session for good, and why. */
+const CLOSE_REASONS: Record<number, CloseReason> = { 0x10: 'SameUidLogin', 0x11: 'SlowConsumer', 0x12: 'ServerShutdown', 0x13: 'TokenExpired' };
+
+/**
+ * What survives from one connection of a session to the next: per lane, how many frames were
+ * received, and the queue of their handling (events of a lane are handled one after the
+ * other, in order, even when handling one waits, e.g. for decryption or a history query).
+ */
+export class Lanes {
+  readonly received: number[] = new Array<number>(LANES).fill(0);
+  readonly #chains: Promise<void>[] = new Array<Promise<void>>(LANES).fill(Promise.resolve());
+
+  /** Queues `work` on `lane`, after what is already queued there. */
+  queue(lane: number, work: () => Promise<void> | void): void {
+    this.#chains[lane] = this.#chains[lane]!.then(work).catch((e: unknown) => {
+      console.error('rtm: handling an event failed', e);
+    });
+  }
+
+  /** Resolves once everything queued so far on every lane is handled. */
+  settled(): Promise<void> {
+    return Promise.all(this.#chains).then(() => undefined);
+  }
+}
+
+/** How a connection ended. */
+export type Ended =
+  /** The session ended normally (logout, or the server closed it with code 0). */
+  | { kind: 'closed' }
+  /** The server ended the session on purpose: no resume. */
+  | { kind: 'rejected'; reason: CloseReason | 'ResumedElsewhere'; text: string }
+  /** The connection was lost: the session waits for a resume. */
+  | { kind: 'lost'; heartbeat: boolean; text: string };
+
+/** What a connection needs from the session above it. */
+export interface ConnectionOptions {
+  url: string;
+  certificateHashes: Uint8Array[];
+  /** Opening (transport and first answer) gives up after this many ms. */
+  openTimeoutMs: number;
+  /** Requests give up after this many ms. */
+  requestTimeoutMs: number;
+  /** Seconds between heartbeats (§5.6). */
+  heartbeatSec: number;
+  /** Free text naming the client in the hello. */
+  agent: string;
+  lanes: Lanes;
+  /** Called for every event, in lane order (awaited before the next of its lane). */
+  onEvent: (lane: number, event: Event) => Promise<void> | void;
+  /** Called once when the connection is gone. */
+  onEnded: (ended: Ended) => void;
+}
+
+interface Pending {
+  resolve: (r: Response) => void;
+  reject: (e: RTMBaseError) => void;
+  operation: string;
+  timer: ReturnType<typeof setTimeout>;
+}
+
+/** A live connection that logged in or resumed. */
+export class Connection {
+  readonly link: Link;
+  readonly #options: ConnectionOptions;
+  #nextId = 1;
+  readonly #pending = new Map<number, Pending>();
+  readonly #laneOf = new Map<number, number>();
+  readonly #acked: number[] = new Array<number>(LANES).fill(0);
+  /** Events that came before the first answer (they are counted after a resume's answer). */
+  #held: Array<[number, Event]> | null = [];
+  #lastFrame = Date.now();
+  #timers: Array<ReturnType<typeof setInterval>> = [];
+  #sessionClosed: CloseReason | null = null;
+  #ended = false;
+  limits: LoginLimits | null = null;
+
+  private constructor(link: Link, options: ConnectionOptions) {
+    this.link = link;
+    this.#options = options;
+    link.onFrame = (body, stream) => this.#frame(body, stream);
+    link.onClose = (closed) => this.#closed(closed);
+  }
+
+  /**
+   * Opens a connection to `options.url` and sends `first` (a `Login` or `Resume`) after the
+   * hello. Resolves with the connection and the answer; rejects with the server's refusal
+   * (an `RTMBaseError` with its code) or, when the server cannot be reached, an `Error`.
+   */
+  static async open(options: ConnectionOptions, first: Request, operation: string): Promise<{ connection: Connection; response: Response }> {
+    const link = await openLink(options.url, { certificateHashes: options.certificateHashes, timeoutMs: options.openTimeoutMs });
+    const connection = new Connection(link, options);
+    link.send(encodeClientMsg({ kind: 'Hello', version: PROTOCOL_VERSION, agent: options.agent }));
+    let response: Response;
+    try {
+      response = await connection.request(first, operation, options.openTimeoutMs);
+    } catch (e) {
+      connection.close(0, 'login refused');
+      throw e;
+    }
+    if (response.kind === 'Resume') {
+      // Counting goes on at the server's numbers (higher where it no longer had frames).
+      response.nextFrame.forEach((n, lane) => {
+        if (lane < LANES && n > options.lanes.received[lane]!) options.lanes.received[lane] = n;
+      });
+    }
+    if (response.kind === 'Login' || response.kind === 'Resume') connection.limits = response.limits;
+    return { connection, response };
+  }
+
+  /** Starts the heartbeat and hands on the events held while the first answer was awaited. */
+  start(): void {
+    const held = this.#held ?? [];
+    this.#held = null;
+    for (const [stream, event] of held) this.#event(stream, event);
+    const interval = this.#options.heartbeatSec * 1000;
+    this.#timers.push(
+      setInterval(() => {
+        // The heartbeat acknowledges too (§5.6); its Pong is the server's sign of life.
+        this.#send({ kind: 'Heartbeat', received: this.#options.lanes.received.slice() }, 'heartbeat').catch(() => undefined);
+        this.#markAcked();
+      }, interval),
+      setInterval(() => {
+        if (Date.now() - this.#lastFrame > interval + GRACE_MS) {
+          this.#end({ kind: 'lost', heartbeat: true, text: `no frame from the server for ${this.#options.heartbeatSec + GRACE_MS / 1000} s` });
+          this.link.close(3, 'heartbeat timeout');
+        }
+      }, 1000),
+    );
+  }
+
+  /** Sends `request` and resolves with its answer, or rejects with an `RTMBaseError`. */
+  request(request: Request, operation: string, timeoutMs = this.#options.requestTimeoutMs): Promise<Response> {
+    return this.#send(request, operation, timeoutMs);
+  }
+
+  #send(request: Request, operation: string, timeoutMs = this.#options.requestTimeoutMs): Promise<Response> {
+    if (this.#ended) return Promise.reject(rtmError(operation, Code.NOT_CONNECTED, 'the connection is gone'));
+    const id = this.#nextId;
+    this.#nextId = this.#nextId >= 0xffff_fff0 ? 1 : this.#nextId + 1;
+    return new Promise<Response>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.#pending.delete(id);
+        reject(rtmError(operation, timeoutCode(operation), `no answer from the server within ${timeoutMs / 1000} s`));
+      }, timeoutMs);
+      this.#pending.set(id, { resolve, reject, operation, timer });
+      this.link.send(encodeClientMsg({ kind: 'Request', id, request }));
+    });
+  }
+
+  /** Closes: code 0 ends the session on the server; any other code leaves it for a resume. */
+  close(code: number, reason: string): void {
+    this.#end({ kind: 'closed' });
+    this.link.close(code, reason);
+  }
+
+  #frame(body: Uint8Array, stream: number): void {
+    this.#lastFrame = Date.now();
+    let msg;
+    try {
+      msg = decodeServerMsg(body);
+    } catch (e) {
+      // A frame this client cannot read: on a delivery stream it still counts (§2.2).
+      if (stream !== -1 || this.#laneOf.has(stream)) this.#count(this.#laneOf.get(stream) ?? 0);
+      console.warn(`rtm: a frame from the server could not be decoded: ${(e as Error).message}`);
+      return;
+    }
+    switch (msg.kind) {
+      case 'Welcome':
+        if (msg.version !== PROTOCOL_VERSION) this.link.close(1, `server speaks version ${msg.version}`);
+        return;
+      case 'Response': {
+        const pending = this.#pending.get(msg.id);
+        if (!pending) return;
+        this.#pending.delete(msg.id);
+        clearTimeout(pending.timer);
+        if (msg.result.ok) pending.resolve(msg.result.response);
+        else pending.reject(rtmError(pending.operation, msg.result.error.code, msg.result.error.reason, msg.result.error.code));
+        return;
+      }
+      case 'Error':
+        console.warn(`rtm: server error ${msg.code}: ${msg.reason}`);
+        return;
+      case 'Lane':
+        if (msg.lane < LANES) this.#laneOf.set(stream, msg.lane);
+        return;
+      case 'Event':
+        if (this.#held) this.#held.push([stream, msg.event]);
+        else this.#event(stream, msg.event);
+    }
+  }
+
+  #event(stream: number, event: Event): void {
+    const lane = this.#laneOf.get(stream) ?? 0;
+    this.#count(lane);
+    if (event.kind === 'SessionClosed') this.#sessionClosed = event.reason;
+    this.#options.lanes.queue(lane, () => this.#options.onEvent(lane, event));
+  }
+
+  #count(lane: number): void {
+    const received = this.#options.lanes.received;
+    received[lane]! += 1;
+    if (received[lane]! - this.#acked[lane]! >= ACK_EVERY) {
+      this.link.send(encodeClientMsg({ kind: 'Ack', received: received.slice() }));
+      this.#markAcked();
+    }
+  }
+
+  #markAcked(): void {
+    this.#options.lanes.received.forEach((n, i) => (this.#acked[i] = n));
+  }
+
+  #closed(closed: LinkClosed): void {
+    const code = closed.code;
+    if (this.#sessionClosed && this.#sessionClosed !== 'ServerShutdown') {
+      this.#end({ kind: 'rejected', reason: this.#sessionClosed, text: closed.reason });
+    } else if (code !== null && CLOSE_REASONS[code] && code !== 0x12) {
+      this.#end({ kind: 'rejected', reason: CLOSE_REASONS[code]!, text: closed.reason });
+    } else if (code === 0x04) {
+      this.#end({ kind: 'rejected', reason: 'ResumedElsewhere', text: closed.reason });
+    } else if (code === 0) {
+      this.#end({ kind: 'closed' });
+    } else {
+      this.#end({ kind: 'lost', heartbeat: code === 3, text: closed.reason });
+    }
+  }
+
+  #end(ended: Ended): void {
+    if (this.#ended) return;
+    this.#ended = true;
+    for (const t of this.#timers) clearInterval(t);
+    this.#timers = [];
+    for (const [, p] of this.#pending) {
+      clearTimeout(p.timer);
+      p.reject(rtmError(p.operation, Code.NOT_CONNECTED, `the connection to the server was lost (${ended.kind === 'closed' ? 'closed' : ended.text})`));
+    }
+    this.#pending.clear();
+    this.#options.onEnded(ended);
+  }
+}
+
+/** The code of a call that got no answer in time. */
+function timeoutCode(operation: string): number {
+  if (operation === 'login' || operation === 'resume') return Code.LOGIN_TIMEOUT;
+  if (operation === 'publish' || operation === 'publishTopicMessage') return Code.CHANNEL_PUBLISH_MESSAGE_TIMEOUT;
+  return Code.NOT_CONNECTED;
+}
