@@ -87,6 +87,8 @@ export class RTMClient {
   #state: RTMEvents.LinkState = 'IDLE';
   #session: Session | null = null;
   #loggingIn = 0;
+  /** Resolves when every request called so far has been sent (see `call`). */
+  #sending: Promise<void> = Promise.resolve();
   /** Leading parts of snapshots per lane (docs/protocol.md §2.2). */
   readonly #parts = new Map<number, wire.EventPart[]>();
 
@@ -229,9 +231,10 @@ export class RTMClient {
     if (channelType === null || channelType === 2) {
       throw rtmError('publish', Code.INVALID_CHANNEL_TYPE, 'publish goes to a MESSAGE channel or a USER; use a stream channel for STREAM');
     }
-    const payload = await this.sealed('publish', message);
-    const body = { channelType, channel: channelName, message: payload, customType: options?.customType ?? '' };
-    const r = await this.call('publish', options?.storeInHistory ? { kind: 'PublishAndStore', ...body } : { kind: 'Publish', ...body });
+    const customType = options?.customType ?? '';
+    const kind = options?.storeInHistory ? 'PublishAndStore' : 'Publish';
+    const request = this.sealed('publish', message).then((payload): wire.Request => ({ kind, channelType, channel: channelName, message: payload, customType }));
+    const r = await this.call('publish', request);
     return { timestamp: r.timestamp, channelName };
   }
 
@@ -264,8 +267,24 @@ export class RTMClient {
 
   // ---- for the parts of the API (presence, storage, lock, history, stream channels) ----
 
-  /** Sends a request in the current session, or rejects as the reference does. */
-  call(operation: string, request: wire.Request): Promise<wire.Response> {
+  /**
+   * Sends a request in the current session, or rejects as the reference does. Requests go out
+   * in call order, also those whose request is still being made (a payload being sealed): each
+   * waits for the ones called before it to be sent, not answered.
+   */
+  call(operation: string, request: wire.Request | Promise<wire.Request>): Promise<wire.Response> {
+    const sent = this.#sending.then(async () => {
+      const r = await request;
+      return { answer: this.#send(operation, r) };
+    });
+    this.#sending = sent.then(
+      () => undefined,
+      () => undefined,
+    );
+    return sent.then((s) => s.answer);
+  }
+
+  #send(operation: string, request: wire.Request): Promise<wire.Response> {
     const session = this.#session;
     if (!session) return Promise.reject(rtmError(operation, Code.NOT_LOGIN, 'not logged in: call login first'));
     const connection = session.connection;
@@ -304,6 +323,11 @@ export class RTMClient {
         presenceTimeout: this.#presenceTimeoutSec,
       }),
       onEvent: (lane, event, session) => (session === this.#session ? this.#event(lane, event) : undefined),
+      onUnreadable: (lane, why) => {
+        // What was being joined on that lane lost a part: drop it rather than deliver it cut.
+        this.#parts.delete(lane);
+        this.#events.emit('error', { errorCode: Code.CHANNEL_IN_ERROR_STATE, reason: `an event from the server could not be read: ${why}`, channelName: '', timestamp: Date.now() });
+      },
       setLink: (c) => this.#setLink(c),
       ended: (session) => {
         if (this.#session === session) this.#session = null;
@@ -313,7 +337,7 @@ export class RTMClient {
 
   #setLink(c: LinkChange): void {
     const previousState = this.#state;
-    if (previousState === c.currentState && c.currentState !== 'CONNECTED') return;
+    if (previousState === c.currentState) return;
     this.#state = c.currentState;
     this.#events.emit('linkState', { ...c, previousState, serviceType: 'MESSAGE', timestamp: Date.now() });
   }

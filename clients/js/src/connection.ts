@@ -2,7 +2,7 @@
 // resume, requests and their answers, the delivery lanes with their frame counts and
 // acknowledgements, and the heartbeat that keeps the connection alive and notices a dead one.
 
-import { decodeServerMsg, encodeClientMsg } from './codec/messages.js';
+import { decodeServerMsg, encodeClientMsg, isEventBody, peekResponseId } from './codec/messages.js';
 import type { CloseReason, Event, LoginLimits, Request, Response } from './codec/model.js';
 import { Code, rtmError, RTMBaseError } from './errors.js';
 import { type Link, type LinkClosed, openLink } from './transport.js';
@@ -67,6 +67,8 @@ export interface ConnectionOptions {
   onEvent: (lane: number, event: Event) => Promise<void> | void;
   /** Called once when the connection is gone. */
   onEnded: (ended: Ended) => void;
+  /** Called for an event frame that could not be decoded (it is counted all the same). */
+  onUnreadable: (lane: number, why: string) => void;
 }
 
 interface Pending {
@@ -177,9 +179,7 @@ export class Connection {
     try {
       msg = decodeServerMsg(body);
     } catch (e) {
-      // A frame this client cannot read: on a delivery stream it still counts (§2.2).
-      if (stream !== -1 || this.#laneOf.has(stream)) this.#count(this.#laneOf.get(stream) ?? 0);
-      console.warn(`rtm: a frame from the server could not be decoded: ${(e as Error).message}`);
+      this.#undecodable(body, stream, (e as Error).message);
       return;
     }
     switch (msg.kind) {
@@ -204,6 +204,28 @@ export class Connection {
       case 'Event':
         if (this.#held) this.#held.push([stream, msg.event]);
         else this.#event(stream, msg.event);
+    }
+  }
+
+  /**
+   * A frame this client cannot read (§2.2): an answer fails its call; an event still counts as
+   * a frame of its lane, and is reported.
+   */
+  #undecodable(body: Uint8Array, stream: number, why: string): void {
+    const id = peekResponseId(body);
+    if (id !== null) {
+      const pending = this.#pending.get(id);
+      if (pending) {
+        this.#pending.delete(id);
+        clearTimeout(pending.timer);
+        pending.reject(rtmError(pending.operation, Code.INVALID_PARAMETER, `the server's answer could not be read: ${why}`));
+      }
+      return;
+    }
+    if (stream !== -1 || isEventBody(body)) {
+      const lane = this.#laneOf.get(stream) ?? 0;
+      this.#count(lane);
+      this.#options.onUnreadable(lane, why);
     }
   }
 

@@ -69,6 +69,8 @@ export interface SessionHost {
   requestTimeoutMs: number;
   loginRequest(token: string): wire.Request;
   onEvent(lane: number, event: wire.Event, session: Session): Promise<void> | void;
+  /** An event frame of `lane` could not be read. */
+  onUnreadable(lane: number, why: string): void;
   setLink(change: LinkChange): void;
   /** The session ended for good (refused, or the server ended it). */
   ended(session: Session): void;
@@ -101,6 +103,7 @@ export async function connectFirst(
           lanes,
           onEvent,
           onEnded,
+          onUnreadable: (lane, why) => host.onUnreadable(lane, why),
         },
         first,
         operation,

@@ -87,8 +87,9 @@ export class StreamChannel {
   /** Publishes in a topic joined before. */
   async publishTopicMessage(topicName: string, message: string | Uint8Array, options?: PublishTopicMessageOptions): Promise<PublishTopicMessageResponse> {
     const op = 'publishTopicMessage';
-    const payload = await this.#client.sealed(op, message);
-    const r = await this.#client.call(op, { kind: 'PublishTopic', channel: this.#name, topic: topicName, message: payload, customType: options?.customType ?? '' });
+    const customType = options?.customType ?? '';
+    const request = this.#client.sealed(op, message).then((payload): wire.Request => ({ kind: 'PublishTopic', channel: this.#name, topic: topicName, message: payload, customType }));
+    const r = await this.#client.call(op, request);
     return { timestamp: r.timestamp, topicName };
   }
 
