@@ -5,7 +5,7 @@
 // Nothing here touches a browser global until a connection is opened, so importing the
 // package during server-side rendering is safe.
 
-import { FrameReader } from './codec/messages.js';
+import { FrameReader, FrameTooLongError, OVERSIZED_HEAD_LEN } from './codec/messages.js';
 
 /** Largest server frame a client must accept (docs/protocol.md §2.2). */
 export const MAX_SERVER_FRAME = 1024 * 1024;
@@ -89,8 +89,9 @@ async function webSocketClass(): Promise<{ ctor: SocketConstructor; node: boolea
 
 async function openWebSocket(url: string, options: LinkOptions): Promise<Link> {
   const { ctor, node } = await webSocketClass();
-  // `ws` can bound what it reads; a browser reads whole messages, checked below.
-  const socket = node ? new ctor(url, SUBPROTOCOL, { maxPayload: MAX_SERVER_FRAME, perMessageDeflate: false }) : new ctor(url, SUBPROTOCOL);
+  // `ws` bounds what it reads (a larger message closes the socket); a browser reads whole
+  // messages, checked below.
+  const socket = node ? new ctor(url, SUBPROTOCOL, { maxPayload: 4 * MAX_SERVER_FRAME, perMessageDeflate: false }) : new ctor(url, SUBPROTOCOL);
   socket.binaryType = 'arraybuffer';
   await new Promise<void>((resolve, reject) => {
     const timer = setTimeout(() => {
@@ -140,11 +141,10 @@ async function openWebSocket(url: string, options: LinkOptions): Promise<Link> {
       link.close(1, 'the server sent a text message');
       return;
     }
-    if (data.byteLength > MAX_SERVER_FRAME) {
-      link.close(1, 'the server sent a frame over 1 MiB');
-      return;
-    }
-    link.onFrame(new Uint8Array(data), -1);
+    // A frame over the limit is skipped as the server skips one (§2.2): its first bytes say
+    // whether it was an answer (whose call then fails) or an event (counted, reported).
+    const body = new Uint8Array(data);
+    link.onFrame(body.length > MAX_SERVER_FRAME ? body.subarray(0, OVERSIZED_HEAD_LEN) : body, -1);
   };
   socket.onclose = (ev) => {
     // 1000 is close code 0; 4000 + n is code n; anything else (or no close frame) is a break.
@@ -231,7 +231,18 @@ async function openWebTransport(url: string, options: LinkOptions): Promise<Link
         const { value, done: end } = await reader.read();
         if (end || done) return;
         frames.push(value);
-        for (let body = frames.next(); body !== null; body = frames.next()) link.onFrame(body, stream);
+        for (;;) {
+          let body: Uint8Array | null;
+          try {
+            body = frames.next();
+          } catch (e) {
+            // Over 1 MiB: the reader skips its body; its first bytes go up as an unreadable frame.
+            if (!(e instanceof FrameTooLongError)) throw e;
+            body = e.head;
+          }
+          if (body === null) break;
+          link.onFrame(body, stream);
+        }
       }
     } catch (e) {
       if (!done && stream === -1) finish({ code: null, reason: `control stream failed: ${(e as Error).message}` });
