@@ -78,6 +78,7 @@
 //! {"id": 5, "op": "publish", "channel": "bob", "channelType": "USER", "message": "hi"}
 //!                         message | messageBase64, channelType?, customType?, storeInHistory?
 //! {"id": 6, "op": "setState", "channel": "room", "states": {"mic": "on"}}    channelType?
+//!                         (and removeState, with "keys": ["mic"]; no keys: all of them)
 //! {"id": 7, "op": "whoNow", "channel": "room", "includeState": true}
 //! {"id": 8, "op": "setChannelMetadata", "channel": "room", "items": [{"key": "k", "value": "v"}]}
 //!                         channelType?, majorRevision?, lockName?, addTimestamp?, addUserId?
@@ -109,7 +110,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use rtm_client::{
     AcquireLockOptions, ChannelType, EncryptionMode, Endpoint, ErrorCode, GetUserMetadataOptions,
     JoinOptions, JoinTopicOptions, LoginOptions, MetadataItem, MetadataOptions, Payload,
-    PublishOptions, RtmClient, RtmConfig, RtmError, RtmEvent, SetLockOptions,
+    PublishOptions, RemoveStateOptions, RtmClient, RtmConfig, RtmError, RtmEvent, SetLockOptions,
     SetOrUpdateUserMetadataOptions, StateDetail, StorageData, StoredItem, SubscribeOptions,
     TopicMessageOptions, TopicSubscribeOptions, Transport, Trust, UserState, WhoNowOptions,
 };
@@ -346,6 +347,16 @@ async fn command(client: &RtmClient, op: &str, cmd: &Cmd) -> Result<Value, RtmEr
             let presence = client.presence();
             at(presence
                 .set_state(&channel()?, channel_type(cmd)?, states)
+                .await?
+                .timestamp)
+        }
+        "removeState" => {
+            let options = RemoveStateOptions {
+                states: strings(cmd, "keys")?,
+            };
+            let presence = client.presence();
+            at(presence
+                .remove_state(&channel()?, channel_type(cmd)?, options)
                 .await?
                 .timestamp)
         }

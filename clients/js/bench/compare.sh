@@ -11,7 +11,7 @@ repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/../../.." && pwd)"
 cd "$repo"
 RATE="${RATE:-1000}"; SECS="${SECS:-10}"; ROUNDS="${ROUNDS:-3}"
 
-cargo build --release -q -p rtm-server -p benches
+cargo build --release -q -p rtm-server -p rtm-benches --bin rtm-server --bin rtm-load
 (cd clients/js && { [ -d node_modules ] || npm ci --no-audit --no-fund; } && node scripts/build.mjs)
 
 work="$(mktemp -d)"
@@ -33,7 +33,9 @@ max_connections_per_address = 100000
 handshake_rate = 100000
 TOML
 RUST_LOG=warn target/release/rtm-server --config "$work/rtm.toml" & pid=$!
-for _ in $(seq 100); do curl -fs "http://127.0.0.1:$tcp/rtm/certificate-hash" >/dev/null && break; sleep 0.1; done
+up=""
+for _ in $(seq 100); do curl -fs "http://127.0.0.1:$tcp/rtm/certificate-hash" >/dev/null && { up=1; break; }; sleep 0.1; done
+[ -n "$up" ] || { echo "rtm-server did not come up" >&2; exit 1; }
 
 load=(target/release/rtm-load --system rtm --addr "127.0.0.1:$udp" --cert "$work/data/cert.pem" --server-pid "$pid" --duration "$SECS")
 js=(node clients/js/bench/load.mjs --url "ws://127.0.0.1:$tcp/rtm" --secs "$SECS")

@@ -92,6 +92,8 @@ export class Connection {
   #timers: Array<ReturnType<typeof setInterval>> = [];
   #sessionClosed: CloseReason | null = null;
   #ended = false;
+  /** Whether `open` handed the connection to its caller (only then is its end reported). */
+  #opened = false;
   limits: LoginLimits | null = null;
 
   private constructor(link: Link, options: ConnectionOptions) {
@@ -114,9 +116,17 @@ export class Connection {
     try {
       response = await connection.request(first, operation, options.openTimeoutMs);
     } catch (e) {
+      // The caller learns of the failure from this rejection, not from `onEnded`: a connection
+      // that never opened is not the session's, and its end must not look like a lost one.
       connection.close(0, 'login refused');
+      // Only the server's answer is a refusal; a connection lost or silent before it is a
+      // server that could not be reached (try the next access point, or later).
+      if (e instanceof RTMBaseError && e.serverCode === undefined) throw new Error(e.reason);
       throw e;
     }
+    // Lost between the answer and now: not reported (it was not open yet), so say it here.
+    if (connection.#ended) throw new Error('the connection was lost as it opened');
+    connection.#opened = true;
     if (response.kind === 'Resume') {
       // Counting goes on at the server's numbers (higher where it no longer had frames).
       response.nextFrame.forEach((n, lane) => {
@@ -129,6 +139,7 @@ export class Connection {
 
   /** Starts the heartbeat and hands on the events held while the first answer was awaited. */
   start(): void {
+    if (this.#ended) return;
     const held = this.#held ?? [];
     this.#held = null;
     for (const [stream, event] of held) this.#event(stream, event);
@@ -146,6 +157,11 @@ export class Connection {
         }
       }, 1000),
     );
+  }
+
+  /** Whether the connection is gone. */
+  get ended(): boolean {
+    return this.#ended;
   }
 
   /** Sends `request` and resolves with its answer, or rejects with an `RTMBaseError`. */
@@ -274,7 +290,7 @@ export class Connection {
       p.reject(rtmError(p.operation, Code.NOT_CONNECTED, `the connection to the server was lost (${ended.kind === 'closed' ? 'closed' : ended.text})`));
     }
     this.#pending.clear();
-    this.#options.onEnded(ended);
+    if (this.#opened) this.#options.onEnded(ended);
   }
 }
 

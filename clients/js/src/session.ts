@@ -239,6 +239,8 @@ export class Session {
     );
     const unrestored = [...new Set((await Promise.all(answers)).filter((n): n is string => n !== null))];
     if (this.#stopped) return connection.close(0, 'logged out');
+    // Lost while restoring: its end was reported, and the next attempt is scheduled.
+    if (connection.ended) return;
     this.connection = connection;
     host.setLink({
       ...change('CONNECTED', 'RECONNECTED', 'RECONNECT_SUCCESS', 'Reconnect success: logged in again, the previous session had ended', this.cache.channels()),
