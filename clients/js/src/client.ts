@@ -86,7 +86,17 @@ export class RTMClient {
   readonly #events = new Emitter<EventMap>();
   #state: RTMEvents.LinkState = 'IDLE';
   #session: Session | null = null;
-  #loggingIn = 0;
+  /** Whether a `login` is under way. */
+  #loggingIn = false;
+  /** Bumped by every `login` and `logout`: a login whose number is no longer current was canceled. */
+  #epoch = 0;
+  /** Settles when the last `login` has (its canceled connection closed before the next one). */
+  #inflight: Promise<void> = Promise.resolve();
+  /**
+   * Lanes that lost frames (a resume that could not resend them, a frame that could not be
+   * read) while a snapshot was being joined there, or before: `true` once parts were dropped.
+   */
+  readonly #broken = new Map<number, boolean>();
   /** Resolves when every request called so far has been sent (see `call`). */
   #sending: Promise<void> = Promise.resolve();
   /** Leading parts of snapshots per lane (docs/protocol.md §2.2). */
@@ -124,6 +134,14 @@ export class RTMClient {
     return this.#cipher;
   }
 
+  /**
+   * rtm's own: how the client reaches the server now, `'websocket'` or `'webtransport'`; null
+   * while it has no connection.
+   */
+  get transport(): 'websocket' | 'webtransport' | null {
+    return this.#session?.connection?.link.kind ?? null;
+  }
+
   /** The session of the moment (internal). */
   get session(): Session | null {
     return this.#session;
@@ -145,12 +163,20 @@ export class RTMClient {
       throw rtmError('login', Code.INVALID_PRIVATE_CONFIG, 'rtm needs the server address: rtmConfig.privateConfig.accessPointHosts, e.g. ["wss://host:4434/rtm"]');
     }
     const token = options?.token ?? this.#config.token ?? '';
-    const attempt = ++this.#loggingIn;
+    this.#loggingIn = true;
+    const attempt = ++this.#epoch;
+    // A login canceled by `logout` may still be connecting: its Login must reach the server
+    // (and be closed) before this one's, or it would replace this session there.
+    const previous = this.#inflight;
+    let settle = () => undefined as void;
+    this.#inflight = new Promise<void>((resolve) => (settle = resolve));
     this.#setLink(change('CONNECTING', 'LOGIN', 'LOGIN', 'Perform login operation'));
     const host = this.#host();
     const lanes = new Lanes();
     let session: Session | null = null;
     try {
+      await previous;
+      if (attempt !== this.#epoch) throw rtmError('login', Code.LOGIN_CANCELED, 'logout was called while logging in');
       const { connection, response } = await connectFirst(
         host,
         lanes,
@@ -159,7 +185,7 @@ export class RTMClient {
         (lane, event) => (session ? host.onEvent(lane, event, session) : undefined),
         (ended) => session?.endHandler()(ended),
       );
-      if (attempt !== this.#loggingIn) {
+      if (attempt !== this.#epoch) {
         connection.close(0, 'login canceled');
         throw rtmError('login', Code.LOGIN_CANCELED, 'logout was called while logging in');
       }
@@ -167,13 +193,15 @@ export class RTMClient {
       session = new Session(host, token, response.ticket, lanes);
       session.connection = connection;
       this.#session = session;
-      this.#loggingIn = 0;
+      this.#loggingIn = false;
+      this.#parts.clear();
+      this.#broken.clear();
       this.#setLink(change('CONNECTED', 'LOGIN', 'LOGIN_SUCCESS', 'Login success'));
       connection.start();
       return { timestamp: response.timestamp };
     } catch (e) {
-      if (attempt === this.#loggingIn) {
-        this.#loggingIn = 0;
+      if (attempt === this.#epoch) {
+        this.#loggingIn = false;
         const err = e instanceof RTMBaseError ? e : rtmError('login', Code.LOGIN_TIMEOUT, `could not reach the server: ${(e as Error).message}`);
         const reasonCode: RTMEvents.LinkStateChangeReasonCode =
           err.errorCode === -10005 ? 'INVALID_TOKEN' : err.errorCode === -10009 ? 'TOKEN_EXPIRED' : err.errorCode === -10011 ? 'LOGIN_TIMEOUT' : 'LOGIN_REJECTED';
@@ -181,6 +209,8 @@ export class RTMClient {
         throw err;
       }
       throw e instanceof RTMBaseError ? e : rtmError('login', Code.LOGIN_CANCELED, 'logout was called while logging in');
+    } finally {
+      settle();
     }
   }
 
@@ -188,7 +218,8 @@ export class RTMClient {
   async logout(): Promise<LogoutResponse> {
     const session = this.#session;
     if (!session && !this.#loggingIn) throw rtmError('logout', Code.NOT_LOGIN, 'not logged in');
-    this.#loggingIn = 0;
+    this.#loggingIn = false;
+    this.#epoch += 1;
     this.#session = null;
     let timestamp = Date.now();
     if (session) {
@@ -205,6 +236,7 @@ export class RTMClient {
       }
     }
     this.#parts.clear();
+    this.#broken.clear();
     this.#setLink(change('IDLE', 'LOGOUT', 'LOGOUT', 'Logout success'));
     return { timestamp };
   }
@@ -272,10 +304,10 @@ export class RTMClient {
    * in call order, also those whose request is still being made (a payload being sealed): each
    * waits for the ones called before it to be sent, not answered.
    */
-  call(operation: string, request: wire.Request | Promise<wire.Request>): Promise<wire.Response> {
+  call(operation: string, request: wire.Request | Promise<wire.Request>, timeoutMs?: number): Promise<wire.Response> {
     const sent = this.#sending.then(async () => {
       const r = await request;
-      return { answer: this.#send(operation, r) };
+      return { answer: this.#send(operation, r, timeoutMs) };
     });
     this.#sending = sent.then(
       () => undefined,
@@ -284,14 +316,14 @@ export class RTMClient {
     return sent.then((s) => s.answer);
   }
 
-  #send(operation: string, request: wire.Request): Promise<wire.Response> {
+  #send(operation: string, request: wire.Request, timeoutMs?: number): Promise<wire.Response> {
     const session = this.#session;
     if (!session) return Promise.reject(rtmError(operation, Code.NOT_LOGIN, 'not logged in: call login first'));
     const connection = session.connection;
     if (!connection || this.#state !== 'CONNECTED') {
       return Promise.reject(rtmError(operation, Code.NOT_CONNECTED, `not connected to the server (the link is ${this.#state})`));
     }
-    return connection.request(request, operation);
+    return connection.request(request, operation, timeoutMs);
   }
 
   /** A payload to publish: text or bytes, sealed when encryption is on. */
@@ -324,10 +356,10 @@ export class RTMClient {
       }),
       onEvent: (lane, event, session) => (session === this.#session ? this.#event(lane, event) : undefined),
       onUnreadable: (lane, why) => {
-        // What was being joined on that lane lost a part: drop it rather than deliver it cut.
-        this.#parts.delete(lane);
+        this.#lostFrames(lane);
         this.#events.emit('error', { errorCode: Code.CHANNEL_IN_ERROR_STATE, reason: `an event from the server could not be read: ${why}`, channelName: '', timestamp: Date.now() });
       },
+      onGap: (lane) => this.#lostFrames(lane),
       setLink: (c) => this.#setLink(c),
       ended: (session) => {
         if (this.#session === session) this.#session = null;
@@ -335,7 +367,23 @@ export class RTMClient {
     };
   }
 
+  /**
+   * Frames of `lane` were lost: a snapshot being joined there lost parts, so it and the parts
+   * that follow it are dropped and reported rather than handed on cut (subscribe or join again
+   * for a whole one). A lost part that was the first of a snapshot cannot be seen, so the lane
+   * stays suspect until its next event that is not a part.
+   */
+  #lostFrames(lane: number): void {
+    const joining = this.#parts.delete(lane);
+    this.#broken.set(lane, joining || (this.#broken.get(lane) ?? false));
+  }
+
   #setLink(c: LinkChange): void {
+    // A new session (logged in again): whatever was being joined belongs to the old one.
+    if (c.currentState === 'CONNECTED' && !c.isResumed) {
+      this.#parts.clear();
+      this.#broken.clear();
+    }
     const previousState = this.#state;
     if (previousState === c.currentState) return;
     this.#state = c.currentState;
@@ -343,6 +391,23 @@ export class RTMClient {
   }
 
   async #event(lane: number, event: wire.Event): Promise<void> {
+    const broken = this.#broken.get(lane);
+    if (broken !== undefined) {
+      if (event.kind === 'Part') {
+        this.#broken.set(lane, true);
+        return;
+      }
+      this.#broken.delete(lane);
+      if (broken && (event.kind === 'Presence' || event.kind === 'Topic')) {
+        this.#events.emit('error', {
+          errorCode: Code.CHANNEL_IN_ERROR_STATE,
+          reason: `a ${event.kind.toLowerCase()} snapshot lost parts to a broken connection and was dropped: subscribe or join again for a whole one`,
+          channelName: event.channelName,
+          timestamp: Date.now(),
+        });
+        return;
+      }
+    }
     if (event.kind === 'Part') {
       const parts = this.#parts.get(lane) ?? [];
       parts.push(event.part);

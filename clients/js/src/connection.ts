@@ -11,8 +11,10 @@ import { type Link, type LinkClosed, openLink } from './transport.js';
 const PROTOCOL_VERSION = 1;
 /** Lanes a session can have (§1.2). */
 export const LANES = 16;
-/** Acknowledge at least every this many frames of a lane (§5.5). */
+/** Acknowledge at least every this many frames of a lane (§5.5)... */
 const ACK_EVERY = 512;
+/** ...and every this many bytes of events (§5.5). */
+const ACK_BYTES = 256 * 1024;
 /** A heartbeat-silent server is given this much longer than the interval (§5.6). */
 const GRACE_MS = 10_000;
 
@@ -46,9 +48,9 @@ export type Ended =
   /** The session ended normally (logout, or the server closed it with code 0). */
   | { kind: 'closed' }
   /** The server ended the session on purpose: no resume. */
-  | { kind: 'rejected'; reason: CloseReason | 'ResumedElsewhere'; text: string }
+  | { kind: 'rejected'; reason: CloseReason; text: string }
   /** The connection was lost: the session waits for a resume. */
-  | { kind: 'lost'; heartbeat: boolean; text: string };
+  | { kind: 'lost'; heartbeat: boolean; shutdown?: boolean; text: string };
 
 /** What a connection needs from the session above it. */
 export interface ConnectionOptions {
@@ -69,13 +71,15 @@ export interface ConnectionOptions {
   onEnded: (ended: Ended) => void;
   /** Called for an event frame that could not be decoded (it is counted all the same). */
   onUnreadable: (lane: number, why: string) => void;
+  /** Called when a resume says frames of `lane` were lost (the server no longer had them). */
+  onGap: (lane: number) => void;
 }
 
 interface Pending {
   resolve: (r: Response) => void;
   reject: (e: RTMBaseError) => void;
   operation: string;
-  timer: ReturnType<typeof setTimeout>;
+  timer: ReturnType<typeof setTimeout> | undefined;
 }
 
 /** A live connection that logged in or resumed. */
@@ -86,8 +90,15 @@ export class Connection {
   readonly #pending = new Map<number, Pending>();
   readonly #laneOf = new Map<number, number>();
   readonly #acked: number[] = new Array<number>(LANES).fill(0);
-  /** Events that came before the first answer (they are counted after a resume's answer). */
-  #held: Array<[number, Event]> | null = [];
+  /**
+   * Event frames that came before the first answer, with their lane as the `Lane` frames said
+   * when they arrived (`null`: one that could not be read, and why). They are counted, and
+   * handed on, once the client has reported the connection (after a resume's answer has said
+   * where the counts go on).
+   */
+  #held: Array<[number, Event | null, string]> | null = [];
+  /** Bytes of events received since the last acknowledgement. */
+  #unackedBytes = 0;
   #lastFrame = Date.now();
   #timers: Array<ReturnType<typeof setInterval>> = [];
   #sessionClosed: CloseReason | null = null;
@@ -118,19 +129,26 @@ export class Connection {
     } catch (e) {
       // The caller learns of the failure from this rejection, not from `onEnded`: a connection
       // that never opened is not the session's, and its end must not look like a lost one.
-      connection.close(0, 'login refused');
       // Only the server's answer is a refusal; a connection lost or silent before it is a
-      // server that could not be reached (try the next access point, or later).
-      if (e instanceof RTMBaseError && e.serverCode === undefined) throw new Error(e.reason);
+      // server that could not be reached (try the next access point, or later). Code 0 would
+      // end the session on the server, so it is sent only after a refusal: a resume that got
+      // no answer may have succeeded there, and must stay resumable.
+      const refused = e instanceof RTMBaseError && e.serverCode !== undefined;
+      connection.close(refused ? 0 : 3, refused ? 'refused' : 'no answer');
+      if (!refused) throw new Error((e as Error).message);
       throw e;
     }
     // Lost between the answer and now: not reported (it was not open yet), so say it here.
     if (connection.#ended) throw new Error('the connection was lost as it opened');
     connection.#opened = true;
     if (response.kind === 'Resume') {
-      // Counting goes on at the server's numbers (higher where it no longer had frames).
+      // Counting goes on at the server's numbers (higher where it no longer had frames: what
+      // was being joined there lost a part).
       response.nextFrame.forEach((n, lane) => {
-        if (lane < LANES && n > options.lanes.received[lane]!) options.lanes.received[lane] = n;
+        if (lane < LANES && n > options.lanes.received[lane]!) {
+          options.lanes.received[lane] = n;
+          options.lanes.queue(lane, () => options.onGap(lane));
+        }
       });
     }
     if (response.kind === 'Login' || response.kind === 'Resume') connection.limits = response.limits;
@@ -142,7 +160,10 @@ export class Connection {
     if (this.#ended) return;
     const held = this.#held ?? [];
     this.#held = null;
-    for (const [stream, event] of held) this.#event(stream, event);
+    for (const [lane, event, why] of held) {
+      if (event) this.#event(lane, event);
+      else this.#unreadable(lane, why);
+    }
     const interval = this.#options.heartbeatSec * 1000;
     this.#timers.push(
       setInterval(() => {
@@ -174,10 +195,15 @@ export class Connection {
     const id = this.#nextId;
     this.#nextId = this.#nextId >= 0xffff_fff0 ? 1 : this.#nextId + 1;
     return new Promise<Response>((resolve, reject) => {
-      const timer = setTimeout(() => {
-        this.#pending.delete(id);
-        reject(rtmError(operation, timeoutCode(operation), `no answer from the server within ${timeoutMs / 1000} s`));
-      }, timeoutMs);
+      // No timeout for a call that waits on purpose (an acquire with retry): it ends with its
+      // answer or the connection.
+      const timer =
+        timeoutMs > 0
+          ? setTimeout(() => {
+              this.#pending.delete(id);
+              reject(rtmError(operation, timeoutCode(operation), `no answer from the server within ${timeoutMs / 1000} s`));
+            }, timeoutMs)
+          : undefined;
       this.#pending.set(id, { resolve, reject, operation, timer });
       this.link.send(encodeClientMsg({ kind: 'Request', id, request }));
     });
@@ -217,9 +243,12 @@ export class Connection {
       case 'Lane':
         if (msg.lane < LANES) this.#laneOf.set(stream, msg.lane);
         return;
-      case 'Event':
-        if (this.#held) this.#held.push([stream, msg.event]);
-        else this.#event(stream, msg.event);
+      case 'Event': {
+        const lane = this.#laneOf.get(stream) ?? 0;
+        this.#unackedBytes += body.length;
+        if (this.#held) this.#held.push([lane, msg.event, '']);
+        else this.#event(lane, msg.event);
+      }
     }
   }
 
@@ -240,13 +269,17 @@ export class Connection {
     }
     if (stream !== -1 || isEventBody(body)) {
       const lane = this.#laneOf.get(stream) ?? 0;
-      this.#count(lane);
-      this.#options.onUnreadable(lane, why);
+      if (this.#held) this.#held.push([lane, null, why]);
+      else this.#unreadable(lane, why);
     }
   }
 
-  #event(stream: number, event: Event): void {
-    const lane = this.#laneOf.get(stream) ?? 0;
+  #unreadable(lane: number, why: string): void {
+    this.#count(lane);
+    this.#options.lanes.queue(lane, () => this.#options.onUnreadable(lane, why));
+  }
+
+  #event(lane: number, event: Event): void {
     this.#count(lane);
     if (event.kind === 'SessionClosed') this.#sessionClosed = event.reason;
     this.#options.lanes.queue(lane, () => this.#options.onEvent(lane, event));
@@ -255,13 +288,14 @@ export class Connection {
   #count(lane: number): void {
     const received = this.#options.lanes.received;
     received[lane]! += 1;
-    if (received[lane]! - this.#acked[lane]! >= ACK_EVERY) {
+    if (received[lane]! - this.#acked[lane]! >= ACK_EVERY || this.#unackedBytes >= ACK_BYTES) {
       this.link.send(encodeClientMsg({ kind: 'Ack', received: received.slice() }));
       this.#markAcked();
     }
   }
 
   #markAcked(): void {
+    this.#unackedBytes = 0;
     this.#options.lanes.received.forEach((n, i) => (this.#acked[i] = n));
   }
 
@@ -271,12 +305,12 @@ export class Connection {
       this.#end({ kind: 'rejected', reason: this.#sessionClosed, text: closed.reason });
     } else if (code !== null && CLOSE_REASONS[code] && code !== 0x12) {
       this.#end({ kind: 'rejected', reason: CLOSE_REASONS[code]!, text: closed.reason });
-    } else if (code === 0x04) {
-      this.#end({ kind: 'rejected', reason: 'ResumedElsewhere', text: closed.reason });
     } else if (code === 0) {
       this.#end({ kind: 'closed' });
     } else {
-      this.#end({ kind: 'lost', heartbeat: code === 3, text: closed.reason });
+      // Also 0x04 (the session was resumed on another connection: retrying resumes it here
+      // again, as the Rust client does) and 0x12 (the server is stopping).
+      this.#end({ kind: 'lost', heartbeat: code === 3, shutdown: code === 0x12, text: closed.reason });
     }
   }
 
@@ -294,9 +328,13 @@ export class Connection {
   }
 }
 
-/** The code of a call that got no answer in time. */
+/** The code of a call that got no answer in time (as the Rust client's `timeout_code`). */
 function timeoutCode(operation: string): number {
   if (operation === 'login' || operation === 'resume') return Code.LOGIN_TIMEOUT;
   if (operation === 'publish' || operation === 'publishTopicMessage') return Code.CHANNEL_PUBLISH_MESSAGE_TIMEOUT;
+  if (operation === 'subscribe') return -11019; // CHANNEL_SUBSCRIBE_TIMEOUT
+  if (operation.endsWith('Metadata')) return -12018; // STORAGE_OPERATION_TIMEOUT
+  if (operation.endsWith('Lock')) return -14002; // LOCK_OPERATION_TIMEOUT
+  if (operation === 'getMessages') return Code.HISTORY_OPERATION_TIMEOUT;
   return Code.NOT_CONNECTED;
 }

@@ -26,7 +26,10 @@ export class Lock {
 
   async #op(operation: string, channelName: string, channelType: ChannelType, lockName: string, op: wire.LockOp): Promise<LockOperationResponse> {
     const t = wireChannelType(operation, channelType);
-    const r = await this.#client.call(operation, { kind: 'Lock', channelType: t, channel: channelName, lockName, op });
+    // An acquire with retry waits for the lock as long as it takes: no timeout (it ends with
+    // the answer, or with the connection).
+    const timeoutMs = op.kind === 'Acquire' && op.retry ? 0 : undefined;
+    const r = await this.#client.call(operation, { kind: 'Lock', channelType: t, channel: channelName, lockName, op }, timeoutMs);
     return { timestamp: r.timestamp, channelName, channelType, lockName };
   }
 

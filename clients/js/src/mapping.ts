@@ -46,7 +46,13 @@ function userList(users: string[]): RTMEvents.UserList {
 export function storageData(d: wire.StorageData): StorageData {
   const metadata: StorageData['metadata'] = {};
   for (const item of d.items) {
-    metadata[item.key] = { value: item.value, revision: item.revision, updated: item.updated, authorUid: item.authorUserId };
+    // Defined, not assigned: a key like `__proto__` is an ordinary key here.
+    Object.defineProperty(metadata, item.key, {
+      value: { value: item.value, revision: item.revision, updated: item.updated, authorUid: item.authorUserId },
+      enumerable: true,
+      writable: true,
+      configurable: true,
+    });
   }
   return { totalCount: d.items.length, majorRevision: d.majorRevision, metadata };
 }

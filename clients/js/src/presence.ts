@@ -87,7 +87,7 @@ export class Presence {
     const states: StateDetail = {};
     for (const [k, v] of Object.entries(state ?? {})) {
       if (typeof v !== 'string') throw rtmError(op, Code.INVALID_PARAMETER, `state values are strings (key ${k})`);
-      states[k] = v;
+      Object.defineProperty(states, k, { value: v, enumerable: true, writable: true, configurable: true });
     }
     const r = await this.#client.call(op, { kind: 'SetState', channelType: t, channel: channelName, states });
     const cache = this.#client.session?.cache;

@@ -71,6 +71,8 @@ export interface SessionHost {
   onEvent(lane: number, event: wire.Event, session: Session): Promise<void> | void;
   /** An event frame of `lane` could not be read. */
   onUnreadable(lane: number, why: string): void;
+  /** A resume says frames of `lane` were lost. */
+  onGap(lane: number): void;
   setLink(change: LinkChange): void;
   /** The session ended for good (refused, or the server ended it). */
   ended(session: Session): void;
@@ -104,6 +106,7 @@ export async function connectFirst(
           onEvent,
           onEnded,
           onUnreadable: (lane, why) => host.onUnreadable(lane, why),
+          onGap: (lane) => host.onGap(lane),
         },
         first,
         operation,
@@ -172,10 +175,10 @@ export class Session {
       return;
     }
     const heartbeat = ended.kind === 'lost' && ended.heartbeat;
+    const shutdown = ended.kind === 'lost' && ended.shutdown === true;
     const text = ended.kind === 'lost' ? ended.text : 'the server closed the connection';
-    this.host.setLink(
-      change('DISCONNECTED', heartbeat ? 'HEARTBEAT_TIMEOUT' : 'SERVER_TIMEOUT', heartbeat ? 'KEEP_ALIVE_TIMEOUT' : 'CONNECTION_ERROR', text, this.cache.channels()),
-    );
+    const operation = heartbeat ? 'HEARTBEAT_TIMEOUT' : shutdown ? 'SERVER_REJECT' : 'SERVER_TIMEOUT';
+    this.host.setLink(change('DISCONNECTED', operation, heartbeat ? 'KEEP_ALIVE_TIMEOUT' : 'CONNECTION_ERROR', text, this.cache.channels()));
     this.#schedule(Date.now(), FIRST_RETRY_MS);
   }
 
@@ -229,8 +232,6 @@ export class Session {
     }
     const { connection, response } = opened;
     if (this.#stopped) return connection.close(0, 'logged out');
-    if (response.kind === 'Login') this.#ticket = response.ticket;
-    this.#lanes = lanes;
     const answers = this.cache.restoreRequests().map(([name, request]) =>
       connection.request(request, 'restore').then(
         () => null,
@@ -239,8 +240,12 @@ export class Session {
     );
     const unrestored = [...new Set((await Promise.all(answers)).filter((n): n is string => n !== null))];
     if (this.#stopped) return connection.close(0, 'logged out');
-    // Lost while restoring: its end was reported, and the next attempt is scheduled.
+    // Lost while restoring: its end was reported and the next attempt is scheduled. The ticket
+    // and counts stay the old session's, so that attempt finds it gone and logs in again
+    // (resuming the half-restored new one would report a session without its channels).
     if (connection.ended) return;
+    if (response.kind === 'Login') this.#ticket = response.ticket;
+    this.#lanes = lanes;
     this.connection = connection;
     host.setLink({
       ...change('CONNECTED', 'RECONNECTED', 'RECONNECT_SUCCESS', 'Reconnect success: logged in again, the previous session had ended', this.cache.channels()),

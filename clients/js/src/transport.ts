@@ -79,12 +79,22 @@ type SocketConstructor = new (url: string, protocols: string, options?: object) 
 
 let nodeSocket: Promise<SocketConstructor> | undefined;
 
-/** The platform's WebSocket: the global one (browsers, Node 22+), else the `ws` package. */
+/**
+ * The WebSocket to use: in Node the `ws` package (bounded reads, batched writes), also where
+ * Node has a global WebSocket (22+); elsewhere the platform's.
+ */
 async function webSocketClass(): Promise<{ ctor: SocketConstructor; node: boolean }> {
   const global = (globalThis as { WebSocket?: SocketConstructor }).WebSocket;
-  if (typeof global === 'function') return { ctor: global, node: false };
-  nodeSocket ??= import('ws').then((m) => (m.default ?? m) as unknown as SocketConstructor);
-  return { ctor: await nodeSocket, node: true };
+  const inNode = typeof (globalThis as { process?: { versions?: { node?: string } } }).process?.versions?.node === 'string';
+  if (inNode || typeof global !== 'function') {
+    nodeSocket ??= import('ws').then((m) => (m.default ?? m) as unknown as SocketConstructor);
+    try {
+      return { ctor: await nodeSocket, node: true };
+    } catch (e) {
+      if (typeof global !== 'function') throw e;
+    }
+  }
+  return { ctor: global as SocketConstructor, node: false };
 }
 
 async function openWebSocket(url: string, options: LinkOptions): Promise<Link> {

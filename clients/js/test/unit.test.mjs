@@ -155,3 +155,13 @@ test('the script bundle loads and makes a client in a context without any browse
   assert.equal(vm.runInContext(`new AgoraRTM.RTM('app', 'u', { privateConfig: { serviceType: ['MESSAGE'], accessPointHosts: ['ws://h/rtm'] } }).presence !== undefined`, context), true);
   assert.equal(vm.runInContext('AgoraRTM.constantsType.ChannelTypeEnum.USER', context), 3);
 });
+
+test('a metadata key or state key named __proto__ is an ordinary key', () => {
+  const data = storageData({ majorRevision: 1, items: [{ key: '__proto__', value: 'v', revision: 2, updated: 3, authorUserId: 'x' }, { key: 'k', value: 'w', revision: 1, updated: 0, authorUserId: '' }] });
+  assert.deepEqual(Object.keys(data.metadata), ['__proto__', 'k']);
+  assert.equal(Object.getPrototypeOf(data.metadata), Object.prototype);
+  assert.equal(data.metadata.value, undefined, 'nothing reachable through the prototype');
+  assert.equal(data.totalCount, 2);
+  const p = presenceEvent({ eventType: 'RemoteStateChanged', channelType: 1, channelName: 'r', publisher: 'b', stateChanged: JSON.parse('{"__proto__":"x"}'), interval: null, snapshot: [], timestamp: 1 });
+  assert.deepEqual(Object.keys(p.stateChanged), ['__proto__']);
+});

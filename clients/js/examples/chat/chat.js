@@ -204,10 +204,10 @@
 
   // ---- events -----------------------------------------------------------------------------
 
-  /** Which transport the client's connection of the moment uses (read from its session). */
+  /** Which transport the client's connection of the moment uses. */
   function currentTransport() {
-    // The Signaling API has no call for it; rtm-sdk's session object knows.
-    const kind = rtm && rtm.session && rtm.session.connection && rtm.session.connection.link && rtm.session.connection.link.kind;
+    // The Signaling API has no call for it; rtm-sdk adds `rtm.transport`.
+    const kind = rtm && rtm.transport;
     if (kind) return kind;
     const kinds = new Set(state.accessPoints.map(kindOf));
     return kinds.size === 1 ? [...kinds][0] : null;
