@@ -15,14 +15,14 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import dgram from 'node:dgram';
 import fs from 'node:fs';
 import http from 'node:http';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import readline from 'node:readline';
 import { fileURLToPath, pathToFileURL } from 'node:url';
+
+import { freeTcpPort, freeUdpPort, httpGet } from './support/server.mjs';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const ROOT = path.resolve(HERE, '..'); // clients/js: what the page server serves
@@ -108,40 +108,6 @@ function safe(match, item) {
   } catch {
     return false;
   }
-}
-
-function freePort(kind) {
-  return new Promise((resolve, reject) => {
-    if (kind === 'udp') {
-      const sock = dgram.createSocket('udp4');
-      sock.on('error', reject);
-      sock.bind(0, '127.0.0.1', () => {
-        const { port } = sock.address();
-        sock.close(() => resolve(port));
-      });
-      return;
-    }
-    const srv = net.createServer();
-    srv.on('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address();
-      srv.close(() => resolve(port));
-    });
-  });
-}
-
-function httpGet(url, ms = 2000) {
-  return new Promise((resolve, reject) => {
-    const req = http.get(url, { timeout: ms, agent: false }, (res) => {
-      let body = '';
-      res.setEncoding('utf8');
-      res.on('data', (c) => { body += c; });
-      res.on('end', () => resolve({ status: res.statusCode, body }));
-      res.on('error', reject);
-    });
-    req.on('timeout', () => req.destroy(new Error(`no answer from ${url} within ${ms} ms`)));
-    req.on('error', reject);
-  });
 }
 
 const MIME = { '.html': 'text/html; charset=utf-8', '.js': 'text/javascript; charset=utf-8', '.css': 'text/css; charset=utf-8', '.map': 'application/json' };
@@ -267,8 +233,8 @@ describe('the chat example in headless Chromium', () => {
     tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'rtm-chat-'));
     dataDir = path.join(tmp, 'data');
     fs.mkdirSync(dataDir);
-    ports.udp = await freePort('udp');
-    ports.tcp = await freePort('tcp');
+    ports.udp = await freeUdpPort();
+    ports.tcp = await freeTcpPort();
     server = spawn(SERVER_BIN, ['--listen', `127.0.0.1:${ports.udp}`, '--websocket-listen', `127.0.0.1:${ports.tcp}`, '--data-dir', dataDir], {
       stdio: ['ignore', 'pipe', 'pipe'],
       env: { ...process.env, NO_COLOR: '1' },

@@ -18,6 +18,7 @@ import {
   uniq,
   waitFor,
   withDeadline,
+  assertRtmError,
 } from './support/server.mjs';
 
 const T = { timeout: 20_000 };
@@ -37,16 +38,6 @@ publish_rate = 3
 `;
 
 /** Checks that `e` is the SDK's error object with `code` for `operation`. */
-function assertRtmError(e, code, operation) {
-  assert.ok(e instanceof AgoraRTM.RTMBaseError, `expected an RTMBaseError, got ${e?.stack ?? e}`);
-  assert.ok(e instanceof Error, 'an RTMBaseError is an Error');
-  assert.equal(e.errorCode, code, `errorCode of ${e.message}`);
-  assert.equal(e.code, code, 'code equals errorCode');
-  assert.equal(e.error, true);
-  assert.equal(typeof e.reason, 'string');
-  assert.ok(e.reason.length > 0, 'the error has a reason');
-  if (operation) assert.equal(e.operation, operation);
-}
 
 describe('messages, login and errors (e2e)', () => {
   let server;

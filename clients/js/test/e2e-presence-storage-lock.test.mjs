@@ -5,7 +5,7 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 
-import { AgoraRTM, Clients, nextEvent, record, rejection, startServer, uniq } from './support/server.mjs';
+import { AgoraRTM, Clients, nextEvent, record, rejection, startServer, uniq, assertRtmError } from './support/server.mjs';
 
 const T = { timeout: 20_000 };
 
@@ -26,11 +26,6 @@ history_max_messages = 100
 app_id = "nohistory"
 `;
 
-function assertCode(e, code, operation) {
-  assert.ok(e instanceof AgoraRTM.RTMBaseError, `expected an RTMBaseError, got ${e?.stack ?? e}`);
-  assert.equal(e.errorCode, code, `errorCode of ${e.message}`);
-  if (operation) assert.equal(e.operation, operation);
-}
 
 describe('presence, storage, locks and history (e2e)', () => {
   let server;
@@ -132,8 +127,8 @@ describe('presence, storage, locks and history (e2e)', () => {
     assert.equal(count.totalOccupancy, 3);
     assert.deepEqual(count.occupants, []);
     // The server checks that a page looks like one it gives (its cursors are user ids).
-    assertCode(await rejection(asker.presence.whoNow(ch, 'MESSAGE', { page: 'no/such/page' })), -13003, 'whoNow');
-    assertCode(await rejection(asker.presence.whoNow(ch, 'MESSAGE', { includedUserId: false, includedState: true })), -13003, 'whoNow');
+    assertRtmError(await rejection(asker.presence.whoNow(ch, 'MESSAGE', { page: 'no/such/page' })), -13003, 'whoNow');
+    assertRtmError(await rejection(asker.presence.whoNow(ch, 'MESSAGE', { includedUserId: false, includedState: true })), -13003, 'whoNow');
 
     const where = await asker.presence.whereNow(users[0].userId);
     assert.deepEqual(where.channels, [{ channelName: ch, channelType: 'MESSAGE' }]);
@@ -145,15 +140,15 @@ describe('presence, storage, locks and history (e2e)', () => {
     assert.equal(st.userId, users[0].userId);
     assert.deepEqual(st.states, { role: 'host' });
     assert.equal(st.statesCount, 1);
-    assertCode(await rejection(asker.presence.getState(uniq('ghost'), ch, 'MESSAGE')), -13011, 'getState');
-    assertCode(await rejection(asker.presence.getState(quiet.userId, ch, 'MESSAGE')), -13011, 'getState');
+    assertRtmError(await rejection(asker.presence.getState(uniq('ghost'), ch, 'MESSAGE')), -13011, 'getState');
+    assertRtmError(await rejection(asker.presence.getState(quiet.userId, ch, 'MESSAGE')), -13011, 'getState');
 
-    assertCode(await rejection(asker.presence.setState(uniq('notin'), 'MESSAGE', { a: 'b' })), -11002, 'setState');
-    assertCode(await rejection(asker.presence.setState(ch, 'MESSAGE', { '': 'b' })), -13006, 'setState');
-    assertCode(await rejection(asker.presence.setState(ch, 'MESSAGE', { k: 'v'.repeat(1025) })), -13009, 'setState');
+    assertRtmError(await rejection(asker.presence.setState(uniq('notin'), 'MESSAGE', { a: 'b' })), -11002, 'setState');
+    assertRtmError(await rejection(asker.presence.setState(ch, 'MESSAGE', { '': 'b' })), -13006, 'setState');
+    assertRtmError(await rejection(asker.presence.setState(ch, 'MESSAGE', { k: 'v'.repeat(1025) })), -13009, 'setState');
     const many = Object.fromEntries(Array.from({ length: 33 }, (_, i) => [`k${i}`, 'v']));
-    assertCode(await rejection(asker.presence.setState(ch, 'MESSAGE', many)), -13005, 'setState');
-    assertCode(await rejection(asker.presence.whoNow(ch, 'NOPE')), -10019, 'whoNow');
+    assertRtmError(await rejection(asker.presence.setState(ch, 'MESSAGE', many)), -13005, 'setState');
+    assertRtmError(await rejection(asker.presence.whoNow(ch, 'NOPE')), -10019, 'whoNow');
   });
 
   // ---- storage -------------------------------------------------------------------------------
@@ -205,18 +200,18 @@ describe('presence, storage, locks and history (e2e)', () => {
     assert.ok(rev2 > rev1, 'revisions grow');
     assert.equal(e2.data.metadata.k2.revision, rev1, 'an item not written keeps its revision');
     assert.equal(e2.data.metadata.k1.authorUid, '', 'a write without addUserId clears the author');
-    assertCode(await rejection(w.storage.updateChannelMetadata(ch, 'MESSAGE', [{ key: 'k1', value: 'x', revision: rev1 }])), -12014, 'updateChannelMetadata');
-    assertCode(await rejection(w.storage.updateChannelMetadata(ch, 'MESSAGE', [{ key: 'nope', value: 'x' }])), -12014, 'updateChannelMetadata');
-    assertCode(await rejection(w.storage.setChannelMetadata(ch, 'MESSAGE', [{ key: 'k3', value: 'x' }], { majorRevision: rev1 })), -12014, 'setChannelMetadata');
+    assertRtmError(await rejection(w.storage.updateChannelMetadata(ch, 'MESSAGE', [{ key: 'k1', value: 'x', revision: rev1 }])), -12014, 'updateChannelMetadata');
+    assertRtmError(await rejection(w.storage.updateChannelMetadata(ch, 'MESSAGE', [{ key: 'nope', value: 'x' }])), -12014, 'updateChannelMetadata');
+    assertRtmError(await rejection(w.storage.setChannelMetadata(ch, 'MESSAGE', [{ key: 'k3', value: 'x' }], { majorRevision: rev1 })), -12014, 'setChannelMetadata');
     await w.storage.setChannelMetadata(ch, 'MESSAGE', [{ key: 'k3', value: 'v3' }], { majorRevision: rev2 });
     await events.count(3);
     assert.deepEqual(Object.keys(events.events[2].data.metadata), ['k1', 'k2', 'k3'], 'new keys go to the end');
 
     // Item errors.
-    assertCode(await rejection(w.storage.setChannelMetadata(ch, 'MESSAGE', [{ key: '', value: 'x' }])), -12009, 'setChannelMetadata');
-    assertCode(await rejection(w.storage.setChannelMetadata(ch, 'MESSAGE', [{ key: 'k'.repeat(33), value: 'x' }])), -12011, 'setChannelMetadata');
-    assertCode(await rejection(w.storage.setChannelMetadata(ch, 'MESSAGE', [{ key: 'a', value: '1' }, { key: 'a', value: '2' }])), -12013, 'setChannelMetadata');
-    assertCode(await rejection(w.storage.setChannelMetadata(ch, 'MESSAGE', [])), -12003, 'setChannelMetadata');
+    assertRtmError(await rejection(w.storage.setChannelMetadata(ch, 'MESSAGE', [{ key: '', value: 'x' }])), -12009, 'setChannelMetadata');
+    assertRtmError(await rejection(w.storage.setChannelMetadata(ch, 'MESSAGE', [{ key: 'k'.repeat(33), value: 'x' }])), -12011, 'setChannelMetadata');
+    assertRtmError(await rejection(w.storage.setChannelMetadata(ch, 'MESSAGE', [{ key: 'a', value: '1' }, { key: 'a', value: '2' }])), -12013, 'setChannelMetadata');
+    assertRtmError(await rejection(w.storage.setChannelMetadata(ch, 'MESSAGE', [])), -12003, 'setChannelMetadata');
 
     // Remove one item, then the whole set.
     const rm = await w.storage.removeChannelMetadata(ch, 'MESSAGE', { data: [{ key: 'k2', value: '' }] });
@@ -229,7 +224,7 @@ describe('presence, storage, locks and history (e2e)', () => {
     assert.equal(events.events[4].data.majorRevision, 0, 'a removed set is an update with no items and major revision 0');
     const empty = await w.storage.getChannelMetadata(ch, 'MESSAGE');
     assert.equal(empty.totalCount, 0);
-    assertCode(await rejection(w.storage.removeChannelMetadata(ch, 'MESSAGE')), -12014, 'removeChannelMetadata');
+    assertRtmError(await rejection(w.storage.removeChannelMetadata(ch, 'MESSAGE')), -12014, 'removeChannelMetadata');
     assert.equal(events.events.length, 5, 'failed writes caused no event');
     events.stop();
   });
@@ -283,7 +278,7 @@ describe('presence, storage, locks and history (e2e)', () => {
     assert.equal(updates.events.length, 3, 'no update reached the watcher while it was not subscribed');
     updates.stop();
     await watcher.storage.unsubscribeUserMetadata(owner.userId);
-    assertCode(await rejection(watcher.storage.unsubscribeUserMetadata(owner.userId)), -12015, 'unsubscribeUserMetadata');
+    assertRtmError(await rejection(watcher.storage.unsubscribeUserMetadata(owner.userId)), -12015, 'unsubscribeUserMetadata');
   });
 
   // ---- locks ---------------------------------------------------------------------------------
@@ -302,11 +297,11 @@ describe('presence, storage, locks and history (e2e)', () => {
     const set = await a.lock.setLock(ch, 'MESSAGE', 'L1', { ttl: 30 });
     assert.equal(set.lockName, 'L1');
     assert.equal(set.channelName, ch);
-    assertCode(await rejection(a.lock.setLock(ch, 'MESSAGE', 'L1')), -14004, 'setLock');
+    assertRtmError(await rejection(a.lock.setLock(ch, 'MESSAGE', 'L1')), -14004, 'setLock');
     await a.lock.acquireLock(ch, 'MESSAGE', 'L1');
     await a.lock.acquireLock(ch, 'MESSAGE', 'L1'); // already the holder: done
-    assertCode(await rejection(b.lock.acquireLock(ch, 'MESSAGE', 'L1')), -14007, 'acquireLock');
-    assertCode(await rejection(b.lock.releaseLock(ch, 'MESSAGE', 'L1')), -14006, 'releaseLock');
+    assertRtmError(await rejection(b.lock.acquireLock(ch, 'MESSAGE', 'L1')), -14007, 'acquireLock');
+    assertRtmError(await rejection(b.lock.releaseLock(ch, 'MESSAGE', 'L1')), -14006, 'releaseLock');
 
     // b waits for the lock; a's release hands it over.
     const waiting = b.lock.acquireLock(ch, 'MESSAGE', 'L1', { retry: true });
@@ -321,7 +316,7 @@ describe('presence, storage, locks and history (e2e)', () => {
     assert.deepEqual(locks.lockDetails, [{ lockName: 'L1', owner: b.userId, ttl: 30 }]);
 
     // a revokes b's lock; then removes it.
-    assertCode(await rejection(a.lock.revokeLock(ch, 'MESSAGE', 'L1', a.userId)), -14006, 'revokeLock');
+    assertRtmError(await rejection(a.lock.revokeLock(ch, 'MESSAGE', 'L1', a.userId)), -14006, 'revokeLock');
     await a.lock.revokeLock(ch, 'MESSAGE', 'L1', b.userId);
     await a.lock.removeLock(ch, 'MESSAGE', 'L1');
     await events.until('the REMOVED event', (ev) => ev.some((e) => e.eventType === 'REMOVED'));
@@ -341,9 +336,9 @@ describe('presence, storage, locks and history (e2e)', () => {
     events.stop();
 
     assert.equal((await a.lock.getLock(ch, 'MESSAGE')).totalLocks, 0);
-    assertCode(await rejection(a.lock.acquireLock(ch, 'MESSAGE', 'L1')), -14008, 'acquireLock');
-    assertCode(await rejection(a.lock.removeLock(ch, 'MESSAGE', 'L1')), -14008, 'removeLock');
-    assertCode(await rejection(a.lock.setLock(ch, 'MESSAGE', 'bad\u0001name')), -14005, 'setLock');
+    assertRtmError(await rejection(a.lock.acquireLock(ch, 'MESSAGE', 'L1')), -14008, 'acquireLock');
+    assertRtmError(await rejection(a.lock.removeLock(ch, 'MESSAGE', 'L1')), -14008, 'removeLock');
+    assertRtmError(await rejection(a.lock.setLock(ch, 'MESSAGE', 'bad\u0001name')), -14005, 'setLock');
 
     // A waiter of a removed lock is answered -14008.
     await a.lock.setLock(ch, 'MESSAGE', 'L2');
@@ -354,7 +349,7 @@ describe('presence, storage, locks and history (e2e)', () => {
     const sl = await snapLater;
     assert.deepEqual(sl.snapshot, [{ lockName: 'L2', owner: a.userId, ttl: 10 }], 'a snapshot lists the locks; ttl 10 by default');
     await a.lock.removeLock(ch, 'MESSAGE', 'L2');
-    assertCode(await waiter, -14008, 'acquireLock');
+    assertRtmError(await waiter, -14008, 'acquireLock');
   });
 
   test('a metadata write guarded by a lock: only its holder may write (-12008 otherwise)', T, async () => {
@@ -364,8 +359,8 @@ describe('presence, storage, locks and history (e2e)', () => {
     await a.lock.setLock(ch, 'MESSAGE', 'writer');
     await a.lock.acquireLock(ch, 'MESSAGE', 'writer');
     await a.storage.setChannelMetadata(ch, 'MESSAGE', [{ key: 'k', value: 'by a' }], { lockName: 'writer' });
-    assertCode(await rejection(b.storage.setChannelMetadata(ch, 'MESSAGE', [{ key: 'k', value: 'by b' }], { lockName: 'writer' })), -12008, 'setChannelMetadata');
-    assertCode(await rejection(a.storage.setUserMetadata([{ key: 'k', value: 'v' }], { lockName: 'writer' })), -12007, 'setUserMetadata');
+    assertRtmError(await rejection(b.storage.setChannelMetadata(ch, 'MESSAGE', [{ key: 'k', value: 'by b' }], { lockName: 'writer' })), -12008, 'setChannelMetadata');
+    assertRtmError(await rejection(a.storage.setUserMetadata([{ key: 'k', value: 'v' }], { lockName: 'writer' })), -12007, 'setUserMetadata');
     assert.equal((await b.storage.getChannelMetadata(ch, 'MESSAGE')).metadata.k.value, 'by a');
   });
 
@@ -409,8 +404,8 @@ describe('presence, storage, locks and history (e2e)', () => {
     const window = await b.history.getMessages(ch, 'MESSAGE', { start: published[4].timestamp, end: published[2].timestamp });
     assert.equal(window.count, 2);
     assert.equal(window.messageList[0].message, 'h3');
-    assertCode(await rejection(b.history.getMessages(ch, 'MESSAGE', { start: 1000, end: 2000 })), -15002, 'getMessages');
-    assertCode(await rejection(b.history.getMessages(ch, 'STREAM')), -10019, 'getMessages');
+    assertRtmError(await rejection(b.history.getMessages(ch, 'MESSAGE', { start: 1000, end: 2000 })), -15002, 'getMessages');
+    assertRtmError(await rejection(b.history.getMessages(ch, 'STREAM')), -10019, 'getMessages');
   });
 
   test('history of a conversation: both users read it; a stored message to an offline user is -11035', T, async () => {
@@ -426,14 +421,14 @@ describe('presence, storage, locks and history (e2e)', () => {
     assert.deepEqual(atA.messageList.map((m) => m.message), ['hi a', 'hi b']);
 
     const offline = uniq('away');
-    assertCode(await rejection(a.publish(offline, 'for later', { channelType: 'USER', storeInHistory: true })), -11035, 'publish');
+    assertRtmError(await rejection(a.publish(offline, 'for later', { channelType: 'USER', storeInHistory: true })), -11035, 'publish');
     const later = await a.history.getMessages(offline, 'USER');
     assert.deepEqual(later.messageList.map((m) => m.message), ['for later'], 'the message to the offline user was stored');
   });
 
   test('an app without history: storeInHistory and getMessages are -15005', T, async () => {
     const a = await clients.login(uniq('nh'), {}, { appId: 'nohistory' });
-    assertCode(await rejection(a.publish('room', 'x', { storeInHistory: true })), -15005, 'publish');
-    assertCode(await rejection(a.history.getMessages('room', 'MESSAGE')), -15005, 'getMessages');
+    assertRtmError(await rejection(a.publish('room', 'x', { storeInHistory: true })), -15005, 'publish');
+    assertRtmError(await rejection(a.history.getMessages('room', 'MESSAGE')), -15005, 'getMessages');
   });
 });

@@ -20,6 +20,7 @@ import {
   startServer,
   uniq,
   waitFor,
+  assertRtmError,
 } from './support/server.mjs';
 
 // A secured app (App Certificate: logins need a token) and an open one.
@@ -49,11 +50,6 @@ presence_debounce_ms = 0
 history_max_messages = 200
 `;
 
-function assertCode(e, code, operation) {
-  assert.ok(e instanceof AgoraRTM.RTMBaseError, `expected an RTMBaseError, got ${e?.stack ?? e}`);
-  assert.equal(e.errorCode, code, `errorCode of ${e.message}`);
-  if (operation) assert.equal(e.operation, operation);
-}
 
 const token = (userId, expire = 3600, appId = APP, certificate = CERT) => makeToken({ appId, certificate, userId, expire });
 
@@ -91,7 +87,7 @@ describe('sessions (e2e)', () => {
     const refused = async (userId, tok, code, reasonCode, appId = APP) => {
       const c = clients.make(userId, {}, { appId });
       const failed = nextEvent(c, 'linkState', (e) => e.currentState === 'FAILED');
-      assertCode(await rejection(c.login(tok === undefined ? undefined : { token: tok }), `login with ${tok}`), code, 'login');
+      assertRtmError(await rejection(c.login(tok === undefined ? undefined : { token: tok }), `login with ${tok}`), code, 'login');
       const f = await failed;
       assert.equal(f.reasonCode, reasonCode);
       assert.equal(f.previousState, 'CONNECTING');
@@ -111,8 +107,8 @@ describe('sessions (e2e)', () => {
     const c = await clients.login(u, {}, { appId: APP }, { token: token(u) });
     const name = uniq('secure-stream');
     const s = c.createStreamChannel(name);
-    assertCode(await rejection(s.join()), -10005, 'join');
-    assertCode(await rejection(s.join({ token: makeToken({ appId: APP, certificate: CERT, userId: u, channel: 'another' }) })), -10005, 'join');
+    assertRtmError(await rejection(s.join()), -10005, 'join');
+    assertRtmError(await rejection(s.join({ token: makeToken({ appId: APP, certificate: CERT, userId: u, channel: 'another' }) })), -10005, 'join');
     await s.join({ token: makeToken({ appId: APP, certificate: CERT, userId: u, channel: name }) });
     await c.renewToken(makeToken({ appId: APP, certificate: CERT, userId: '', channel: name }), { channelName: name });
     await s.joinTopic('t');
@@ -132,8 +128,8 @@ describe('sessions (e2e)', () => {
       const te = await tokenEvent;
       assert.deepEqual(te.affectedResources.messageChannels, []);
 
-      assertCode(await rejection(c.renewToken('garbage')), -10005, 'renewToken');
-      assertCode(await rejection(c.renewToken(token(uniq('other')))), -10005, 'renewToken');
+      assertRtmError(await rejection(c.renewToken('garbage')), -10005, 'renewToken');
+      assertRtmError(await rejection(c.renewToken(token(uniq('other')))), -10005, 'renewToken');
       const r = await c.renewToken(token(u, 3600));
       assert.equal(typeof r.timestamp, 'number');
 
@@ -184,7 +180,7 @@ describe('sessions (e2e)', () => {
       assert.equal(f.operation, 'SERVER_REJECT');
       assert.equal(f.reasonCode, 'TOKEN_EXPIRED');
       assert.deepEqual(f.affectedChannels, ['expiring']);
-      assertCode(await rejection(c.publish('expiring', 'x')), -10002, 'publish');
+      assertRtmError(await rejection(c.publish('expiring', 'x')), -10002, 'publish');
       // A new login with a fresh token works.
       await c.login({ token: token(u) });
       await c.logout();
@@ -225,7 +221,7 @@ describe('sessions (e2e)', () => {
     assert.equal(d.reasonCode, 'CONNECTION_ERROR');
     assert.deepEqual([...d.affectedChannels].sort(), [ch, sname].sort());
     // While the link is down, calls fail at once.
-    assertCode(await rejection(sub.publish(ch, 'x')), -10025, 'publish');
+    assertRtmError(await rejection(sub.publish(ch, 'x')), -10025, 'publish');
 
     // Published while the subscriber is away (the first reconnect attempt is 1 to 2 s away).
     let reconnectedYet = false;
@@ -347,7 +343,7 @@ describe('sessions (e2e)', () => {
     assert.equal(k.reasonCode, 'SAME_UID_LOGIN');
     assert.deepEqual(k.affectedChannels, [ch]);
     await left;
-    assertCode(await rejection(first.publish(ch, 'x')), -10002, 'publish');
+    assertRtmError(await rejection(first.publish(ch, 'x')), -10002, 'publish');
 
     // The second session works; the first may log in again (no logout needed) and kicks it.
     await second.subscribe(ch);
@@ -465,7 +461,7 @@ describe('sessions (e2e)', () => {
       assert.equal(sealedTopic.message.length, 'topic secret'.length + 30);
       // A topic payload is at most 1 024 bytes, sealing overhead included.
       await sa.publishTopicMessage('t', bytes(1024 - 30));
-      assertCode(await rejection(sa.publishTopicMessage('t', bytes(1024 - 29))), -11010, 'publishTopicMessage');
+      assertRtmError(await rejection(sa.publishTopicMessage('t', bytes(1024 - 29))), -11010, 'publishTopicMessage');
 
       // History keeps the sealed payload: the key holder reads it, others get the sealed bytes.
       const ch = uniq('enc-hist');

@@ -6,6 +6,7 @@
 //
 //   RTM_SERVER_BIN  the server binary (default <repo>/target/debug/rtm-server)
 
+import assert from 'node:assert/strict';
 import { execFileSync, spawn } from 'node:child_process';
 import dgram from 'node:dgram';
 import fs from 'node:fs';
@@ -178,7 +179,8 @@ export function freeUdpPort() {
   });
 }
 
-function httpGet(url, ms = 2000) {
+/** GET `url`: `{ status, body }`. */
+export function httpGet(url, ms = 2000) {
   return new Promise((resolve, reject) => {
     const req = http.get(url, { timeout: ms, agent: false }, (res) => {
       let body = '';
@@ -475,4 +477,19 @@ export function bytes(n, from = 0) {
 export function containsBytes(haystack, needle) {
   const h = Buffer.from(haystack);
   return h.indexOf(Buffer.from(needle)) !== -1;
+}
+
+/**
+ * Checks that `e` is what a failed call rejects with: an `RTMBaseError` (an `Error`) with the
+ * error code `code` in `errorCode` and `code`, a reason, and `operation` when given.
+ */
+export function assertRtmError(e, code, operation) {
+  assert.ok(e instanceof AgoraRTM.RTMBaseError, `expected an RTMBaseError, got ${e?.stack ?? e}`);
+  assert.ok(e instanceof Error, 'an RTMBaseError is an Error');
+  assert.equal(e.errorCode, code, `errorCode of ${e.message}`);
+  assert.equal(e.code, code, 'code equals errorCode');
+  assert.equal(e.error, true);
+  assert.equal(typeof e.reason, 'string');
+  assert.ok(e.reason.length > 0, 'the error has a reason');
+  if (operation) assert.equal(e.operation, operation);
 }
