@@ -1,8 +1,8 @@
 // The chat example (examples/chat/) in a real browser: a headless Chromium loads the page,
 // logs in, subscribes and chats with a Node client (this package's ESM build, over WebSocket),
 // once over WebTransport and once over WebSocket: messages both ways, the presence list, the
-// typing indicator (presence state), and a leave. The WebSocket run also chats with the Rust
-// client (rtm-testkit's js_peer example) when it is built.
+// typing indicator (presence state), and a leave. Both runs also chat with the Rust client
+// (rtm-testkit's js_peer example; over QUIC beside WebTransport, over WebSocket beside WebSocket).
 //
 // Needs dist/ built (node scripts/build.mjs), the server built (cargo build -p rtm-server) and
 // Chromium. Run: cd clients/js && node --test test/browser.test.mjs
@@ -409,9 +409,12 @@ describe('the chat example in headless Chromium', () => {
       });
 
       const peerMissing = !fs.existsSync(JS_PEER_BIN) && `the Rust peer ${path.relative(REPO, JS_PEER_BIN)} is not built (cargo build -p rtm-testkit --example js_peer)`;
-      test('the page chats with the Rust client too', { skip: run.transport !== 'websocket' ? 'only in the WebSocket run' : peerMissing }, async () => {
+      // The Rust client over native QUIC beside a page on WebTransport, over WebSocket beside a
+      // page on WebSocket.
+      test('the page chats with the Rust client too', { skip: peerMissing }, async () => {
+        const way = run.transport === 'websocket' ? ['--transport', 'websocket', '--ws-addr', `127.0.0.1:${ports.tcp}`] : ['--transport', 'quic'];
         const peer = new RustPeer([
-          '--transport', 'websocket', '--ws-addr', `127.0.0.1:${ports.tcp}`,
+          ...way,
           '--server', `127.0.0.1:${ports.udp}`, '--cert', path.join(dataDir, 'cert.pem'),
           '--app-id', APP_ID, '--user-id', carol,
         ]);
