@@ -2,10 +2,12 @@
 // events held before CONNECTED counted on the wrong lane over WebSocket; no acknowledgement
 // every 256 KiB (a prompt reader kicked as a slow consumer); login, logout, login in a row
 // ending FAILED; an acquire with retry given up after the request timeout while the server
-// still granted the lock.
+// still granted the lock; a new login whose connection broke while it restored the channels
+// later taken for a resume of a session without them.
 
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
+import net from 'node:net';
 
 import { Lanes } from '../dist/esm/connection.js';
 import { Clients, DEADLINE_MS, nextEvent, noEvent, record, startRelay, startServer, withDeadline } from './support/server.mjs';
@@ -17,10 +19,35 @@ function laneOf(name) {
   return h % 16;
 }
 
+/** `Request::Login`'s variant index (docs/protocol.md §4.2). */
+const LOGIN = 0;
+
+/**
+ * The request kinds (variant indexes of `Request`) in a chunk of client-to-server WebSocket
+ * bytes: each frame is a small masked binary message holding a `ClientMsg`; `Request` is tag 1,
+ * then the id (a varint), then the request's variant.
+ */
+function requestKinds(chunk) {
+  const kinds = [];
+  let i = 0;
+  while (i + 6 <= chunk.length && (chunk[i + 1] & 0x7f) < 126) {
+    const len = chunk[i + 1] & 0x7f;
+    const mask = chunk.subarray(i + 2, i + 6);
+    const body = Buffer.from(chunk.subarray(i + 6, i + 6 + len)).map((b, k) => b ^ mask[k % 4]);
+    if (body[0] === 1) {
+      let j = 1;
+      while (j < body.length && body[j] & 0x80) j += 1;
+      if (j + 1 < body.length) kinds.push(body[j + 1]);
+    }
+    i += 6 + len;
+  }
+  return kinds;
+}
+
 let server;
 before(async () => {
   server = await startServer({
-    config: `[connection]\nmax_session_bytes = 4194304\n[[apps]]\napp_id = "regapp"\n[apps.limits]\npublish_rate = 1000\n`,
+    config: `[connection]\nmax_session_bytes = 4194304\n[[apps]]\napp_id = "regapp"\n[apps.limits]\npublish_rate = 1000\npresence_debounce_ms = 0\n`,
   });
 });
 after(async () => {
@@ -127,5 +154,79 @@ test('an acquire with retry waits past the request timeout until the lock is rel
     assert.equal(locks.lockDetails[0].owner, 'lockwaiter');
   } finally {
     await clients.closeAll();
+  }
+});
+
+test('a new login cut while it restores the channels is followed by another login, not a resume of it', async () => {
+  const clients = new Clients(server.wsUrl, 'regapp');
+  // A relay that can refuse connections, and cut a connection that has sent a Login on the
+  // next thing it sends (the restoring Subscribe).
+  let mode = 'pass';
+  const sockets = new Set();
+  const relay = net.createServer((client) => {
+    if (mode === 'refuse') return client.destroy();
+    const up = net.connect(server.tcpPort, '127.0.0.1');
+    sockets.add(client).add(up);
+    const kill = () => {
+      client.destroy();
+      up.destroy();
+    };
+    for (const s of [client, up]) s.on('error', kill).on('close', kill);
+    let loggedIn = false;
+    client.on('data', (d) => {
+      if (mode === 'cutRestore' && loggedIn) {
+        mode = 'pass';
+        return kill();
+      }
+      loggedIn ||= requestKinds(d).includes(LOGIN);
+      up.write(d);
+    });
+    up.on('data', (d) => client.write(d));
+  });
+  await new Promise((resolve) => relay.listen(0, '127.0.0.1', resolve));
+  try {
+    const watcher = await clients.login('restorewatch');
+    const sub = await clients.login('restoresub', { presenceTimeout: 5 }, { url: `ws://127.0.0.1:${relay.address().port}/rtm` });
+    await watcher.subscribe('restoreroom');
+    await sub.subscribe('restoreroom');
+    // Away longer than the presence timeout: the server ends the session.
+    const timedOut = nextEvent(watcher, 'presence', (e) => e.eventType === 'REMOTE_TIMEOUT' && e.publisher === 'restoresub', 30_000);
+    mode = 'refuse';
+    for (const s of sockets) s.destroy();
+    await timedOut;
+    // The resume is refused, the new login's connection is cut as it subscribes again.
+    mode = 'cutRestore';
+    const back = await nextEvent(sub, 'linkState', (e) => e.currentState === 'CONNECTED', 60_000);
+    assert.equal(back.isResumed, false, 'a session without its channels must not be reported as resumed');
+    assert.deepEqual(back.unrestoredChannels, []);
+    const got = nextEvent(sub, 'message', (m) => m.message === 'are you there');
+    await watcher.publish('restoreroom', 'are you there');
+    await got;
+    const where = await watcher.presence.whereNow('restoresub');
+    assert.deepEqual(where.channels.map((c) => c.channelName), ['restoreroom']);
+  } finally {
+    await clients.closeAll();
+    relay.close();
+    for (const s of sockets) s.destroy();
+  }
+});
+
+test('a call without an answer in time fails with its own timeout code', async () => {
+  const clients = new Clients(server.wsUrl, 'regapp');
+  const relay = await startRelay(server.tcpPort);
+  try {
+    const c = await clients.login('timeoutuser', {}, { url: relay.url });
+    // The server answers, but the relay keeps the answers from the client.
+    relay.pause(true);
+    const [subscribe, metadata] = await Promise.all([
+      c.subscribe('timeoutroom').then(() => null, (e) => e),
+      c.storage.getChannelMetadata('timeoutroom', 'MESSAGE').then(() => null, (e) => e),
+    ]);
+    assert.equal(subscribe?.errorCode, -11019, 'CHANNEL_SUBSCRIBE_TIMEOUT');
+    assert.equal(metadata?.errorCode, -12018, 'STORAGE_OPERATION_TIMEOUT');
+  } finally {
+    relay.pause(false);
+    await clients.closeAll();
+    await relay.close();
   }
 });
