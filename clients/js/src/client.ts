@@ -86,6 +86,8 @@ export class RTMClient {
   readonly #events = new Emitter<EventMap>();
   #state: RTMEvents.LinkState = 'IDLE';
   #session: Session | null = null;
+  /** A session the server ended, whose events received before its end are still handed on. */
+  #ended: Session | null = null;
   /** Whether a `login` is under way. */
   #loggingIn = false;
   /** Bumped by every `login` and `logout`: a login whose number is no longer current was canceled. */
@@ -193,6 +195,7 @@ export class RTMClient {
       session = new Session(host, token, response.ticket, lanes);
       session.connection = connection;
       this.#session = session;
+      this.#ended = null;
       this.#loggingIn = false;
       this.#parts.clear();
       this.#broken.clear();
@@ -220,6 +223,7 @@ export class RTMClient {
     if (!session && !this.#loggingIn) throw rtmError('logout', Code.NOT_LOGIN, 'not logged in');
     this.#loggingIn = false;
     this.#epoch += 1;
+    this.#ended = null;
     this.#session = null;
     let timestamp = Date.now();
     if (session) {
@@ -354,7 +358,7 @@ export class RTMClient {
         heartbeatInterval: this.#heartbeatSec,
         presenceTimeout: this.#presenceTimeoutSec,
       }),
-      onEvent: (lane, event, session) => (session === this.#session ? this.#event(lane, event) : undefined),
+      onEvent: (lane, event, session) => (session === this.#session || session === this.#ended ? this.#event(lane, event) : undefined),
       onUnreadable: (lane, why) => {
         this.#lostFrames(lane);
         this.#events.emit('error', { errorCode: Code.CHANNEL_IN_ERROR_STATE, reason: `an event from the server could not be read: ${why}`, channelName: '', timestamp: Date.now() });
@@ -362,7 +366,11 @@ export class RTMClient {
       onGap: (lane) => this.#lostFrames(lane),
       setLink: (c) => this.#setLink(c),
       ended: (session) => {
-        if (this.#session === session) this.#session = null;
+        if (this.#session !== session) return;
+        // Its events still being handled (decrypted, say) are handed on: the server queued
+        // them before it ended the session.
+        this.#ended = session;
+        this.#session = null;
       },
     };
   }

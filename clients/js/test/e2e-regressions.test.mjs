@@ -230,3 +230,24 @@ test('a call without an answer in time fails with its own timeout code', async (
     await relay.close();
   }
 });
+
+test('messages queued before the server ends a session still reach the application', async () => {
+  const clients = new Clients(server.wsUrl, 'regapp');
+  const crypto = { encryptionMode: 'AES_256_GCM', cipherKey: 'queued before the end', salt: new Uint8Array(32) };
+  try {
+    const first = await clients.login('endeduser', crypto);
+    const pub = await clients.login('endedpub', crypto);
+    await first.subscribe('endedroom', { withPresence: false });
+    const messages = record(first, 'message');
+    const failed = nextEvent(first, 'linkState', (e) => e.currentState === 'FAILED');
+    // Each answer comes once the message is in the subscriber's queue, before the new login
+    // queues the end of its session; their decryption is still under way when it ends.
+    await Promise.all([...Array(50).keys()].map((i) => pub.publish('endedroom', `m${i}`)));
+    await clients.login('endeduser');
+    assert.equal((await failed).reasonCode, 'SAME_UID_LOGIN');
+    await messages.count(50);
+    assert.deepEqual(messages.events.map((m) => m.message), [...Array(50).keys()].map((i) => `m${i}`));
+  } finally {
+    await clients.closeAll();
+  }
+});
