@@ -1096,23 +1096,3 @@ fn golden_frames_match_the_committed_file() {
         );
     }
 }
-
-#[test]
-fn the_worked_example_of_the_protocol_document_is_golden() {
-    // docs/protocol.md §8: the same bytes the TypeScript tests check.
-    let publish = ClientMsg::Request {
-        id: RequestId(300),
-        request: Request::Publish(PublishRequest {
-            channel_type: ChannelType::Message,
-            channel: "ch".into(),
-            message: Payload::Binary(Bytes::from_static(&[9])),
-            custom_type: "t".into(),
-        }),
-    };
-    assert_eq!(
-        encode_frame(&publish).as_ref(),
-        &[
-            0, 0, 0, 13, 1, 0xac, 0x02, 4, 1, 2, b'c', b'h', 1, 1, 9, 1, b't'
-        ]
-    );
-}

@@ -37,8 +37,6 @@ app_id = "slowapp"
 publish_rate = 3
 `;
 
-/** Checks that `e` is the SDK's error object with `code` for `operation`. */
-
 describe('messages, login and errors (e2e)', () => {
   let server;
   let clients;
