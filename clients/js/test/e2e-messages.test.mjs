@@ -7,18 +7,18 @@ import assert from 'node:assert/strict';
 
 import {
   AgoraRTM,
-  Clients,
   bytes,
   freeTcpPort,
   nextEvent,
   record,
   rejection,
   rtmConfig,
-  startServer,
   uniq,
   waitFor,
   withDeadline,
   assertRtmError,
+  startWithClients,
+  stopWithClients,
 } from './support/server.mjs';
 
 const T = { timeout: 20_000 };
@@ -42,14 +42,10 @@ describe('messages, login and errors (e2e)', () => {
   let clients;
 
   before(async () => {
-    server = await startServer({ config: CONFIG });
-    clients = new Clients(server.wsUrl, 'e2eapp');
+    ({ server, clients } = await startWithClients(CONFIG, 'e2eapp'));
   });
 
-  after(async () => {
-    await clients?.closeAll();
-    await server?.stop();
-  });
+  after(() => stopWithClients(server, clients));
 
   test('login and logout: linkState IDLE → CONNECTING → CONNECTED → IDLE; login again works', T, async () => {
     const a = clients.make(uniq('link'));

@@ -5,7 +5,7 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 
-import { AgoraRTM, Clients, nextEvent, record, rejection, startServer, uniq, assertRtmError } from './support/server.mjs';
+import { AgoraRTM,  nextEvent, record, rejection,  uniq, assertRtmError, startWithClients, stopWithClients } from './support/server.mjs';
 
 const T = { timeout: 20_000 };
 
@@ -32,14 +32,10 @@ describe('presence, storage, locks and history (e2e)', () => {
   let clients;
 
   before(async () => {
-    server = await startServer({ config: CONFIG });
-    clients = new Clients(server.wsUrl, 'e2eapp');
+    ({ server, clients } = await startWithClients(CONFIG, 'e2eapp'));
   });
 
-  after(async () => {
-    await clients?.closeAll();
-    await server?.stop();
-  });
+  after(() => stopWithClients(server, clients));
 
   // ---- presence ------------------------------------------------------------------------------
 

@@ -4,7 +4,7 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 
-import { AgoraRTM, Clients, bytes, nextEvent, record, rejection, startServer, uniq, assertRtmError } from './support/server.mjs';
+import { AgoraRTM,  bytes, nextEvent, record, rejection,  uniq, assertRtmError, startWithClients, stopWithClients } from './support/server.mjs';
 
 const T = { timeout: 20_000 };
 
@@ -23,14 +23,10 @@ describe('stream channels (e2e)', () => {
   let clients;
 
   before(async () => {
-    server = await startServer({ config: CONFIG });
-    clients = new Clients(server.wsUrl, 'e2eapp');
+    ({ server, clients } = await startWithClients(CONFIG, 'e2eapp'));
   });
 
-  after(async () => {
-    await clients?.closeAll();
-    await server?.stop();
-  });
+  after(() => stopWithClients(server, clients));
 
   test('join, joinTopic, subscribeTopic, publishTopicMessage, leaveTopic, unsubscribeTopic, leave', T, async () => {
     const name = uniq('stream');

@@ -493,3 +493,15 @@ export function assertRtmError(e, code, operation) {
   assert.ok(e.reason.length > 0, 'the error has a reason');
   if (operation) assert.equal(e.operation, operation);
 }
+
+/** Starts a server with `config` and a `Clients` for `appId` on it (for a suite's `before`). */
+export async function startWithClients(config, appId) {
+  const server = await startServer({ config });
+  return { server, clients: new Clients(server.wsUrl, appId) };
+}
+
+/** Logs out the clients and stops the server that `startWithClients` made (for `after`). */
+export async function stopWithClients(server, clients) {
+  await clients?.closeAll();
+  await server?.stop();
+}
