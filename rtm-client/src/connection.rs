@@ -24,7 +24,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use rtm_proto::frame::encode_frame_into;
 use rtm_proto::limits::MAX_LANES;
 use rtm_proto::{
@@ -83,7 +83,7 @@ pub(crate) enum Outcome {
 
 /// How the transport said the connection ended.
 #[derive(Clone, Debug)]
-enum Ended {
+pub(crate) enum Ended {
     /// Closed with one of the protocol's close codes (`docs/protocol.md` §1.3).
     Code(u64, String),
     /// Nothing heard from the server for the heartbeat interval + 10 s.
@@ -112,9 +112,9 @@ pub(crate) struct Shared {
     /// Why the server ended the session, when it said so in an event.
     pub(crate) closed_by_server: Mutex<Option<CloseReason>>,
     /// How a WebSocket ended, as its reader saw it.
-    ws_ended: Mutex<Option<Ended>>,
+    pub(crate) ws_ended: Mutex<Option<Ended>>,
     /// Tells a WebSocket's reader to stop (the driver has given up on the connection).
-    stop_reading: Notify,
+    pub(crate) stop_reading: Notify,
     /// Delivery-lane frames of the session handled so far, per lane.
     pub(crate) received: [AtomicU64; MAX_LANES],
     /// Bytes of delivery-lane frames handled on this connection (for [`ACK_BYTES`]).
@@ -130,7 +130,7 @@ pub(crate) struct Shared {
     pub(crate) requests: std::sync::OnceLock<mpsc::WeakUnboundedSender<Command>>,
 }
 
-type Pending = Arc<Mutex<HashMap<u32, Reply>>>;
+pub(crate) type Pending = Arc<Mutex<HashMap<u32, Reply>>>;
 
 /// Commands written in one batch, at most.
 const WRITE_BATCH: usize = 64;
@@ -323,7 +323,7 @@ impl Connection {
                 tokio::spawn(read_responses(reader, pending.clone()));
                 None
             }
-            ControlReader::Ws(stream) => Some(tokio::spawn(read_socket(
+            ControlReader::Ws(stream) => Some(tokio::spawn(websocket::read_socket(
                 stream,
                 early,
                 pending.clone(),
@@ -388,9 +388,9 @@ impl Drop for Connection {
 
 /// Where a connection's events go, and the gate that holds them until the link state says
 /// connected.
-struct EventGate {
-    listeners: Listeners,
-    open: watch::Receiver<bool>,
+pub(crate) struct EventGate {
+    pub(crate) listeners: Listeners,
+    pub(crate) open: watch::Receiver<bool>,
 }
 
 /// The writing side of a connection.
@@ -666,97 +666,6 @@ fn session_ended(e: &SessionError) -> Ended {
     }
 }
 
-/// Reads a WebSocket: completes replies, and passes each event to its lane's task (`Lane`
-/// frames say which lane the events after them belong to). Ends when the socket does, or when
-/// nothing came for the heartbeat interval + 10 s (the server answers every heartbeat).
-async fn read_socket(
-    mut stream: websocket::Stream,
-    early: Vec<Bytes>,
-    pending: Pending,
-    shared: Arc<Shared>,
-    events: EventGate,
-    heartbeat: Duration,
-) {
-    let mut lanes: Vec<Option<mpsc::UnboundedSender<Read>>> = Vec::new();
-    let mut tasks: Vec<JoinHandle<()>> = Vec::new();
-    let mut lane: Option<usize> = None;
-    let mut early = early.into_iter();
-    let silence = heartbeat + Duration::from_secs(10);
-    let ended = loop {
-        let read = match early.next() {
-            Some(body) => Read::Frame(body),
-            None => match tokio::select! {
-                next = timeout(silence, websocket::next(&mut stream)) => next,
-                // The driver is done with the connection and waited long enough.
-                () = shared.stop_reading.notified() => {
-                    break Ended::Other("the connection was closed".into());
-                }
-            } {
-                Err(_) => break Ended::TimedOut,
-                Ok(websocket::Received::Frame(read)) => read,
-                Ok(websocket::Received::Closed(Some((code, reason)))) => {
-                    break match websocket::protocol_code(code) {
-                        Some(code) => Ended::Code(code, reason),
-                        None => Ended::Other(format!("closed with {code}: {reason}")),
-                    };
-                }
-                Ok(websocket::Received::Closed(None)) => {
-                    break Ended::Other("the server closed the WebSocket".into());
-                }
-                Ok(websocket::Received::Failed(e)) => break Ended::Other(e),
-            },
-        };
-        // Events (by their tag: even one this client cannot decode is counted, as on a QUIC
-        // lane) go to the lanes, `Lane` frames switch the lane, and the rest answers calls.
-        let event = match &read {
-            Read::Frame(body) if ServerMsg::is_event(body) => true,
-            Read::Frame(body) => {
-                if let Ok(ServerMsg::Lane { lane: next }) = ServerMsg::decode(body) {
-                    if usize::from(next) < MAX_LANES {
-                        lane = Some(usize::from(next));
-                    }
-                    continue;
-                }
-                false
-            }
-            Read::Oversized { head, .. } => ServerMsg::peek_response_id(head).is_none(),
-        };
-        if !event {
-            answer(read, &pending);
-            continue;
-        }
-        let Some(lane) = lane else {
-            tracing::warn!("an event before any Lane frame on the WebSocket");
-            continue;
-        };
-        if lanes.len() <= lane {
-            lanes.resize_with(lane + 1, || None);
-        }
-        let sender = lanes[lane].get_or_insert_with(|| {
-            let (tx, rx) = mpsc::unbounded_channel();
-            tasks.push(tokio::spawn(lanes::read_channel(
-                lane,
-                rx,
-                events.open.clone(),
-                events.listeners.clone(),
-                shared.clone(),
-            )));
-            tx
-        });
-        let _ = sender.send(read);
-    };
-    *shared
-        .ws_ended
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner) = Some(ended);
-    // The lanes handle what they were given, then end; their counts are what a resume starts
-    // from.
-    drop(lanes);
-    for task in tasks {
-        let _ = task.await;
-    }
-}
-
 /// Classifies the end of a connection.
 fn outcome(told: Option<CloseReason>, ended: Option<Ended>) -> Outcome {
     let app_code = match &ended {
@@ -824,7 +733,7 @@ async fn read_responses(mut reader: FrameReader, pending: Pending) {
 }
 
 /// Completes the pending call a control frame answers.
-fn answer(read: Read, pending: &Pending) {
+pub(crate) fn answer(read: Read, pending: &Pending) {
     let reply_to = |id: RequestId| {
         pending
             .lock()

@@ -15,7 +15,18 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{self, Message};
 
+use std::sync::PoisonError;
+use std::time::Duration;
+
+use rtm_proto::ServerMsg;
+use rtm_proto::limits::MAX_LANES;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio::time::timeout;
+
 use crate::config::RtmConfig;
+use crate::connection::{Ended, EventGate, Pending, Shared, answer};
+use crate::lanes;
 use crate::transport::{Read, TlsSetupError, tls_config};
 
 /// The path of the server's WebSocket endpoint.
@@ -175,5 +186,96 @@ pub(crate) fn protocol_code(ws_code: u16) -> Option<u64> {
         1000 => Some(0),
         4000..=4999 => Some(u64::from(ws_code - 4000)),
         _ => None,
+    }
+}
+
+/// Reads a WebSocket: completes replies, and passes each event to its lane's task (`Lane`
+/// frames say which lane the events after them belong to). Ends when the socket does, or when
+/// nothing came for the heartbeat interval + 10 s (the server answers every heartbeat).
+pub(crate) async fn read_socket(
+    mut stream: Stream,
+    early: Vec<Bytes>,
+    pending: Pending,
+    shared: Arc<Shared>,
+    events: EventGate,
+    heartbeat: Duration,
+) {
+    let mut lanes: Vec<Option<mpsc::UnboundedSender<Read>>> = Vec::new();
+    let mut tasks: Vec<JoinHandle<()>> = Vec::new();
+    let mut lane: Option<usize> = None;
+    let mut early = early.into_iter();
+    let silence = heartbeat + Duration::from_secs(10);
+    let ended = loop {
+        let read = match early.next() {
+            Some(body) => Read::Frame(body),
+            None => match tokio::select! {
+                next = timeout(silence, next(&mut stream)) => next,
+                // The driver is done with the connection and waited long enough.
+                () = shared.stop_reading.notified() => {
+                    break Ended::Other("the connection was closed".into());
+                }
+            } {
+                Err(_) => break Ended::TimedOut,
+                Ok(Received::Frame(read)) => read,
+                Ok(Received::Closed(Some((code, reason)))) => {
+                    break match protocol_code(code) {
+                        Some(code) => Ended::Code(code, reason),
+                        None => Ended::Other(format!("closed with {code}: {reason}")),
+                    };
+                }
+                Ok(Received::Closed(None)) => {
+                    break Ended::Other("the server closed the WebSocket".into());
+                }
+                Ok(Received::Failed(e)) => break Ended::Other(e),
+            },
+        };
+        // Events (by their tag: even one this client cannot decode is counted, as on a QUIC
+        // lane) go to the lanes, `Lane` frames switch the lane, and the rest answers calls.
+        let event = match &read {
+            Read::Frame(body) if ServerMsg::is_event(body) => true,
+            Read::Frame(body) => {
+                if let Ok(ServerMsg::Lane { lane: next }) = ServerMsg::decode(body) {
+                    if usize::from(next) < MAX_LANES {
+                        lane = Some(usize::from(next));
+                    }
+                    continue;
+                }
+                false
+            }
+            Read::Oversized { head, .. } => ServerMsg::peek_response_id(head).is_none(),
+        };
+        if !event {
+            answer(read, &pending);
+            continue;
+        }
+        let Some(lane) = lane else {
+            tracing::warn!("an event before any Lane frame on the WebSocket");
+            continue;
+        };
+        if lanes.len() <= lane {
+            lanes.resize_with(lane + 1, || None);
+        }
+        let sender = lanes[lane].get_or_insert_with(|| {
+            let (tx, rx) = mpsc::unbounded_channel();
+            tasks.push(tokio::spawn(lanes::read_channel(
+                lane,
+                rx,
+                events.open.clone(),
+                events.listeners.clone(),
+                shared.clone(),
+            )));
+            tx
+        });
+        let _ = sender.send(read);
+    };
+    *shared
+        .ws_ended
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner) = Some(ended);
+    // The lanes handle what they were given, then end; their counts are what a resume starts
+    // from.
+    drop(lanes);
+    for task in tasks {
+        let _ = task.await;
     }
 }
