@@ -13,7 +13,7 @@ use rtm_proto::{
     ChannelType, Event, MessageEvent, Payload, ServerMsg, SubscribeOptions, encode_frame,
 };
 use rtm_server::Metrics;
-use rtm_server::engine::{Engine, MemoryEngine, SessionHandle, SessionId};
+use rtm_server::engine::{MemoryEngine, Router, SessionHandle, SessionId};
 use rtm_server::outbox::{Outbox, OutboxRx};
 
 /// Runs a future that completes without waiting (the in-memory engine's always do).

@@ -29,18 +29,16 @@
 //! panics on what a client sends.
 #![warn(missing_docs)]
 
+mod clock;
 pub mod config;
 mod core;
 mod data_dir;
 pub mod engine;
 pub mod metrics;
 pub mod outbox;
-mod presence;
-mod resume;
 mod session;
 mod tls;
 pub mod token;
-mod topics;
 mod transport;
 
 use std::fmt;
@@ -88,23 +86,21 @@ pub enum ServerError {
 pub struct Server;
 
 impl Server {
-    /// A builder with the embedded defaults and the in-memory engine.
-    pub fn builder() -> ServerBuilder<MemoryEngine> {
+    /// A builder with the embedded defaults.
+    pub fn builder() -> ServerBuilder {
         ServerBuilder {
             config: ServerConfig::default(),
-            engine: MemoryEngine::new(),
         }
     }
 }
 
 /// Configures and starts a server.
 #[derive(Debug)]
-pub struct ServerBuilder<E> {
+pub struct ServerBuilder {
     config: ServerConfig,
-    engine: E,
 }
 
-impl<E: Engine> ServerBuilder<E> {
+impl ServerBuilder {
     /// Uses this configuration (replacing the defaults).
     pub fn config(mut self, config: ServerConfig) -> Self {
         self.config = config;
@@ -115,14 +111,6 @@ impl<E: Engine> ServerBuilder<E> {
     pub fn listen(mut self, addr: SocketAddr) -> Self {
         self.config.listen = addr;
         self
-    }
-
-    /// Uses another engine.
-    pub fn engine<E2: Engine>(self, engine: E2) -> ServerBuilder<E2> {
-        ServerBuilder {
-            config: self.config,
-            engine,
-        }
     }
 
     /// Binds the endpoint (and the WebSocket listener, when configured) and starts serving on
@@ -172,9 +160,7 @@ impl<E: Engine> ServerBuilder<E> {
             }
             None => None,
         };
-        let mut engine = self.engine;
-        engine
-            .open_storage(&config.data_dir, config.storage.durability.into())
+        let engine = MemoryEngine::open(&config.data_dir, config.storage.durability.into())
             .map_err(ServerError::Storage)?;
         let metrics = Arc::new(Metrics::default());
         let core = Arc::new(core::Core::new(&config, engine, metrics.clone()));
@@ -182,10 +168,11 @@ impl<E: Engine> ServerBuilder<E> {
         let storage = {
             let core = core.clone();
             Storage {
-                close: Box::new(move || core.engine.close_storage()),
+                close: Box::new(move || core.close_store()),
                 lock: Some(lock),
             }
         };
+        let node = Arc::new(session::Node::new(core));
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let (done_tx, done_rx) = mpsc::channel(1);
         let admission = Arc::new(transport::admission::Admission::new(
@@ -200,7 +187,7 @@ impl<E: Engine> ServerBuilder<E> {
                 tls: tls.is_some(),
             });
             let listener_state = Arc::new(transport::websocket::Listener {
-                core: core.clone(),
+                node: node.clone(),
                 origins: transport::origins::Origins::new(configured_origins, bound),
                 tls,
                 dev_cert: web_cert.clone(),
@@ -218,7 +205,7 @@ impl<E: Engine> ServerBuilder<E> {
         }
         tokio::spawn(transport::accept_loop(
             endpoint.clone(),
-            core,
+            node,
             admission,
             Arc::new(transport::origins::Origins::new(
                 configured_origins,

@@ -1,41 +1,81 @@
 //! The engine boundary: where shared state and fan-out live (`docs/architecture.md`, "Engine").
 //!
 //! The core decides *what* should happen (validation, limits, permissions, encoding an event
-//! once); the engine decides *where* it goes: which sessions are online, who subscribes to a
-//! channel, and how an encoded frame reaches their [`Outbox`]es. The in-memory engine
-//! ([`MemoryEngine`]) serves one node. A Redis engine for several nodes implements the same
-//! trait: its `publish` goes through Redis pub/sub to the nodes that have subscribers, and its
-//! session registry lives in Redis, so that a login on one node can close the same user's session
-//! on another.
+//! once); the engine decides *where* it goes and keeps what must be shared. It has two sides:
+//!
+//! - the [`Router`]: which sessions are online, who is in which channel with which presence
+//!   state, and how an encoded frame reaches their [`Outbox`]es;
+//! - the [`Store`]: metadata, locks and history, and who listens to their changes.
+//!
+//! An [`Engine`] is both. The in-memory engine ([`MemoryEngine`]) serves one node, with metadata
+//! and history in SQLite. An engine for several nodes implements the same traits over a shared
+//! service: its `publish` reaches the nodes that have subscribers, and its session registry is
+//! shared, so that a login on one node can close the same user's session on another. Every
+//! operation that reaches shared state can fail with [`EngineError`], which the core turns into
+//! the operation's error code; nothing waits without a bound.
 //!
 //! Every item is scoped by App ID: nothing of one app is visible to another.
 
 mod memory;
+mod router;
+mod store;
 
 use std::fmt;
-use std::future::Future;
-use std::path::Path;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use rtm_proto::{
-    ChannelDetail, ChannelType, CloseReason, ErrorCode, HistoryMessage, LockDetail, LockRequest,
-    MetadataTarget, MetadataWrite, StateDetail, StorageData, SubscribeOptions, SubscribeTopicCode,
-    TopicInfo, UserState, limits,
+    ChannelType, CloseReason, ErrorCode, HistoryMessage, StateDetail, SubscribeTopicCode,
+    UserState, limits,
 };
 use tokio::sync::oneshot;
 
 use crate::outbox::{Outbox, Pushed};
 
+#[cfg(test)]
+pub(crate) use memory::METADATA_DB_FILE;
 pub use memory::{Durability, MemoryEngine};
+pub use router::Router;
+pub use store::Store;
 
-/// Identifies a session on this server. Unique for the life of the process.
+/// Shared state and fan-out: a [`Router`] and a [`Store`]. See the module documentation.
+pub trait Engine: Router + Store {}
+
+impl<T: Router + Store> Engine for T {}
+
+/// Identifies a session across every node of a service.
+///
+/// The high [`SessionId::NODE_BITS`] bits are the number of the node that issued it (0 on a
+/// server that runs alone), the rest a counter of that node, from 1. A resume ticket carries
+/// the id, so any node can tell which node holds the session. 0 is never issued.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SessionId(pub u64);
 
+impl SessionId {
+    /// Bits of the node number.
+    pub const NODE_BITS: u32 = 24;
+    /// Bits of the per-node counter.
+    pub const COUNTER_BITS: u32 = 64 - Self::NODE_BITS;
+
+    /// The `counter`th session of node `node` (both truncated to their bits).
+    pub fn new(node: u32, counter: u64) -> Self {
+        let node = u64::from(node) & ((1 << Self::NODE_BITS) - 1);
+        let counter = counter & ((1 << Self::COUNTER_BITS) - 1);
+        Self((node << Self::COUNTER_BITS) | counter)
+    }
+
+    /// The number of the node that issued the id.
+    pub fn node(self) -> u32 {
+        (self.0 >> Self::COUNTER_BITS) as u32
+    }
+}
+
 impl fmt::Display for SessionId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "s{}", self.0)
+        match self.node() {
+            0 => write!(f, "s{}", self.0),
+            node => write!(f, "s{node}.{}", self.0 & ((1 << Self::COUNTER_BITS) - 1)),
+        }
     }
 }
 
@@ -327,7 +367,7 @@ pub struct Retention {
     pub max_age_ms: u64,
 }
 
-/// A page of history, as [`Engine::get_messages`] answers.
+/// A page of history, as [`Store::get_messages`] answers.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct HistoryPage {
     /// The messages, newest first.
@@ -344,304 +384,6 @@ pub struct TopicSubscribed {
     pub succeed: Vec<String>,
     /// The users the call asked for that could not be taken.
     pub failed: Vec<(String, SubscribeTopicCode)>,
-}
-
-/// Shared state and fan-out. See the module documentation.
-///
-/// Methods are `async` so that an engine backed by a network store fits; the in-memory engine
-/// completes them without waiting. Implementations must keep the frames of one publisher to one
-/// channel in the order they were published.
-pub trait Engine: Send + Sync + 'static {
-    /// Opens the engine's durable storage (metadata) in `data_dir`. The server calls it once,
-    /// before serving; until then, metadata operations fail with `STORAGE_NOT_AVAILABLE`.
-    fn open_storage(&mut self, data_dir: &Path, durability: Durability) -> Result<(), EngineError>;
-
-    /// Closes the durable storage: once it returns, nothing of the engine has the data
-    /// directory's files open, and storage operations fail. The server calls it when it shuts
-    /// down (or its handle is dropped), before it releases the data directory's lock, so a
-    /// successor never opens the files while this server still writes them.
-    fn close_storage(&self);
-
-    /// Registers a logged-in session. Any other session of the same user in the same app is
-    /// closed with [`CloseReason::SameUidLogin`] (on whichever node it lives).
-    fn attach(
-        &self,
-        session: &SessionHandle,
-    ) -> impl Future<Output = Result<(), EngineError>> + Send;
-
-    /// Removes a session and all its subscriptions. A session that was already replaced by a
-    /// newer login of the same user leaves the newer one in place.
-    fn detach(&self, session: &SessionHandle) -> impl Future<Output = ()> + Send;
-
-    /// Adds (or updates the options of) the session's subscription to a message channel.
-    fn subscribe(
-        &self,
-        session: &SessionHandle,
-        channel: &str,
-        options: SubscribeOptions,
-    ) -> impl Future<Output = Result<(), EngineError>> + Send;
-
-    /// Removes the session's subscription to a message channel, if any.
-    fn unsubscribe(
-        &self,
-        session: &SessionHandle,
-        channel: &str,
-    ) -> impl Future<Output = Result<(), EngineError>> + Send;
-
-    /// Delivers an encoded message event to every subscriber of `channel` in `app_id` that
-    /// subscribed `with_message`.
-    fn publish(
-        &self,
-        app_id: &str,
-        channel: &str,
-        frame: Bytes,
-    ) -> impl Future<Output = Result<Delivery, EngineError>> + Send;
-
-    /// Delivers an encoded event to the session of `user_id` in `app_id`. `Ok(None)` means the
-    /// user is not online.
-    fn send_to_user(
-        &self,
-        app_id: &str,
-        user_id: &str,
-        frame: Bytes,
-    ) -> impl Future<Output = Result<Option<Delivery>, EngineError>> + Send;
-
-    /// Makes the session a member of a stream channel that has fewer than `max_users` members,
-    /// and returns the channel's topics with their publishers (for the joining user's
-    /// snapshot). Joining again changes nothing.
-    fn join_stream(
-        &self,
-        session: &SessionHandle,
-        channel: &str,
-        presence: PresenceFlags,
-        max_users: usize,
-    ) -> impl Future<Output = Result<Vec<TopicInfo>, StreamError>> + Send;
-
-    /// Removes the session from a stream channel with its topics and topic subscriptions, and
-    /// returns the topics it had joined as a publisher (for the others' `REMOTE_LEAVE`).
-    fn leave_stream(
-        &self,
-        session: &SessionHandle,
-        channel: &str,
-    ) -> impl Future<Output = Result<Vec<String>, StreamError>> + Send;
-
-    /// Makes the session a publisher in a topic of a channel it has joined, with `meta` (a
-    /// second join replaces the meta).
-    fn join_topic(
-        &self,
-        session: &SessionHandle,
-        channel: &str,
-        topic: &str,
-        meta: &str,
-    ) -> impl Future<Output = Result<(), StreamError>> + Send;
-
-    /// Stops the session publishing in a topic; its subscribers keep their subscription to it.
-    fn leave_topic(
-        &self,
-        session: &SessionHandle,
-        channel: &str,
-        topic: &str,
-    ) -> impl Future<Output = Result<(), StreamError>> + Send;
-
-    /// Adds publishers to the session's subscription of a topic: `users` (valid user ids), or
-    /// with `None`, up to `max_users` of the topic's publishers, including ones that join
-    /// later. A session subscribes to at most `max_topics` topics per channel and `max_users`
-    /// publishers per topic; users beyond that fail with
-    /// [`SubscribeTopicCode::SubUserExceedLimitation`].
-    fn subscribe_topic(
-        &self,
-        session: &SessionHandle,
-        channel: &str,
-        topic: &str,
-        users: Option<&[String]>,
-        max_topics: usize,
-        max_users: usize,
-    ) -> impl Future<Output = Result<TopicSubscribed, StreamError>> + Send;
-
-    /// Removes publishers (`Some`) or the whole topic (`None`) from the session's subscription.
-    fn unsubscribe_topic(
-        &self,
-        session: &SessionHandle,
-        channel: &str,
-        topic: &str,
-        users: Option<&[String]>,
-    ) -> impl Future<Output = Result<(), StreamError>> + Send;
-
-    /// Delivers an encoded topic message of `publisher` (a session that joined the topic) to the
-    /// sessions subscribed to it in that topic.
-    fn publish_topic(
-        &self,
-        publisher: &SessionHandle,
-        channel: &str,
-        topic: &str,
-        frame: Bytes,
-    ) -> impl Future<Output = Result<Delivery, EngineError>> + Send;
-
-    /// The visible (not quiet) users of a message or stream channel with their states, sorted
-    /// by user id.
-    fn present_users(
-        &self,
-        app_id: &str,
-        channel_type: ChannelType,
-        channel: &str,
-    ) -> impl Future<Output = Result<Vec<UserState>, EngineError>> + Send;
-
-    /// A page of a channel's visible users, sorted by user id: the `limit` first after `after`
-    /// (with their states if `with_states`), the total count of visible users, and whether
-    /// more follow.
-    fn present_page(
-        &self,
-        app_id: &str,
-        channel_type: ChannelType,
-        channel: &str,
-        after: Option<&str>,
-        limit: usize,
-        with_states: bool,
-    ) -> impl Future<Output = Result<PresentPage, EngineError>> + Send;
-
-    /// The channels where a user is visibly present (not quiet), sorted.
-    fn user_channels(
-        &self,
-        app_id: &str,
-        user_id: &str,
-    ) -> impl Future<Output = Result<Vec<ChannelDetail>, EngineError>> + Send;
-
-    /// Changes the session's temporary state in a channel it is in, keeping at most
-    /// `max_pairs` pairs, and returns the whole state after the change. The state goes when the
-    /// session leaves the channel.
-    fn update_state(
-        &self,
-        session: &SessionHandle,
-        channel_type: ChannelType,
-        channel: &str,
-        change: StateChange,
-        max_pairs: usize,
-    ) -> impl Future<Output = Result<StateDetail, StateError>> + Send;
-
-    /// The state of a visible user of a channel; `None` if the user is not there (or quiet).
-    fn get_state(
-        &self,
-        app_id: &str,
-        channel_type: ChannelType,
-        channel: &str,
-        user_id: &str,
-    ) -> impl Future<Output = Result<Option<StateDetail>, EngineError>> + Send;
-
-    /// How many visible (not quiet) users a message or stream channel has.
-    fn present_count(
-        &self,
-        app_id: &str,
-        channel_type: ChannelType,
-        channel: &str,
-    ) -> impl Future<Output = Result<usize, EngineError>> + Send;
-
-    /// Delivers an encoded presence event to the members of a message or stream channel that
-    /// asked for presence, but `except`.
-    fn broadcast_presence(
-        &self,
-        app_id: &str,
-        channel_type: ChannelType,
-        channel: &str,
-        except: SessionId,
-        frame: Bytes,
-    ) -> impl Future<Output = Result<Delivery, EngineError>> + Send;
-
-    /// Delivers an encoded event to every member of a stream channel but `except`.
-    fn broadcast_stream(
-        &self,
-        app_id: &str,
-        channel: &str,
-        except: SessionId,
-        frame: Bytes,
-    ) -> impl Future<Output = Result<Delivery, EngineError>> + Send;
-
-    /// Applies a metadata write of `author` and commits it, all or nothing: the revision checks
-    /// and (with `lock_name`) the check that `author`'s user holds that lock of the channel
-    /// happen atomically with the write. Then the set's listeners get the whole set in an
-    /// `UPDATE` storage event, in the order of the writes. Returns the set after the write.
-    fn write_metadata(
-        &self,
-        author: &SessionHandle,
-        write: MetadataWrite,
-    ) -> impl Future<Output = Result<StorageData, MetadataError>> + Send;
-
-    /// A metadata set (empty, major revision 0, when there is none).
-    fn get_metadata(
-        &self,
-        app_id: &str,
-        target: MetadataTarget,
-    ) -> impl Future<Output = Result<StorageData, EngineError>> + Send;
-
-    /// Sets whether `session` receives the storage events (`metadata`) and the lock events
-    /// (`locks`) of a channel. Turning one on sends its snapshot first, in order with the
-    /// changes that follow. Leaving the channel ([`Engine::unsubscribe`],
-    /// [`Engine::leave_stream`], [`Engine::detach`]) turns both off.
-    fn listen_channel(
-        &self,
-        session: &SessionHandle,
-        channel_type: ChannelType,
-        channel: &str,
-        metadata: bool,
-        locks: bool,
-    ) -> impl Future<Output = Result<(), EngineError>> + Send;
-
-    /// Sets whether `session` receives the storage events of `user_id`'s metadata; turning it
-    /// on sends a snapshot. Returns how many users' metadata the session now listens to.
-    fn listen_user(
-        &self,
-        session: &SessionHandle,
-        user_id: &str,
-        on: bool,
-    ) -> impl Future<Output = Result<usize, EngineError>> + Send;
-
-    /// Creates, deletes, takes, gives up or takes away a lock for `session`; the channel's
-    /// lock listeners get the events.
-    fn lock(
-        &self,
-        session: &SessionHandle,
-        request: LockRequest,
-    ) -> impl Future<Output = Result<LockOutcome, LockError>> + Send;
-
-    /// A channel's locks, in creation order.
-    fn get_locks(
-        &self,
-        app_id: &str,
-        channel_type: ChannelType,
-        channel: &str,
-    ) -> impl Future<Output = Result<Vec<LockDetail>, EngineError>> + Send;
-
-    /// `session` lost its connection: the locks its user holds stay held for their ttl, then
-    /// are released unless a session of the user is back ([`Engine::session_back`]).
-    /// [`Engine::detach`] does the same for a session that ends.
-    fn session_away(&self, session: &SessionHandle) -> impl Future<Output = ()> + Send;
-
-    /// `session` is online (logged in, or resumed): it holds its user's locks again, and gets
-    /// an `EXPIRED` lock event for each one released while the user was away.
-    fn session_back(&self, session: &SessionHandle) -> impl Future<Output = ()> + Send;
-
-    /// Stores `message` in a history, committed before this returns, with a timestamp of now
-    /// or, if that is not after the history's newest, 1 ms after it (so that timestamps are
-    /// unique within a history and grow); drops what `retention` no longer keeps. Returns the
-    /// timestamp given.
-    fn store_message(
-        &self,
-        app_id: &str,
-        key: HistoryKey,
-        message: HistoryMessage,
-        retention: Retention,
-    ) -> impl Future<Output = Result<u64, EngineError>> + Send;
-
-    /// Up to `count` messages of a history, newest first, older than `start` (if not 0) and
-    /// not older than `end` (if not 0), within `retention`.
-    fn get_messages(
-        &self,
-        app_id: &str,
-        key: HistoryKey,
-        count: u32,
-        start: u64,
-        end: u64,
-        retention: Retention,
-    ) -> impl Future<Output = Result<HistoryPage, EngineError>> + Send;
 }
 
 /// Tallies one push into a [`Delivery`].

@@ -7,7 +7,7 @@ use rtm_proto::{
 
 use super::{Session, logged_in, storage};
 use crate::config::AppPolicy;
-use crate::core::{engine_failed, err, invalid, now_ms};
+use crate::core::{err, invalid, now_ms};
 use crate::engine::{Engine, HistoryKey, Retention};
 
 /// How much history the app keeps; `-15005` when it keeps none.
@@ -61,17 +61,13 @@ impl<E: Engine> Session<E> {
         };
         let page = self
             .core
-            .engine
             .get_messages(
                 state.handle.app_id(),
                 key,
-                count,
-                query.start,
-                query.end,
+                (count, query.start, query.end),
                 retention,
             )
-            .await
-            .map_err(|e| engine_failed(ErrorCode::HistoryOperationFailed, &e))?;
+            .await?;
         let mut messages = page.messages;
         let mut new_start = page.new_start;
         // docs/protocol.md §2.2: a page of large messages is cut short by bytes; the next page

@@ -11,8 +11,8 @@ use rtm_proto::{
 use tokio::sync::oneshot;
 
 use super::{Handled, LoggedIn, Session, logged_in};
-use crate::core::{engine_failed, err, invalid, metadata_failed, now_ms};
-use crate::engine::{Engine, LockError, LockOutcome};
+use crate::core::{LockAnswer, err, invalid, lock_failed, now_ms};
+use crate::engine::{Engine, LockError};
 
 /// Most acquires with retry that one connection waits for at once.
 const MAX_LOCK_WAITS: usize = 32;
@@ -64,13 +64,6 @@ fn check_target(target: &MetadataTarget) -> Result<(), WireError> {
     }
 }
 
-fn lock_failed(e: &LockError) -> WireError {
-    match e {
-        LockError::Engine(inner) => engine_failed(e.code(), inner),
-        _ => err(e.code(), e.to_string()),
-    }
-}
-
 impl<E: Engine> Session<E> {
     pub(super) async fn write_metadata(
         &mut self,
@@ -79,12 +72,7 @@ impl<E: Engine> Session<E> {
         let state = logged_in(&mut self.state)?;
         validate::metadata_write(&write).map_err(invalid)?;
         check_storage_rate(state, &self.core)?;
-        let data = self
-            .core
-            .engine
-            .write_metadata(&state.handle, write)
-            .await
-            .map_err(|e| metadata_failed(&e))?;
+        let data = self.core.write_metadata(&state.handle, write).await?;
         Ok(Response::MetadataWritten {
             total_count: data.items.len() as u32,
             major_revision: data.major_revision,
@@ -101,10 +89,8 @@ impl<E: Engine> Session<E> {
         check_storage_rate(state, &self.core)?;
         let data = self
             .core
-            .engine
             .get_metadata(state.handle.app_id(), target)
-            .await
-            .map_err(|e| engine_failed(ErrorCode::StorageOperationFailed, &e))?;
+            .await?;
         Ok(Response::Metadata {
             data,
             timestamp: now_ms(),
@@ -133,11 +119,7 @@ impl<E: Engine> Session<E> {
                 "not subscribed to this user's metadata",
             ));
         }
-        self.core
-            .engine
-            .listen_user(&state.handle, &user_id, on)
-            .await
-            .map_err(|e| engine_failed(ErrorCode::StorageOperationFailed, &e))?;
+        self.core.listen_user(&state.handle, &user_id, on).await?;
         if on {
             state.user_metadata.insert(user_id);
         } else {
@@ -184,10 +166,9 @@ impl<E: Engine> Session<E> {
                 .fetch_add(1, Ordering::Relaxed);
             return Err(too_often("lock", state.policy.limits.lock_rate));
         }
-        match self.core.engine.lock(&state.handle, request).await {
-            Ok(LockOutcome::Done) => Ok(None),
-            Ok(LockOutcome::Waiting(answer)) => Ok(Some(answer)),
-            Err(e) => Err(lock_failed(&e)),
+        match self.core.lock(&state.handle, request).await? {
+            LockAnswer::Done => Ok(None),
+            LockAnswer::Waiting(answer) => Ok(Some(answer)),
         }
     }
 
@@ -200,10 +181,8 @@ impl<E: Engine> Session<E> {
         check_channel(channel_type, &channel)?;
         let locks = self
             .core
-            .engine
             .get_locks(state.handle.app_id(), channel_type, &channel)
-            .await
-            .map_err(|e| engine_failed(ErrorCode::LockOperationFailed, &e))?;
+            .await?;
         Ok(Response::Locks {
             locks,
             timestamp: now_ms(),
@@ -213,33 +192,15 @@ impl<E: Engine> Session<E> {
     /// The connection was lost: the session's locks stay held for their ttl.
     pub(crate) async fn away(&self) {
         if let Some(state) = &self.state {
-            self.core.engine.session_away(&state.handle).await;
+            self.core.session_away(&state.handle).await;
         }
     }
 
     /// The session is online again (resumed): it keeps its locks, and hears of the ones it lost.
     pub(crate) async fn back(&self) {
         if let Some(state) = &self.state {
-            self.core.engine.session_back(&state.handle).await;
+            self.core.session_back(&state.handle).await;
         }
-    }
-}
-
-/// Sets which storage and lock events of a channel `session` receives.
-pub(super) async fn listen_channel<E: Engine>(
-    core: &crate::core::Core<E>,
-    session: &crate::engine::SessionHandle,
-    channel_type: ChannelType,
-    channel: &str,
-    metadata: bool,
-    locks: bool,
-) {
-    if let Err(e) = core
-        .engine
-        .listen_channel(session, channel_type, channel, metadata, locks)
-        .await
-    {
-        tracing::warn!(channel, "storage and lock events unavailable: {e}");
     }
 }
 

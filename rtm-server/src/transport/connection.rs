@@ -22,8 +22,8 @@ use crate::core::Core;
 use crate::core::now_ms;
 use crate::engine::Engine;
 use crate::outbox::{Next, Outbox, OutboxRx};
-use crate::resume::{self, Claim, Detached};
-use crate::session::{Handled, Session, lock_answer};
+use crate::session::resume::{self, Claim, Detached};
+use crate::session::{Handled, Node, Session, lock_answer};
 
 /// Close codes that are not a [`CloseReason`] (`docs/protocol.md` §1.3).
 pub(crate) mod close_code {
@@ -48,12 +48,15 @@ const HEARTBEAT_GRACE: Duration = Duration::from_secs(10);
 
 /// Serves one client connection, whatever its transport, to its end.
 pub(crate) async fn serve<E: Engine, L: Link>(
-    core: Arc<Core<E>>,
+    node: Arc<Node<E>>,
     link: L,
     shutdown: watch::Receiver<bool>,
 ) {
-    core.metrics.connections.fetch_add(1, Ordering::Relaxed);
-    match run(&core, &link, shutdown).await {
+    node.core
+        .metrics
+        .connections
+        .fetch_add(1, Ordering::Relaxed);
+    match run(&node, &link, shutdown).await {
         Ok(()) => tracing::debug!("connection finished"),
         Err(e) => tracing::debug!("connection ended: {e}"),
     }
@@ -68,10 +71,11 @@ enum ConnError {
 }
 
 async fn run<E: Engine, L: Link>(
-    core: &Arc<Core<E>>,
+    node: &Node<E>,
     link: &L,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), ConnError> {
+    let core = &node.core;
     let login_deadline =
         Instant::now() + Duration::from_secs(core.connection.login_timeout_secs.into());
     // The opening and the ending run once per connection: boxed, they do not weigh on the
@@ -85,7 +89,7 @@ async fn run<E: Engine, L: Link>(
         core.metrics.clone(),
     );
     let mut served = Served {
-        session: Session::new(core.clone(), outbox),
+        session: Session::new(node, outbox),
         outbox_rx: Some(outbox_rx),
         waits: JoinSet::new(),
     };
@@ -176,7 +180,7 @@ async fn run<E: Engine, L: Link>(
                     break 'serve Ending::Finished;
                 }
             }
-            handle(&mut served, core, inbound, &mut out).await;
+            handle(&mut served, node, inbound, &mut out).await;
             match reader.buffered() {
                 Some(next) => inbound = next,
                 None => break,
@@ -373,10 +377,11 @@ impl Writer {
 /// Serves one inbound frame, appending the answer (if any) to `out`.
 async fn handle<E: Engine>(
     served: &mut Served<E>,
-    core: &Core<E>,
+    node: &Node<E>,
     inbound: Inbound,
     out: &mut BytesMut,
 ) {
+    let core = &node.core;
     let body = match inbound {
         Inbound::Frame(body) => body,
         Inbound::Oversized { len, max, head } => {
@@ -398,7 +403,7 @@ async fn handle<E: Engine>(
             request: Request::Resume(resume),
         }) => {
             // Rare, and its future is the largest here: boxed (see `run`).
-            let result = Box::pin(resume_here(served, core, &resume)).await;
+            let result = Box::pin(resume_here(served, node, &resume)).await;
             respond(id, result, out);
         }
         Ok(ClientMsg::Request { id, request }) => {
@@ -432,7 +437,7 @@ async fn handle<E: Engine>(
 /// Serves a resume: takes the session from its owner and makes it this connection's.
 async fn resume_here<E: Engine>(
     served: &mut Served<E>,
-    core: &Core<E>,
+    node: &Node<E>,
     request: &ResumeRequest,
 ) -> Result<Response, WireError> {
     if served.session.is_logged_in() || served.outbox_rx.is_none() {
@@ -441,7 +446,7 @@ async fn resume_here<E: Engine>(
             "this connection already has a session",
         ));
     }
-    let Detached { session, mut rx } = core.sessions.claim(request).await?;
+    let Detached { session, mut rx } = node.registry.claim(request).await?;
     // Only logged-in sessions are registered, so a claimed one always has its limits.
     let Some(limits) = session.limits() else {
         return Err(WireError::new(ErrorCode::NotLogin, "the session has ended"));
@@ -468,7 +473,8 @@ async fn resume_here<E: Engine>(
     served.session = session;
     served.outbox_rx = Some(rx);
     served.session.back().await;
-    core.metrics
+    node.core
+        .metrics
         .sessions_resumed
         .fetch_add(1, Ordering::Relaxed);
     tracing::debug!(session = ?served.session.id(), ?next_frame, "session resumed");

@@ -24,8 +24,8 @@ use tracing::Instrument;
 
 use self::admission::{Admission, Admit};
 use self::origins::Origins;
-use crate::core::Core;
 use crate::engine::Engine;
+use crate::session::Node;
 
 pub(crate) use quic::WEBTRANSPORT_PATH;
 
@@ -84,7 +84,7 @@ pub(crate) fn endpoint(
 /// `done`, so the caller knows all have finished when its receiver yields `None`.
 pub(crate) async fn accept_loop<E: Engine>(
     endpoint: quinn::Endpoint,
-    core: Arc<Core<E>>,
+    node: Arc<Node<E>>,
     admission: Arc<Admission>,
     origins: Arc<Origins>,
     mut shutdown: watch::Receiver<bool>,
@@ -113,12 +113,12 @@ pub(crate) async fn accept_loop<E: Engine>(
                         continue;
                     }
                 };
-                let core = core.clone();
+                let node = node.clone();
                 let origins = origins.clone();
                 let shutdown = shutdown.clone();
                 let done = done.clone();
                 tokio::spawn(async move {
-                    serve_quic(core, incoming, &origins, shutdown).await;
+                    serve_quic(node, incoming, &origins, shutdown).await;
                     drop((ticket, done));
                 });
             }
@@ -131,13 +131,13 @@ pub(crate) async fn accept_loop<E: Engine>(
 /// Completes the handshake of an incoming QUIC connection (and, for WebTransport, its CONNECT
 /// request), then serves its session.
 async fn serve_quic<E: Engine>(
-    core: Arc<Core<E>>,
+    node: Arc<Node<E>>,
     incoming: quinn::Incoming,
     origins: &Origins,
     shutdown: watch::Receiver<bool>,
 ) {
     let remote = incoming.remote_address();
-    let limit = Duration::from_secs(core.connection.login_timeout_secs.into());
+    let limit = Duration::from_secs(node.core.connection.login_timeout_secs.into());
     let deadline = tokio::time::Instant::now() + limit;
     let connecting = match incoming.accept() {
         Ok(connecting) => connecting,
@@ -161,7 +161,7 @@ async fn serve_quic<E: Engine>(
     let span = tracing::debug_span!("conn", %remote, id = conn.stable_id());
     async move {
         match tokio::time::timeout_at(deadline, quic::QuicLink::open(conn.clone(), origins)).await {
-            Ok(Some(link)) => connection::serve(core, link, shutdown).await,
+            Ok(Some(link)) => connection::serve(node, link, shutdown).await,
             Ok(None) => {}
             Err(_) => {
                 tracing::debug!("WebTransport handshake timed out");

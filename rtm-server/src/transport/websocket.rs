@@ -29,8 +29,8 @@ use tracing::Instrument;
 use super::admission::{Admission, Admit, Ticket};
 use super::link::{ControlRecv, ControlSend, Inbound, LaneWriter, Link, LinkError};
 use super::origins::Origins;
-use crate::core::Core;
 use crate::engine::Engine;
+use crate::session::Node;
 use crate::tls::ShortLivedCert;
 
 /// The path of the WebSocket endpoint.
@@ -45,7 +45,7 @@ pub(crate) const CERT_HASH_PATH: &str = "/rtm/certificate-hash";
 
 /// What every connection of the listener shares.
 pub(crate) struct Listener<E> {
-    pub(crate) core: Arc<Core<E>>,
+    pub(crate) node: Arc<Node<E>>,
     pub(crate) origins: Origins,
     pub(crate) tls: Option<tokio_rustls::TlsAcceptor>,
     pub(crate) dev_cert: Option<Arc<ShortLivedCert>>,
@@ -94,7 +94,7 @@ pub(crate) async fn accept_loop<E: Engine>(
         let tls = listener.tls.clone();
         let mut stopping = shutdown.clone();
         let handshake_limit =
-            Duration::from_secs(listener.core.connection.login_timeout_secs.into());
+            Duration::from_secs(listener.node.core.connection.login_timeout_secs.into());
         let span = tracing::debug_span!("ws", %remote);
         tokio::spawn(
             async move {
@@ -241,8 +241,8 @@ async fn upgrade<E: Engine>(
     else {
         return refuse(StatusCode::BAD_REQUEST, "one session per connection");
     };
-    let max = listener.core.connection.max_frame_len as usize;
-    let core = listener.core.clone();
+    let max = listener.node.core.connection.max_frame_len as usize;
+    let node = listener.node.clone();
     // A message must be read whole before it can be refused: up to this size it is, and a
     // frame over the limit is answered with the usual error (docs/protocol.md §2.2) as on
     // QUIC; beyond, the socket closes (1009) without holding more.
@@ -266,7 +266,7 @@ async fn upgrade<E: Engine>(
                     _done,
                     shutdown,
                 } = guard;
-                super::connection::serve(core, link, shutdown).await;
+                super::connection::serve(node, link, shutdown).await;
                 drop((_ticket, _done));
             }
             .instrument(span)

@@ -6,38 +6,55 @@
 //! publish clones one `Arc` under the lock and pushes to the queues after releasing it. Many
 //! publishers therefore never wait on each other's fan-out.
 
+mod debounce;
 mod history;
 mod locks;
 mod metadata;
 mod storage;
+mod store;
 mod stream;
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use bytes::Bytes;
 use rtm_proto::{
-    ChannelDetail, ChannelType, CloseReason, HistoryMessage, LockDetail, LockRequest,
-    MetadataTarget, MetadataWrite, StateDetail, StorageData, SubscribeOptions, TopicInfo,
-    UserState,
+    ChannelDetail, ChannelType, CloseReason, StateDetail, SubscribeOptions, TopicInfo, UserState,
 };
 
+use self::debounce::Debounce;
+#[cfg(test)]
+pub(crate) use self::metadata::DB_FILE as METADATA_DB_FILE;
 pub use self::metadata::Durability;
-use self::storage::Store;
+use self::storage::Storage;
 use self::stream::StreamChannel;
 use super::{
-    Delivery, Engine, EngineError, HistoryKey, HistoryPage, LockError, LockOutcome, MetadataError,
-    PresenceFlags, PresentPage, Retention, SessionHandle, SessionId, StateChange, StateError,
-    StreamError, TopicSubscribed, tally,
+    Delivery, EngineError, PresenceFlags, PresentPage, Router, SessionHandle, SessionId,
+    StateChange, StateError, StreamError, TopicSubscribed, tally,
 };
 
 /// The default, single-node engine. Sessions, channels, presence and locks live in memory;
-/// metadata lives in SQLite in the server's data directory.
-#[derive(Debug, Default)]
+/// metadata and history live in SQLite in the server's data directory.
+#[derive(Debug)]
 pub struct MemoryEngine {
     state: Mutex<State>,
-    store: Arc<Store>,
+    store: Arc<Storage>,
+    /// Leaves waiting out the presence debounce window.
+    debounce: Debounce,
+    next_session: AtomicU64,
+}
+
+impl Default for MemoryEngine {
+    fn default() -> Self {
+        Self {
+            state: Mutex::default(),
+            store: Arc::default(),
+            debounce: Debounce::default(),
+            next_session: AtomicU64::new(1),
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -168,9 +185,18 @@ struct Subscriber {
 }
 
 impl MemoryEngine {
-    /// An empty engine.
+    /// An empty engine without storage: metadata and history operations fail with
+    /// `STORAGE_NOT_AVAILABLE` (for benches and tests of the router alone).
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An empty engine whose metadata and history live in `data_dir`, committed as
+    /// `durability` says.
+    pub fn open(data_dir: &Path, durability: Durability) -> Result<Self, EngineError> {
+        let engine = Self::default();
+        engine.store.open(data_dir, durability)?;
+        Ok(engine)
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -189,13 +215,9 @@ impl MemoryEngine {
     }
 }
 
-impl Engine for MemoryEngine {
-    fn open_storage(&mut self, data_dir: &Path, durability: Durability) -> Result<(), EngineError> {
-        self.store.open(data_dir, durability)
-    }
-
-    fn close_storage(&self) {
-        self.store.close();
+impl Router for MemoryEngine {
+    fn next_session_id(&self) -> SessionId {
+        SessionId::new(0, self.next_session.fetch_add(1, Ordering::Relaxed))
     }
 
     async fn attach(&self, session: &SessionHandle) -> Result<(), EngineError> {
@@ -210,12 +232,10 @@ impl Engine for MemoryEngine {
         Ok(())
     }
 
-    async fn detach(&self, session: &SessionHandle) {
-        self.store.forget(session);
-        self.store.away(session);
+    async fn detach(&self, session: &SessionHandle) -> Result<(), EngineError> {
         let mut state = self.state();
         let Some(app) = state.apps.get_mut(session.app_id()) else {
-            return;
+            return Ok(());
         };
         if app
             .users
@@ -236,6 +256,7 @@ impl Engine for MemoryEngine {
         if app.users.is_empty() && app.channels.is_empty() && app.streams.is_empty() {
             state.apps.remove(session.app_id());
         }
+        Ok(())
     }
 
     async fn subscribe(
@@ -654,92 +675,37 @@ impl Engine for MemoryEngine {
         Ok(Self::push_all(members.iter(), &frame))
     }
 
-    async fn write_metadata(
-        &self,
-        author: &SessionHandle,
-        write: MetadataWrite,
-    ) -> Result<StorageData, MetadataError> {
-        self.store.write(author, write).await
-    }
-
-    async fn get_metadata(
+    async fn hold_leave(
         &self,
         app_id: &str,
-        target: MetadataTarget,
-    ) -> Result<StorageData, EngineError> {
-        self.store.get(app_id, &target)
-    }
-
-    async fn listen_channel(
-        &self,
-        session: &SessionHandle,
         channel_type: ChannelType,
         channel: &str,
-        metadata: bool,
-        locks: bool,
-    ) -> Result<(), EngineError> {
-        self.store
-            .listen_channel(session, channel_type, channel, metadata, locks)
-            .await
-    }
-
-    async fn listen_user(
-        &self,
-        session: &SessionHandle,
         user_id: &str,
-        on: bool,
-    ) -> Result<usize, EngineError> {
-        self.store.listen_user(session, user_id, on).await
+    ) -> Result<u64, EngineError> {
+        Ok(self.debounce.hold(app_id, channel_type, channel, user_id))
     }
 
-    async fn lock(
-        &self,
-        session: &SessionHandle,
-        request: LockRequest,
-    ) -> Result<LockOutcome, LockError> {
-        self.store.lock(session, request)
-    }
-
-    async fn get_locks(
+    async fn release_leave(
         &self,
         app_id: &str,
         channel_type: ChannelType,
         channel: &str,
-    ) -> Result<Vec<LockDetail>, EngineError> {
-        Ok(self.store.get_locks(app_id, channel_type, channel))
+        user_id: &str,
+        ticket: u64,
+    ) -> Result<bool, EngineError> {
+        Ok(self
+            .debounce
+            .release(app_id, channel_type, channel, user_id, ticket))
     }
 
-    async fn session_away(&self, session: &SessionHandle) {
-        self.store.away(session);
-    }
-
-    async fn session_back(&self, session: &SessionHandle) {
-        self.store.back(session);
-    }
-
-    async fn store_message(
+    async fn cancel_leave(
         &self,
         app_id: &str,
-        key: HistoryKey,
-        message: HistoryMessage,
-        retention: Retention,
-    ) -> Result<u64, EngineError> {
-        self.store
-            .store_message(app_id, key, message, retention)
-            .await
-    }
-
-    async fn get_messages(
-        &self,
-        app_id: &str,
-        key: HistoryKey,
-        count: u32,
-        start: u64,
-        end: u64,
-        retention: Retention,
-    ) -> Result<HistoryPage, EngineError> {
-        self.store
-            .get_messages(app_id, &key, (count, start, end), retention)
+        channel_type: ChannelType,
+        channel: &str,
+        user_id: &str,
+    ) -> Result<bool, EngineError> {
+        Ok(self.debounce.cancel(app_id, channel_type, channel, user_id))
     }
 }
 
@@ -783,55 +749,6 @@ mod tests {
 
     async fn frames(rx: &mut OutboxRx) -> Vec<Bytes> {
         rx.drain().into_iter().map(|(_, frame)| frame).collect()
-    }
-
-    #[tokio::test]
-    async fn a_failing_store_tells_the_client_neither_sql_nor_paths() {
-        use rtm_proto::{ErrorCode, MetadataItem, MetadataOp, MetadataOptions};
-
-        let dir = tempfile::tempdir().unwrap();
-        let mut engine = MemoryEngine::new();
-        engine.open_storage(dir.path(), Durability::Full).unwrap();
-        // The schema changed behind the server's back: every call now fails inside SQLite.
-        let other = rusqlite::Connection::open(dir.path().join(metadata::DB_FILE)).unwrap();
-        other
-            .execute_batch(
-                "DROP TABLE meta_set; CREATE TABLE meta_set (x INTEGER); \
-                 DROP TABLE meta_item; CREATE TABLE meta_item (x INTEGER);",
-            )
-            .unwrap();
-        let (author, _rx) = session(1, "app", "u");
-        let target = MetadataTarget::Channel {
-            channel_type: ChannelType::Message,
-            channel: "room".into(),
-        };
-        let write = MetadataWrite {
-            op: MetadataOp::Set,
-            target: target.clone(),
-            items: vec![MetadataItem {
-                key: "k".into(),
-                value: "v".into(),
-                revision: -1,
-            }],
-            options: MetadataOptions::default(),
-        };
-        let written = engine.write_metadata(&author, write).await.unwrap_err();
-        let read = engine.get_metadata("app", target).await.unwrap_err();
-        // The detail is there for the log...
-        assert!(written.to_string().contains("no such column"), "{written}");
-        assert!(read.to_string().contains("no such column"), "{read}");
-        // ...and the client gets the code and a reason without it.
-        let answers = [
-            crate::core::metadata_failed(&written),
-            crate::core::engine_failed(ErrorCode::StorageOperationFailed, &read),
-        ];
-        let path = dir.path().display().to_string();
-        for answer in answers {
-            assert_eq!(answer.code, ErrorCode::StorageOperationFailed);
-            for leak in ["meta_", "SELECT", "column", "sqlite", &path] {
-                assert!(!answer.reason.contains(leak), "{leak}: {}", answer.reason);
-            }
-        }
     }
 
     #[tokio::test]
@@ -884,7 +801,7 @@ mod tests {
             Next::Close(CloseReason::SameUidLogin)
         ));
         // The old connection cleaning up must not unregister the new one.
-        engine.detach(&first).await;
+        engine.detach(&first).await.unwrap();
         let d = engine
             .send_to_user("app", "tony", Bytes::from_static(b"hi"))
             .await
@@ -896,7 +813,7 @@ mod tests {
                 overflowed: 0
             })
         );
-        engine.detach(&second).await;
+        engine.detach(&second).await.unwrap();
         assert_eq!(
             engine
                 .send_to_user("app", "tony", Bytes::new())
@@ -928,7 +845,7 @@ mod tests {
         assert_eq!(engine.subscriber_count("app", "ch"), 2);
         engine.unsubscribe(&a, "ch").await.unwrap();
         assert_eq!(engine.subscriber_count("app", "ch"), 1);
-        engine.detach(&b).await;
+        engine.detach(&b).await.unwrap();
         assert_eq!(engine.subscriber_count("app", "ch"), 0);
     }
 }

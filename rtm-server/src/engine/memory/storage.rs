@@ -4,7 +4,7 @@
 //! serialise every metadata write and lock operation with the events it causes, so that a
 //! check and its write are atomic, and every listener sees the changes of a set or a channel's
 //! locks in the order they happened, after its snapshot. Work on the database may wait for the
-//! disk (a commit), so it runs on tokio's blocking threads ([`Store::run`]), never on the
+//! disk (a commit), so it runs on tokio's blocking threads ([`Storage::run`]), never on the
 //! runtime's workers. Stored messages (history) live in the same database.
 
 use std::collections::HashMap;
@@ -21,7 +21,7 @@ use rtm_proto::{
 
 use super::locks::{Acquired, AwayLock, ChannelKey, LockChange, LockTable};
 use super::metadata::{Durability, MetadataDb, Reader};
-use crate::core::now_ms;
+use crate::clock::now_ms;
 use crate::engine::{
     EngineError, HistoryKey, HistoryPage, LockError, LockOutcome, MetadataError, Retention,
     SessionHandle, SessionId,
@@ -123,7 +123,7 @@ impl Listeners {
 /// Metadata, locks and their listeners. Mutexes are always taken in this order: `db`, `locks`,
 /// `listeners`.
 #[derive(Debug, Default)]
-pub(super) struct Store {
+pub(super) struct Storage {
     /// `None` until the server opens the data directory.
     db: Mutex<Option<MetadataDb>>,
     /// A read-only connection for `get_metadata` and `get_messages`.
@@ -209,7 +209,7 @@ fn snapshot_change() -> LockChange {
     }
 }
 
-impl Store {
+impl Storage {
     fn listeners(&self) -> MutexGuard<'_, Listeners> {
         guard(&self.listeners)
     }
@@ -227,7 +227,7 @@ impl Store {
     }
 
     /// Closes both connections to the database (after the write in progress, if any); later
-    /// calls fail as before [`Store::open`].
+    /// calls fail as before [`Storage::open`].
     pub(super) fn close(&self) {
         let mut db = guard(&self.db);
         guard(&self.reader).take();
@@ -495,7 +495,7 @@ impl Store {
         .await?
     }
 
-    /// A page of history, on the reader connection (see [`Store::get`]).
+    /// A page of history, on the reader connection (see [`Storage::get`]).
     pub(super) fn get_messages(
         &self,
         app: &str,

@@ -18,11 +18,10 @@ use std::time::Duration;
 use rtm_proto::{ErrorCode, ResumeRequest, SessionTicket, WireError};
 use tokio::sync::{Notify, oneshot, watch};
 
-use crate::core::{Core, err};
+use super::Session;
+use crate::core::{Core, Departure, err};
 use crate::engine::{Engine, SessionId};
 use crate::outbox::OutboxRx;
-use crate::presence::Departure;
-use crate::session::Session;
 
 /// How long a resume waits for the session's owner to hand it over.
 const HANDOVER_TIMEOUT: Duration = Duration::from_secs(5);

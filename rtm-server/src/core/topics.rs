@@ -1,14 +1,14 @@
 //! Stream channels and topics in the core (`docs/protocol.md` §5.7): what joining, leaving and
 //! publishing mean, and the topic events they cause. The per-session side (which channels a
 //! session joined, its topics and their rate limits, the tokens) lives in
-//! [`Session`](crate::session::Session); who receives what lives in the [`Engine`].
+//! session; who receives what lives in the [`Engine`].
 
 use rtm_proto::{
     ChannelType, ErrorCode, Event, MessageEvent, PublishTopicRequest, PublisherInfo, ServerMsg,
     TopicEvent, TopicEventType, TopicInfo, WireError, encode_frame,
 };
 
-use crate::core::{Core, engine_failed, err, now_ms};
+use super::{Core, engine_failed, err, now_ms};
 use crate::engine::{Engine, PresenceFlags, SessionHandle, StreamError, TopicSubscribed};
 
 /// The error a client sees for a refused stream operation; `failed` is the code of the

@@ -11,8 +11,12 @@ use rtm_proto::{
     UserState, encode_frame,
 };
 
-use crate::core::{Core, now_ms};
-use crate::engine::{Engine, PresenceFlags, SessionHandle, SessionId};
+use rtm_proto::{ChannelDetail, ErrorCode, WireError, limits};
+
+use super::{Core, engine_failed, err, now_ms};
+use crate::engine::{
+    Engine, PresenceFlags, PresentPage, SessionHandle, SessionId, StateChange, StateError,
+};
 
 /// A channel, as interval mode keys it.
 type ChannelKey = (Box<str>, ChannelType, Box<str>);
@@ -44,44 +48,6 @@ impl Intervals {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .remove(key)
-    }
-}
-
-/// Users that left a channel within the debounce window (`presence_debounce_ms`): their
-/// `REMOTE_LEAVE` waits out the window, and is dropped (with the `REMOTE_JOIN` of their
-/// return) if they come back in it.
-#[derive(Debug, Default)]
-pub(crate) struct Debounce {
-    pending: Mutex<HashMap<(ChannelKey, Box<str>), u64>>,
-    next: std::sync::atomic::AtomicU64,
-}
-
-impl Debounce {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(ChannelKey, Box<str>), u64>> {
-        self.pending.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// Records a leave; returns its ticket.
-    fn hold(&self, key: (ChannelKey, Box<str>)) -> u64 {
-        let ticket = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.lock().insert(key, ticket);
-        ticket
-    }
-
-    /// Whether the leave with `ticket` is still to be told (and forgets it).
-    fn release(&self, key: &(ChannelKey, Box<str>), ticket: u64) -> bool {
-        let mut pending = self.lock();
-        if pending.get(key) == Some(&ticket) {
-            pending.remove(key);
-            true
-        } else {
-            false
-        }
-    }
-
-    /// A return within the window: true if a leave was waiting (it is dropped).
-    fn cancel(&self, key: &(ChannelKey, Box<str>)) -> bool {
-        self.lock().remove(key).is_some()
     }
 }
 
@@ -141,10 +107,6 @@ impl<E: Engine> Core<E> {
         // Counted with the arriving user.
         let present = self.present_count(app_id, channel_type, channel).await;
         let user = session.user_id().to_owned();
-        let returned = || {
-            let key = (app_id.into(), channel_type, channel.into());
-            self.debounce.cancel(&(key, session.user_id().into()))
-        };
         if !flags.quiet
             && !self
                 .batched(session, channel_type, channel, present, |d| {
@@ -152,7 +114,7 @@ impl<E: Engine> Core<E> {
                 })
                 .await
             // Back within the debounce window: the others never saw it leave.
-            && !returned()
+            && !self.returned(session, channel_type, channel).await
         {
             let frame = event(
                 PresenceEventType::RemoteJoin,
@@ -220,19 +182,37 @@ impl<E: Engine> Core<E> {
             .map_or(0, |p| p.limits.presence_debounce_ms);
         if how == Departure::Left && window > 0 {
             // docs/protocol.md §5.8: a leave is told once the debounce window has passed
-            // without the user coming back.
-            let key: ChannelKey = (session.app_id().into(), channel_type, channel.into());
-            let key = (key, Box::<str>::from(session.user_id()));
-            let ticket = self.debounce.hold(key.clone());
-            let (core, session, channel) = (Arc::clone(self), session.clone(), channel.to_owned());
-            tokio::spawn(async move {
-                tokio::time::sleep(Duration::from_millis(window.into())).await;
-                if core.debounce.release(&key, ticket) {
-                    core.tell(session.app_id(), channel_type, &channel, &session, frame)
-                        .await;
+            // without the user coming back (to this node or another).
+            let (app_id, user_id) = (session.app_id(), session.user_id());
+            match self
+                .engine
+                .hold_leave(app_id, channel_type, channel, user_id)
+                .await
+            {
+                Ok(ticket) => {
+                    let (core, session) = (Arc::clone(self), session.clone());
+                    let channel = channel.to_owned();
+                    tokio::spawn(async move {
+                        tokio::time::sleep(Duration::from_millis(window.into())).await;
+                        let (app_id, user_id) = (session.app_id(), session.user_id());
+                        match core
+                            .engine
+                            .release_leave(app_id, channel_type, &channel, user_id, ticket)
+                            .await
+                        {
+                            Ok(true) => {
+                                core.tell(app_id, channel_type, &channel, &session, frame)
+                                    .await;
+                            }
+                            Ok(false) => {}
+                            Err(e) => tracing::warn!(%channel, "debounced leave lost: {e}"),
+                        }
+                    });
+                    return;
                 }
-            });
-            return;
+                // Told at once rather than never.
+                Err(e) => tracing::warn!(%channel, "leave not debounced: {e}"),
+            }
         }
         self.tell(session.app_id(), channel_type, channel, session, frame)
             .await;
@@ -282,6 +262,100 @@ impl<E: Engine> Core<E> {
         })));
         self.tell(session.app_id(), channel_type, channel, session, frame)
             .await;
+    }
+
+    /// Changes `session`'s state in a channel it is in; returns the whole state after it.
+    pub(crate) async fn update_state(
+        &self,
+        session: &SessionHandle,
+        channel_type: ChannelType,
+        channel: &str,
+        change: StateChange,
+    ) -> Result<StateDetail, WireError> {
+        self.engine
+            .update_state(
+                session,
+                channel_type,
+                channel,
+                change,
+                limits::MAX_STATE_PAIRS,
+            )
+            .await
+            .map_err(|e| match e {
+                // The session was there when it asked: it left meanwhile.
+                StateError::NotPresent => match channel_type {
+                    ChannelType::Stream => err(
+                        ErrorCode::ChannelNotJoined,
+                        "not joined to this stream channel",
+                    ),
+                    _ => err(
+                        ErrorCode::ChannelNotSubscribed,
+                        "not subscribed to this channel",
+                    ),
+                },
+                StateError::TooMany(..) => {
+                    err(ErrorCode::PresenceStateCountOverflow, e.to_string())
+                }
+                StateError::Engine(e) => engine_failed(ErrorCode::PresenceOperationFailed, &e),
+            })
+    }
+
+    /// The state of a visible user of a channel; `None` if the user is not there.
+    pub(crate) async fn get_state(
+        &self,
+        app_id: &str,
+        channel_type: ChannelType,
+        channel: &str,
+        user_id: &str,
+    ) -> Result<Option<StateDetail>, WireError> {
+        self.engine
+            .get_state(app_id, channel_type, channel, user_id)
+            .await
+            .map_err(|e| engine_failed(ErrorCode::PresenceOperationFailed, &e))
+    }
+
+    /// A page of a channel's visible users (see [`Router::present_page`](crate::engine::Router::present_page)).
+    pub(crate) async fn present_page(
+        &self,
+        app_id: &str,
+        (channel_type, channel): (ChannelType, &str),
+        after: Option<&str>,
+        limit: usize,
+        with_states: bool,
+    ) -> Result<PresentPage, WireError> {
+        self.engine
+            .present_page(app_id, channel_type, channel, after, limit, with_states)
+            .await
+            .map_err(|e| engine_failed(ErrorCode::PresenceOperationFailed, &e))
+    }
+
+    /// The channels where a user is visibly present.
+    pub(crate) async fn user_channels(
+        &self,
+        app_id: &str,
+        user_id: &str,
+    ) -> Result<Vec<ChannelDetail>, WireError> {
+        self.engine
+            .user_channels(app_id, user_id)
+            .await
+            .map_err(|e| engine_failed(ErrorCode::PresenceOperationFailed, &e))
+    }
+
+    /// Whether the arriving user comes back within the debounce window of its leave (which is
+    /// then never told).
+    async fn returned(
+        &self,
+        session: &SessionHandle,
+        channel_type: ChannelType,
+        channel: &str,
+    ) -> bool {
+        self.engine
+            .cancel_leave(session.app_id(), channel_type, channel, session.user_id())
+            .await
+            .unwrap_or_else(|e| {
+                tracing::warn!(%channel, "pending leave unknown: {e}");
+                false
+            })
     }
 
     async fn present_count(&self, app_id: &str, channel_type: ChannelType, channel: &str) -> usize {

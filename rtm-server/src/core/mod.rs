@@ -3,39 +3,41 @@
 //!
 //! [`Core`] validates names and sizes against the app's limits, encodes each event exactly once,
 //! and hands the encoded frame to the [`Engine`] for fan-out. It holds no per-connection state:
-//! that lives in [`Session`](crate::session::Session).
+//! that lives in the session layer, which reaches the engine only through the core. The core
+//! knows nothing of sessions, connections or transports.
+
+mod presence;
+mod storage;
+mod topics;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::atomic::Ordering;
 
 use rtm_proto::{
     ChannelType, ErrorCode, Event, HistoryMessage, MessageEvent, PublishRequest, ServerMsg,
     SubscribeOptions, WireError, encode_frame, validate,
 };
 
+pub(crate) use crate::clock::now_ms;
 use crate::config::{AppPolicy, Apps, ConnectionLimits, ServerConfig};
 use crate::engine::{
-    Delivery, Engine, EngineError, HistoryKey, MetadataError, Retention, SessionHandle, SessionId,
+    Delivery, Engine, EngineError, HistoryKey, Retention, SessionHandle, SessionId,
 };
 use crate::metrics::Metrics;
-use crate::presence::{Debounce, Intervals};
-use crate::resume::Registry;
+
+pub(crate) use self::presence::{Departure, Intervals};
+pub(crate) use self::storage::{LockAnswer, lock_failed};
 
 /// State shared by every connection of a server.
 #[derive(Debug)]
 pub(crate) struct Core<E> {
-    pub(crate) engine: E,
+    /// Reached only through the core's methods.
+    engine: E,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) connection: ConnectionLimits,
-    /// The logged-in sessions a resume can reach.
-    pub(crate) sessions: Registry<E>,
     /// Presence changes of busy channels waiting for their `INTERVAL` event.
-    pub(crate) intervals: Intervals,
-    /// Leaves waiting out the presence debounce window.
-    pub(crate) debounce: Debounce,
+    intervals: Intervals,
     apps: Apps,
-    next_session: AtomicU64,
 }
 
 /// A [`WireError`] with `code` and `reason`.
@@ -55,25 +57,9 @@ pub(crate) fn engine_failed(code: ErrorCode, e: &EngineError) -> WireError {
     WireError::new(code, ENGINE_FAILED)
 }
 
-/// The error a client sees for a refused metadata write: the rule it broke, or, for a failure
-/// of the store, a generic reason (see [`engine_failed`]).
-pub(crate) fn metadata_failed(e: &MetadataError) -> WireError {
-    match e {
-        MetadataError::Engine(inner) => engine_failed(e.code(), inner),
-        _ => err(e.code(), e.to_string()),
-    }
-}
-
 /// Turns a failed name check into the error the client sees.
 pub(crate) fn invalid(e: validate::InvalidName) -> WireError {
     WireError::new(e.code, e.what)
-}
-
-/// Server time in milliseconds since the Unix epoch.
-pub(crate) fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 impl<E: Engine> Core<E> {
@@ -82,12 +68,14 @@ impl<E: Engine> Core<E> {
             engine,
             metrics,
             connection: config.connection,
-            sessions: Registry::default(),
             intervals: Intervals::default(),
-            debounce: Debounce::default(),
             apps: config.apps(),
-            next_session: AtomicU64::new(1),
         }
+    }
+
+    /// Closes the engine's store (the server is stopping).
+    pub(crate) fn close_store(&self) {
+        self.engine.close();
     }
 
     /// Whether any App ID is accepted (no apps configured).
@@ -100,9 +88,32 @@ impl<E: Engine> Core<E> {
         self.apps.get(app_id)
     }
 
-    /// A new session id.
+    /// A new session id, unique in the whole service.
     pub(crate) fn next_session_id(&self) -> SessionId {
-        SessionId(self.next_session.fetch_add(1, Ordering::Relaxed))
+        self.engine.next_session_id()
+    }
+
+    /// Registers a logged-in session (closing the same user's other session, wherever it is)
+    /// and gives it its user's locks back.
+    pub(crate) async fn attach(&self, session: &SessionHandle) -> Result<(), WireError> {
+        self.engine
+            .attach(session)
+            .await
+            .map_err(|e| engine_failed(ErrorCode::LoginRejected, &e))?;
+        self.session_back(session).await;
+        Ok(())
+    }
+
+    /// Removes an ended session from the engine, after it left its channels: its
+    /// subscriptions and states go, it stops listening, and its user's locks stay held for
+    /// their ttl. A failure is logged; the engine's own expiry cleans up after it.
+    pub(crate) async fn detach(&self, session: &SessionHandle) {
+        if let Err(e) = self.engine.detach(session).await {
+            tracing::warn!(session = %session.id(), "session not removed from the engine: {e}");
+        }
+        if let Err(e) = self.engine.session_ended(session).await {
+            tracing::warn!(session = %session.id(), "session's listeners and locks kept: {e}");
+        }
     }
 
     /// Subscribes `session` to a message channel.

@@ -1,0 +1,113 @@
+//! The session's message-channel calls: subscribe, unsubscribe and publish
+//! (`docs/protocol.md` §5.2–§5.4).
+
+use std::sync::atomic::Ordering;
+
+use rtm_proto::{
+    ChannelType, ErrorCode, PublishRequest, Response, SubscribeOptions, WireError, validate,
+};
+
+use super::{Session, history, logged_in, subscription_presence};
+use crate::core::{Departure, err, invalid, now_ms};
+use crate::engine::Engine;
+
+impl<E: Engine> Session<E> {
+    pub(super) async fn subscribe(
+        &mut self,
+        channel: String,
+        options: SubscribeOptions,
+    ) -> Result<Response, WireError> {
+        let state = logged_in(&mut self.state)?;
+        validate::channel_name(&channel).map_err(invalid)?;
+        let max = state.policy.limits.max_subscriptions as usize;
+        if !state.subscriptions.contains_key(&channel) && state.subscriptions.len() >= max {
+            return Err(err(
+                ErrorCode::ChannelInstanceExceedLimitation,
+                format!("already subscribed to {max} channels, the limit"),
+            ));
+        }
+        self.core
+            .subscribe(&state.handle, &channel, options)
+            .await?;
+        let first = state
+            .subscriptions
+            .insert(channel.clone(), options)
+            .is_none();
+        if first {
+            let presence = subscription_presence(&options);
+            self.core
+                .arrive(&state.handle, ChannelType::Message, &channel, presence)
+                .await;
+        }
+        self.core
+            .listen_channel(
+                &state.handle,
+                ChannelType::Message,
+                &channel,
+                options.with_metadata,
+                options.with_lock,
+            )
+            .await;
+        Ok(Response::Subscribe {
+            channel,
+            timestamp: now_ms(),
+        })
+    }
+
+    pub(super) async fn unsubscribe(&mut self, channel: String) -> Result<Response, WireError> {
+        let state = logged_in(&mut self.state)?;
+        validate::channel_name(&channel).map_err(invalid)?;
+        let Some(options) = state.subscriptions.remove(&channel) else {
+            return Err(err(
+                ErrorCode::ChannelNotSubscribed,
+                "not subscribed to this channel",
+            ));
+        };
+        self.core.unsubscribe(&state.handle, &channel).await?;
+        let presence = subscription_presence(&options);
+        self.core
+            .depart(
+                &state.handle,
+                ChannelType::Message,
+                &channel,
+                presence,
+                Departure::Left,
+            )
+            .await;
+        Ok(Response::Unsubscribe {
+            channel,
+            timestamp: now_ms(),
+        })
+    }
+
+    pub(super) async fn publish(
+        &mut self,
+        publish: PublishRequest,
+        store: bool,
+    ) -> Result<Response, WireError> {
+        let state = logged_in(&mut self.state)?;
+        self.core.check_publish(&state.policy, &publish)?;
+        let retention = if store {
+            Some(history::retention(&state.policy)?)
+        } else {
+            None
+        };
+        // Only a valid message uses up the allowance.
+        if state.publish_limiter.check().is_err() {
+            self.core
+                .metrics
+                .rate_limited
+                .fetch_add(1, Ordering::Relaxed);
+            return Err(err(
+                ErrorCode::ChannelPublishMessageTooFrequent,
+                format!(
+                    "publishing faster than {} messages per second",
+                    state.policy.limits.publish_rate
+                ),
+            ));
+        }
+        let channel = publish.channel.clone();
+        let timestamp = self.core.publish(&state.handle, publish, retention).await?;
+        Ok(Response::Publish { channel, timestamp })
+    }
+}
