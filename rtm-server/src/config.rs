@@ -17,6 +17,11 @@
 //! [web]
 //! allowed_origins = ["https://app.example.com"]   # default: any on loopback, none elsewhere
 //!
+//! [engine]              # default: kind = "memory", this node alone
+//! kind = "redis"        # several nodes sharing one service through Redis
+//! urls = ["redis://127.0.0.1:6379"]   # several: independent shards, same list on every node
+//! # node_name = "rtm-1"               # in logs; made up when absent
+//!
 //! [limits]              # defaults for every app
 //! publish_rate = 60
 //!
@@ -64,6 +69,36 @@ pub struct ServerConfig {
     pub websocket: WebSocketConfig,
     /// What browsers may do: WebTransport, and the pages allowed to connect.
     pub web: WebConfig,
+    /// Where shared state lives: this process, or Redis for a cluster of nodes.
+    pub engine: EngineConfig,
+}
+
+/// `[engine]`: where the state that sessions share lives.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EngineConfig {
+    /// `"memory"` (the default): in this process; metadata and history in SQLite in
+    /// `data_dir`. `"redis"`: in Redis, shared by every node that lists the same `urls`.
+    pub kind: EngineKind,
+    /// The Redis servers (`redis://host:port/`, `rediss://...` for TLS, `redis+unix:///path`),
+    /// one per shard; every node lists the same ones in the same order.
+    pub urls: Vec<String>,
+    /// This node's name in logs; made up when absent.
+    pub node_name: Option<String>,
+    /// Milliseconds one Redis command may take before the call that made it fails (default
+    /// 2000).
+    pub command_timeout_ms: Option<u32>,
+}
+
+/// The `kind` of engine.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EngineKind {
+    /// One node, state in memory (and SQLite).
+    #[default]
+    Memory,
+    /// Many nodes, state in Redis.
+    Redis,
 }
 
 /// `[websocket]`: a TCP listener for WebSocket clients (`docs/protocol.md` §1.5).
@@ -161,6 +196,7 @@ impl Default for ServerConfig {
             storage: StorageConfig::default(),
             websocket: WebSocketConfig::dev(),
             web: WebConfig::default(),
+            engine: EngineConfig::default(),
         }
     }
 }
@@ -409,6 +445,15 @@ impl ServerConfig {
         let bad = |s: String| Err(ConfigError::Invalid(s));
         if self.cert_file.is_some() != self.key_file.is_some() {
             return bad("cert_file and key_file go together: set both or neither".into());
+        }
+        match self.engine.kind {
+            EngineKind::Redis if self.engine.urls.is_empty() => {
+                return bad("[engine] kind = \"redis\" needs urls, one per Redis server".into());
+            }
+            EngineKind::Memory if !self.engine.urls.is_empty() => {
+                return bad("[engine] urls are for kind = \"redis\"".into());
+            }
+            _ => {}
         }
         let mut seen = std::collections::HashSet::new();
         for app in &self.apps {

@@ -71,6 +71,9 @@ pub enum ServerError {
     /// this server's.
     #[error("cannot open the metadata store: {0}")]
     Storage(engine::EngineError),
+    /// The engine (Redis) could not be reached or used.
+    #[error("cannot start the engine: {0}")]
+    Engine(engine::EngineError),
     /// A socket (UDP for QUIC, TCP for WebSocket) could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -160,8 +163,7 @@ impl ServerBuilder {
             }
             None => None,
         };
-        let engine = MemoryEngine::open(&config.data_dir, config.storage.durability.into())
-            .map_err(ServerError::Storage)?;
+        let engine = open_engine(&config).await?;
         let metrics = Arc::new(Metrics::default());
         let core = Arc::new(core::Core::new(&config, engine, metrics.clone()));
         let open_apps = core.open_apps();
@@ -229,6 +231,28 @@ impl ServerBuilder {
             storage,
         })
     }
+}
+
+/// The engine `config` asks for.
+async fn open_engine(config: &ServerConfig) -> Result<engine::AnyEngine, ServerError> {
+    Ok(match config.engine.kind {
+        config::EngineKind::Memory => engine::AnyEngine::Memory(
+            MemoryEngine::open(&config.data_dir, config.storage.durability.into())
+                .map_err(ServerError::Storage)?,
+        ),
+        config::EngineKind::Redis => {
+            let mut redis = engine::RedisConfig::new(config.engine.urls.clone());
+            redis.node_name.clone_from(&config.engine.node_name);
+            if let Some(ms) = config.engine.command_timeout_ms {
+                redis.command_timeout = Duration::from_millis(ms.max(1).into());
+            }
+            engine::AnyEngine::Redis(
+                engine::RedisEngine::open(redis)
+                    .await
+                    .map_err(ServerError::Engine)?,
+            )
+        }
+    })
 }
 
 /// Replaces the short-lived WebTransport certificate before it expires, until shutdown.

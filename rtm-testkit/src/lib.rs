@@ -19,10 +19,14 @@
 //! [`expect_event`], which fails the test after a deadline instead of sleeping.
 #![warn(missing_docs)]
 
+mod cluster;
 mod link;
+mod redis;
 mod tcp_relay;
 
+pub use cluster::TestCluster;
 pub use link::LossyLink;
+pub use redis::RedisServer;
 pub use tcp_relay::TcpRelay;
 
 use std::future::Future;

@@ -16,7 +16,9 @@
 //!
 //! Every item is scoped by App ID: nothing of one app is visible to another.
 
+mod any;
 mod memory;
+mod redis;
 mod router;
 mod store;
 
@@ -32,9 +34,11 @@ use tokio::sync::oneshot;
 
 use crate::outbox::{Outbox, Pushed};
 
+pub use any::AnyEngine;
 #[cfg(test)]
 pub(crate) use memory::METADATA_DB_FILE;
 pub use memory::{Durability, MemoryEngine};
+pub use redis::{RedisConfig, RedisEngine};
 pub use router::Router;
 pub use store::Store;
 
@@ -208,6 +212,32 @@ pub enum StateChange {
     Set(StateDetail),
     /// Remove these keys; `None` for all of them.
     Remove(Option<Vec<String>>),
+}
+
+impl StateChange {
+    /// Applies the change to `current`, keeping at most `max_pairs` pairs.
+    pub(crate) fn apply(
+        self,
+        current: &mut StateDetail,
+        max_pairs: usize,
+    ) -> Result<(), StateError> {
+        match self {
+            Self::Set(pairs) => {
+                let added = pairs.keys().filter(|k| !current.contains_key(*k)).count();
+                if current.len() + added > max_pairs {
+                    return Err(StateError::TooMany(current.len() + added, max_pairs));
+                }
+                current.extend(pairs);
+            }
+            Self::Remove(None) => current.clear(),
+            Self::Remove(Some(keys)) => {
+                for key in keys {
+                    current.remove(&key);
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Why the engine refused a state change.

@@ -205,6 +205,11 @@ impl MemoryEngine {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// The session of `user_id` in `app_id`, if it is here.
+    pub(crate) fn session(&self, app_id: &str, user_id: &str) -> Option<SessionHandle> {
+        self.state().apps.get(app_id)?.users.get(user_id).cloned()
+    }
+
     /// How many sessions subscribe to `channel` in `app_id` (for tests and metrics).
     pub fn subscriber_count(&self, app_id: &str, channel: &str) -> usize {
         self.state()
@@ -574,21 +579,7 @@ impl Router for MemoryEngine {
             return Err(StateError::NotPresent);
         }
         let mut current = app.state_of(channel_type, channel, session.user_id());
-        match change {
-            StateChange::Set(pairs) => {
-                let added = pairs.keys().filter(|k| !current.contains_key(*k)).count();
-                if current.len() + added > max_pairs {
-                    return Err(StateError::TooMany(current.len() + added, max_pairs));
-                }
-                current.extend(pairs);
-            }
-            StateChange::Remove(None) => current.clear(),
-            StateChange::Remove(Some(keys)) => {
-                for key in keys {
-                    current.remove(&key);
-                }
-            }
-        }
+        change.apply(&mut current, max_pairs)?;
         app.states
             .entry((channel_type, channel.into()))
             .or_default()

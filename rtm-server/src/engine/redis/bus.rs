@@ -1,0 +1,296 @@
+//! The node's side of Redis pub/sub: which buses it listens to, and the task that hands what
+//! arrives to the local sessions.
+//!
+//! One pub/sub connection per shard (RESP3, subscribed again automatically after a reconnect)
+//! feeds one bounded queue. A node that cannot keep up drops what does not fit and counts it
+//! ([`Bus::dropped`]) rather than making Redis hold it: Redis would otherwise buffer for the slow
+//! node until it disconnects it, and every other node would wait on nothing.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use redis::aio::ConnectionManager;
+use redis::{PushInfo, PushKind, Value};
+use rtm_proto::ChannelType;
+use tokio::sync::mpsc;
+
+use super::envelope::Envelope;
+use super::{keys, unavailable};
+use crate::engine::{EngineError, MemoryEngine, Router};
+
+/// Most events waiting for the dispatcher; more are dropped and counted.
+const QUEUE: usize = 1 << 16;
+
+/// The channel a bus belongs to.
+#[derive(Clone, Debug)]
+struct Route {
+    app_id: Box<str>,
+    channel_type: ChannelType,
+    channel: Box<str>,
+}
+
+/// The node's pub/sub connections and subscriptions.
+pub(super) struct Bus {
+    conns: Vec<ConnectionManager>,
+    /// Local members per bus: the bus is subscribed while this is above 0. An async mutex,
+    /// held across the (un)subscribe command, so that the commands for one bus go out in the
+    /// order of the changes.
+    refs: tokio::sync::Mutex<HashMap<String, usize>>,
+    /// The channel of each subscribed bus, for the dispatcher.
+    routes: Arc<RwLock<HashMap<String, Route>>>,
+    inbox: String,
+    dropped: Arc<AtomicU64>,
+    rx: Mutex<Option<mpsc::Receiver<PushInfo>>>,
+    task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    timeout: Duration,
+}
+
+impl Drop for Bus {
+    fn drop(&mut self) {
+        if let Some(task) = self
+            .task
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+        {
+            task.abort();
+        }
+    }
+}
+
+impl Bus {
+    /// Opens a pub/sub connection to every shard and subscribes to node `node`'s inbox.
+    pub(super) async fn connect(
+        clients: &[redis::Client],
+        node: u32,
+        timeout: Duration,
+    ) -> Result<Self, EngineError> {
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let dropped = Arc::new(AtomicU64::new(0));
+        let mut conns = Vec::with_capacity(clients.len());
+        for client in clients {
+            let tx = tx.clone();
+            let dropped = dropped.clone();
+            let sender = move |info: PushInfo| -> Result<(), redis::aio::SendError> {
+                match tx.try_send(info) {
+                    Ok(()) => Ok(()),
+                    Err(mpsc::error::TrySendError::Full(_)) => {
+                        dropped.fetch_add(1, Ordering::Relaxed);
+                        Ok(())
+                    }
+                    Err(mpsc::error::TrySendError::Closed(_)) => Err(redis::aio::SendError),
+                }
+            };
+            let config = redis::aio::ConnectionManagerConfig::new()
+                .set_connection_timeout(Some(timeout))
+                .set_response_timeout(Some(timeout))
+                .set_max_delay(Duration::from_secs(1))
+                .set_push_sender(sender)
+                .set_automatic_resubscription();
+            let conn =
+                tokio::time::timeout(timeout, client.get_connection_manager_with_config(config))
+                    .await
+                    .map_err(|_| unavailable("pub/sub connection: no answer within the timeout"))?
+                    .map_err(unavailable)?;
+            conns.push(conn);
+        }
+        let inbox = keys::inbox(node);
+        let mut first = conns[0].clone();
+        tokio::time::timeout(timeout, first.subscribe(&inbox))
+            .await
+            .map_err(|_| unavailable("inbox: no answer within the timeout"))?
+            .map_err(unavailable)?;
+        Ok(Self {
+            conns,
+            refs: tokio::sync::Mutex::default(),
+            routes: Arc::default(),
+            inbox,
+            dropped,
+            rx: Mutex::new(Some(rx)),
+            task: Mutex::new(None),
+            timeout,
+        })
+    }
+
+    /// Starts handing what arrives to `local`'s sessions.
+    pub(super) fn start(&self, local: Arc<MemoryEngine>) {
+        let Some(rx) = self
+            .rx
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+        else {
+            return;
+        };
+        let routes = self.routes.clone();
+        let inbox = self.inbox.clone();
+        let task = tokio::spawn(dispatch(rx, routes, inbox, local));
+        *self.task.lock().unwrap_or_else(PoisonError::into_inner) = Some(task);
+    }
+
+    /// Events dropped because the node could not keep up.
+    pub(super) fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// One more local member of the channel of `bus` (on shard `shard`): listens to the bus
+    /// if it is the first.
+    pub(super) async fn join(
+        &self,
+        shard: usize,
+        bus: &str,
+        (app_id, channel_type, channel): (&str, ChannelType, &str),
+    ) -> Result<(), EngineError> {
+        let mut refs = self.refs.lock().await;
+        let count = refs.get(bus).copied().unwrap_or(0);
+        if count == 0 {
+            self.routes
+                .write()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(
+                    bus.to_owned(),
+                    Route {
+                        app_id: app_id.into(),
+                        channel_type,
+                        channel: channel.into(),
+                    },
+                );
+            let mut conn = self.conns[shard].clone();
+            let subscribed = tokio::time::timeout(self.timeout, conn.subscribe(bus)).await;
+            if let Err(e) = flatten(subscribed) {
+                self.routes
+                    .write()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .remove(bus);
+                return Err(e);
+            }
+        }
+        refs.insert(bus.to_owned(), count + 1);
+        Ok(())
+    }
+
+    /// One local member fewer: stops listening to the bus after the last.
+    pub(super) async fn leave(&self, shard: usize, bus: &str) {
+        let mut refs = self.refs.lock().await;
+        let Some(count) = refs.get_mut(bus) else {
+            return;
+        };
+        *count -= 1;
+        if *count > 0 {
+            return;
+        }
+        refs.remove(bus);
+        self.routes
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(bus);
+        let mut conn = self.conns[shard].clone();
+        let unsubscribed = tokio::time::timeout(self.timeout, conn.unsubscribe(bus)).await;
+        if let Err(e) = flatten(unsubscribed) {
+            // Events that still come are dropped (no route); a reconnect forgets it for good.
+            tracing::warn!(bus, "still subscribed: {e}");
+        }
+    }
+}
+
+fn flatten(
+    result: Result<redis::RedisResult<()>, tokio::time::error::Elapsed>,
+) -> Result<(), EngineError> {
+    match result {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(unavailable(e)),
+        Err(_) => Err(unavailable("no answer within the timeout")),
+    }
+}
+
+/// The pub/sub channel and payload of a published message.
+fn message(info: PushInfo) -> Option<(String, Bytes)> {
+    if info.kind != PushKind::Message {
+        if info.kind == PushKind::Disconnection {
+            tracing::warn!("pub/sub connection to Redis lost; reconnecting");
+        }
+        return None;
+    }
+    let mut data = info.data.into_iter();
+    let channel = match data.next()? {
+        Value::BulkString(b) => String::from_utf8(b).ok()?,
+        _ => return None,
+    };
+    let payload = match data.next()? {
+        Value::BulkString(b) => Bytes::from(b),
+        _ => return None,
+    };
+    Some((channel, payload))
+}
+
+/// Hands each arriving event to the local sessions it is for, in arrival order.
+async fn dispatch(
+    mut rx: mpsc::Receiver<PushInfo>,
+    routes: Arc<RwLock<HashMap<String, Route>>>,
+    inbox: String,
+    local: Arc<MemoryEngine>,
+) {
+    while let Some(info) = rx.recv().await {
+        let Some((channel, payload)) = message(info) else {
+            continue;
+        };
+        let Some(envelope) = Envelope::decode(payload) else {
+            tracing::warn!(%channel, "unreadable message on the bus, dropped");
+            continue;
+        };
+        if channel == inbox {
+            deliver_to_node(&local, envelope).await;
+            continue;
+        }
+        let route = routes
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&channel)
+            .cloned();
+        // Left since: nobody here to give it to.
+        let Some(route) = route else {
+            continue;
+        };
+        let Route {
+            app_id,
+            channel_type,
+            channel,
+        } = &route;
+        // The local engine completes at once: these never wait.
+        let delivered = match envelope {
+            Envelope::Message(frame) => local.publish(app_id, channel, frame).await,
+            Envelope::Presence { except, frame } => {
+                local
+                    .broadcast_presence(app_id, *channel_type, channel, except, frame)
+                    .await
+            }
+            Envelope::Stream { except, frame } => {
+                local.broadcast_stream(app_id, channel, except, frame).await
+            }
+            Envelope::ToUser { .. } | Envelope::Kick { .. } => continue,
+        };
+        if let Err(e) = delivered {
+            tracing::warn!(%channel, "event not delivered: {e}");
+        }
+    }
+}
+
+/// Serves what came to this node's inbox.
+async fn deliver_to_node(local: &MemoryEngine, envelope: Envelope) {
+    match envelope {
+        Envelope::ToUser { app, user, frame } => {
+            if let Err(e) = local.send_to_user(&app, &user, frame).await {
+                tracing::warn!(%user, "user message not delivered: {e}");
+            }
+        }
+        Envelope::Kick { app, user, session } => {
+            if let Some(handle) = local.session(&app, &user).filter(|s| s.id() == session) {
+                handle.close(rtm_proto::CloseReason::SameUidLogin);
+            }
+        }
+        _ => tracing::warn!("a channel event came to the inbox, dropped"),
+    }
+}

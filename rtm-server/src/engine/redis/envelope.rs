@@ -1,0 +1,202 @@
+//! What nodes send each other through Redis pub/sub: an already-encoded frame with a few bytes
+//! saying whom it is for (`docs/architecture.md`, "Cluster").
+//!
+//! A channel's bus carries the channel's events; a node's inbox carries what is for one
+//! session there. Layout: one kind byte, then the kind's fields (integers big-endian, strings
+//! as a 2-byte length and UTF-8), then the frame to the end. Anything that does not parse is
+//! dropped by the receiver (and counted), never trusted.
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use crate::engine::SessionId;
+
+/// A message on a bus or inbox.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) enum Envelope {
+    /// A message event for the channel's subscribers that take messages.
+    Message(Bytes),
+    /// A presence event for the channel's members that take presence, but `except`.
+    Presence { except: SessionId, frame: Bytes },
+    /// An event for every member of a stream channel but `except`.
+    Stream { except: SessionId, frame: Bytes },
+    /// A user-channel message (or any event) for the session of `user` in `app`.
+    ToUser {
+        app: String,
+        user: String,
+        frame: Bytes,
+    },
+    /// Close `session` (of `user` in `app`): the same user logged in on another node.
+    Kick {
+        app: String,
+        user: String,
+        session: SessionId,
+    },
+}
+
+const MESSAGE: u8 = b'M';
+const PRESENCE: u8 = b'P';
+const STREAM: u8 = b'S';
+const TO_USER: u8 = b'U';
+const KICK: u8 = b'K';
+
+fn put_str(out: &mut BytesMut, s: &str) {
+    // Names are validated well below 64 KiB; a longer one would not be sent at all.
+    let len = u16::try_from(s.len()).unwrap_or(u16::MAX);
+    out.put_u16(len);
+    out.put_slice(&s.as_bytes()[..usize::from(len)]);
+}
+
+impl Envelope {
+    /// The bytes to publish.
+    pub(super) fn encode(&self) -> Bytes {
+        let mut out = BytesMut::new();
+        match self {
+            Self::Message(frame) => {
+                out.reserve(1 + frame.len());
+                out.put_u8(MESSAGE);
+                out.put_slice(frame);
+            }
+            Self::Presence { except, frame } | Self::Stream { except, frame } => {
+                out.reserve(9 + frame.len());
+                let kind = if matches!(self, Self::Presence { .. }) {
+                    PRESENCE
+                } else {
+                    STREAM
+                };
+                out.put_u8(kind);
+                out.put_u64(except.0);
+                out.put_slice(frame);
+            }
+            Self::ToUser { app, user, frame } => {
+                out.reserve(5 + app.len() + user.len() + frame.len());
+                out.put_u8(TO_USER);
+                put_str(&mut out, app);
+                put_str(&mut out, user);
+                out.put_slice(frame);
+            }
+            Self::Kick { app, user, session } => {
+                out.put_u8(KICK);
+                put_str(&mut out, app);
+                put_str(&mut out, user);
+                out.put_u64(session.0);
+            }
+        }
+        out.freeze()
+    }
+
+    /// Reads an envelope; `None` if the bytes are not one.
+    pub(super) fn decode(bytes: Bytes) -> Option<Self> {
+        let mut r = Reader(bytes);
+        let envelope = match r.u8()? {
+            MESSAGE => Self::Message(r.rest()),
+            PRESENCE => Self::Presence {
+                except: SessionId(r.u64()?),
+                frame: r.rest(),
+            },
+            STREAM => Self::Stream {
+                except: SessionId(r.u64()?),
+                frame: r.rest(),
+            },
+            TO_USER => Self::ToUser {
+                app: r.string()?,
+                user: r.string()?,
+                frame: r.rest(),
+            },
+            KICK => {
+                let kick = Self::Kick {
+                    app: r.string()?,
+                    user: r.string()?,
+                    session: SessionId(r.u64()?),
+                };
+                if !r.0.is_empty() {
+                    return None;
+                }
+                kick
+            }
+            _ => return None,
+        };
+        Some(envelope)
+    }
+}
+
+struct Reader(Bytes);
+
+impl Reader {
+    fn take(&mut self, n: usize) -> Option<Bytes> {
+        (self.0.len() >= n).then(|| self.0.split_to(n))
+    }
+
+    fn u8(&mut self) -> Option<u8> {
+        self.take(1).map(|b| b[0])
+    }
+
+    fn u64(&mut self) -> Option<u64> {
+        let b = self.take(8)?;
+        Some(u64::from_be_bytes(b.as_ref().try_into().ok()?))
+    }
+
+    fn string(&mut self) -> Option<String> {
+        let len = self.take(2)?;
+        let len = usize::from(u16::from_be_bytes([len[0], len[1]]));
+        String::from_utf8(self.take(len)?.to_vec()).ok()
+    }
+
+    fn rest(&mut self) -> Bytes {
+        std::mem::take(&mut self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn all() -> Vec<Envelope> {
+        let frame = Bytes::from_static(b"\x00\x01frame");
+        vec![
+            Envelope::Message(frame.clone()),
+            Envelope::Presence {
+                except: SessionId::new(3, 9),
+                frame: frame.clone(),
+            },
+            Envelope::Stream {
+                except: SessionId(0),
+                frame: frame.clone(),
+            },
+            Envelope::ToUser {
+                app: "app".into(),
+                user: "bob".into(),
+                frame: Bytes::new(),
+            },
+            Envelope::Kick {
+                app: "app".into(),
+                user: "bob".into(),
+                session: SessionId::new(1, 2),
+            },
+        ]
+    }
+
+    #[test]
+    fn every_kind_reads_back() {
+        for envelope in all() {
+            assert_eq!(Envelope::decode(envelope.encode()), Some(envelope));
+        }
+    }
+
+    #[test]
+    fn cut_or_unknown_bytes_are_refused_without_panic() {
+        assert_eq!(Envelope::decode(Bytes::new()), None);
+        assert_eq!(Envelope::decode(Bytes::from_static(b"Z")), None);
+        for envelope in all() {
+            let bytes = envelope.encode();
+            // Every prefix either fails or (for kinds that end in a frame) reads a shorter one.
+            for cut in 0..bytes.len() {
+                if let Some(read) = Envelope::decode(bytes.slice(..cut)) {
+                    assert!(!matches!(read, Envelope::Kick { .. }), "{read:?}");
+                }
+            }
+        }
+        let mut bad_utf8 = vec![TO_USER, 0, 1, 0xff, 0, 0];
+        bad_utf8.extend_from_slice(b"frame");
+        assert_eq!(Envelope::decode(Bytes::from(bad_utf8)), None);
+    }
+}

@@ -1,0 +1,102 @@
+//! The names of the Redis engine's keys and pub/sub channels (`docs/architecture.md`,
+//! "Cluster", lists them with what each holds).
+//!
+//! App IDs are ASCII letters and digits, so `rtm:<app>:` is an unambiguous prefix; the one
+//! free-form part (a channel or user name) always comes last. A channel's keys all live on the
+//! channel's shard, a user's on the user's shard, and the node registry on the first shard.
+
+use rtm_proto::ChannelType;
+
+/// The node registry: a sorted set of node numbers by their last heartbeat (Unix ms).
+pub(super) const NODES: &str = "rtm:nodes";
+/// The counter that gives each starting node its number.
+pub(super) const NODE_SEQ: &str = "rtm:node-seq";
+
+/// A node's inbox (pub/sub).
+pub(super) fn inbox(node: u32) -> String {
+    format!("rtm:inbox:{node}")
+}
+
+fn kind(channel_type: ChannelType) -> char {
+    match channel_type {
+        ChannelType::Message => 'm',
+        ChannelType::Stream => 's',
+        ChannelType::User => 'u',
+    }
+}
+
+/// The keys of one channel of one app.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub(super) struct ChannelKeys {
+    /// The channel's bus (pub/sub): its events, for the nodes with members.
+    pub(super) bus: String,
+    /// Hash: member user -> session id (quiet members included).
+    pub(super) members: String,
+    /// Sorted set (all scores 0, so ordered by name): the visible (not quiet) members.
+    pub(super) visible: String,
+    /// Hash: user -> temporary state.
+    pub(super) states: String,
+    /// Hash: user -> ticket of its leave waiting out the debounce window.
+    pub(super) leaving: String,
+}
+
+impl ChannelKeys {
+    pub(super) fn new(app_id: &str, channel_type: ChannelType, channel: &str) -> Self {
+        let k = kind(channel_type);
+        let key = |what: char| format!("rtm:{app_id}:{what}{k}:{channel}");
+        Self {
+            bus: key('b'),
+            members: key('p'),
+            visible: key('v'),
+            states: key('s'),
+            leaving: key('l'),
+        }
+    }
+}
+
+/// The key holding the session id of `user`'s session in `app_id`.
+pub(super) fn user_session(app_id: &str, user: &str) -> String {
+    format!("rtm:{app_id}:u:{user}")
+}
+
+/// The set of the channels where `user` is visibly present, as [`where_entry`]s.
+pub(super) fn user_channels(app_id: &str, user: &str) -> String {
+    format!("rtm:{app_id}:w:{user}")
+}
+
+/// An entry of [`user_channels`].
+pub(super) fn where_entry(channel_type: ChannelType, channel: &str) -> String {
+    format!("{}:{channel}", kind(channel_type))
+}
+
+/// Reads an entry of [`user_channels`].
+pub(super) fn parse_where_entry(entry: &str) -> Option<(ChannelType, &str)> {
+    let (k, channel) = entry.split_once(':')?;
+    let channel_type = match k {
+        "m" => ChannelType::Message,
+        "s" => ChannelType::Stream,
+        _ => return None,
+    };
+    Some((channel_type, channel))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_keep_apps_types_and_channels_apart() {
+        let a = ChannelKeys::new("app", ChannelType::Message, "room");
+        let b = ChannelKeys::new("app", ChannelType::Stream, "room");
+        let c = ChannelKeys::new("app2", ChannelType::Message, "room");
+        assert_ne!(a.bus, b.bus);
+        assert_ne!(a.bus, c.bus);
+        assert_eq!(a.members, "rtm:app:pm:room");
+        let entry = where_entry(ChannelType::Stream, "a:b");
+        assert_eq!(
+            parse_where_entry(&entry),
+            Some((ChannelType::Stream, "a:b"))
+        );
+        assert_eq!(parse_where_entry("x:room"), None);
+    }
+}

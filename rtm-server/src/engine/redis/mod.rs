@@ -1,0 +1,277 @@
+//! The Redis engine: one rtm service over many nodes (`docs/architecture.md`, "Cluster").
+//!
+//! Each node keeps its own sessions in a [`MemoryEngine`] used as a local router: who on this
+//! node subscribes to what, with which options, and the outboxes to push to. What the nodes
+//! share lives in Redis: who is online where (a key per user holding the session id, whose
+//! high bits name the node), who is present in each channel with which state, and the pending
+//! leaves of the presence debounce. Events travel through Redis pub/sub, already encoded:
+//!
+//! - a channel's *bus* carries its messages and presence events; a node subscribes to it while
+//!   it has a member of the channel, so an event reaches only nodes that have someone to give
+//!   it to, and each node pushes the same bytes to all its members (encode once survives);
+//! - a node's *inbox* carries what is for one of its sessions: a user-channel message, or the
+//!   order to close a session because its user logged in on another node.
+//!
+//! Redis delivers the messages of one pub/sub channel in the order it received them, and a
+//! node sends its commands in order on one connection, so the frames of one publisher to one
+//! channel keep their order. Every command has a deadline: a call made while Redis is
+//! unreachable fails with [`EngineError::Unavailable`] instead of hanging, and the connection
+//! manager reconnects (and subscribes again) in the background.
+
+mod bus;
+mod envelope;
+mod keys;
+mod presence;
+mod router;
+mod shards;
+mod store;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rtm_proto::ChannelType;
+
+use redis::aio::ConnectionManager;
+
+use self::bus::Bus;
+use super::{EngineError, MemoryEngine, SessionId};
+use crate::clock::now_ms;
+
+/// A channel of a session's app, as the membership list keeps it.
+type ChannelRef = (ChannelType, Box<str>);
+
+/// How the Redis engine reaches Redis.
+#[derive(Clone, Debug)]
+pub struct RedisConfig {
+    /// One URL per shard (`redis://host:port/`, `rediss://...`, `redis+unix:///path`); each is
+    /// an independent server, and every node must list the same ones in the same order.
+    pub urls: Vec<String>,
+    /// A name for this node in logs; one is made up when absent.
+    pub node_name: Option<String>,
+    /// How long one Redis command may take before the call that made it fails.
+    pub command_timeout: Duration,
+    /// How often the node tells the registry that it is alive.
+    pub heartbeat: Duration,
+}
+
+impl RedisConfig {
+    /// The defaults for `urls`: 2 s per command, a heartbeat every second.
+    pub fn new(urls: Vec<String>) -> Self {
+        Self {
+            urls,
+            node_name: None,
+            command_timeout: Duration::from_secs(2),
+            heartbeat: Duration::from_secs(1),
+        }
+    }
+}
+
+/// One Redis server: a connection for commands and one for pub/sub (so that a burst of
+/// events never queues in front of a command).
+struct Shard {
+    commands: ConnectionManager,
+}
+
+/// The engine for a cluster of nodes sharing Redis. Cheap to clone.
+#[derive(Clone)]
+pub struct RedisEngine {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for RedisEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisEngine")
+            .field("node", &self.inner.node)
+            .field("name", &self.inner.name)
+            .field("shards", &self.inner.shards.len())
+            .finish()
+    }
+}
+
+struct Inner {
+    /// This node's number, from the registry (never 0).
+    node: u32,
+    name: String,
+    shards: Vec<Shard>,
+    /// This node's sessions and their subscriptions.
+    local: Arc<MemoryEngine>,
+    bus: Bus,
+    /// The channels each local session is a member of, for leaving them all at once.
+    memberships: Mutex<HashMap<SessionId, HashSet<ChannelRef>>>,
+    timeout: Duration,
+    /// The counter of this node's session ids.
+    sessions: AtomicU64,
+    /// The counter of this node's leave tickets.
+    tickets: AtomicU64,
+    /// The heartbeat task, stopped when the engine goes.
+    heartbeat: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.heartbeat.abort();
+    }
+}
+
+/// A Redis failure as the engine reports it (the text goes to the server's log only).
+fn unavailable(e: impl std::fmt::Display) -> EngineError {
+    EngineError::Unavailable(format!("redis: {e}"))
+}
+
+/// `url` asking for RESP3, which pub/sub on a shared connection needs.
+fn with_resp3(url: &str) -> String {
+    if url.contains("protocol=") {
+        url.to_owned()
+    } else if url.contains('?') {
+        format!("{url}&protocol=resp3")
+    } else {
+        format!("{url}?protocol=resp3")
+    }
+}
+
+impl RedisEngine {
+    /// Connects to every shard, takes a node number from the registry, and starts the
+    /// heartbeat. Fails if a shard cannot be reached within the command timeout.
+    pub async fn open(config: RedisConfig) -> Result<Self, EngineError> {
+        if config.urls.is_empty() {
+            return Err(EngineError::Unusable(
+                "the Redis engine needs at least one URL ([engine] urls)".into(),
+            ));
+        }
+        let timeout = config.command_timeout;
+        let mut shards = Vec::with_capacity(config.urls.len());
+        let mut clients = Vec::with_capacity(config.urls.len());
+        for url in &config.urls {
+            let client = redis::Client::open(with_resp3(url)).map_err(|e| {
+                EngineError::Unusable(format!("Redis URL {url:?} is not usable: {e}"))
+            })?;
+            let manager_config = redis::aio::ConnectionManagerConfig::new()
+                .set_connection_timeout(Some(timeout))
+                .set_response_timeout(Some(timeout))
+                .set_number_of_retries(2)
+                .set_max_delay(Duration::from_secs(1));
+            let commands = tokio::time::timeout(
+                timeout,
+                client.get_connection_manager_with_config(manager_config),
+            )
+            .await
+            .map_err(|_| unavailable(format!("{url}: no answer within {timeout:?}")))?
+            .map_err(|e| unavailable(format!("{url}: {e}")))?;
+            shards.push(Shard { commands });
+            clients.push(client);
+        }
+        let mut first = shards[0].commands.clone();
+        let node: u64 = tokio::time::timeout(
+            timeout,
+            redis::cmd("INCR")
+                .arg(keys::NODE_SEQ)
+                .query_async(&mut first),
+        )
+        .await
+        .map_err(|_| unavailable("no node number within the timeout"))?
+        .map_err(unavailable)?;
+        // Node numbers take SessionId::NODE_BITS bits; 0 is a server that runs alone.
+        let node = (node % ((1 << SessionId::NODE_BITS) - 1) + 1) as u32;
+        let name = config.node_name.unwrap_or_else(|| format!("node-{node}"));
+        let bus = Bus::connect(&clients, node, timeout).await?;
+        let heartbeat = tokio::spawn(heartbeat(first, node, config.heartbeat, timeout));
+        tracing::info!(node, %name, shards = shards.len(), "joined the cluster");
+        let engine = Self {
+            inner: Arc::new(Inner {
+                node,
+                name,
+                shards,
+                local: Arc::new(MemoryEngine::new()),
+                bus,
+                memberships: Mutex::default(),
+                timeout,
+                sessions: AtomicU64::new(1),
+                tickets: AtomicU64::new(1),
+                heartbeat,
+            }),
+        };
+        engine.inner.bus.start(engine.inner.local.clone());
+        Ok(engine)
+    }
+
+    /// This node's number in the cluster.
+    pub fn node(&self) -> u32 {
+        self.inner.node
+    }
+
+    /// Events from other nodes dropped because this node could not keep up (see the bus).
+    pub fn dropped_events(&self) -> u64 {
+        self.inner.bus.dropped()
+    }
+
+    /// The shard holding the keys of `parts` (a channel's or a user's).
+    fn shard(&self, parts: &[&[u8]]) -> ConnectionManager {
+        let shards = &self.inner.shards;
+        let index = shards::jump(shards::fnv1a(parts), shards.len());
+        shards[index].commands.clone()
+    }
+
+    /// The shard of a channel.
+    fn channel_shard(&self, app_id: &str, channel: &str) -> (usize, ConnectionManager) {
+        let shards = &self.inner.shards;
+        let index = shards::jump(
+            shards::fnv1a(&[app_id.as_bytes(), channel.as_bytes()]),
+            shards.len(),
+        );
+        (index, shards[index].commands.clone())
+    }
+
+    /// The shard of a user's keys.
+    fn user_shard(&self, app_id: &str, user_id: &str) -> ConnectionManager {
+        self.shard(&[app_id.as_bytes(), b"\x00user", user_id.as_bytes()])
+    }
+
+    /// The first shard: the node registry and the inboxes.
+    fn first_shard(&self) -> ConnectionManager {
+        self.inner.shards[0].commands.clone()
+    }
+
+    /// Runs a command (or pipeline, or script) within the command timeout.
+    async fn run<T>(
+        &self,
+        what: &str,
+        fut: impl Future<Output = redis::RedisResult<T>>,
+    ) -> Result<T, EngineError> {
+        match tokio::time::timeout(self.inner.timeout, fut).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(e)) => Err(unavailable(format!("{what}: {e}"))),
+            Err(_) => Err(unavailable(format!(
+                "{what}: no answer within {:?}",
+                self.inner.timeout
+            ))),
+        }
+    }
+
+    /// A new ticket for a debounced leave, unique in the cluster.
+    fn next_ticket(&self) -> u64 {
+        SessionId::new(
+            self.inner.node,
+            self.inner.tickets.fetch_add(1, Ordering::Relaxed),
+        )
+        .0
+    }
+}
+
+/// Tells the registry every `every` that node `node` is alive, until the engine goes.
+async fn heartbeat(mut conn: ConnectionManager, node: u32, every: Duration, timeout: Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let mut beat_cmd = redis::cmd("ZADD");
+        beat_cmd.arg(keys::NODES).arg(now_ms()).arg(node);
+        let beat = beat_cmd.query_async::<()>(&mut conn);
+        match tokio::time::timeout(timeout, beat).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(node, "heartbeat not recorded: {e}"),
+            Err(_) => tracing::warn!(node, "heartbeat not recorded within {timeout:?}"),
+        }
+    }
+}

@@ -1,0 +1,500 @@
+//! The Redis engine's [`Router`]: the local engine routes to this node's sessions, Redis keeps
+//! what the cluster shares, and events cross nodes on the channels' buses.
+
+use std::sync::atomic::Ordering;
+use std::sync::{LazyLock, PoisonError};
+
+use bytes::Bytes;
+use redis::Script;
+use rtm_proto::{ChannelDetail, ChannelType, StateDetail, SubscribeOptions, TopicInfo, UserState};
+
+use super::RedisEngine;
+use super::envelope::Envelope;
+use super::keys::{self, ChannelKeys};
+use crate::engine::{
+    Delivery, EngineError, PresenceFlags, PresentPage, Router, SessionHandle, SessionId,
+    StateChange, StateError, StreamError, TopicSubscribed,
+};
+
+/// Deletes the user's session key if it still names this session.
+static RELEASE_USER: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+        if redis.call('GET', KEYS[1]) == ARGV[1] then
+            return redis.call('DEL', KEYS[1])
+        end
+        return 0
+        ",
+    )
+});
+
+/// No limit on a message channel's members.
+const UNLIMITED: usize = usize::MAX >> 1;
+
+/// Stream-channel topics do not yet cross nodes: refused rather than half done.
+fn topics_not_shared() -> StreamError {
+    StreamError::Engine(EngineError::Unavailable(
+        "stream-channel topics are not served by the Redis engine yet".into(),
+    ))
+}
+
+impl RedisEngine {
+    /// Starts counting `session` as a local member of a channel; true if it was not one.
+    fn track(&self, session: SessionId, channel_type: ChannelType, channel: &str) -> bool {
+        self.inner
+            .memberships
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(session)
+            .or_default()
+            .insert((channel_type, channel.into()))
+    }
+
+    /// Stops counting `session` as a local member of a channel; true if it was one.
+    fn untrack(&self, session: SessionId, channel_type: ChannelType, channel: &str) -> bool {
+        let mut memberships = self
+            .inner
+            .memberships
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let Some(of) = memberships.get_mut(&session) else {
+            return false;
+        };
+        let was = of.remove(&(channel_type, Box::<str>::from(channel)));
+        if of.is_empty() {
+            memberships.remove(&session);
+        }
+        was
+    }
+
+    /// Listens to a channel's bus for one more local member.
+    async fn bus_join(
+        &self,
+        app_id: &str,
+        channel_type: ChannelType,
+        channel: &str,
+    ) -> Result<(), EngineError> {
+        let (shard, _) = self.channel_shard(app_id, channel);
+        let bus = ChannelKeys::new(app_id, channel_type, channel).bus;
+        self.inner
+            .bus
+            .join(shard, &bus, (app_id, channel_type, channel))
+            .await
+    }
+
+    /// One local member of a channel fewer on its bus.
+    async fn bus_leave(&self, app_id: &str, channel_type: ChannelType, channel: &str) {
+        let (shard, _) = self.channel_shard(app_id, channel);
+        let bus = ChannelKeys::new(app_id, channel_type, channel).bus;
+        self.inner.bus.leave(shard, &bus).await;
+    }
+
+    /// Publishes `envelope` on a channel's bus; returns how many nodes took it.
+    async fn publish_on(
+        &self,
+        app_id: &str,
+        (channel_type, channel): (ChannelType, &str),
+        envelope: Envelope,
+    ) -> Result<Delivery, EngineError> {
+        let bus = ChannelKeys::new(app_id, channel_type, channel).bus;
+        let (_, mut conn) = self.channel_shard(app_id, channel);
+        let mut publish_cmd = redis::cmd("PUBLISH");
+        publish_cmd.arg(bus).arg(envelope.encode().as_ref());
+        let publish = publish_cmd.query_async::<usize>(&mut conn);
+        let nodes = self.run("publish", publish).await?;
+        Ok(Delivery {
+            queued: nodes,
+            overflowed: 0,
+        })
+    }
+
+    /// A local session leaves a channel: it is no longer a member in Redis, and the node stops
+    /// listening to the bus after its last local member.
+    async fn forget_member(
+        &self,
+        session: &SessionHandle,
+        channel_type: ChannelType,
+        channel: &str,
+    ) -> Result<(), EngineError> {
+        if self.untrack(session.id(), channel_type, channel) {
+            self.bus_leave(session.app_id(), channel_type, channel)
+                .await;
+        }
+        self.remove_member(session, channel_type, channel).await
+    }
+}
+
+impl Router for RedisEngine {
+    fn next_session_id(&self) -> SessionId {
+        SessionId::new(
+            self.inner.node,
+            self.inner.sessions.fetch_add(1, Ordering::Relaxed),
+        )
+    }
+
+    async fn attach(&self, session: &SessionHandle) -> Result<(), EngineError> {
+        let (app_id, user) = (session.app_id(), session.user_id());
+        let mut conn = self.user_shard(app_id, user);
+        let mut set_cmd = redis::cmd("SET");
+        set_cmd
+            .arg(keys::user_session(app_id, user))
+            .arg(session.id().0)
+            .arg("GET");
+        let set = set_cmd.query_async::<Option<u64>>(&mut conn);
+        let previous = self.run("login", set).await?.map(SessionId);
+        // A session of the user on this node is closed by the local engine; one on another
+        // node by that node, told through its inbox.
+        self.inner.local.attach(session).await?;
+        if let Some(previous) =
+            previous.filter(|p| *p != session.id() && p.node() != self.inner.node)
+        {
+            let kick = Envelope::Kick {
+                app: app_id.to_owned(),
+                user: user.to_owned(),
+                session: previous,
+            };
+            let mut first = self.first_shard();
+            let mut publish_cmd = redis::cmd("PUBLISH");
+            publish_cmd
+                .arg(keys::inbox(previous.node()))
+                .arg(kick.encode().as_ref());
+            let publish = publish_cmd.query_async::<usize>(&mut first);
+            // A node that is gone has no session to close.
+            self.run("kick", publish).await?;
+        }
+        Ok(())
+    }
+
+    async fn detach(&self, session: &SessionHandle) -> Result<(), EngineError> {
+        let channels = self
+            .inner
+            .memberships
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&session.id())
+            .unwrap_or_default();
+        self.inner.local.detach(session).await?;
+        let mut failed = None;
+        for (channel_type, channel) in channels {
+            self.bus_leave(session.app_id(), channel_type, &channel)
+                .await;
+            if let Err(e) = self.remove_member(session, channel_type, &channel).await {
+                failed = Some(e);
+            }
+        }
+        let (app_id, user) = (session.app_id(), session.user_id());
+        let mut conn = self.user_shard(app_id, user);
+        let mut invocation = RELEASE_USER.prepare_invoke();
+        invocation
+            .key(keys::user_session(app_id, user))
+            .arg(session.id().0.to_string());
+        self.run("logout", invocation.invoke_async::<i64>(&mut conn))
+            .await?;
+        failed.map_or(Ok(()), Err)
+    }
+
+    async fn subscribe(
+        &self,
+        session: &SessionHandle,
+        channel: &str,
+        options: SubscribeOptions,
+    ) -> Result<(), EngineError> {
+        let app_id = session.app_id();
+        let m = ChannelType::Message;
+        if self.track(session.id(), m, channel)
+            && let Err(e) = self.bus_join(app_id, m, channel).await
+        {
+            self.untrack(session.id(), m, channel);
+            return Err(e);
+        }
+        self.inner
+            .local
+            .subscribe(session, channel, options)
+            .await?;
+        if let Err(e) = self
+            .add_member(session, (m, channel), options.be_quiet, UNLIMITED)
+            .await
+        {
+            // All or nothing: the session does not count the subscription either.
+            let _ = self.inner.local.unsubscribe(session, channel).await;
+            let _ = self.forget_member(session, m, channel).await;
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    async fn unsubscribe(&self, session: &SessionHandle, channel: &str) -> Result<(), EngineError> {
+        self.inner.local.unsubscribe(session, channel).await?;
+        self.forget_member(session, ChannelType::Message, channel)
+            .await
+    }
+
+    async fn publish(
+        &self,
+        app_id: &str,
+        channel: &str,
+        frame: Bytes,
+    ) -> Result<Delivery, EngineError> {
+        self.publish_on(
+            app_id,
+            (ChannelType::Message, channel),
+            Envelope::Message(frame),
+        )
+        .await
+    }
+
+    async fn send_to_user(
+        &self,
+        app_id: &str,
+        user_id: &str,
+        frame: Bytes,
+    ) -> Result<Option<Delivery>, EngineError> {
+        let mut conn = self.user_shard(app_id, user_id);
+        let mut get_cmd = redis::cmd("GET");
+        get_cmd.arg(keys::user_session(app_id, user_id));
+        let get = get_cmd.query_async::<Option<u64>>(&mut conn);
+        let Some(session) = self.run("user", get).await?.map(SessionId) else {
+            return Ok(None);
+        };
+        if session.node() == self.inner.node {
+            return self.inner.local.send_to_user(app_id, user_id, frame).await;
+        }
+        let envelope = Envelope::ToUser {
+            app: app_id.to_owned(),
+            user: user_id.to_owned(),
+            frame,
+        };
+        let mut first = self.first_shard();
+        let mut publish_cmd = redis::cmd("PUBLISH");
+        publish_cmd
+            .arg(keys::inbox(session.node()))
+            .arg(envelope.encode().as_ref());
+        let publish = publish_cmd.query_async::<usize>(&mut first);
+        // No node listening: the user's node is gone, and the user with it.
+        Ok(match self.run("user message", publish).await? {
+            0 => None,
+            _ => Some(Delivery {
+                queued: 1,
+                overflowed: 0,
+            }),
+        })
+    }
+
+    async fn join_stream(
+        &self,
+        session: &SessionHandle,
+        channel: &str,
+        presence: PresenceFlags,
+        max_users: usize,
+    ) -> Result<Vec<TopicInfo>, StreamError> {
+        let app_id = session.app_id();
+        let s = ChannelType::Stream;
+        if !self
+            .add_member(session, (s, channel), presence.quiet, max_users)
+            .await?
+        {
+            return Err(StreamError::Full(max_users));
+        }
+        if self.track(session.id(), s, channel)
+            && let Err(e) = self.bus_join(app_id, s, channel).await
+        {
+            self.untrack(session.id(), s, channel);
+            let _ = self.remove_member(session, s, channel).await;
+            return Err(e.into());
+        }
+        // The limit was checked in Redis for the whole cluster.
+        self.inner
+            .local
+            .join_stream(session, channel, presence, usize::MAX)
+            .await
+    }
+
+    async fn leave_stream(
+        &self,
+        session: &SessionHandle,
+        channel: &str,
+    ) -> Result<Vec<String>, StreamError> {
+        let topics = self.inner.local.leave_stream(session, channel).await?;
+        self.forget_member(session, ChannelType::Stream, channel)
+            .await?;
+        Ok(topics)
+    }
+
+    async fn join_topic(
+        &self,
+        _session: &SessionHandle,
+        _channel: &str,
+        _topic: &str,
+        _meta: &str,
+    ) -> Result<(), StreamError> {
+        Err(topics_not_shared())
+    }
+
+    async fn leave_topic(
+        &self,
+        _session: &SessionHandle,
+        _channel: &str,
+        _topic: &str,
+    ) -> Result<(), StreamError> {
+        Err(topics_not_shared())
+    }
+
+    async fn subscribe_topic(
+        &self,
+        _session: &SessionHandle,
+        _channel: &str,
+        _topic: &str,
+        _users: Option<&[String]>,
+        _max_topics: usize,
+        _max_users: usize,
+    ) -> Result<TopicSubscribed, StreamError> {
+        Err(topics_not_shared())
+    }
+
+    async fn unsubscribe_topic(
+        &self,
+        _session: &SessionHandle,
+        _channel: &str,
+        _topic: &str,
+        _users: Option<&[String]>,
+    ) -> Result<(), StreamError> {
+        Err(topics_not_shared())
+    }
+
+    async fn publish_topic(
+        &self,
+        _publisher: &SessionHandle,
+        _channel: &str,
+        _topic: &str,
+        _frame: Bytes,
+    ) -> Result<Delivery, EngineError> {
+        Err(EngineError::Unavailable(
+            "stream-channel topics are not served by the Redis engine yet".into(),
+        ))
+    }
+
+    async fn present_users(
+        &self,
+        app_id: &str,
+        channel_type: ChannelType,
+        channel: &str,
+    ) -> Result<Vec<UserState>, EngineError> {
+        self.all_present(app_id, channel_type, channel).await
+    }
+
+    async fn present_page(
+        &self,
+        app_id: &str,
+        channel_type: ChannelType,
+        channel: &str,
+        after: Option<&str>,
+        limit: usize,
+        with_states: bool,
+    ) -> Result<PresentPage, EngineError> {
+        self.page_present(app_id, (channel_type, channel), after, limit, with_states)
+            .await
+    }
+
+    async fn user_channels(
+        &self,
+        app_id: &str,
+        user_id: &str,
+    ) -> Result<Vec<ChannelDetail>, EngineError> {
+        self.channels_of_user(app_id, user_id).await
+    }
+
+    async fn update_state(
+        &self,
+        session: &SessionHandle,
+        channel_type: ChannelType,
+        channel: &str,
+        change: StateChange,
+        max_pairs: usize,
+    ) -> Result<StateDetail, StateError> {
+        self.change_state(session, (channel_type, channel), change, max_pairs)
+            .await
+    }
+
+    async fn get_state(
+        &self,
+        app_id: &str,
+        channel_type: ChannelType,
+        channel: &str,
+        user_id: &str,
+    ) -> Result<Option<StateDetail>, EngineError> {
+        self.state_of(app_id, (channel_type, channel), user_id)
+            .await
+    }
+
+    async fn present_count(
+        &self,
+        app_id: &str,
+        channel_type: ChannelType,
+        channel: &str,
+    ) -> Result<usize, EngineError> {
+        self.count_present(app_id, channel_type, channel).await
+    }
+
+    async fn broadcast_presence(
+        &self,
+        app_id: &str,
+        channel_type: ChannelType,
+        channel: &str,
+        except: SessionId,
+        frame: Bytes,
+    ) -> Result<Delivery, EngineError> {
+        self.publish_on(
+            app_id,
+            (channel_type, channel),
+            Envelope::Presence { except, frame },
+        )
+        .await
+    }
+
+    async fn broadcast_stream(
+        &self,
+        app_id: &str,
+        channel: &str,
+        except: SessionId,
+        frame: Bytes,
+    ) -> Result<Delivery, EngineError> {
+        self.publish_on(
+            app_id,
+            (ChannelType::Stream, channel),
+            Envelope::Stream { except, frame },
+        )
+        .await
+    }
+
+    async fn hold_leave(
+        &self,
+        app_id: &str,
+        channel_type: ChannelType,
+        channel: &str,
+        user_id: &str,
+    ) -> Result<u64, EngineError> {
+        self.hold(app_id, (channel_type, channel), user_id).await
+    }
+
+    async fn release_leave(
+        &self,
+        app_id: &str,
+        channel_type: ChannelType,
+        channel: &str,
+        user_id: &str,
+        ticket: u64,
+    ) -> Result<bool, EngineError> {
+        self.release(app_id, (channel_type, channel), user_id, ticket)
+            .await
+    }
+
+    async fn cancel_leave(
+        &self,
+        app_id: &str,
+        channel_type: ChannelType,
+        channel: &str,
+        user_id: &str,
+    ) -> Result<bool, EngineError> {
+        self.cancel(app_id, (channel_type, channel), user_id).await
+    }
+}

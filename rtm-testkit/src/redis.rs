@@ -1,0 +1,182 @@
+//! A real `redis-server` for tests: a child process on a Unix socket in a temporary directory,
+//! stopped by its PID when dropped.
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// How long a starting `redis-server` may take to answer `PING`.
+const START_DEADLINE: Duration = Duration::from_secs(20);
+
+/// A `redis-server` child process listening on a Unix socket only (no TCP port), with its data
+/// in a temporary directory. Dropping it kills the process.
+#[derive(Debug)]
+pub struct RedisServer {
+    child: Option<Child>,
+    dir: tempfile::TempDir,
+    append_only: bool,
+}
+
+impl RedisServer {
+    /// Starts a server without persistence.
+    pub fn start() -> Self {
+        Self::start_with(false)
+    }
+
+    /// Starts a server that writes every command to its append-only file before answering it
+    /// (`appendfsync always`), so that a restart keeps everything acknowledged.
+    pub fn start_persistent() -> Self {
+        Self::start_with(true)
+    }
+
+    fn start_with(append_only: bool) -> Self {
+        let dir = tempfile::tempdir().expect("a temporary directory for redis-server");
+        let mut server = Self {
+            child: None,
+            dir,
+            append_only,
+        };
+        server.spawn();
+        server
+    }
+
+    /// The path of the server's Unix socket.
+    pub fn socket(&self) -> PathBuf {
+        self.dir.path().join("redis.sock")
+    }
+
+    /// The URL a client connects with (`redis+unix://...`).
+    pub fn url(&self) -> String {
+        format!("redis+unix://{}", self.socket().display())
+    }
+
+    /// The PID of the running server, if it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    fn spawn(&mut self) {
+        let socket = self.socket();
+        let _ = std::fs::remove_file(&socket);
+        let mut command = Command::new("redis-server");
+        command
+            .arg("--port")
+            .arg("0")
+            .arg("--unixsocket")
+            .arg(&socket)
+            .arg("--unixsocketperm")
+            .arg("700")
+            .arg("--dir")
+            .arg(self.dir.path())
+            .arg("--save")
+            .arg("")
+            .arg("--daemonize")
+            .arg("no")
+            .arg("--loglevel")
+            .arg("warning")
+            .arg("--logfile")
+            .arg(self.dir.path().join("redis.log"));
+        if self.append_only {
+            command
+                .arg("--appendonly")
+                .arg("yes")
+                .arg("--appendfsync")
+                .arg("always");
+        } else {
+            command.arg("--appendonly").arg("no");
+        }
+        let child = command
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot run redis-server ({e}): install it (Debian: apt-get install \
+                     redis-server); scripts/test does"
+                )
+            });
+        self.child = Some(child);
+        self.wait_ready(&socket);
+    }
+
+    fn wait_ready(&mut self, socket: &Path) {
+        let deadline = Instant::now() + START_DEADLINE;
+        loop {
+            if ping(socket) {
+                return;
+            }
+            if let Some(child) = self.child.as_mut()
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                let log =
+                    std::fs::read_to_string(self.dir.path().join("redis.log")).unwrap_or_default();
+                panic!("redis-server exited at start ({status}): {log}");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "redis-server did not answer PING on {} within {START_DEADLINE:?}",
+                socket.display()
+            );
+            // A child process's start has no event to wait on: poll its socket.
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Kills the server at once (SIGKILL: no shutdown, no final save), as a crash would.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Kills the server and starts it again on the same socket and data directory (with an
+    /// append-only file, what it acknowledged is still there).
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Whether a server answers `PING` on `socket`.
+fn ping(socket: &Path) -> bool {
+    let Ok(mut stream) = UnixStream::connect(socket) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
+    if stream.write_all(b"PING\r\n").is_err() {
+        return false;
+    }
+    let mut answer = [0u8; 7];
+    stream.read_exact(&mut answer).is_ok() && &answer == b"+PONG\r\n"
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn starts_answers_and_is_gone_after_drop() {
+        let server = RedisServer::start();
+        let socket = server.socket();
+        let pid = server.pid().expect("running");
+        assert!(ping(&socket));
+        drop(server);
+        assert!(!ping(&socket));
+        assert!(
+            !Path::new(&format!("/proc/{pid}")).exists()
+                || std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                    .is_ok_and(|s| s.contains(") Z ")),
+            "redis-server {pid} still runs"
+        );
+    }
+}
