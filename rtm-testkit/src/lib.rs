@@ -92,6 +92,19 @@ pub fn test_transport() -> TestTransport {
     }
 }
 
+/// The engine a [`TestServer`] runs: `RTM_TEST_ENGINE` (`memory` or `redis`), memory when
+/// unset. With `redis`, each test server gets its own `redis-server` (see [`RedisServer`]), so
+/// that the whole end-to-end suite checks the Redis engine against the same expectations as the
+/// in-memory one (`scripts/test` runs the session-level tests both ways).
+pub fn test_engine() -> rtm_server::config::EngineKind {
+    use rtm_server::config::EngineKind;
+    match std::env::var("RTM_TEST_ENGINE").as_deref() {
+        Ok("redis") => EngineKind::Redis,
+        Ok("memory" | "") | Err(_) => EngineKind::Memory,
+        Ok(other) => panic!("RTM_TEST_ENGINE={other}: expected memory or redis"),
+    }
+}
+
 /// The bytes of a SHA-256 in hexadecimal.
 fn hash_bytes(hex: &str) -> [u8; 32] {
     let mut out = [0u8; 32];
@@ -110,6 +123,8 @@ pub struct TestServer {
     socket: QuicSocket,
     websocket: Option<rtm_server::WebSocketAddr>,
     config: ServerConfig,
+    /// The server's own Redis, when [`test_engine`] asks for the Redis engine.
+    redis: Option<RedisServer>,
     dir: tempfile::TempDir,
 }
 
@@ -150,8 +165,10 @@ impl TestServer {
         if let Some(handle) = self.handle.take() {
             handle.shutdown().await;
         }
-        let Self { config, dir, .. } = self;
-        Self::start_in(config, dir).await
+        let Self {
+            config, dir, redis, ..
+        } = self;
+        Self::start_in_with(config, dir, redis).await
     }
 
     /// The server's data directory.
@@ -159,7 +176,22 @@ impl TestServer {
         self.dir.path()
     }
 
-    async fn start_in(mut config: ServerConfig, dir: tempfile::TempDir) -> Self {
+    async fn start_in(config: ServerConfig, dir: tempfile::TempDir) -> Self {
+        let redis = (config.engine.kind == rtm_server::config::EngineKind::Memory
+            && test_engine() == rtm_server::config::EngineKind::Redis)
+            .then(RedisServer::start);
+        Self::start_in_with(config, dir, redis).await
+    }
+
+    async fn start_in_with(
+        mut config: ServerConfig,
+        dir: tempfile::TempDir,
+        redis: Option<RedisServer>,
+    ) -> Self {
+        if let Some(redis) = &redis {
+            config.engine.kind = rtm_server::config::EngineKind::Redis;
+            config.engine.urls = vec![redis.url()];
+        }
         config.listen = SocketAddr::from(([127, 0, 0, 1], 0));
         if config.websocket.listen.is_some() {
             config.websocket.listen = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
@@ -181,6 +213,7 @@ impl TestServer {
             socket,
             websocket,
             config,
+            redis,
             dir,
         }
     }

@@ -313,7 +313,7 @@ impl Target {
                 }
             }
             System::Redis => {
-                let client = redis::Client::open(format!("redis://{}/", self.addr))?;
+                let client = redis_client(self.addr)?;
                 let mut pubsub = client.get_async_pubsub().await?;
                 pubsub.subscribe(channel).await?;
                 Sub::Redis(Box::pin(pubsub.into_on_message()))
@@ -340,7 +340,7 @@ impl Target {
             }
             System::Nats => Pub::Nats(async_nats::connect(self.addr.to_string()).await?),
             System::Redis => {
-                let client = redis::Client::open(format!("redis://{}/", self.addr))?;
+                let client = redis_client(self.addr)?;
                 Pub::Redis(client.get_multiplexed_async_connection().await?)
             }
         })
@@ -348,6 +348,16 @@ impl Target {
 }
 
 type RedisStream = Pin<Box<dyn futures_util::Stream<Item = redis::Msg> + Send>>;
+
+/// A Redis client for `addr` with `TCP_NODELAY`, as the other systems' clients have it (redis-rs
+/// 1.x leaves Nagle's algorithm on by default).
+fn redis_client(addr: std::net::SocketAddr) -> redis::RedisResult<redis::Client> {
+    use redis::IntoConnectionInfo;
+    let info = format!("redis://{addr}/")
+        .into_connection_info()?
+        .set_tcp_settings(redis::io::tcp::TcpSettings::default().set_nodelay(true));
+    redis::Client::open(info)
+}
 
 /// A subscriber. The clients are kept so that their connections stay open.
 enum Sub {

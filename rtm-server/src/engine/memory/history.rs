@@ -36,7 +36,7 @@ fn oldest_kept(retention: Retention, now: u64) -> u64 {
 }
 
 impl MetadataDb {
-    /// Stores a message (see [`crate::engine::Engine::store_message`]); returns its timestamp.
+    /// Stores a message (see [`crate::engine::Store::store_message`]); returns its timestamp.
     pub(crate) fn store_message(
         &mut self,
         app: &str,
@@ -94,7 +94,7 @@ impl MetadataDb {
 }
 
 impl Reader {
-    /// A page of a history (see [`crate::engine::Engine::get_messages`]): at most `count`
+    /// A page of a history (see [`crate::engine::Store::get_messages`]): at most `count`
     /// messages older than `start` and not older than `end`.
     pub(crate) fn get_messages(
         &self,

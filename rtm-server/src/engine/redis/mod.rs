@@ -20,6 +20,7 @@
 
 mod bus;
 mod envelope;
+mod history;
 mod keys;
 mod presence;
 mod router;

@@ -1,6 +1,6 @@
-//! The Redis engine's [`Store`]. Metadata, locks and history in Redis are the next step of the
-//! cluster work (issue 17); until then every storage call fails with a clear
-//! [`EngineError::Unavailable`] instead of answering from one node's memory.
+//! The Redis engine's [`Store`]: history in Redis Streams (`history.rs`). Metadata and locks in
+//! Redis are the next step of the cluster work (issue 17); until then those calls fail with a
+//! clear [`EngineError::Unavailable`] instead of answering from one node's memory.
 
 use rtm_proto::{
     ChannelType, HistoryMessage, LockDetail, LockRequest, MetadataTarget, MetadataWrite,
@@ -91,23 +91,23 @@ impl Store for RedisEngine {
 
     async fn store_message(
         &self,
-        _app_id: &str,
-        _key: HistoryKey,
-        _message: HistoryMessage,
-        _retention: Retention,
+        app_id: &str,
+        key: HistoryKey,
+        message: HistoryMessage,
+        retention: Retention,
     ) -> Result<u64, EngineError> {
-        Err(not_yet("history"))
+        self.append(app_id, key, message, retention).await
     }
 
     async fn get_messages(
         &self,
-        _app_id: &str,
-        _key: HistoryKey,
-        _count: u32,
-        _start: u64,
-        _end: u64,
-        _retention: Retention,
+        app_id: &str,
+        key: HistoryKey,
+        count: u32,
+        start: u64,
+        end: u64,
+        retention: Retention,
     ) -> Result<HistoryPage, EngineError> {
-        Err(not_yet("history"))
+        self.page(app_id, key, (count, start, end), retention).await
     }
 }
