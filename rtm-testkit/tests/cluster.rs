@@ -1,6 +1,7 @@
 //! End-to-end across nodes: three servers sharing one `redis-server` (`[engine] kind =
 //! "redis"`), clients on different nodes. The same behaviours as on one node
-//! (`docs/architecture.md`, "Cluster").
+//! (`docs/architecture.md`, "Cluster"). Skipped where `redis-server` is not installed, unless
+//! `RTM_REQUIRE_REDIS=1` (`scripts/test`).
 
 use std::time::Duration;
 
@@ -9,7 +10,9 @@ use rtm_client::{
     PresenceEvent, PresenceEventType, PublishOptions, RtmEvent, StateDetail, SubscribeOptions,
     WhoNowOptions,
 };
-use rtm_testkit::{TestCluster, TestServer, expect_event, expect_link_state, expect_message};
+use rtm_testkit::{
+    RedisServer, TestCluster, TestServer, expect_event, expect_link_state, expect_message,
+};
 
 fn to_user() -> PublishOptions {
     PublishOptions {
@@ -37,6 +40,9 @@ async fn next_change(events: &mut EventStream, channel: &str) -> PresenceEvent {
 
 #[tokio::test]
 async fn a_publish_on_one_node_reaches_subscribers_on_the_others_once_and_in_order() {
+    if !RedisServer::available() {
+        return;
+    }
     const N: u32 = 200;
     let cluster = TestCluster::start(3).await;
     let (b, mut b_events) = cluster.node(1).login("b").await;
@@ -74,6 +80,9 @@ async fn a_publish_on_one_node_reaches_subscribers_on_the_others_once_and_in_ord
 
 #[tokio::test]
 async fn user_messages_cross_nodes_and_an_absent_user_is_offline() {
+    if !RedisServer::available() {
+        return;
+    }
     let cluster = TestCluster::start(2).await;
     let (tony, _) = cluster.node(0).login("Tony").await;
     let (lily, mut lily_events) = cluster.node(1).login("Lily").await;
@@ -101,6 +110,9 @@ async fn user_messages_cross_nodes_and_an_absent_user_is_offline() {
 
 #[tokio::test]
 async fn a_login_on_another_node_replaces_the_first_session() {
+    if !RedisServer::available() {
+        return;
+    }
     let cluster = TestCluster::start(2).await;
     let (first, mut first_events) = cluster.node(0).login("Tony").await;
     first
@@ -119,6 +131,9 @@ async fn a_login_on_another_node_replaces_the_first_session() {
 
 #[tokio::test]
 async fn presence_states_who_and_where_are_cluster_wide() {
+    if !RedisServer::available() {
+        return;
+    }
     let cluster = TestCluster::start(3).await;
     let (a, mut a_events) = cluster.node(0).login("A").await;
     a.subscribe("room", SubscribeOptions::default())
@@ -233,6 +248,9 @@ async fn presence_states_who_and_where_are_cluster_wide() {
 
 #[tokio::test]
 async fn leaving_on_one_node_and_returning_on_another_within_the_debounce_is_not_told() {
+    if !RedisServer::available() {
+        return;
+    }
     let mut config = TestServer::config();
     config.limits.presence_debounce_ms = 3_000;
     let cluster = TestCluster::start_with(2, config).await;
@@ -276,6 +294,9 @@ async fn leaving_on_one_node_and_returning_on_another_within_the_debounce_is_not
 
 #[tokio::test]
 async fn a_stream_channel_counts_its_users_across_nodes() {
+    if !RedisServer::available() {
+        return;
+    }
     let mut config = TestServer::config();
     config.limits.stream_channel_users = 2;
     let cluster = TestCluster::start_with(3, config).await;
@@ -315,6 +336,9 @@ async fn a_stream_channel_counts_its_users_across_nodes() {
 
 #[tokio::test]
 async fn apps_stay_apart_across_nodes() {
+    if !RedisServer::available() {
+        return;
+    }
     let cluster = TestCluster::start(2).await;
     let (a, mut a_events) = cluster.node(0).login("a").await;
     a.subscribe("room", SubscribeOptions::default())

@@ -351,7 +351,7 @@ type RedisStream = Pin<Box<dyn futures_util::Stream<Item = redis::Msg> + Send>>;
 
 /// A Redis client for `addr` with `TCP_NODELAY`, as the other systems' clients have it (redis-rs
 /// 1.x leaves Nagle's algorithm on by default).
-fn redis_client(addr: std::net::SocketAddr) -> redis::RedisResult<redis::Client> {
+fn redis_client(addr: SocketAddr) -> redis::RedisResult<redis::Client> {
     use redis::IntoConnectionInfo;
     let info = format!("redis://{addr}/")
         .into_connection_info()?
