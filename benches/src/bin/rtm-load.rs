@@ -92,6 +92,13 @@ struct Args {
     /// The server's address. For rtm without it, a server is started in this process.
     #[arg(long)]
     addr: Option<SocketAddr>,
+    /// rtm cluster: the nodes the subscribers connect to, in turn (repeat the flag); with
+    /// --pub-addr. Every node must present the certificate given with --cert.
+    #[arg(long)]
+    sub_addr: Vec<SocketAddr>,
+    /// rtm cluster: the node the publishers connect to.
+    #[arg(long)]
+    pub_addr: Option<SocketAddr>,
     /// rtm: the server's certificate (PEM) to trust.
     #[arg(long)]
     cert: Option<PathBuf>,
@@ -200,6 +207,9 @@ struct Target {
     clients_per_socket: usize,
     /// rtm: stream channel topics instead of message channels.
     topic: bool,
+    /// rtm cluster: where subscribers (in turn) and publishers connect; `addr` otherwise.
+    sub_addrs: Vec<SocketAddr>,
+    pub_addr: Option<SocketAddr>,
     _server: Option<rtm_testkit::TestServer>,
 }
 
@@ -208,7 +218,8 @@ const TOPIC: &str = "load";
 
 impl Target {
     async fn new(args: &Args) -> anyhow::Result<Self> {
-        let (addr, server, cert) = match (args.system, args.addr) {
+        let cluster_addr = args.pub_addr.or(args.sub_addr.first().copied());
+        let (addr, server, cert) = match (args.system, args.addr.or(cluster_addr)) {
             (System::Rtm, None) => {
                 let mut config = rtm_testkit::TestServer::config();
                 config.limits.publish_rate = 10_000_000;
@@ -254,16 +265,26 @@ impl Target {
             transports: Vec::new(),
             clients_per_socket: args.clients_per_socket.max(1),
             topic,
+            sub_addrs: args.sub_addr.clone(),
+            pub_addr: args.pub_addr,
             _server: server,
         })
     }
 
-    fn rtm_config(&mut self, n: usize) -> anyhow::Result<RtmConfig> {
+    /// Where subscriber `n` connects.
+    fn sub_addr(&self, n: usize) -> SocketAddr {
+        match self.sub_addrs.len() {
+            0 => self.addr,
+            len => self.sub_addrs[n % len],
+        }
+    }
+
+    fn rtm_config(&mut self, n: usize, addr: SocketAddr) -> anyhow::Result<RtmConfig> {
         if n / self.clients_per_socket >= self.transports.len() {
             self.transports.push(QuicSocket::bind(self.addr)?);
         }
         let mut config = RtmConfig::new(Endpoint {
-            addr: self.addr,
+            addr,
             server_name: "localhost".into(),
             trust: Trust::PinnedCertFile(self.rtm_cert.clone()),
         });
@@ -279,7 +300,9 @@ impl Target {
     async fn subscriber(&mut self, n: usize, channel: &str) -> anyhow::Result<Sub> {
         Ok(match self.system {
             System::Rtm => {
-                let client = RtmClient::new("loadapp", format!("sub{n}"), self.rtm_config(n)?)?;
+                let addr = self.sub_addr(n);
+                let client =
+                    RtmClient::new("loadapp", format!("sub{n}"), self.rtm_config(n, addr)?)?;
                 let events = client.events();
                 client.login(LoginOptions::default()).await?;
                 if self.topic {
@@ -325,7 +348,9 @@ impl Target {
     async fn publisher(&mut self, n: usize) -> anyhow::Result<Pub> {
         Ok(match self.system {
             System::Rtm => {
-                let client = RtmClient::new("loadapp", format!("pub{n}"), self.rtm_config(n)?)?;
+                let addr = self.pub_addr.unwrap_or(self.addr);
+                let client =
+                    RtmClient::new("loadapp", format!("pub{n}"), self.rtm_config(n, addr)?)?;
                 client.login(LoginOptions::default()).await?;
                 if self.topic {
                     let stream = client.create_stream_channel(&format!("load{n}"))?;
@@ -928,7 +953,7 @@ async fn presence_run(
     const CHANNEL: &str = "big";
     const OBSERVERS: usize = 10;
     let login = |target: &mut Target, n: usize, name: String| {
-        let config = target.rtm_config(n);
+        let config = target.rtm_config(n, target.addr);
         async move {
             let client = RtmClient::new("loadapp", name, config?)?;
             client.login(LoginOptions::default()).await?;
@@ -1090,14 +1115,14 @@ async fn prelogin_run(
     }));
     let flood = vec![0u8; args.flood_kib * 1024];
     // One connection first, so fixed costs are not counted per connection.
-    let first = rtm_client::raw::connect(&target.rtm_config(0)?).await?;
+    let first = rtm_client::raw::connect(&target.rtm_config(0, target.addr)?).await?;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let before = rss_kib(server_pid);
     let started = Instant::now();
     let mut conns = vec![first];
     let mut tasks = JoinSet::new();
     for n in 1..args.conns {
-        let conn = rtm_client::raw::connect(&target.rtm_config(n)?).await?;
+        let conn = rtm_client::raw::connect(&target.rtm_config(n, target.addr)?).await?;
         let (mut send, recv) = conn.open_bi().await?;
         send.write_all(&hello).await?;
         // A frame header announcing more than is sent, then the bytes; and three more
