@@ -218,7 +218,7 @@ const TOPIC: &str = "load";
 
 impl Target {
     async fn new(args: &Args) -> anyhow::Result<Self> {
-        let cluster_addr = args.pub_addr.or(args.sub_addr.first().copied());
+        let cluster_addr = args.pub_addr.or_else(|| args.sub_addr.first().copied());
         let (addr, server, cert) = match (args.system, args.addr.or(cluster_addr)) {
             (System::Rtm, None) => {
                 let mut config = rtm_testkit::TestServer::config();
