@@ -29,6 +29,7 @@ use self::debounce::Debounce;
 pub(crate) use self::metadata::DB_FILE as METADATA_DB_FILE;
 pub use self::metadata::Durability;
 use self::storage::Storage;
+pub(crate) use self::stream::ListedPublisher;
 use self::stream::StreamChannel;
 use super::{
     Delivery, EngineError, PresenceFlags, PresentPage, Router, SessionHandle, SessionId,
@@ -208,6 +209,45 @@ impl MemoryEngine {
     /// The session of `user_id` in `app_id`, if it is here.
     pub(crate) fn session(&self, app_id: &str, user_id: &str) -> Option<SessionHandle> {
         self.state().apps.get(app_id)?.users.get(user_id).cloned()
+    }
+
+    /// In a cluster: version `version` of the publisher list of `topic` in a stream channel
+    /// that has members here (see [`StreamChannel::set_publishers`]).
+    pub(crate) fn set_topic_publishers(
+        &self,
+        app_id: &str,
+        channel: &str,
+        topic: &str,
+        version: u64,
+        publishers: &[ListedPublisher],
+    ) {
+        let mut state = self.state();
+        if let Some(stream) = state
+            .apps
+            .get_mut(app_id)
+            .and_then(|a| a.streams.get_mut(channel))
+        {
+            stream.set_publishers(topic, version, publishers);
+        }
+    }
+
+    /// In a cluster: delivers a topic message of `publisher` (a session on any node) to its
+    /// audience here.
+    pub(crate) fn publish_topic_from(
+        &self,
+        app_id: &str,
+        channel: &str,
+        topic: &str,
+        publisher: SessionId,
+        frame: &Bytes,
+    ) -> Delivery {
+        let audience = self
+            .state()
+            .apps
+            .get(app_id)
+            .and_then(|a| a.streams.get(channel))
+            .and_then(|s| s.audience(publisher, topic));
+        audience.map_or_else(Delivery::default, |to| Self::push_all(to.iter(), frame))
     }
 
     /// How many sessions subscribe to `channel` in `app_id` (for tests and metrics).

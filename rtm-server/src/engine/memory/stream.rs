@@ -17,7 +17,14 @@ use crate::engine::{PresenceFlags, SessionHandle, SessionId, StreamError, TopicS
 pub(super) struct StreamChannel {
     members: HashMap<SessionId, Member>,
     topics: HashMap<Box<str>, Topic>,
+    /// In a cluster: the version of each topic's publisher list last applied
+    /// ([`StreamChannel::set_publishers`]), kept while the channel has members here, so that an
+    /// older list never replaces a newer one.
+    versions: HashMap<Box<str>, u64>,
 }
+
+/// A publisher of a topic as a cluster lists it: session, user, meta.
+pub(crate) type ListedPublisher = (SessionId, String, String);
 
 /// A member and what it has in the channel, so that leaving does not scan every topic.
 #[derive(Debug)]
@@ -312,6 +319,44 @@ impl StreamChannel {
             self.topics.remove(name);
         }
         Ok(())
+    }
+
+    /// In a cluster: the topic's publishers, in join order, are now `publishers` (version
+    /// `version` of the list); ignored if a newer version was applied. Publishers on other
+    /// nodes have no member here; local ones keep their audience.
+    pub(super) fn set_publishers(
+        &mut self,
+        name: &str,
+        version: u64,
+        publishers: &[ListedPublisher],
+    ) -> bool {
+        let applied = self.versions.entry(name.into()).or_insert(0);
+        if version <= *applied {
+            return false;
+        }
+        *applied = version;
+        let topic = self.topics.entry(name.into()).or_default();
+        let mut old = std::mem::take(&mut topic.publishers);
+        topic.publishers = publishers
+            .iter()
+            .map(|(session, user_id, meta)| {
+                let audience = old.iter_mut().find(|p| p.session == *session).map_or_else(
+                    || Arc::from([]),
+                    |p| std::mem::replace(&mut p.audience, Arc::from([])),
+                );
+                Publisher {
+                    session: *session,
+                    user_id: user_id.as_str().into(),
+                    meta: meta.clone(),
+                    audience,
+                }
+            })
+            .collect();
+        topic.rebuild();
+        if topic.is_empty() {
+            self.topics.remove(name);
+        }
+        true
     }
 
     /// The audience of `publisher` in `topic`, if it publishes there.

@@ -270,6 +270,15 @@ async fn dispatch(
             Envelope::Stream { except, frame } => {
                 local.broadcast_stream(app_id, channel, except, frame).await
             }
+            Envelope::Topic {
+                publisher,
+                topic,
+                frame,
+            } => Ok(local.publish_topic_from(app_id, channel, &topic, publisher, &frame)),
+            Envelope::Topics(list) => {
+                super::topics::apply(&local, app_id, channel, list);
+                continue;
+            }
             Envelope::ToUser { .. } | Envelope::Kick { .. } => continue,
         };
         if let Err(e) = delivered {

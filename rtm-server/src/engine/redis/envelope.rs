@@ -19,6 +19,14 @@ pub(super) enum Envelope {
     Presence { except: SessionId, frame: Bytes },
     /// An event for every member of a stream channel but `except`.
     Stream { except: SessionId, frame: Bytes },
+    /// A topic message of `publisher` (a session on any node) for its audience.
+    Topic {
+        publisher: SessionId,
+        topic: String,
+        frame: Bytes,
+    },
+    /// A topic's publishers changed: the whole new list (written by a script, `topics.rs`).
+    Topics(TopicList),
     /// A user-channel message (or any event) for the session of `user` in `app`.
     ToUser {
         app: String,
@@ -33,7 +41,19 @@ pub(super) enum Envelope {
     },
 }
 
+/// A topic's publishers, as a script publishes them: kind `L`, then the topic, the version and
+/// each entry (`sid\nuser\nmeta`), every string behind its length in 8 hexadecimal digits and the
+/// version in 16.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) struct TopicList {
+    pub(super) topic: String,
+    pub(super) version: u64,
+    pub(super) entries: Vec<String>,
+}
+
 const MESSAGE: u8 = b'M';
+const TOPIC: u8 = b'T';
+const TOPICS: u8 = b'L';
 const PRESENCE: u8 = b'P';
 const STREAM: u8 = b'S';
 const TO_USER: u8 = b'U';
@@ -67,6 +87,27 @@ impl Envelope {
                 out.put_u64(except.0);
                 out.put_slice(frame);
             }
+            Self::Topic {
+                publisher,
+                topic,
+                frame,
+            } => {
+                out.reserve(11 + topic.len() + frame.len());
+                out.put_u8(TOPIC);
+                out.put_u64(publisher.0);
+                put_str(&mut out, topic);
+                out.put_slice(frame);
+            }
+            Self::Topics(list) => {
+                out.put_u8(TOPICS);
+                out.put_slice(format!("{:08x}", list.topic.len()).as_bytes());
+                out.put_slice(list.topic.as_bytes());
+                out.put_slice(format!("{:016x}", list.version).as_bytes());
+                for e in &list.entries {
+                    out.put_slice(format!("{:08x}", e.len()).as_bytes());
+                    out.put_slice(e.as_bytes());
+                }
+            }
             Self::ToUser { app, user, frame } => {
                 out.reserve(5 + app.len() + user.len() + frame.len());
                 out.put_u8(TO_USER);
@@ -97,6 +138,24 @@ impl Envelope {
                 except: SessionId(r.u64()?),
                 frame: r.rest(),
             },
+            TOPIC => Self::Topic {
+                publisher: SessionId(r.u64()?),
+                topic: r.string()?,
+                frame: r.rest(),
+            },
+            TOPICS => {
+                let topic = r.hex_string()?;
+                let version = r.hex(16)?;
+                let mut entries = Vec::new();
+                while !r.0.is_empty() {
+                    entries.push(r.hex_string()?);
+                }
+                Self::Topics(TopicList {
+                    topic,
+                    version,
+                    entries,
+                })
+            }
             TO_USER => Self::ToUser {
                 app: r.string()?,
                 user: r.string()?,
@@ -141,6 +200,18 @@ impl Reader {
         String::from_utf8(self.take(len)?.to_vec()).ok()
     }
 
+    /// A number in `digits` hexadecimal digits.
+    fn hex(&mut self, digits: usize) -> Option<u64> {
+        let text = self.take(digits)?;
+        u64::from_str_radix(std::str::from_utf8(&text).ok()?, 16).ok()
+    }
+
+    /// A string behind its length in 8 hexadecimal digits.
+    fn hex_string(&mut self) -> Option<String> {
+        let len = usize::try_from(self.hex(8)?).ok()?;
+        String::from_utf8(self.take(len)?.to_vec()).ok()
+    }
+
     fn rest(&mut self) -> Bytes {
         std::mem::take(&mut self.0)
     }
@@ -167,6 +238,16 @@ mod tests {
                 user: "bob".into(),
                 frame: Bytes::new(),
             },
+            Envelope::Topic {
+                publisher: SessionId::new(2, 5),
+                topic: "t".into(),
+                frame: frame.clone(),
+            },
+            Envelope::Topics(TopicList {
+                topic: "video".into(),
+                version: 7,
+                entries: vec!["1\nalice\n".into(), "2\nbob\nmeta\nwith newline".into()],
+            }),
             Envelope::Kick {
                 app: "app".into(),
                 user: "bob".into(),
@@ -192,6 +273,11 @@ mod tests {
             for cut in 0..bytes.len() {
                 if let Some(read) = Envelope::decode(bytes.slice(..cut)) {
                     assert!(!matches!(read, Envelope::Kick { .. }), "{read:?}");
+                    if let (Envelope::Topics(whole), Envelope::Topics(part)) = (&envelope, &read) {
+                        // Cut between entries: fewer of them, never a damaged one.
+                        assert!(part.entries.len() < whole.entries.len());
+                        assert!(whole.entries.starts_with(&part.entries));
+                    }
                 }
             }
         }

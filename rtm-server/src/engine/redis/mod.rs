@@ -26,6 +26,7 @@ mod presence;
 mod router;
 mod shards;
 mod store;
+mod topics;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -8,9 +8,9 @@ use bytes::Bytes;
 use redis::Script;
 use rtm_proto::{ChannelDetail, ChannelType, StateDetail, SubscribeOptions, TopicInfo, UserState};
 
-use super::RedisEngine;
 use super::envelope::Envelope;
 use super::keys::{self, ChannelKeys};
+use super::{RedisEngine, topics};
 use crate::engine::{
     Delivery, EngineError, PresenceFlags, PresentPage, Router, SessionHandle, SessionId,
     StateChange, StateError, StreamError, TopicSubscribed,
@@ -30,13 +30,6 @@ static RELEASE_USER: LazyLock<Script> = LazyLock::new(|| {
 
 /// No limit on a message channel's members.
 const UNLIMITED: usize = usize::MAX >> 1;
-
-/// Stream-channel topics do not yet cross nodes: refused rather than half done.
-fn topics_not_shared() -> StreamError {
-    StreamError::Engine(EngineError::Unavailable(
-        "stream-channel topics are not served by the Redis engine yet".into(),
-    ))
-}
 
 impl RedisEngine {
     /// Starts counting `session` as a local member of a channel; true if it was not one.
@@ -306,7 +299,10 @@ impl Router for RedisEngine {
         self.inner
             .local
             .join_stream(session, channel, presence, usize::MAX)
-            .await
+            .await?;
+        // The bus is listened to: from here on no change of a topic is missed, and the lists
+        // read now are applied unless a newer one came first.
+        Ok(self.load_topics(app_id, channel).await?)
     }
 
     async fn leave_stream(
@@ -315,62 +311,93 @@ impl Router for RedisEngine {
         channel: &str,
     ) -> Result<Vec<String>, StreamError> {
         let topics = self.inner.local.leave_stream(session, channel).await?;
+        let mut failed = None;
+        for topic in &topics {
+            if let Err(e) = self.stop_publishing(session, channel, topic).await {
+                failed = Some(e);
+            }
+        }
         self.forget_member(session, ChannelType::Stream, channel)
             .await?;
-        Ok(topics)
+        failed.map_or(Ok(topics), |e| Err(e.into()))
     }
 
     async fn join_topic(
         &self,
-        _session: &SessionHandle,
-        _channel: &str,
-        _topic: &str,
-        _meta: &str,
+        session: &SessionHandle,
+        channel: &str,
+        topic: &str,
+        meta: &str,
     ) -> Result<(), StreamError> {
-        Err(topics_not_shared())
+        // The local engine checks that the session is a member, and records the topic with it.
+        self.inner
+            .local
+            .join_topic(session, channel, topic, meta)
+            .await?;
+        if let Err(e) = self.publish_in_topic(session, channel, topic, meta).await {
+            let _ = self.inner.local.leave_topic(session, channel, topic).await;
+            return Err(e.into());
+        }
+        Ok(())
     }
 
     async fn leave_topic(
         &self,
-        _session: &SessionHandle,
-        _channel: &str,
-        _topic: &str,
+        session: &SessionHandle,
+        channel: &str,
+        topic: &str,
     ) -> Result<(), StreamError> {
-        Err(topics_not_shared())
+        self.inner
+            .local
+            .leave_topic(session, channel, topic)
+            .await?;
+        self.stop_publishing(session, channel, topic).await?;
+        Ok(())
     }
 
     async fn subscribe_topic(
         &self,
-        _session: &SessionHandle,
-        _channel: &str,
-        _topic: &str,
-        _users: Option<&[String]>,
-        _max_topics: usize,
-        _max_users: usize,
+        session: &SessionHandle,
+        channel: &str,
+        topic: &str,
+        users: Option<&[String]>,
+        max_topics: usize,
+        max_users: usize,
     ) -> Result<TopicSubscribed, StreamError> {
-        Err(topics_not_shared())
+        // Subscriptions live where the subscriber is; the publishers are known on every node
+        // with members (topics.rs).
+        self.inner
+            .local
+            .subscribe_topic(session, channel, topic, users, max_topics, max_users)
+            .await
     }
 
     async fn unsubscribe_topic(
         &self,
-        _session: &SessionHandle,
-        _channel: &str,
-        _topic: &str,
-        _users: Option<&[String]>,
+        session: &SessionHandle,
+        channel: &str,
+        topic: &str,
+        users: Option<&[String]>,
     ) -> Result<(), StreamError> {
-        Err(topics_not_shared())
+        self.inner
+            .local
+            .unsubscribe_topic(session, channel, topic, users)
+            .await
     }
 
     async fn publish_topic(
         &self,
-        _publisher: &SessionHandle,
-        _channel: &str,
-        _topic: &str,
-        _frame: Bytes,
+        publisher: &SessionHandle,
+        channel: &str,
+        topic: &str,
+        frame: Bytes,
     ) -> Result<Delivery, EngineError> {
-        Err(EngineError::Unavailable(
-            "stream-channel topics are not served by the Redis engine yet".into(),
-        ))
+        self.publish_on(
+            publisher.app_id(),
+            (ChannelType::Stream, channel),
+            topics::message(publisher.id(), topic, frame),
+        )
+        .await
     }
 
     async fn present_users(

@@ -1,0 +1,268 @@
+//! Stream-channel topics across nodes: each topic's publishers, in join order, are a Redis
+//! list beside a version counter; every change is one script that changes the list, bumps the
+//! version and publishes the whole new list on the channel's bus, so every node with members
+//! applies the lists of a topic in version order. A node that gets its first member of a channel
+//! reads the lists (with their versions) and applies only what is newer than what it already
+//! has; subscriptions stay per node, where the subscribers are.
+
+use std::sync::LazyLock;
+
+use redis::Script;
+use rtm_proto::{PublisherInfo, TopicInfo};
+
+use super::RedisEngine;
+use super::envelope::{Envelope, TopicList};
+use crate::engine::memory::ListedPublisher;
+use crate::engine::{EngineError, SessionHandle, SessionId};
+
+/// The keys of one stream channel's topics: the set of topic names, and per topic its list of
+/// publishers and the list's version.
+struct TopicKeys {
+    names: String,
+    list: String,
+    version: String,
+    bus: String,
+}
+
+impl TopicKeys {
+    fn new(app_id: &str, channel: &str, topic: &str) -> Self {
+        let bus =
+            super::keys::ChannelKeys::new(app_id, rtm_proto::ChannelType::Stream, channel).bus;
+        Self {
+            names: format!("rtm:{app_id}:tn:{channel}"),
+            // A newline separates the channel from the topic: neither name contains one.
+            list: format!("rtm:{app_id}:tl:{channel}\n{topic}"),
+            version: format!("rtm:{app_id}:tv:{channel}\n{topic}"),
+            bus,
+        }
+    }
+}
+
+/// The Lua that turns a list into a topic-list envelope ([`Envelope::Topics`]): kind `L`, then
+/// the topic, the version and each entry, every string behind its length in 8 hex digits.
+const ENVELOPE_LUA: &str = r"
+local function envelope(topic, version, entries)
+    local parts = {'L', string.format('%08x', #topic), topic, string.format('%016x', version)}
+    for _, e in ipairs(entries) do
+        parts[#parts + 1] = string.format('%08x', #e)
+        parts[#parts + 1] = e
+    end
+    return table.concat(parts)
+end
+";
+
+/// Adds (or, with new meta, updates in place) the publisher ARGV[1] (`sid\nuser\nmeta`, whose
+/// prefix up to the first newline ARGV[2] identifies it) of topic ARGV[3]; bumps the version,
+/// publishes the list on the bus and returns {version, list}.
+static JOIN: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        r"{ENVELOPE_LUA}
+        local entries = redis.call('LRANGE', KEYS[1], 0, -1)
+        local found = false
+        for i, e in ipairs(entries) do
+            if string.sub(e, 1, #ARGV[2]) == ARGV[2] then
+                redis.call('LSET', KEYS[1], i - 1, ARGV[1])
+                found = true
+                break
+            end
+        end
+        if not found then
+            redis.call('RPUSH', KEYS[1], ARGV[1])
+        end
+        redis.call('SADD', KEYS[3], ARGV[3])
+        local version = redis.call('INCR', KEYS[2])
+        entries = redis.call('LRANGE', KEYS[1], 0, -1)
+        redis.call('PUBLISH', KEYS[4], envelope(ARGV[3], version, entries))
+        return {{version, entries}}
+        "
+    ))
+});
+
+/// Removes the publisher whose entries start with ARGV[1] from topic ARGV[2]; then as [`JOIN`].
+static LEAVE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        r"{ENVELOPE_LUA}
+        local entries = redis.call('LRANGE', KEYS[1], 0, -1)
+        for _, e in ipairs(entries) do
+            if string.sub(e, 1, #ARGV[1]) == ARGV[1] then
+                redis.call('LREM', KEYS[1], 1, e)
+            end
+        end
+        entries = redis.call('LRANGE', KEYS[1], 0, -1)
+        if #entries == 0 then
+            redis.call('SREM', KEYS[3], ARGV[2])
+        end
+        local version = redis.call('INCR', KEYS[2])
+        redis.call('PUBLISH', KEYS[4], envelope(ARGV[2], version, entries))
+        return {{version, entries}}
+        "
+    ))
+});
+
+/// Every topic of a channel with its version and list: {topic, version, list, topic, ...}.
+static SNAPSHOT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+        local out = {}
+        for _, topic in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+            local key = ARGV[1] .. topic
+            out[#out + 1] = topic
+            out[#out + 1] = tonumber(redis.call('GET', ARGV[2] .. topic) or '0')
+            out[#out + 1] = redis.call('LRANGE', key, 0, -1)
+        end
+        return out
+        ",
+    )
+});
+
+/// A list entry: `sid\nuser\nmeta`.
+fn entry(session: &SessionHandle, meta: &str) -> String {
+    format!("{}\n{}\n{meta}", session.id().0, session.user_id())
+}
+
+/// Reads list entries (unreadable ones are skipped).
+pub(super) fn parse_entries(entries: &[String]) -> Vec<ListedPublisher> {
+    entries
+        .iter()
+        .filter_map(|e| {
+            let mut parts = e.splitn(3, '\n');
+            let session = SessionId(parts.next()?.parse().ok()?);
+            let user = parts.next()?.to_owned();
+            let meta = parts.next()?.to_owned();
+            Some((session, user, meta))
+        })
+        .collect()
+}
+
+impl RedisEngine {
+    /// Makes `session` a publisher of `topic` in the cluster; applies the new list here.
+    pub(super) async fn publish_in_topic(
+        &self,
+        session: &SessionHandle,
+        channel: &str,
+        topic: &str,
+        meta: &str,
+    ) -> Result<(), EngineError> {
+        let app_id = session.app_id();
+        let k = TopicKeys::new(app_id, channel, topic);
+        let (_, mut conn) = self.channel_shard(app_id, channel);
+        let mut invocation = JOIN.prepare_invoke();
+        invocation
+            .key(&k.list)
+            .key(&k.version)
+            .key(&k.names)
+            .key(&k.bus)
+            .arg(entry(session, meta))
+            .arg(format!("{}\n", session.id().0))
+            .arg(topic);
+        let (version, entries): (u64, Vec<String>) = self
+            .run("join topic", invocation.invoke_async(&mut conn))
+            .await?;
+        self.inner.local.set_topic_publishers(
+            app_id,
+            channel,
+            topic,
+            version,
+            &parse_entries(&entries),
+        );
+        Ok(())
+    }
+
+    /// Removes `session` from the publishers of `topic` in the cluster; applies the new list
+    /// here.
+    pub(super) async fn stop_publishing(
+        &self,
+        session: &SessionHandle,
+        channel: &str,
+        topic: &str,
+    ) -> Result<(), EngineError> {
+        let app_id = session.app_id();
+        let k = TopicKeys::new(app_id, channel, topic);
+        let (_, mut conn) = self.channel_shard(app_id, channel);
+        let mut invocation = LEAVE.prepare_invoke();
+        invocation
+            .key(&k.list)
+            .key(&k.version)
+            .key(&k.names)
+            .key(&k.bus)
+            .arg(format!("{}\n", session.id().0))
+            .arg(topic);
+        let (version, entries): (u64, Vec<String>) = self
+            .run("leave topic", invocation.invoke_async(&mut conn))
+            .await?;
+        self.inner.local.set_topic_publishers(
+            app_id,
+            channel,
+            topic,
+            version,
+            &parse_entries(&entries),
+        );
+        Ok(())
+    }
+
+    /// Reads every topic of a stream channel, applies what is newer here, and returns the
+    /// topics that have publishers, by name (the joining user's snapshot).
+    pub(super) async fn load_topics(
+        &self,
+        app_id: &str,
+        channel: &str,
+    ) -> Result<Vec<TopicInfo>, EngineError> {
+        let k = TopicKeys::new(app_id, channel, "");
+        let (_, mut conn) = self.channel_shard(app_id, channel);
+        let mut invocation = SNAPSHOT.prepare_invoke();
+        invocation.key(&k.names).arg(&k.list).arg(&k.version);
+        let flat: Vec<redis::Value> = self
+            .run("topics", invocation.invoke_async(&mut conn))
+            .await?;
+        let mut topics = Vec::new();
+        for chunk in flat.chunks_exact(3) {
+            let (Ok(topic), Ok(version), Ok(entries)) = (
+                redis::from_redis_value_ref::<String>(&chunk[0]),
+                redis::from_redis_value_ref::<u64>(&chunk[1]),
+                redis::from_redis_value_ref::<Vec<String>>(&chunk[2]),
+            ) else {
+                continue;
+            };
+            let publishers = parse_entries(&entries);
+            self.inner
+                .local
+                .set_topic_publishers(app_id, channel, &topic, version, &publishers);
+            if !publishers.is_empty() {
+                topics.push(TopicInfo {
+                    topic_name: topic,
+                    publishers: publishers
+                        .into_iter()
+                        .map(|(_, user_id, meta)| PublisherInfo { user_id, meta })
+                        .collect(),
+                });
+            }
+        }
+        topics.sort_by(|a, b| a.topic_name.cmp(&b.topic_name));
+        Ok(topics)
+    }
+}
+
+/// Applies a topic list that came on a bus.
+pub(super) fn apply(
+    local: &crate::engine::MemoryEngine,
+    app_id: &str,
+    channel: &str,
+    list: TopicList,
+) {
+    local.set_topic_publishers(
+        app_id,
+        channel,
+        &list.topic,
+        list.version,
+        &parse_entries(&list.entries),
+    );
+}
+
+/// A topic message, as it goes on the bus.
+pub(super) fn message(publisher: SessionId, topic: &str, frame: bytes::Bytes) -> Envelope {
+    Envelope::Topic {
+        publisher,
+        topic: topic.to_owned(),
+        frame,
+    }
+}
