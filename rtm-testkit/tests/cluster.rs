@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use rtm_client::{
     ChannelType, ErrorCode, EventStream, JoinOptions, JoinTopicOptions, LinkState, LinkStateReason,
-    Payload, PresenceEvent, PresenceEventType, PublishOptions, RtmEvent, StateDetail,
-    StreamChannel, SubscribeOptions, TopicEventType, TopicMessageOptions, TopicSubscribeOptions,
-    WhoNowOptions,
+    MetadataItem, Payload, PresenceEvent, PresenceEventType, PublishOptions, RtmEvent, StateDetail,
+    StorageEventType, StreamChannel, SubscribeOptions, TopicEventType, TopicMessageOptions,
+    TopicSubscribeOptions, WhoNowOptions,
 };
 use rtm_testkit::{
     RedisServer, TestCluster, TestServer, expect_event, expect_link_state, expect_message,
@@ -476,4 +476,119 @@ async fn topic_publishers_and_subscriptions_work_across_nodes() {
     assert_eq!(got, ["alice:a2", "dave:d2"]);
     say(&dave, "d3").await;
     assert_eq!(heard(&mut bob_events).await, "dave:d3");
+}
+
+/// The next storage event, as its type and the set's "key=value" pairs.
+async fn next_storage(events: &mut EventStream) -> (StorageEventType, Vec<String>) {
+    let e = expect_event(events, "a storage event", |e| match e {
+        RtmEvent::Storage(s) => Some(s),
+        _ => None,
+    })
+    .await;
+    let pairs = e
+        .data
+        .items
+        .iter()
+        .map(|i| format!("{}={}", i.key, i.value))
+        .collect();
+    (e.event_type, pairs)
+}
+
+#[tokio::test]
+async fn metadata_writes_race_across_nodes_and_listeners_everywhere_see_each_once() {
+    if !RedisServer::available() {
+        return;
+    }
+    let cluster = TestCluster::start(3).await;
+    let with_metadata = SubscribeOptions {
+        with_metadata: true,
+        ..Default::default()
+    };
+    let (watcher, mut events) = cluster.node(0).login("watcher").await;
+    watcher.subscribe("room", with_metadata).await.unwrap();
+    assert_eq!(
+        next_storage(&mut events).await,
+        (StorageEventType::Snapshot, vec![])
+    );
+    let (b, _) = cluster.node(1).login("b").await;
+    let (c, _) = cluster.node(2).login("c").await;
+    // Both create the same key at once (revision 0: only if it does not exist): one wins.
+    let create = |value: &str| MetadataItem {
+        revision: 0,
+        ..MetadataItem::new("owner", value)
+    };
+    let (b_storage, c_storage) = (b.storage(), c.storage());
+    let (rb, rc) = tokio::join!(
+        b_storage.set_channel_metadata(
+            "room",
+            ChannelType::Message,
+            vec![create("b")],
+            Default::default()
+        ),
+        c_storage.set_channel_metadata(
+            "room",
+            ChannelType::Message,
+            vec![create("c")],
+            Default::default()
+        ),
+    );
+    let winner = match (&rb, &rc) {
+        (Ok(_), Err(e)) => {
+            assert_eq!(e.code, ErrorCode::StorageOutdatedRevision);
+            "b"
+        }
+        (Err(e), Ok(_)) => {
+            assert_eq!(e.code, ErrorCode::StorageOutdatedRevision);
+            "c"
+        }
+        other => panic!("exactly one of two creations wins: {other:?}"),
+    };
+    assert_eq!(
+        next_storage(&mut events).await,
+        (StorageEventType::Update, vec![format!("owner={winner}")])
+    );
+    // Then a change from the other node, seen after it.
+    let loser = if winner == "b" { &c } else { &b };
+    loser
+        .storage()
+        .set_channel_metadata(
+            "room",
+            ChannelType::Message,
+            vec![MetadataItem::new("topic", "rust")],
+            Default::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        next_storage(&mut events).await,
+        (
+            StorageEventType::Update,
+            vec![format!("owner={winner}"), "topic=rust".into()]
+        )
+    );
+    let read = b
+        .storage()
+        .get_channel_metadata("room", ChannelType::Message)
+        .await
+        .unwrap();
+    assert_eq!(read.metadata.len(), 2);
+
+    // A user's metadata, listened to from another node.
+    watcher
+        .storage()
+        .subscribe_user_metadata("c")
+        .await
+        .unwrap();
+    assert_eq!(
+        next_storage(&mut events).await,
+        (StorageEventType::Snapshot, vec![])
+    );
+    c.storage()
+        .set_user_metadata(vec![MetadataItem::new("mood", "busy")], Default::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        next_storage(&mut events).await,
+        (StorageEventType::Update, vec!["mood=busy".to_owned()])
+    );
 }

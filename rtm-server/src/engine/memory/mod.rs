@@ -28,7 +28,9 @@ use self::debounce::Debounce;
 #[cfg(test)]
 pub(crate) use self::metadata::DB_FILE as METADATA_DB_FILE;
 pub use self::metadata::Durability;
+pub(crate) use self::metadata::apply as apply_metadata;
 use self::storage::Storage;
+pub(crate) use self::storage::storage_frame;
 pub(crate) use self::stream::ListedPublisher;
 use self::stream::StreamChannel;
 use super::{

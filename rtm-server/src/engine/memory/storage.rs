@@ -140,7 +140,7 @@ fn event_frame(event: Event) -> Bytes {
     encode_frame(&ServerMsg::Event(event))
 }
 
-fn storage_frame(
+pub(crate) fn storage_frame(
     target: &MetadataTarget,
     event_type: StorageEventType,
     publisher: &str,

@@ -18,6 +18,7 @@ use rtm_proto::ChannelType;
 use tokio::sync::mpsc;
 
 use super::envelope::Envelope;
+use super::listeners::Listeners;
 use super::{keys, unavailable};
 use crate::engine::{EngineError, MemoryEngine, Router};
 
@@ -115,8 +116,8 @@ impl Bus {
         })
     }
 
-    /// Starts handing what arrives to `local`'s sessions.
-    pub(super) fn start(&self, local: Arc<MemoryEngine>) {
+    /// Starts handing what arrives to `local`'s sessions and to `listeners`.
+    pub(super) fn start(&self, local: Arc<MemoryEngine>, listeners: Arc<Listeners>) {
         let Some(rx) = self
             .rx
             .lock()
@@ -127,7 +128,7 @@ impl Bus {
         };
         let routes = self.routes.clone();
         let inbox = self.inbox.clone();
-        let task = tokio::spawn(dispatch(rx, routes, inbox, local));
+        let task = tokio::spawn(dispatch(rx, routes, inbox, local, listeners));
         *self.task.lock().unwrap_or_else(PoisonError::into_inner) = Some(task);
     }
 
@@ -232,6 +233,7 @@ async fn dispatch(
     routes: Arc<RwLock<HashMap<String, Route>>>,
     inbox: String,
     local: Arc<MemoryEngine>,
+    listeners: Arc<Listeners>,
 ) {
     while let Some(info) = rx.recv().await {
         let Some((channel, payload)) = message(info) else {
@@ -275,6 +277,11 @@ async fn dispatch(
                 topic,
                 frame,
             } => Ok(local.publish_topic_from(app_id, channel, &topic, publisher, &frame)),
+            Envelope::Storage { revision, frame } => {
+                let set = (app_id.clone(), *channel_type, channel.clone());
+                listeners.deliver(&set, revision, &frame);
+                continue;
+            }
             Envelope::Topics(list) => {
                 super::topics::apply(&local, app_id, channel, list);
                 continue;

@@ -27,6 +27,8 @@ pub(super) enum Envelope {
     },
     /// A topic's publishers changed: the whole new list (written by a script, `topics.rs`).
     Topics(TopicList),
+    /// A change of a metadata set (an encoded storage event), made by the write of `revision`.
+    Storage { revision: i64, frame: Bytes },
     /// A user-channel message (or any event) for the session of `user` in `app`.
     ToUser {
         app: String,
@@ -54,6 +56,7 @@ pub(super) struct TopicList {
 const MESSAGE: u8 = b'M';
 const TOPIC: u8 = b'T';
 const TOPICS: u8 = b'L';
+const STORAGE: u8 = b'D';
 const PRESENCE: u8 = b'P';
 const STREAM: u8 = b'S';
 const TO_USER: u8 = b'U';
@@ -96,6 +99,12 @@ impl Envelope {
                 out.put_u8(TOPIC);
                 out.put_u64(publisher.0);
                 put_str(&mut out, topic);
+                out.put_slice(frame);
+            }
+            Self::Storage { revision, frame } => {
+                out.reserve(9 + frame.len());
+                out.put_u8(STORAGE);
+                out.put_i64(*revision);
                 out.put_slice(frame);
             }
             Self::Topics(list) => {
@@ -141,6 +150,10 @@ impl Envelope {
             TOPIC => Self::Topic {
                 publisher: SessionId(r.u64()?),
                 topic: r.string()?,
+                frame: r.rest(),
+            },
+            STORAGE => Self::Storage {
+                revision: r.u64()? as i64,
                 frame: r.rest(),
             },
             TOPICS => {
@@ -241,6 +254,10 @@ mod tests {
             Envelope::Topic {
                 publisher: SessionId::new(2, 5),
                 topic: "t".into(),
+                frame: frame.clone(),
+            },
+            Envelope::Storage {
+                revision: 42,
                 frame: frame.clone(),
             },
             Envelope::Topics(TopicList {

@@ -12,6 +12,12 @@ pub(super) const NODES: &str = "rtm:nodes";
 /// The counter that gives each starting node its number.
 pub(super) const NODE_SEQ: &str = "rtm:node-seq";
 
+/// The counter of a shard's metadata revisions (each shard has its own: a set's revisions need
+/// only grow within the set).
+pub(super) fn revision_counter() -> String {
+    "rtm:revision".to_owned()
+}
+
 /// A node's inbox (pub/sub).
 pub(super) fn inbox(node: u32) -> String {
     format!("rtm:inbox:{node}")

@@ -22,6 +22,8 @@ mod bus;
 mod envelope;
 mod history;
 mod keys;
+mod listeners;
+mod metadata;
 mod presence;
 mod router;
 mod shards;
@@ -38,6 +40,7 @@ use rtm_proto::ChannelType;
 use redis::aio::ConnectionManager;
 
 use self::bus::Bus;
+use self::listeners::Listeners;
 use super::{EngineError, MemoryEngine, SessionId};
 use crate::clock::now_ms;
 
@@ -100,6 +103,8 @@ struct Inner {
     /// This node's sessions and their subscriptions.
     local: Arc<MemoryEngine>,
     bus: Bus,
+    /// This node's listeners of metadata sets.
+    listeners: Arc<Listeners>,
     /// The channels each local session is a member of, for leaving them all at once.
     memberships: Mutex<HashMap<SessionId, HashSet<ChannelRef>>>,
     timeout: Duration,
@@ -187,6 +192,7 @@ impl RedisEngine {
                 shards,
                 local: Arc::new(MemoryEngine::new()),
                 bus,
+                listeners: Arc::default(),
                 memberships: Mutex::default(),
                 timeout,
                 sessions: AtomicU64::new(1),
@@ -194,7 +200,10 @@ impl RedisEngine {
                 heartbeat,
             }),
         };
-        engine.inner.bus.start(engine.inner.local.clone());
+        engine
+            .inner
+            .bus
+            .start(engine.inner.local.clone(), engine.inner.listeners.clone());
         Ok(engine)
     }
 
@@ -228,6 +237,14 @@ impl RedisEngine {
     /// The shard of a user's keys.
     fn user_shard(&self, app_id: &str, user_id: &str) -> ConnectionManager {
         self.shard(&[app_id.as_bytes(), b"\x00user", user_id.as_bytes()])
+    }
+
+    /// The index of the shard of a user's keys.
+    fn user_shard_index(&self, app_id: &str, user_id: &str) -> usize {
+        shards::jump(
+            shards::fnv1a(&[app_id.as_bytes(), b"\x00user", user_id.as_bytes()]),
+            self.inner.shards.len(),
+        )
     }
 
     /// The first shard: the node registry and the inboxes.

@@ -109,6 +109,9 @@ impl RedisEngine {
         channel_type: ChannelType,
         channel: &str,
     ) -> Result<(), EngineError> {
+        // Leaving a channel ends listening to its metadata.
+        let set = (session.app_id().into(), channel_type, channel.into());
+        self.inner.listeners.stop(session.id(), &set);
         if self.untrack(session.id(), channel_type, channel) {
             self.bus_leave(session.app_id(), channel_type, channel)
                 .await;

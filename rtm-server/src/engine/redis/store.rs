@@ -1,6 +1,7 @@
-//! The Redis engine's [`Store`]: history in Redis Streams (`history.rs`). Metadata and locks in
-//! Redis are the next step of the cluster work (issue 17); until then those calls fail with a
-//! clear [`EngineError::Unavailable`] instead of answering from one node's memory.
+//! The Redis engine's [`Store`]: metadata (`metadata.rs`, its listeners in `listeners.rs`) and
+//! history (`history.rs`) in Redis. Locks in Redis are the next step of the cluster work (issue
+//! 17); until then lock calls fail with a clear [`EngineError::Unavailable`] instead of
+//! answering from one node's memory.
 
 use rtm_proto::{
     ChannelType, HistoryMessage, LockDetail, LockRequest, MetadataTarget, MetadataWrite,
@@ -8,6 +9,7 @@ use rtm_proto::{
 };
 
 use super::RedisEngine;
+use super::metadata::{set_key, user_bus};
 use crate::engine::{
     EngineError, HistoryKey, HistoryPage, LockError, LockOutcome, MetadataError, Retention,
     SessionHandle, Store,
@@ -22,41 +24,75 @@ impl Store for RedisEngine {
 
     async fn write_metadata(
         &self,
-        _author: &SessionHandle,
-        _write: MetadataWrite,
+        author: &SessionHandle,
+        write: MetadataWrite,
     ) -> Result<StorageData, MetadataError> {
-        Err(not_yet("metadata").into())
+        self.write_set(author, write).await
     }
 
     async fn get_metadata(
         &self,
-        _app_id: &str,
-        _target: MetadataTarget,
+        app_id: &str,
+        target: MetadataTarget,
     ) -> Result<StorageData, EngineError> {
-        Err(not_yet("metadata"))
+        Ok(self.read_set(app_id, &target).await?.0.unwrap_or_default())
     }
 
     async fn listen_channel(
         &self,
-        _session: &SessionHandle,
-        _channel_type: ChannelType,
-        _channel: &str,
+        session: &SessionHandle,
+        channel_type: ChannelType,
+        channel: &str,
         metadata: bool,
         locks: bool,
     ) -> Result<(), EngineError> {
-        if metadata || locks {
-            return Err(not_yet("metadata and lock events"));
+        let target = MetadataTarget::Channel {
+            channel_type,
+            channel: channel.to_owned(),
+        };
+        if metadata {
+            // The session is a member: its node listens to the channel's bus already.
+            self.listen_set(session, target).await?;
+        } else {
+            self.inner
+                .listeners
+                .stop(session.id(), &set_key(session.app_id(), &target));
+        }
+        if locks {
+            return Err(not_yet("lock events"));
         }
         Ok(())
     }
 
     async fn listen_user(
         &self,
-        _session: &SessionHandle,
-        _user_id: &str,
-        _on: bool,
+        session: &SessionHandle,
+        user_id: &str,
+        on: bool,
     ) -> Result<usize, EngineError> {
-        Err(not_yet("user metadata"))
+        let app_id = session.app_id();
+        let target = MetadataTarget::User {
+            user_id: user_id.to_owned(),
+        };
+        let set = set_key(app_id, &target);
+        let shard = self.user_shard_index(app_id, user_id);
+        let bus = user_bus(app_id, user_id);
+        if on {
+            if self.inner.listeners.is_listening(session.id(), &set) {
+                return Ok(self.inner.listeners.users_of(session.id()));
+            }
+            self.inner
+                .bus
+                .join(shard, &bus, (app_id, ChannelType::User, user_id))
+                .await?;
+            if let Err(e) = self.listen_set(session, target).await {
+                self.inner.bus.leave(shard, &bus).await;
+                return Err(e);
+            }
+        } else if self.inner.listeners.stop(session.id(), &set) {
+            self.inner.bus.leave(shard, &bus).await;
+        }
+        Ok(self.inner.listeners.users_of(session.id()))
     }
 
     async fn lock(
@@ -85,7 +121,13 @@ impl Store for RedisEngine {
         Ok(())
     }
 
-    async fn session_ended(&self, _session: &SessionHandle) -> Result<(), EngineError> {
+    async fn session_ended(&self, session: &SessionHandle) -> Result<(), EngineError> {
+        for (app_id, kind, name) in self.inner.listeners.forget(session.id()) {
+            if kind == ChannelType::User {
+                let shard = self.user_shard_index(&app_id, &name);
+                self.inner.bus.leave(shard, &user_bus(&app_id, &name)).await;
+            }
+        }
         Ok(())
     }
 
