@@ -592,3 +592,52 @@ async fn metadata_writes_race_across_nodes_and_listeners_everywhere_see_each_onc
         (StorageEventType::Update, vec!["mood=busy".to_owned()])
     );
 }
+
+#[tokio::test]
+async fn concurrent_logins_of_one_user_across_nodes_leave_exactly_one_session() {
+    if !RedisServer::available() {
+        return;
+    }
+    const N: usize = 6;
+    let cluster = TestCluster::start(2).await;
+    let mut clients = Vec::new();
+    for i in 0..N {
+        let client = cluster.node(i % 2).client("dup");
+        let events = client.events();
+        clients.push((client, events));
+    }
+    let logins = clients
+        .iter()
+        .map(|(c, _)| c.login(rtm_client::LoginOptions::default()));
+    for result in futures_util::future::join_all(logins).await {
+        // A login replaced before it was answered may fail; the others succeed.
+        let _ = result;
+    }
+    // Every session but one is told it was replaced.
+    let mut kicked = 0;
+    let mut survivor = None;
+    for (i, (client, events)) in clients.iter_mut().enumerate() {
+        if client.link_state() == LinkState::Connected {
+            // Connected now may still be kicked: the kick is on its way or not coming at all.
+            let wait = tokio::time::timeout(
+                Duration::from_secs(3),
+                expect_link_state(events, LinkState::Failed),
+            )
+            .await;
+            match wait {
+                Ok(_) => kicked += 1,
+                Err(_) => survivor = Some(i),
+            }
+        } else {
+            kicked += 1;
+        }
+    }
+    assert_eq!(kicked, N - 1, "exactly one session of the user stays");
+    let survivor = survivor.expect("one stays");
+    let (lily, _) = cluster.node(0).login("lily").await;
+    lily.publish("dup", "to the one left", to_user())
+        .await
+        .unwrap();
+    let m = expect_message(&mut clients[survivor].1).await;
+    assert_eq!(m.message, Payload::from("to the one left"));
+}

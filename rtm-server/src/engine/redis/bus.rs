@@ -128,7 +128,8 @@ impl Bus {
         };
         let routes = self.routes.clone();
         let inbox = self.inbox.clone();
-        let task = tokio::spawn(dispatch(rx, routes, inbox, local, listeners));
+        let dropped = self.dropped.clone();
+        let task = tokio::spawn(dispatch(rx, routes, inbox, (local, listeners), dropped));
         *self.task.lock().unwrap_or_else(PoisonError::into_inner) = Some(task);
     }
 
@@ -232,10 +233,21 @@ async fn dispatch(
     mut rx: mpsc::Receiver<PushInfo>,
     routes: Arc<RwLock<HashMap<String, Route>>>,
     inbox: String,
-    local: Arc<MemoryEngine>,
-    listeners: Arc<Listeners>,
+    (local, listeners): (Arc<MemoryEngine>, Arc<Listeners>),
+    dropped: Arc<AtomicU64>,
 ) {
+    let mut dropped_seen = 0;
     while let Some(info) = rx.recv().await {
+        let dropped_now = dropped.load(Ordering::Relaxed);
+        if dropped_now > dropped_seen {
+            // The events that did not fit are gone for this node's sessions: say so.
+            tracing::warn!(
+                dropped = dropped_now - dropped_seen,
+                total = dropped_now,
+                "this node could not keep up with events from Redis; some were dropped"
+            );
+            dropped_seen = dropped_now;
+        }
         let Some((channel, payload)) = message(info) else {
             continue;
         };

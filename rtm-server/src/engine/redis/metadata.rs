@@ -45,7 +45,7 @@ static COMMIT: LazyLock<Script> = LazyLock::new(|| {
 });
 
 /// How many times a write is tried against concurrent writers before it reports a failure.
-const ATTEMPTS: usize = 16;
+const ATTEMPTS: usize = 8;
 
 /// The set `target` of `app_id` as the listeners' table keys it.
 pub(super) fn set_key(app_id: &str, target: &MetadataTarget) -> SetKey {

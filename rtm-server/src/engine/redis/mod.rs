@@ -41,6 +41,8 @@ use redis::aio::ConnectionManager;
 
 use self::bus::Bus;
 use self::listeners::Listeners;
+#[cfg(doc)]
+use super::Router;
 use super::{EngineError, MemoryEngine, SessionId};
 use crate::clock::now_ms;
 
@@ -105,6 +107,8 @@ struct Inner {
     bus: Bus,
     /// This node's listeners of metadata sets.
     listeners: Arc<Listeners>,
+    /// Held from a login's local registration to its key write ([`Router::attach`]).
+    logins: tokio::sync::Mutex<()>,
     /// The channels each local session is a member of, for leaving them all at once.
     memberships: Mutex<HashMap<SessionId, HashSet<ChannelRef>>>,
     timeout: Duration,
@@ -193,6 +197,7 @@ impl RedisEngine {
                 local: Arc::new(MemoryEngine::new()),
                 bus,
                 listeners: Arc::default(),
+                logins: tokio::sync::Mutex::new(()),
                 memberships: Mutex::default(),
                 timeout,
                 sessions: AtomicU64::new(1),

@@ -55,6 +55,27 @@ static REMOVE_MEMBER: LazyLock<Script> = LazyLock::new(|| {
     )
 });
 
+/// Writes a state (ARGV[4]) if ARGV[2] is still the user's member entry (else -1) and the
+/// stored state is still ARGV[3] ('' for none; else 0); 1 when written.
+static WRITE_STATE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+        if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[2] then
+            return -1
+        end
+        local current = redis.call('HGET', KEYS[2], ARGV[1]) or ''
+        if current ~= ARGV[3] then
+            return 0
+        end
+        redis.call('HSET', KEYS[2], ARGV[1], ARGV[4])
+        return 1
+        ",
+    )
+});
+
+/// How many times a state change is tried against concurrent writers.
+const STATE_ATTEMPTS: usize = 8;
+
 /// Forgets a pending leave if it is still the one with this ticket; returns 1 if it was.
 static RELEASE_LEAVE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
@@ -303,24 +324,42 @@ impl RedisEngine {
         let k = ChannelKeys::new(app_id, channel_type, channel);
         let user = session.user_id();
         let (_, mut conn) = self.channel_shard(app_id, channel);
-        let mut pipe = redis::pipe();
-        pipe.hget(&k.members, user).hget(&k.states, user);
-        let (member, stored): (Option<u64>, Option<Vec<u8>>) =
-            self.run("state", pipe.query_async(&mut conn)).await?;
-        if member != Some(session.id().0) {
-            return Err(StateError::NotPresent);
+        for _ in 0..STATE_ATTEMPTS {
+            let mut pipe = redis::pipe();
+            pipe.hget(&k.members, user).hget(&k.states, user);
+            let (member, stored): (Option<u64>, Option<Vec<u8>>) =
+                self.run("state", pipe.query_async(&mut conn)).await?;
+            if member != Some(session.id().0) {
+                return Err(StateError::NotPresent);
+            }
+            let read = stored.unwrap_or_default();
+            let mut current = if read.is_empty() {
+                StateDetail::new()
+            } else {
+                decode_state(&read)
+            };
+            change.clone().apply(&mut current, max_pairs)?;
+            // Written only if the session is still the member and the state is still the one
+            // read: a newer login of the user elsewhere, or a concurrent change, is never
+            // overwritten.
+            let mut invocation = WRITE_STATE.prepare_invoke();
+            invocation
+                .key(&k.members)
+                .key(&k.states)
+                .arg(user)
+                .arg(session.id().0)
+                .arg(read)
+                .arg(encode_state(session.id(), &current));
+            let written: i64 = self
+                .run("state", invocation.invoke_async(&mut conn))
+                .await?;
+            match written {
+                1 => return Ok(current),
+                -1 => return Err(StateError::NotPresent),
+                _ => {}
+            }
         }
-        // Only this session writes its user's state here: read, change, write back.
-        let mut current = stored.map_or_else(StateDetail::new, |s| decode_state(&s));
-        change.apply(&mut current, max_pairs)?;
-        let mut hset_cmd = redis::cmd("HSET");
-        hset_cmd
-            .arg(&k.states)
-            .arg(user)
-            .arg(encode_state(session.id(), &current));
-        let hset = hset_cmd.query_async::<()>(&mut conn);
-        self.run("state", hset).await?;
-        Ok(current)
+        Err(EngineError::Unavailable("state changed concurrently too many times".into()).into())
     }
 
     pub(super) async fn state_of(

@@ -130,6 +130,13 @@ impl Router for RedisEngine {
 
     async fn attach(&self, session: &SessionHandle) -> Result<(), EngineError> {
         let (app_id, user) = (session.app_id(), session.user_id());
+        // One login at a time on this node, from the local registration to the key write: two
+        // logins of a user here leave the key naming the one that stays (the later), never a
+        // closed one.
+        let _one_at_a_time = self.inner.logins.lock().await;
+        // Registered here first (closing a session of the user on this node), so that a kick
+        // from a login on another node that comes right after the key write finds it.
+        self.inner.local.attach(session).await?;
         let mut conn = self.user_shard(app_id, user);
         let mut set_cmd = redis::cmd("SET");
         set_cmd
@@ -137,10 +144,14 @@ impl Router for RedisEngine {
             .arg(session.id().0)
             .arg("GET");
         let set = set_cmd.query_async::<Option<u64>>(&mut conn);
-        let previous = self.run("login", set).await?.map(SessionId);
-        // A session of the user on this node is closed by the local engine; one on another
-        // node by that node, told through its inbox.
-        self.inner.local.attach(session).await?;
+        let previous = match self.run("login", set).await {
+            Ok(previous) => previous.map(SessionId),
+            Err(e) => {
+                let _ = self.inner.local.detach(session).await;
+                return Err(e);
+            }
+        };
+        // A session of the user on another node is closed by that node, told through its inbox.
         if let Some(previous) =
             previous.filter(|p| *p != session.id() && p.node() != self.inner.node)
         {
@@ -155,8 +166,11 @@ impl Router for RedisEngine {
                 .arg(keys::inbox(previous.node()))
                 .arg(kick.encode().as_ref());
             let publish = publish_cmd.query_async::<usize>(&mut first);
-            // A node that is gone has no session to close.
-            self.run("kick", publish).await?;
+            // The login stands: the key names it. An old session that missed its kick is
+            // replaced for every user message and presence query anyway.
+            if let Err(e) = self.run("kick", publish).await {
+                tracing::warn!(session = %previous, "the replaced session was not told to close: {e}");
+            }
         }
         Ok(())
     }
@@ -305,7 +319,15 @@ impl Router for RedisEngine {
             .await?;
         // The bus is listened to: from here on no change of a topic is missed, and the lists
         // read now are applied unless a newer one came first.
-        Ok(self.load_topics(app_id, channel).await?)
+        match self.load_topics(app_id, channel).await {
+            Ok(topics) => Ok(topics),
+            Err(e) => {
+                // Not joined after all: undone everywhere.
+                let _ = self.inner.local.leave_stream(session, channel).await;
+                let _ = self.forget_member(session, s, channel).await;
+                Err(e.into())
+            }
+        }
     }
 
     async fn leave_stream(
