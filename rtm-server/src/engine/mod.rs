@@ -406,6 +406,32 @@ pub struct HistoryPage {
     pub new_start: u64,
 }
 
+impl HistoryPage {
+    /// A page of at most `count` messages out of `messages`, newest first, read with one more
+    /// than asked: the next page starts below the last one kept, if there was more.
+    pub(crate) fn from_newest(mut messages: Vec<HistoryMessage>, count: u32) -> Self {
+        let more = messages.len() > count as usize;
+        messages.truncate(count as usize);
+        let new_start = if more {
+            messages.last().map_or(0, |m| m.timestamp)
+        } else {
+            0
+        };
+        Self {
+            messages,
+            new_start,
+        }
+    }
+}
+
+/// Sorts where-now answers by channel name, then type (both engines answer in this order).
+pub(crate) fn sort_channels(channels: &mut [rtm_proto::ChannelDetail]) {
+    channels.sort_by(|a, b| {
+        (a.channel_name.as_str(), u8::from(a.channel_type))
+            .cmp(&(b.channel_name.as_str(), u8::from(b.channel_type)))
+    });
+}
+
 /// What a topic subscription did, per user.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct TopicSubscribed {

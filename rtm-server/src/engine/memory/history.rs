@@ -133,7 +133,7 @@ fn read_page(
         )
         .map_err(db_error)?;
     // One more than asked: whether another page follows.
-    let mut messages = statement
+    let messages = statement
         .query_map(
             params![app, kind, key.name, below, from, i64::from(count) + 1],
             |row| {
@@ -148,17 +148,7 @@ fn read_page(
         .map_err(db_error)?
         .collect::<Result<Vec<_>, _>>()
         .map_err(db_error)?;
-    let more = messages.len() > count as usize;
-    messages.truncate(count as usize);
-    let new_start = if more {
-        messages.last().map_or(0, |m| m.timestamp)
-    } else {
-        0
-    };
-    Ok(HistoryPage {
-        messages,
-        new_start,
-    })
+    Ok(HistoryPage::from_newest(messages, count))
 }
 
 #[cfg(test)]

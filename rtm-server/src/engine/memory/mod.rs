@@ -597,10 +597,7 @@ impl Router for MemoryEngine {
                 });
             }
         }
-        channels.sort_by(|a, b| {
-            (a.channel_name.as_str(), u8::from(a.channel_type))
-                .cmp(&(b.channel_name.as_str(), u8::from(b.channel_type)))
-        });
+        crate::engine::sort_channels(&mut channels);
         Ok(channels)
     }
 

@@ -116,16 +116,6 @@ impl RedisEngine {
                 Err(e) => tracing::warn!(%id, "unreadable stored message skipped: {e}"),
             }
         }
-        let more = messages.len() > count as usize;
-        messages.truncate(count as usize);
-        let new_start = if more {
-            messages.last().map_or(0, |m| m.timestamp)
-        } else {
-            0
-        };
-        Ok(HistoryPage {
-            messages,
-            new_start,
-        })
+        Ok(HistoryPage::from_newest(messages, count))
     }
 }

@@ -115,6 +115,14 @@ static SNAPSHOT: LazyLock<Script> = LazyLock::new(|| {
     )
 });
 
+/// What a topic script does for a session.
+enum Change {
+    /// Join (or change the meta), with the session's list entry.
+    Join(String),
+    /// Leave.
+    Leave,
+}
+
 /// A list entry: `sid\nuser\nmeta`.
 fn entry(session: &SessionHandle, meta: &str) -> String {
     format!("{}\n{}\n{meta}", session.id().0, session.user_id())
@@ -143,29 +151,8 @@ impl RedisEngine {
         topic: &str,
         meta: &str,
     ) -> Result<(), EngineError> {
-        let app_id = session.app_id();
-        let k = TopicKeys::new(app_id, channel, topic);
-        let (_, mut conn) = self.channel_shard(app_id, channel);
-        let mut invocation = JOIN.prepare_invoke();
-        invocation
-            .key(&k.list)
-            .key(&k.version)
-            .key(&k.names)
-            .key(&k.bus)
-            .arg(entry(session, meta))
-            .arg(format!("{}\n", session.id().0))
-            .arg(topic);
-        let (version, entries): (u64, Vec<String>) = self
-            .run("join topic", invocation.invoke_async(&mut conn))
-            .await?;
-        self.inner.local.set_topic_publishers(
-            app_id,
-            channel,
-            topic,
-            version,
-            &parse_entries(&entries),
-        );
-        Ok(())
+        let change = Change::Join(entry(session, meta));
+        self.change_topic(session, channel, topic, change).await
     }
 
     /// Removes `session` from the publishers of `topic` in the cluster; applies the new list
@@ -176,20 +163,43 @@ impl RedisEngine {
         channel: &str,
         topic: &str,
     ) -> Result<(), EngineError> {
+        self.change_topic(session, channel, topic, Change::Leave)
+            .await
+    }
+
+    /// Runs a topic's [`JOIN`] or [`LEAVE`] script for `session` and applies the list it
+    /// returns here (the same list reaches the other nodes on the bus).
+    async fn change_topic(
+        &self,
+        session: &SessionHandle,
+        channel: &str,
+        topic: &str,
+        change: Change,
+    ) -> Result<(), EngineError> {
         let app_id = session.app_id();
         let k = TopicKeys::new(app_id, channel, topic);
         let (_, mut conn) = self.channel_shard(app_id, channel);
-        let mut invocation = LEAVE.prepare_invoke();
+        let prefix = format!("{}\n", session.id().0);
+        let (mut invocation, what) = match &change {
+            Change::Join(entry) => {
+                let mut invocation = JOIN.prepare_invoke();
+                invocation.arg(entry).arg(prefix);
+                (invocation, "join topic")
+            }
+            Change::Leave => {
+                let mut invocation = LEAVE.prepare_invoke();
+                invocation.arg(prefix);
+                (invocation, "leave topic")
+            }
+        };
         invocation
+            .arg(topic)
             .key(&k.list)
             .key(&k.version)
             .key(&k.names)
-            .key(&k.bus)
-            .arg(format!("{}\n", session.id().0))
-            .arg(topic);
-        let (version, entries): (u64, Vec<String>) = self
-            .run("leave topic", invocation.invoke_async(&mut conn))
-            .await?;
+            .key(&k.bus);
+        let (version, entries): (u64, Vec<String>) =
+            self.run(what, invocation.invoke_async(&mut conn)).await?;
         self.inner.local.set_topic_publishers(
             app_id,
             channel,
