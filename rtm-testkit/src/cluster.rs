@@ -22,7 +22,12 @@ impl TestCluster {
 
     /// `n` nodes with `config` (its engine section is replaced).
     pub async fn start_with(n: usize, config: ServerConfig) -> Self {
-        let redis = RedisServer::start();
+        Self::start_on(RedisServer::start(), n, config).await
+    }
+
+    /// `n` nodes with `config` on `redis` (for example one started with
+    /// [`RedisServer::start_persistent`]).
+    pub async fn start_on(redis: RedisServer, n: usize, config: ServerConfig) -> Self {
         let mut nodes = Vec::with_capacity(n);
         for i in 0..n {
             nodes.push(Some(

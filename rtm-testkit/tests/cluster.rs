@@ -641,3 +641,93 @@ async fn concurrent_logins_of_one_user_across_nodes_leave_exactly_one_session() 
     let m = expect_message(&mut clients[survivor].1).await;
     assert_eq!(m.message, Payload::from("to the one left"));
 }
+
+#[tokio::test]
+async fn nodes_ride_out_a_redis_restart_and_keep_what_was_acknowledged() {
+    if !RedisServer::available() {
+        return;
+    }
+    let mut config = TestServer::config();
+    // Calls fail fast while Redis is away (the default is 2 s).
+    config.engine.command_timeout_ms = Some(500);
+    config.limits.history_max_messages = 100;
+    let mut cluster = TestCluster::start_on(RedisServer::start_persistent(), 2, config).await;
+    let (alice, mut alice_events) = cluster.node(0).login("alice").await;
+    alice
+        .subscribe("room", SubscribeOptions::default())
+        .await
+        .unwrap();
+    let (bob, _) = cluster.node(1).login("bob").await;
+    let stored = PublishOptions {
+        store_in_history: true,
+        ..Default::default()
+    };
+    bob.publish("room", "before", stored.clone()).await.unwrap();
+    assert_eq!(
+        expect_message(&mut alice_events).await.message,
+        Payload::from("before")
+    );
+
+    cluster.redis().kill();
+    // While Redis is away a call fails with its own code, within the command timeout. The
+    // outage lasts ten such failures (over 5 s, longer than the connection manager's own
+    // retries), so that the nodes have to find their way back by themselves.
+    for _ in 0..10 {
+        let started = std::time::Instant::now();
+        let err = bob
+            .publish("room", "lost", PublishOptions::default())
+            .await
+            .unwrap_err();
+        assert_eq!(err.code, ErrorCode::ChannelPublishMessageFailed);
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+
+    cluster.redis().restart();
+    // The nodes reconnect and subscribe again by themselves. Until node 0 has, what is
+    // published elsewhere does not reach it (pub/sub keeps nothing): publish until one arrives.
+    let back = async {
+        for i in 0.. {
+            let text = format!("after {i}");
+            match bob
+                .publish("room", text.as_str(), PublishOptions::default())
+                .await
+            {
+                Ok(_) => {
+                    let heard = tokio::time::timeout(
+                        Duration::from_millis(500),
+                        expect_message(&mut alice_events),
+                    )
+                    .await;
+                    if let Ok(m) = heard {
+                        return m.message;
+                    }
+                }
+                Err(e) => {
+                    assert_eq!(e.code, ErrorCode::ChannelPublishMessageFailed);
+                    // Redis has no event to wait for while a node reconnects: try again.
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+        unreachable!()
+    };
+    let heard = rtm_testkit::within(
+        Duration::from_secs(20),
+        "a message after Redis is back",
+        back,
+    )
+    .await;
+    assert!(matches!(heard, Payload::Text(t) if t.starts_with("after ")));
+    // What Redis acknowledged before it died is still there (append-only file).
+    let page = alice
+        .history()
+        .get_messages("room", ChannelType::Message, Default::default())
+        .await
+        .unwrap();
+    let texts: Vec<Payload> = page.message_list.into_iter().map(|m| m.message).collect();
+    assert_eq!(texts, [Payload::from("before")]);
+}

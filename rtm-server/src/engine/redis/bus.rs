@@ -45,19 +45,43 @@ pub(super) struct Bus {
     inbox: String,
     dropped: Arc<AtomicU64>,
     rx: Mutex<Option<mpsc::Receiver<PushInfo>>>,
-    task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// The dispatcher and the keep-alive, stopped when the bus goes.
+    tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     timeout: Duration,
 }
 
 impl Drop for Bus {
     fn drop(&mut self) {
-        if let Some(task) = self
-            .task
+        for task in self
+            .tasks
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .take()
+            .drain(..)
         {
             task.abort();
+        }
+    }
+}
+
+/// How often each pub/sub connection is pinged. The connection manager reconnects (and
+/// subscribes again) when a command finds the connection broken, but gives up after its
+/// retries if Redis stays away longer; a connection that only receives then never sends again,
+/// so without these pings a node would stay deaf after a Redis restart.
+const KEEPALIVE: Duration = Duration::from_secs(1);
+
+/// Pings every pub/sub connection every [`KEEPALIVE`], until the bus goes.
+async fn keepalive(conns: Vec<ConnectionManager>, timeout: Duration) {
+    let mut tick = tokio::time::interval(KEEPALIVE);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        for conn in &conns {
+            let mut conn = conn.clone();
+            let cmd = redis::cmd("PING");
+            let ping = cmd.query_async::<()>(&mut conn);
+            if let Ok(Err(e)) = tokio::time::timeout(timeout, ping).await {
+                tracing::debug!("pub/sub connection not answering yet: {e}");
+            }
         }
     }
 }
@@ -111,7 +135,7 @@ impl Bus {
             inbox,
             dropped,
             rx: Mutex::new(Some(rx)),
-            task: Mutex::new(None),
+            tasks: Mutex::new(Vec::new()),
             timeout,
         })
     }
@@ -129,8 +153,12 @@ impl Bus {
         let routes = self.routes.clone();
         let inbox = self.inbox.clone();
         let dropped = self.dropped.clone();
-        let task = tokio::spawn(dispatch(rx, routes, inbox, (local, listeners), dropped));
-        *self.task.lock().unwrap_or_else(PoisonError::into_inner) = Some(task);
+        let dispatcher = tokio::spawn(dispatch(rx, routes, inbox, (local, listeners), dropped));
+        let pinger = tokio::spawn(keepalive(self.conns.clone(), self.timeout));
+        self.tasks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .extend([dispatcher, pinger]);
     }
 
     /// Events dropped because the node could not keep up.
