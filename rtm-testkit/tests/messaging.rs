@@ -182,7 +182,12 @@ async fn user_channel_message_and_offline_receiver() {
 #[tokio::test]
 async fn ten_thousand_messages_arrive_in_publish_order() {
     const N: u32 = 10_000;
-    let server = TestServer::start().await;
+    // All ten thousand can be queued for the subscriber at once: with the default queue
+    // (4 096 frames) a machine busy elsewhere could close it as a slow consumer, which is
+    // not what this test is about (a CI run once did).
+    let mut config = TestServer::config();
+    config.connection.outbound_queue = 2 * N;
+    let server = TestServer::start_with(config).await;
     let (publisher, _) = server.login("publisher").await;
     let (subscriber, mut events) = server.login("subscriber").await;
     subscriber
