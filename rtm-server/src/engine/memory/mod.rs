@@ -25,12 +25,13 @@ use rtm_proto::{
 };
 
 use self::debounce::Debounce;
+pub(crate) use self::locks::LockChange;
 #[cfg(test)]
 pub(crate) use self::metadata::DB_FILE as METADATA_DB_FILE;
 pub use self::metadata::Durability;
 pub(crate) use self::metadata::apply as apply_metadata;
 use self::storage::Storage;
-pub(crate) use self::storage::storage_frame;
+pub(crate) use self::storage::{lock_frame, snapshot_change, storage_frame};
 pub(crate) use self::stream::ListedPublisher;
 use self::stream::StreamChannel;
 use super::{

@@ -170,7 +170,12 @@ pub(crate) fn storage_frame(
     }))
 }
 
-fn lock_frame(channel: &ChannelKey, change: LockChange, snapshot: Vec<LockDetail>) -> Bytes {
+/// A lock event of `channel` (app, type, name), encoded.
+pub(crate) fn lock_frame(
+    channel: &ChannelKey,
+    change: LockChange,
+    snapshot: Vec<LockDetail>,
+) -> Bytes {
     event_frame(Event::Lock(LockEvent {
         channel_type: channel.1,
         event_type: change.event_type,
@@ -199,7 +204,8 @@ fn guard<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-fn snapshot_change() -> LockChange {
+/// The change a lock snapshot event carries.
+pub(crate) fn snapshot_change() -> LockChange {
     LockChange {
         event_type: LockEventType::Snapshot,
         lock_name: String::new(),

@@ -19,6 +19,7 @@ use tokio::sync::mpsc;
 
 use super::envelope::Envelope;
 use super::listeners::Listeners;
+use super::lock_waits::LockWaits;
 use super::{keys, unavailable};
 use crate::engine::{EngineError, MemoryEngine, Router};
 
@@ -122,12 +123,15 @@ impl Bus {
                     .map_err(unavailable)?;
             conns.push(conn);
         }
+        // The inbox on every shard: a script on any shard may publish to it (lock answers).
         let inbox = keys::inbox(node);
-        let mut first = conns[0].clone();
-        tokio::time::timeout(timeout, first.subscribe(&inbox))
-            .await
-            .map_err(|_| unavailable("inbox: no answer within the timeout"))?
-            .map_err(unavailable)?;
+        for conn in &conns {
+            let mut conn = conn.clone();
+            tokio::time::timeout(timeout, conn.subscribe(&inbox))
+                .await
+                .map_err(|_| unavailable("inbox: no answer within the timeout"))?
+                .map_err(unavailable)?;
+        }
         Ok(Self {
             conns,
             refs: tokio::sync::Mutex::default(),
@@ -140,8 +144,8 @@ impl Bus {
         })
     }
 
-    /// Starts handing what arrives to `local`'s sessions and to `listeners`.
-    pub(super) fn start(&self, local: Arc<MemoryEngine>, listeners: Arc<Listeners>) {
+    /// Starts handing what arrives to the node's sessions, listeners and waiters.
+    pub(super) fn start(&self, receivers: Receivers) {
         let Some(rx) = self
             .rx
             .lock()
@@ -153,7 +157,7 @@ impl Bus {
         let routes = self.routes.clone();
         let inbox = self.inbox.clone();
         let dropped = self.dropped.clone();
-        let dispatcher = tokio::spawn(dispatch(rx, routes, inbox, (local, listeners), dropped));
+        let dispatcher = tokio::spawn(dispatch(rx, routes, inbox, receivers, dropped));
         let pinger = tokio::spawn(keepalive(self.conns.clone(), self.timeout));
         self.tasks
             .lock()
@@ -256,14 +260,32 @@ fn message(info: PushInfo) -> Option<(String, Bytes)> {
     Some((channel, payload))
 }
 
+/// Who on this node gets what arrives.
+pub(super) struct Receivers {
+    /// The node's sessions.
+    pub(super) local: Arc<MemoryEngine>,
+    /// Its listeners of metadata sets.
+    pub(super) listeners: Arc<Listeners>,
+    /// Its listeners of lock events.
+    pub(super) lock_listeners: Arc<Listeners>,
+    /// Its sessions waiting for locks.
+    pub(super) lock_waits: Arc<LockWaits>,
+}
+
 /// Hands each arriving event to the local sessions it is for, in arrival order.
 async fn dispatch(
     mut rx: mpsc::Receiver<PushInfo>,
     routes: Arc<RwLock<HashMap<String, Route>>>,
     inbox: String,
-    (local, listeners): (Arc<MemoryEngine>, Arc<Listeners>),
+    receivers: Receivers,
     dropped: Arc<AtomicU64>,
 ) {
+    let Receivers {
+        local,
+        listeners,
+        lock_listeners,
+        lock_waits,
+    } = receivers;
     let mut dropped_seen = 0;
     while let Some(info) = rx.recv().await {
         let dropped_now = dropped.load(Ordering::Relaxed);
@@ -284,7 +306,11 @@ async fn dispatch(
             continue;
         };
         if channel == inbox {
-            deliver_to_node(&local, envelope).await;
+            if let Envelope::LockGrant(grant) = envelope {
+                lock_waits.answer(grant);
+            } else {
+                deliver_to_node(&local, envelope).await;
+            }
             continue;
         }
         let route = routes
@@ -322,11 +348,16 @@ async fn dispatch(
                 listeners.deliver(&set, revision, &frame);
                 continue;
             }
+            Envelope::Lock { version, frame } => {
+                let set = (app_id.clone(), *channel_type, channel.clone());
+                lock_listeners.deliver(&set, version, &frame);
+                continue;
+            }
             Envelope::Topics(list) => {
                 super::topics::apply(&local, app_id, channel, list);
                 continue;
             }
-            Envelope::ToUser { .. } | Envelope::Kick { .. } => continue,
+            Envelope::ToUser { .. } | Envelope::Kick { .. } | Envelope::LockGrant(_) => continue,
         };
         if let Err(e) = delivered {
             tracing::warn!(%channel, "event not delivered: {e}");

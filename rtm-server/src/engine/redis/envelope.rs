@@ -41,6 +41,23 @@ pub(super) enum Envelope {
         user: String,
         session: SessionId,
     },
+    /// A change of a channel's locks (an encoded lock event), by the commit of `version`.
+    Lock { version: i64, frame: Bytes },
+    /// The answer to a waiting acquire of `session` (of `user`): the lock is its user's now
+    /// (`granted`) or was removed.
+    LockGrant(LockGrant),
+}
+
+/// See [`Envelope::LockGrant`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) struct LockGrant {
+    pub(super) session: SessionId,
+    pub(super) granted: bool,
+    pub(super) app: String,
+    pub(super) user: String,
+    pub(super) channel_type: rtm_proto::ChannelType,
+    pub(super) lock_name: String,
+    pub(super) channel: String,
 }
 
 /// A topic's publishers, as a script publishes them: kind `L`, then the topic, the version and
@@ -61,6 +78,25 @@ const PRESENCE: u8 = b'P';
 const STREAM: u8 = b'S';
 const TO_USER: u8 = b'U';
 const KICK: u8 = b'K';
+const LOCK: u8 = b'C';
+const LOCK_GRANT: u8 = b'G';
+
+fn type_byte(channel_type: rtm_proto::ChannelType) -> u8 {
+    match channel_type {
+        rtm_proto::ChannelType::Message => 0,
+        rtm_proto::ChannelType::Stream => 1,
+        rtm_proto::ChannelType::User => 2,
+    }
+}
+
+fn channel_type(byte: u8) -> Option<rtm_proto::ChannelType> {
+    Some(match byte {
+        0 => rtm_proto::ChannelType::Message,
+        1 => rtm_proto::ChannelType::Stream,
+        2 => rtm_proto::ChannelType::User,
+        _ => return None,
+    })
+}
 
 fn put_str(out: &mut BytesMut, s: &str) {
     // Names are validated well below 64 KiB; a longer one would not be sent at all.
@@ -130,6 +166,22 @@ impl Envelope {
                 put_str(&mut out, user);
                 out.put_u64(session.0);
             }
+            Self::Lock { version, frame } => {
+                out.reserve(9 + frame.len());
+                out.put_u8(LOCK);
+                out.put_i64(*version);
+                out.put_slice(frame);
+            }
+            Self::LockGrant(g) => {
+                out.put_u8(LOCK_GRANT);
+                out.put_u64(g.session.0);
+                out.put_u8(u8::from(g.granted));
+                out.put_u8(type_byte(g.channel_type));
+                put_str(&mut out, &g.app);
+                put_str(&mut out, &g.user);
+                put_str(&mut out, &g.lock_name);
+                put_str(&mut out, &g.channel);
+            }
         }
         out.freeze()
     }
@@ -184,6 +236,25 @@ impl Envelope {
                     return None;
                 }
                 kick
+            }
+            LOCK => Self::Lock {
+                version: r.u64()? as i64,
+                frame: r.rest(),
+            },
+            LOCK_GRANT => {
+                let grant = LockGrant {
+                    session: SessionId(r.u64()?),
+                    granted: r.u8()? == 1,
+                    channel_type: channel_type(r.u8()?)?,
+                    app: r.string()?,
+                    user: r.string()?,
+                    lock_name: r.string()?,
+                    channel: r.string()?,
+                };
+                if !r.0.is_empty() {
+                    return None;
+                }
+                Self::LockGrant(grant)
             }
             _ => return None,
         };
@@ -270,6 +341,19 @@ mod tests {
                 user: "bob".into(),
                 session: SessionId::new(1, 2),
             },
+            Envelope::Lock {
+                version: 3,
+                frame: frame.clone(),
+            },
+            Envelope::LockGrant(LockGrant {
+                session: SessionId::new(4, 1),
+                granted: true,
+                app: "app".into(),
+                user: "carol".into(),
+                channel_type: rtm_proto::ChannelType::Stream,
+                lock_name: "floor".into(),
+                channel: "room".into(),
+            }),
         ]
     }
 
@@ -289,7 +373,10 @@ mod tests {
             // Every prefix either fails or (for kinds that end in a frame) reads a shorter one.
             for cut in 0..bytes.len() {
                 if let Some(read) = Envelope::decode(bytes.slice(..cut)) {
-                    assert!(!matches!(read, Envelope::Kick { .. }), "{read:?}");
+                    assert!(
+                        !matches!(read, Envelope::Kick { .. } | Envelope::LockGrant(_)),
+                        "{read:?}"
+                    );
                     if let (Envelope::Topics(whole), Envelope::Topics(part)) = (&envelope, &read) {
                         // Cut between entries: fewer of them, never a damaged one.
                         assert!(part.entries.len() < whole.entries.len());

@@ -60,6 +60,62 @@ impl ChannelKeys {
     }
 }
 
+/// A shard's away locks: a sorted set of [`away_entry`]s by the time each is released.
+pub(super) const LOCKS_AWAY: &str = "rtm:locks-away";
+/// A shard's channels that have locks, as [`lock_channel`]s (for a dead node's reaper).
+pub(super) const LOCK_CHANNELS: &str = "rtm:lock-channels";
+
+/// The keys of a channel's locks: a hash of the record (`d`, postcard) and its version (`v`),
+/// and a hash of each held lock's holder (lock name -> user) for lock-guarded metadata writes.
+pub(super) fn lock_keys(
+    app_id: &str,
+    channel_type: ChannelType,
+    channel: &str,
+) -> (String, String) {
+    let k = kind(channel_type);
+    (
+        format!("rtm:{app_id}:k{k}:{channel}"),
+        format!("rtm:{app_id}:o{k}:{channel}"),
+    )
+}
+
+/// A channel with locks, as [`LOCK_CHANNELS`] lists it.
+pub(super) fn lock_channel(app_id: &str, channel_type: ChannelType, channel: &str) -> String {
+    format!("{app_id}:{}:{channel}", kind(channel_type))
+}
+
+/// Reads a [`lock_channel`].
+pub(super) fn parse_lock_channel(entry: &str) -> Option<(&str, ChannelType, &str)> {
+    let (app_id, rest) = entry.split_once(':')?;
+    let (channel_type, channel) = parse_where_entry(rest)?;
+    Some((app_id, channel_type, channel))
+}
+
+/// An entry of [`LOCKS_AWAY`]: the release time, the lock name behind its length, then the
+/// [`lock_channel`]; unique per absence, so removing a handled one never removes a newer one.
+pub(super) fn away_entry(until: u64, lock_name: &str, channel: &str) -> String {
+    format!("{until}:{:x}:{lock_name}{channel}", lock_name.len())
+}
+
+/// Reads an [`away_entry`]: the lock name and the [`lock_channel`].
+pub(super) fn parse_away_entry(entry: &str) -> Option<(&str, &str)> {
+    let (_, rest) = entry.split_once(':')?;
+    let (len, rest) = rest.split_once(':')?;
+    let len = usize::from_str_radix(len, 16).ok()?;
+    (rest.len() >= len && rest.is_char_boundary(len)).then(|| rest.split_at(len))
+}
+
+/// The set of the channels (as [`lock_channel`]s) where `user` holds locks: a hint, checked
+/// against each channel's record.
+pub(super) fn user_locks(app_id: &str, user: &str) -> String {
+    format!("rtm:{app_id}:hl:{user}")
+}
+
+/// The list of `user`'s locks released while it was away, told at its next login.
+pub(super) fn user_expired_locks(app_id: &str, user: &str) -> String {
+    format!("rtm:{app_id}:le:{user}")
+}
+
 /// The key holding the session id of `user`'s session in `app_id`.
 pub(super) fn user_session(app_id: &str, user: &str) -> String {
     format!("rtm:{app_id}:u:{user}")
@@ -104,5 +160,13 @@ mod tests {
             Some((ChannelType::Stream, "a:b"))
         );
         assert_eq!(parse_where_entry("x:room"), None);
+        let channel = lock_channel("app", ChannelType::Message, "a:b");
+        assert_eq!(
+            parse_lock_channel(&channel),
+            Some(("app", ChannelType::Message, "a:b"))
+        );
+        let entry = away_entry(1234, "lo:ck", &channel);
+        assert_eq!(parse_away_entry(&entry), Some(("lo:ck", channel.as_str())));
+        assert_eq!(parse_away_entry("1:ff:short"), None);
     }
 }

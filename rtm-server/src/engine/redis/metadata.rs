@@ -22,12 +22,17 @@ use crate::clock::now_ms;
 use crate::engine::memory::{apply_metadata, storage_frame};
 use crate::engine::{EngineError, MetadataError, SessionHandle};
 
-/// Writes committed only if the set is unchanged: KEYS[1] the set, KEYS[2] its bus; ARGV[1]
-/// the data read ('' for none), ARGV[2] the new data ('' to remove the set), ARGV[3] the
-/// revision, ARGV[4] the change's envelope. Returns 1, or 0 if the set changed meanwhile.
+/// Writes committed only if the set is unchanged: KEYS[1] the set, KEYS[2] its bus, KEYS[3]
+/// the channel's lock holders (`lock_store.rs`); ARGV[1] the data read ('' for none), ARGV[2]
+/// the new data ('' to remove the set), ARGV[3] the revision, ARGV[4] the change's envelope,
+/// ARGV[5] the lock that must be held ('' for none) and ARGV[6] by whom. Returns 1, 0 if the
+/// set changed meanwhile, or -1 if the lock is not held by that user.
 static COMMIT: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
+        if ARGV[5] ~= '' and redis.call('HGET', KEYS[3], ARGV[5]) ~= ARGV[6] then
+            return -1
+        end
         local current = redis.call('HGET', KEYS[1], 'data') or ''
         if current ~= ARGV[1] then
             return 0
@@ -132,15 +137,31 @@ impl RedisEngine {
         author: &SessionHandle,
         write: MetadataWrite,
     ) -> Result<StorageData, MetadataError> {
-        if !write.options.lock_name.is_empty() {
-            return Err(EngineError::Unavailable(
-                "lock-guarded metadata writes are not served by the Redis engine yet".into(),
-            )
-            .into());
-        }
         let app_id = author.app_id();
         let (key, bus) = set_keys(app_id, &write.target);
+        // Only a channel's metadata can be guarded by one of its locks.
+        let (holders, lock_name) = match &write.target {
+            MetadataTarget::Channel {
+                channel_type,
+                channel,
+            } => (
+                keys::lock_keys(app_id, *channel_type, channel).1,
+                write.options.lock_name.clone(),
+            ),
+            MetadataTarget::User { .. } => (String::new(), String::new()),
+        };
         let counter = keys::revision_counter();
+        if !lock_name.is_empty() {
+            // Checked first, as on one node (a write with a stale revision as well fails for
+            // the lock); the commit checks it again.
+            let mut conn = self.set_shard(app_id, &write.target);
+            let mut cmd = redis::cmd("HGET");
+            cmd.arg(&holders).arg(&lock_name);
+            let holder: Option<String> = self.run("locks", cmd.query_async(&mut conn)).await?;
+            if holder.as_deref() != Some(author.user_id()) {
+                return Err(MetadataError::LockNotHeld(lock_name));
+            }
+        }
         for _ in 0..ATTEMPTS {
             let (current, raw, _) = self.read_set(app_id, &write.target).await?;
             let mut conn = self.set_shard(app_id, &write.target);
@@ -175,15 +196,20 @@ impl RedisEngine {
             invocation
                 .key(&key)
                 .key(&bus)
+                .key(&holders)
                 .arg(raw)
                 .arg(new)
                 .arg(revision)
-                .arg(envelope.encode().as_ref());
+                .arg(envelope.encode().as_ref())
+                .arg(&lock_name)
+                .arg(author.user_id());
             let committed: i64 = self
                 .run("metadata write", invocation.invoke_async(&mut conn))
                 .await?;
-            if committed == 1 {
-                return Ok(data);
+            match committed {
+                1 => return Ok(data),
+                -1 => return Err(MetadataError::LockNotHeld(lock_name)),
+                _ => {}
             }
         }
         Err(EngineError::Unavailable(format!(

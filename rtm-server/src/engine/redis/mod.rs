@@ -23,6 +23,10 @@ mod envelope;
 mod history;
 mod keys;
 mod listeners;
+mod lock_store;
+mod lock_upkeep;
+mod lock_waits;
+mod locks;
 mod metadata;
 mod presence;
 mod router;
@@ -41,6 +45,7 @@ use redis::aio::ConnectionManager;
 
 use self::bus::Bus;
 use self::listeners::Listeners;
+use self::lock_waits::LockWaits;
 #[cfg(doc)]
 use super::Router;
 use super::{EngineError, MemoryEngine, SessionId};
@@ -107,6 +112,10 @@ struct Inner {
     bus: Bus,
     /// This node's listeners of metadata sets.
     listeners: Arc<Listeners>,
+    /// This node's listeners of channels' lock events.
+    lock_listeners: Arc<Listeners>,
+    /// This node's sessions waiting for locks.
+    lock_waits: Arc<LockWaits>,
     /// Held from a login's local registration to its key write ([`Router::attach`]).
     logins: tokio::sync::Mutex<()>,
     /// The channels each local session is a member of, for leaving them all at once.
@@ -118,11 +127,21 @@ struct Inner {
     tickets: AtomicU64,
     /// The heartbeat task, stopped when the engine goes.
     heartbeat: tokio::task::JoinHandle<()>,
+    /// The lock upkeep task (`lock_store::upkeep`), stopped when the engine goes.
+    upkeep: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
         self.heartbeat.abort();
+        if let Some(upkeep) = self
+            .upkeep
+            .get_mut()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+        {
+            upkeep.abort();
+        }
     }
 }
 
@@ -189,6 +208,7 @@ impl RedisEngine {
         let bus = Bus::connect(&clients, node, timeout).await?;
         let heartbeat = tokio::spawn(heartbeat(first, node, config.heartbeat, timeout));
         tracing::info!(node, %name, shards = shards.len(), "joined the cluster");
+        let (lock_waits, orphans) = LockWaits::new();
         let engine = Self {
             inner: Arc::new(Inner {
                 node,
@@ -197,18 +217,29 @@ impl RedisEngine {
                 local: Arc::new(MemoryEngine::new()),
                 bus,
                 listeners: Arc::default(),
+                lock_listeners: Arc::default(),
+                lock_waits: Arc::new(lock_waits),
                 logins: tokio::sync::Mutex::new(()),
                 memberships: Mutex::default(),
                 timeout,
                 sessions: AtomicU64::new(1),
                 tickets: AtomicU64::new(1),
                 heartbeat,
+                upkeep: Mutex::new(None),
             }),
         };
-        engine
+        engine.inner.bus.start(bus::Receivers {
+            local: engine.inner.local.clone(),
+            listeners: engine.inner.listeners.clone(),
+            lock_listeners: engine.inner.lock_listeners.clone(),
+            lock_waits: engine.inner.lock_waits.clone(),
+        });
+        let upkeep = tokio::spawn(lock_upkeep::upkeep(lock_upkeep::weak(&engine), orphans));
+        *engine
             .inner
-            .bus
-            .start(engine.inner.local.clone(), engine.inner.listeners.clone());
+            .upkeep
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(upkeep);
         Ok(engine)
     }
 

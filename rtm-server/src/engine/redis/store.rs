@@ -1,7 +1,5 @@
-//! The Redis engine's [`Store`]: metadata (`metadata.rs`, its listeners in `listeners.rs`) and
-//! history (`history.rs`) in Redis. Locks in Redis are the next step of the cluster work (issue
-//! 17); until then lock calls fail with a clear [`EngineError::Unavailable`] instead of
-//! answering from one node's memory.
+//! The Redis engine's [`Store`]: metadata (`metadata.rs`, its listeners in `listeners.rs`),
+//! locks (`lock_store.rs`) and history (`history.rs`) in Redis.
 
 use rtm_proto::{
     ChannelType, HistoryMessage, LockDetail, LockRequest, MetadataTarget, MetadataWrite,
@@ -14,10 +12,6 @@ use crate::engine::{
     EngineError, HistoryKey, HistoryPage, LockError, LockOutcome, MetadataError, Retention,
     SessionHandle, Store,
 };
-
-fn not_yet(what: &str) -> EngineError {
-    EngineError::Unavailable(format!("{what} is not served by the Redis engine yet"))
-}
 
 impl Store for RedisEngine {
     fn close(&self) {}
@@ -59,7 +53,10 @@ impl Store for RedisEngine {
                 .stop(session.id(), &set_key(session.app_id(), &target));
         }
         if locks {
-            return Err(not_yet("lock events"));
+            self.listen_locks(session, channel_type, channel).await?;
+        } else {
+            let key = (session.app_id().into(), channel_type, channel.into());
+            self.inner.lock_listeners.stop(session.id(), &key);
         }
         Ok(())
     }
@@ -97,38 +94,38 @@ impl Store for RedisEngine {
 
     async fn lock(
         &self,
-        _session: &SessionHandle,
-        _request: LockRequest,
+        session: &SessionHandle,
+        request: LockRequest,
     ) -> Result<LockOutcome, LockError> {
-        Err(not_yet("locks").into())
+        self.lock_op(session, request).await
     }
 
     async fn get_locks(
         &self,
-        _app_id: &str,
-        _channel_type: ChannelType,
-        _channel: &str,
+        app_id: &str,
+        channel_type: ChannelType,
+        channel: &str,
     ) -> Result<Vec<LockDetail>, EngineError> {
-        Err(not_yet("locks"))
+        self.lock_details(app_id, channel_type, channel).await
     }
 
-    // No lock can be held through this engine yet: nothing to keep or give back.
-    async fn session_away(&self, _session: &SessionHandle) -> Result<(), EngineError> {
-        Ok(())
+    async fn session_away(&self, session: &SessionHandle) -> Result<(), EngineError> {
+        self.locks_away(session).await
     }
 
-    async fn session_back(&self, _session: &SessionHandle) -> Result<(), EngineError> {
-        Ok(())
+    async fn session_back(&self, session: &SessionHandle) -> Result<(), EngineError> {
+        self.locks_back(session).await
     }
 
     async fn session_ended(&self, session: &SessionHandle) -> Result<(), EngineError> {
+        self.inner.lock_listeners.forget(session.id());
         for (app_id, kind, name) in self.inner.listeners.forget(session.id()) {
             if kind == ChannelType::User {
                 let shard = self.user_shard_index(&app_id, &name);
                 self.inner.bus.leave(shard, &user_bus(&app_id, &name)).await;
             }
         }
-        Ok(())
+        self.locks_away(session).await
     }
 
     async fn store_message(

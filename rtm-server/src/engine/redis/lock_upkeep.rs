@@ -1,0 +1,108 @@
+//! The node's lock upkeep (`lock_store.rs`): releasing away locks whose time has come, on
+//! every shard, and giving back locks granted to sessions that stopped waiting.
+
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+
+use super::envelope::LockGrant;
+use super::keys;
+use super::locks::Effects;
+use super::{Inner, RedisEngine};
+use crate::clock::now_ms;
+use crate::engine::{EngineError, LockError};
+
+/// How often each node sweeps the away locks.
+const SWEEP: Duration = Duration::from_secs(1);
+/// Away locks handled per shard per sweep.
+const SWEEP_BATCH: isize = 128;
+
+impl RedisEngine {
+    /// Releases every away lock of shard `shard` whose time has come.
+    async fn sweep(&self, shard: usize) -> Result<(), EngineError> {
+        let now = now_ms();
+        let mut conn = self.inner.shards[shard].commands.clone();
+        let mut cmd = redis::cmd("ZRANGEBYSCORE");
+        cmd.arg(keys::LOCKS_AWAY)
+            .arg("-inf")
+            .arg(now)
+            .arg("LIMIT")
+            .arg(0)
+            .arg(SWEEP_BATCH);
+        let due: Vec<String> = self.run("away locks", cmd.query_async(&mut conn)).await?;
+        for entry in due {
+            if let Some((name, channel)) = keys::parse_away_entry(&entry)
+                && let Some((app_id, channel_type, channel)) = keys::parse_lock_channel(channel)
+            {
+                let expired = self
+                    .change_locks(app_id, channel_type, channel, |locks| {
+                        Ok(((), locks.expire(name, now)))
+                    })
+                    .await;
+                if let Err(LockError::Engine(e)) = expired {
+                    return Err(e);
+                }
+            }
+            let mut remove = redis::cmd("ZREM");
+            remove.arg(keys::LOCKS_AWAY).arg(&entry);
+            self.run("away locks", remove.query_async::<()>(&mut conn))
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Gives up a lock granted to a session that no longer waits for it.
+    async fn give_back(&self, grant: LockGrant) {
+        let released = self
+            .change_locks(&grant.app, grant.channel_type, &grant.channel, |locks| {
+                let holder = locks
+                    .locks
+                    .iter()
+                    .find(|l| l.name == grant.lock_name)
+                    .and_then(|l| l.holder.as_ref());
+                if holder.is_none_or(|h| h.session != grant.session.0) {
+                    // Taken back by another session of the user, or gone: not ours to give.
+                    return Ok(((), Effects::default()));
+                }
+                Ok((
+                    (),
+                    locks.release(&grant.lock_name, &grant.user, &grant.user)?,
+                ))
+            })
+            .await;
+        if let Err(e) = released {
+            tracing::warn!(lock = %grant.lock_name, "a lock granted to a session that left was not given back: {e}");
+        }
+    }
+}
+
+/// The node's lock upkeep, until the engine goes: each second, releases the away locks that
+/// are due on every shard; and gives back the locks granted to sessions that stopped waiting.
+pub(super) async fn upkeep(engine: Weak<Inner>, mut orphans: mpsc::UnboundedReceiver<LockGrant>) {
+    let mut tick = tokio::time::interval(SWEEP);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                let Some(inner) = engine.upgrade() else { return };
+                let engine = RedisEngine { inner };
+                for shard in 0..engine.inner.shards.len() {
+                    if let Err(e) = engine.sweep(shard).await {
+                        tracing::debug!(shard, "away locks not swept: {e}");
+                    }
+                }
+            }
+            grant = orphans.recv() => {
+                let Some(grant) = grant else { return };
+                let Some(inner) = engine.upgrade() else { return };
+                RedisEngine { inner }.give_back(grant).await;
+            }
+        }
+    }
+}
+
+/// Lets `Arc<Inner>` be kept weakly by the upkeep task.
+pub(super) fn weak(engine: &RedisEngine) -> Weak<Inner> {
+    Arc::downgrade(&engine.inner)
+}
