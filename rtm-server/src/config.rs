@@ -21,6 +21,7 @@
 //! kind = "redis"        # several nodes sharing one service through Redis
 //! urls = ["redis://127.0.0.1:6379"]   # several: independent shards, same list on every node
 //! # node_name = "rtm-1"               # in logs; made up when absent
+//! # node_timeout_ms = 15000            # a silent node's users time out after this
 //!
 //! [limits]              # defaults for every app
 //! publish_rate = 60
@@ -88,6 +89,9 @@ pub struct EngineConfig {
     /// Milliseconds one Redis command may take before the call that made it fails (default
     /// 2000).
     pub command_timeout_ms: Option<u32>,
+    /// Milliseconds after a node's last heartbeat at which the others declare it dead and
+    /// time its users out (default 15000; docs/operators.md).
+    pub node_timeout_ms: Option<u32>,
 }
 
 /// The `kind` of engine.

@@ -166,6 +166,7 @@ impl ServerBuilder {
         let engine = open_engine(&config).await?;
         let metrics = Arc::new(Metrics::default());
         let core = Arc::new(core::Core::new(&config, engine, metrics.clone()));
+        core.watch_departures();
         let open_apps = core.open_apps();
         let storage = {
             let core = core.clone();
@@ -243,6 +244,9 @@ async fn open_engine(config: &ServerConfig) -> Result<engine::AnyEngine, ServerE
         config::EngineKind::Redis => {
             let mut redis = engine::RedisConfig::new(config.engine.urls.clone());
             redis.node_name.clone_from(&config.engine.node_name);
+            if let Some(ms) = config.engine.node_timeout_ms {
+                redis.node_timeout = Duration::from_millis(ms.max(1).into());
+            }
             if let Some(ms) = config.engine.command_timeout_ms {
                 redis.command_timeout = Duration::from_millis(ms.max(1).into());
             }

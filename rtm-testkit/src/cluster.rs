@@ -6,8 +6,9 @@ use rtm_server::config::{EngineKind, ServerConfig};
 use crate::TestServer;
 use crate::redis::RedisServer;
 
-/// N nodes on free loopback ports, each with its own data directory and certificate, and the
-/// `redis-server` they share (a child process on a Unix socket, killed on drop).
+/// N nodes on free loopback ports, each with its own data directory, certificate and runtime
+/// (so that one can be killed: [`TestCluster::kill`]), and the `redis-server` they share (a
+/// child process on a Unix socket, killed on drop).
 #[derive(Debug)]
 pub struct TestCluster {
     nodes: Vec<Option<TestServer>>,
@@ -31,7 +32,7 @@ impl TestCluster {
         let mut nodes = Vec::with_capacity(n);
         for i in 0..n {
             nodes.push(Some(
-                TestServer::start_with(node_config(&config, &redis, i)).await,
+                TestServer::start_killable(node_config(&config, &redis, i)).await,
             ));
         }
         Self { nodes, redis }
@@ -40,6 +41,14 @@ impl TestCluster {
     /// Node `i`; panics if it was killed.
     pub fn node(&self, i: usize) -> &TestServer {
         self.nodes[i].as_ref().expect("that node was stopped")
+    }
+
+    /// Kills node `i` as a crash would ([`TestServer::kill`]): it stops at once, tells
+    /// nobody, and stops sending heartbeats; the others reap it after the node timeout.
+    pub fn kill(&mut self, i: usize) {
+        if let Some(node) = self.nodes[i].take() {
+            node.kill();
+        }
     }
 
     /// The shared Redis server.

@@ -125,7 +125,34 @@ pub struct TestServer {
     config: ServerConfig,
     /// The server's own Redis, when [`test_engine`] asks for the Redis engine.
     redis: Option<RedisServer>,
+    /// The server's own runtime, for a server that can be killed ([`TestServer::kill`]).
+    runtime: Option<tokio::runtime::Runtime>,
     dir: tempfile::TempDir,
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        // A runtime may not be dropped where it could block (in the test's runtime).
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+/// Starts a server with `config` on a free loopback port (and WebSocket port, if it has one),
+/// keeping its data in `data_dir`; returns it with the configuration it runs.
+async fn launch(mut config: ServerConfig, data_dir: PathBuf) -> (ServerHandle, ServerConfig) {
+    config.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+    if config.websocket.listen.is_some() {
+        config.websocket.listen = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
+    }
+    config.data_dir = data_dir;
+    let handle = Server::builder()
+        .config(config.clone())
+        .start()
+        .await
+        .expect("starting the server");
+    (handle, config)
 }
 
 impl TestServer {
@@ -158,6 +185,39 @@ impl TestServer {
         Self::start_in(config, dir).await
     }
 
+    /// A server with `config` in a runtime of its own (one worker thread), so that it can be
+    /// killed: [`TestServer::kill`].
+    pub async fn start_killable(config: ServerConfig) -> Self {
+        init_tracing();
+        let dir = tempfile::tempdir().expect("creating a temporary directory");
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("rtm-node")
+            .enable_all()
+            .build()
+            .expect("a runtime for the node");
+        let (handle, config) = runtime
+            .spawn(launch(config, dir.path().to_owned()))
+            .await
+            .expect("starting the node");
+        let mut server = Self::assemble(handle, config, None, dir);
+        server.runtime = Some(runtime);
+        server
+    }
+
+    /// Kills a server started with [`TestServer::start_killable`], as a crash would: its
+    /// runtime stops at once, every task of the server is dropped where it was, nothing is
+    /// closed or cleaned up, and its clients hear nothing more.
+    pub fn kill(mut self) {
+        let runtime = self
+            .runtime
+            .take()
+            .expect("only a server started with start_killable can be killed");
+        runtime.shutdown_background();
+        // What is left (the handle) belongs to the dead runtime: dropped without a shutdown.
+        std::mem::forget(self.handle.take());
+    }
+
     /// Stops this server and starts a new one with the same configuration on the same data
     /// directory (so with its metadata and certificate), on a new port. Clients of the old
     /// server have to be made again.
@@ -165,9 +225,11 @@ impl TestServer {
         if let Some(handle) = self.handle.take() {
             handle.shutdown().await;
         }
-        let Self {
-            config, dir, redis, ..
-        } = self;
+        let config = self.config.clone();
+        let redis = self.redis.take();
+        // The data directory goes on; an empty one takes its place in what is dropped here.
+        let placeholder = tempfile::tempdir().expect("creating a temporary directory");
+        let dir = std::mem::replace(&mut self.dir, placeholder);
         Self::start_in_with(config, dir, redis).await
     }
 
@@ -192,16 +254,16 @@ impl TestServer {
             config.engine.kind = rtm_server::config::EngineKind::Redis;
             config.engine.urls = vec![redis.url()];
         }
-        config.listen = SocketAddr::from(([127, 0, 0, 1], 0));
-        if config.websocket.listen.is_some() {
-            config.websocket.listen = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
-        }
-        config.data_dir = dir.path().to_owned();
-        let handle = Server::builder()
-            .config(config.clone())
-            .start()
-            .await
-            .expect("starting the server");
+        let (handle, config) = launch(config, dir.path().to_owned()).await;
+        Self::assemble(handle, config, redis, dir)
+    }
+
+    fn assemble(
+        handle: ServerHandle,
+        config: ServerConfig,
+        redis: Option<RedisServer>,
+        dir: tempfile::TempDir,
+    ) -> Self {
         let addr = handle.local_addr();
         let cert_path = handle.cert().cert_path.clone();
         let socket = QuicSocket::bind(addr).expect("binding the clients' socket");
@@ -214,6 +276,7 @@ impl TestServer {
             websocket,
             config,
             redis,
+            runtime: None,
             dir,
         }
     }

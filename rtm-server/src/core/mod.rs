@@ -106,8 +106,8 @@ impl<E: Engine> Core<E> {
 
     /// Removes an ended session from the engine, after it left its channels: its
     /// subscriptions and states go, it stops listening, and its user's locks stay held for
-    /// their ttl. A failure is logged; what a Redis engine could not remove stays there (the
-    /// cleanup of what a node leaves behind is still to come: docs/architecture.md, "Cluster").
+    /// their ttl. A failure is logged; what a Redis engine could not remove stays there until the
+    /// node is gone and another reaps it (docs/operators.md, "When a node dies").
     pub(crate) async fn detach(&self, session: &SessionHandle) {
         if let Err(e) = self.engine.detach(session).await {
             tracing::warn!(session = %session.id(), "session not removed from the engine: {e}");

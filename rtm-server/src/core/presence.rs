@@ -94,6 +94,30 @@ fn event(
 }
 
 impl<E: Engine> Core<E> {
+    /// Tells the departures of the members of channels whose node died
+    /// ([`Router::departures`](crate::engine::Router::departures)) as timeouts, until the
+    /// core goes. Does nothing for an engine without other nodes.
+    pub(crate) fn watch_departures(self: &Arc<Self>) {
+        let Some(mut departures) = self.engine.departures() else {
+            return;
+        };
+        let core = Arc::downgrade(self);
+        tokio::spawn(async move {
+            while let Some(gone) = departures.recv().await {
+                let Some(core) = core.upgrade() else { return };
+                let (channel_type, channel) = (gone.channel_type, gone.channel.as_str());
+                core.depart(
+                    &gone.session,
+                    channel_type,
+                    channel,
+                    gone.flags,
+                    Departure::TimedOut,
+                )
+                .await;
+            }
+        });
+    }
+
     /// `session` has just arrived in a channel: the others with presence see it join (unless
     /// it is quiet), and it gets the snapshot of who is there (if it asked for presence).
     pub(crate) async fn arrive(

@@ -23,6 +23,13 @@ pub enum AnyEngine {
 }
 
 impl Router for AnyEngine {
+    fn departures(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<super::GoneMember>> {
+        match self {
+            Self::Memory(e) => e.departures(),
+            Self::Redis(e) => e.departures(),
+        }
+    }
+
     fn next_session_id(&self) -> SessionId {
         match self {
             Self::Memory(e) => e.next_session_id(),

@@ -194,6 +194,19 @@ pub struct PresenceFlags {
     pub quiet: bool,
 }
 
+/// A member of a channel whose session was on a node that died ([`Router::departures`]).
+#[derive(Clone, Debug)]
+pub struct GoneMember {
+    /// The session, as a handle that delivers nowhere.
+    pub session: SessionHandle,
+    /// The channel's type.
+    pub channel_type: ChannelType,
+    /// The channel.
+    pub channel: String,
+    /// How it was in the channel.
+    pub flags: PresenceFlags,
+}
+
 /// A page of a channel's present users.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PresentPage {

@@ -8,9 +8,11 @@ use rtm_proto::{ChannelDetail, ChannelType, StateDetail, SubscribeOptions, Topic
 
 #[cfg(doc)]
 use super::Store;
+use tokio::sync::mpsc;
+
 use super::{
-    Delivery, EngineError, PresenceFlags, PresentPage, SessionHandle, SessionId, StateChange,
-    StateError, StreamError, TopicSubscribed,
+    Delivery, EngineError, GoneMember, PresenceFlags, PresentPage, SessionHandle, SessionId,
+    StateChange, StateError, StreamError, TopicSubscribed,
 };
 #[cfg(doc)]
 use rtm_proto::{CloseReason, SubscribeTopicCode};
@@ -247,6 +249,13 @@ pub trait Router: Send + Sync + 'static {
         user_id: &str,
         ticket: u64,
     ) -> impl Future<Output = Result<bool, EngineError>> + Send;
+
+    /// Members of channels whose sessions were on a node that died, for the core to tell the
+    /// others they timed out: the receiving end, taken once (`None` for an engine that has
+    /// no other nodes, or after the first call).
+    fn departures(&self) -> Option<mpsc::UnboundedReceiver<GoneMember>> {
+        None
+    }
 
     /// The user arrived in the channel: true if a leave of it was pending (it is dropped, and
     /// the others never hear of the leave nor of the return).

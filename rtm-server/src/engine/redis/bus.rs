@@ -206,15 +206,15 @@ impl Bus {
         Ok(())
     }
 
-    /// One local member fewer: stops listening to the bus after the last.
-    pub(super) async fn leave(&self, shard: usize, bus: &str) {
+    /// One local member fewer: stops listening to the bus after the last (then true).
+    pub(super) async fn leave(&self, shard: usize, bus: &str) -> bool {
         let mut refs = self.refs.lock().await;
         let Some(count) = refs.get_mut(bus) else {
-            return;
+            return false;
         };
         *count -= 1;
         if *count > 0 {
-            return;
+            return false;
         }
         refs.remove(bus);
         self.routes
@@ -227,6 +227,7 @@ impl Bus {
             // Events that still come are dropped (no route); a reconnect forgets it for good.
             tracing::warn!(bus, "still subscribed: {e}");
         }
+        true
     }
 }
 

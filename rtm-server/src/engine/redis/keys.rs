@@ -18,6 +18,17 @@ pub(super) fn revision_counter() -> String {
     "rtm:revision".to_owned()
 }
 
+/// The channels (as [`lock_channel`]s) where node `node` has or had members, on each shard:
+/// what its reaper looks at when the node dies.
+pub(super) fn node_channels(node: u32) -> String {
+    format!("rtm:node-channels:{node}")
+}
+
+/// The users (`app:user`) logged in on node `node`, on each user's shard.
+pub(super) fn node_users(node: u32) -> String {
+    format!("rtm:node-users:{node}")
+}
+
 /// A node's inbox (pub/sub).
 pub(super) fn inbox(node: u32) -> String {
     format!("rtm:inbox:{node}")

@@ -17,12 +17,12 @@ use redis::Script;
 use rtm_proto::{ChannelType, LockDetail, LockEventType, LockOp, LockRequest};
 use serde::{Deserialize, Serialize};
 
+use super::RedisEngine;
 use super::envelope::{Envelope, LockGrant};
 use super::keys;
 use super::listeners::SetKey;
 use super::lock_waits::Wait;
 use super::locks::{Acquire, ChannelLocks, Effects};
-use super::RedisEngine;
 use crate::clock::now_ms;
 use crate::engine::memory::{LockChange, lock_frame, snapshot_change};
 use crate::engine::{EngineError, LockError, LockOutcome, SessionHandle, SessionId};

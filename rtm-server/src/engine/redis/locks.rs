@@ -327,7 +327,6 @@ impl ChannelLocks {
 
     /// Sessions of a node that is gone (by `is_gone`) at `now`: their locks are away from now,
     /// their waits forgotten. True if anything changed.
-    #[allow(dead_code)] // the dead-node reaper's, next
     pub(super) fn node_gone(
         &mut self,
         is_gone: impl Fn(u64) -> bool,

@@ -24,15 +24,16 @@ mod history;
 mod keys;
 mod listeners;
 mod lock_store;
-mod lock_upkeep;
 mod lock_waits;
 mod locks;
 mod metadata;
 mod presence;
+mod reaper;
 mod router;
 mod shards;
 mod store;
 mod topics;
+mod upkeep;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -42,13 +43,14 @@ use std::time::Duration;
 use rtm_proto::ChannelType;
 
 use redis::aio::ConnectionManager;
+use tokio::sync::mpsc;
 
 use self::bus::Bus;
 use self::listeners::Listeners;
 use self::lock_waits::LockWaits;
 #[cfg(doc)]
 use super::Router;
-use super::{EngineError, MemoryEngine, SessionId};
+use super::{EngineError, GoneMember, MemoryEngine, SessionId};
 use crate::clock::now_ms;
 
 /// A channel of a session's app, as the membership list keeps it.
@@ -66,16 +68,21 @@ pub struct RedisConfig {
     pub command_timeout: Duration,
     /// How often the node tells the registry that it is alive.
     pub heartbeat: Duration,
+    /// How long after its last heartbeat a node is dead for the others: they time its users
+    /// out, free its users' names, and start its locks' ttl.
+    pub node_timeout: Duration,
 }
 
 impl RedisConfig {
-    /// The defaults for `urls`: 2 s per command, a heartbeat every second.
+    /// The defaults for `urls`: 2 s per command, a heartbeat every second, a node dead after
+    /// 15 s without one.
     pub fn new(urls: Vec<String>) -> Self {
         Self {
             urls,
             node_name: None,
             command_timeout: Duration::from_secs(2),
             heartbeat: Duration::from_secs(1),
+            node_timeout: Duration::from_secs(15),
         }
     }
 }
@@ -121,13 +128,18 @@ struct Inner {
     /// The channels each local session is a member of, for leaving them all at once.
     memberships: Mutex<HashMap<SessionId, HashSet<ChannelRef>>>,
     timeout: Duration,
+    /// See [`RedisConfig::node_timeout`].
+    node_timeout: Duration,
+    /// Members of channels whose node died, for the core to tell their departure.
+    departures: mpsc::UnboundedSender<GoneMember>,
+    departures_rx: Mutex<Option<mpsc::UnboundedReceiver<GoneMember>>>,
     /// The counter of this node's session ids.
     sessions: AtomicU64,
     /// The counter of this node's leave tickets.
     tickets: AtomicU64,
     /// The heartbeat task, stopped when the engine goes.
     heartbeat: tokio::task::JoinHandle<()>,
-    /// The lock upkeep task (`lock_store::upkeep`), stopped when the engine goes.
+    /// The upkeep task (`upkeep.rs`), stopped when the engine goes.
     upkeep: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
@@ -209,6 +221,7 @@ impl RedisEngine {
         let heartbeat = tokio::spawn(heartbeat(first, node, config.heartbeat, timeout));
         tracing::info!(node, %name, shards = shards.len(), "joined the cluster");
         let (lock_waits, orphans) = LockWaits::new();
+        let (departures, departures_rx) = mpsc::unbounded_channel();
         let engine = Self {
             inner: Arc::new(Inner {
                 node,
@@ -222,6 +235,9 @@ impl RedisEngine {
                 logins: tokio::sync::Mutex::new(()),
                 memberships: Mutex::default(),
                 timeout,
+                node_timeout: config.node_timeout,
+                departures,
+                departures_rx: Mutex::new(Some(departures_rx)),
                 sessions: AtomicU64::new(1),
                 tickets: AtomicU64::new(1),
                 heartbeat,
@@ -234,7 +250,7 @@ impl RedisEngine {
             lock_listeners: engine.inner.lock_listeners.clone(),
             lock_waits: engine.inner.lock_waits.clone(),
         });
-        let upkeep = tokio::spawn(lock_upkeep::upkeep(lock_upkeep::weak(&engine), orphans));
+        let upkeep = tokio::spawn(upkeep::upkeep(upkeep::weak(&engine), orphans));
         *engine
             .inner
             .upkeep

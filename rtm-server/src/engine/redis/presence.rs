@@ -16,7 +16,8 @@ use super::keys::{self, ChannelKeys};
 use crate::engine::{EngineError, PresentPage, SessionHandle, SessionId, StateChange, StateError};
 
 /// Makes a user a member (refused with -1 when the channel already has ARGV[4] members and the
-/// user is not one of them), visible unless ARGV[3] is 1.
+/// user is not one of them), visible unless ARGV[3] is 1, and lists the channel (ARGV[5]) among
+/// its node's (KEYS[3]).
 static ADD_MEMBER: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
@@ -25,6 +26,7 @@ static ADD_MEMBER: LazyLock<Script> = LazyLock::new(|| {
             return -1
         end
         redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+        redis.call('SADD', KEYS[3], ARGV[5])
         if ARGV[3] == '1' then
             redis.call('ZREM', KEYS[2], ARGV[1])
         else
@@ -127,10 +129,12 @@ impl RedisEngine {
         invocation
             .key(&k.members)
             .key(&k.visible)
+            .key(keys::node_channels(self.inner.node))
             .arg(user)
             .arg(session.id().0)
             .arg(u8::from(quiet))
-            .arg(max);
+            .arg(max)
+            .arg(keys::lock_channel(app_id, channel_type, channel));
         let added: i64 = self.run("join", invocation.invoke_async(&mut conn)).await?;
         if added < 0 {
             return Ok(false);

@@ -16,11 +16,13 @@ use crate::engine::{
     StateChange, StateError, StreamError, TopicSubscribed,
 };
 
-/// Deletes the user's session key if it still names this session.
+/// Deletes the user's session key if it still names this session (ARGV[1]), and then the
+/// user's entry (ARGV[2]) in its node's list (KEYS[2]).
 static RELEASE_USER: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
         if redis.call('GET', KEYS[1]) == ARGV[1] then
+            redis.call('SREM', KEYS[2], ARGV[2])
             return redis.call('DEL', KEYS[1])
         end
         return 0
@@ -77,9 +79,20 @@ impl RedisEngine {
 
     /// One local member of a channel fewer on its bus.
     async fn bus_leave(&self, app_id: &str, channel_type: ChannelType, channel: &str) {
-        let (shard, _) = self.channel_shard(app_id, channel);
+        let (shard, mut conn) = self.channel_shard(app_id, channel);
         let bus = ChannelKeys::new(app_id, channel_type, channel).bus;
-        self.inner.bus.leave(shard, &bus).await;
+        if self.inner.bus.leave(shard, &bus).await {
+            // No member here any more: nothing for a reaper to look at if this node dies.
+            let mut cmd = redis::cmd("SREM");
+            cmd.arg(keys::node_channels(self.inner.node))
+                .arg(keys::lock_channel(app_id, channel_type, channel));
+            if let Err(e) = self
+                .run("node channels", cmd.query_async::<()>(&mut conn))
+                .await
+            {
+                tracing::debug!(%channel, "node's channel list not updated: {e}");
+            }
+        }
     }
 
     /// Publishes `envelope` on a channel's bus; returns how many nodes took it.
@@ -112,6 +125,7 @@ impl RedisEngine {
         // Leaving a channel ends listening to its metadata.
         let set = (session.app_id().into(), channel_type, channel.into());
         self.inner.listeners.stop(session.id(), &set);
+        self.inner.lock_listeners.stop(session.id(), &set);
         if self.untrack(session.id(), channel_type, channel) {
             self.bus_leave(session.app_id(), channel_type, channel)
                 .await;
@@ -121,6 +135,16 @@ impl RedisEngine {
 }
 
 impl Router for RedisEngine {
+    fn departures(
+        &self,
+    ) -> Option<tokio::sync::mpsc::UnboundedReceiver<crate::engine::GoneMember>> {
+        self.inner
+            .departures_rx
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+    }
+
     fn next_session_id(&self) -> SessionId {
         SessionId::new(
             self.inner.node,
@@ -138,14 +162,18 @@ impl Router for RedisEngine {
         // from a login on another node that comes right after the key write finds it.
         self.inner.local.attach(session).await?;
         let mut conn = self.user_shard(app_id, user);
-        let mut set_cmd = redis::cmd("SET");
-        set_cmd
+        let mut pipe = redis::pipe();
+        pipe.cmd("SET")
             .arg(keys::user_session(app_id, user))
             .arg(session.id().0)
-            .arg("GET");
-        let set = set_cmd.query_async::<Option<u64>>(&mut conn);
+            .arg("GET")
+            .cmd("SADD")
+            .arg(keys::node_users(self.inner.node))
+            .arg(format!("{app_id}:{user}"))
+            .ignore();
+        let set = pipe.query_async::<(Option<u64>,)>(&mut conn);
         let previous = match self.run("login", set).await {
-            Ok(previous) => previous.map(SessionId),
+            Ok((previous,)) => previous.map(SessionId),
             Err(e) => {
                 let _ = self.inner.local.detach(session).await;
                 return Err(e);
@@ -197,7 +225,9 @@ impl Router for RedisEngine {
         let mut invocation = RELEASE_USER.prepare_invoke();
         invocation
             .key(keys::user_session(app_id, user))
-            .arg(session.id().0.to_string());
+            .key(keys::node_users(self.inner.node))
+            .arg(session.id().0.to_string())
+            .arg(format!("{app_id}:{user}"));
         self.run("logout", invocation.invoke_async::<i64>(&mut conn))
             .await?;
         failed.map_or(Ok(()), Err)

@@ -252,6 +252,34 @@ impl RedisEngine {
     }
 }
 
+/// The topics of a stream channel where session `sid` is a publisher.
+pub(super) async fn topics_of(
+    engine: &RedisEngine,
+    app_id: &str,
+    channel: &str,
+    sid: u64,
+) -> Result<Vec<String>, EngineError> {
+    let k = TopicKeys::new(app_id, channel, "");
+    let (_, mut conn) = engine.channel_shard(app_id, channel);
+    let mut invocation = SNAPSHOT.prepare_invoke();
+    invocation.key(&k.names).arg(&k.list).arg(&k.version);
+    let flat: Vec<redis::Value> = engine
+        .run("topics", invocation.invoke_async(&mut conn))
+        .await?;
+    let prefix = format!("{sid}\n");
+    Ok(flat
+        .chunks_exact(3)
+        .filter_map(|chunk| {
+            let topic = redis::from_redis_value_ref::<String>(&chunk[0]).ok()?;
+            let entries = redis::from_redis_value_ref::<Vec<String>>(&chunk[2]).ok()?;
+            entries
+                .iter()
+                .any(|e| e.starts_with(&prefix))
+                .then_some(topic)
+        })
+        .collect())
+}
+
 /// Applies a topic list that came on a bus.
 pub(super) fn apply(
     local: &crate::engine::MemoryEngine,

@@ -1,5 +1,6 @@
-//! The node's lock upkeep (`lock_store.rs`): releasing away locks whose time has come, on
-//! every shard, and giving back locks granted to sessions that stopped waiting.
+//! The node's upkeep, each second: reaping dead nodes (`reaper.rs`) and releasing the away
+//! locks whose time has come on every shard (`lock_store.rs`); and, as they come, giving back
+//! locks granted to sessions that stopped waiting.
 
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -77,8 +78,9 @@ impl RedisEngine {
     }
 }
 
-/// The node's lock upkeep, until the engine goes: each second, releases the away locks that
-/// are due on every shard; and gives back the locks granted to sessions that stopped waiting.
+/// The node's upkeep, until the engine goes: each second, reaps dead nodes and releases the
+/// away locks that are due on every shard; and gives back the locks granted to sessions that
+/// stopped waiting.
 pub(super) async fn upkeep(engine: Weak<Inner>, mut orphans: mpsc::UnboundedReceiver<LockGrant>) {
     let mut tick = tokio::time::interval(SWEEP);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -87,6 +89,9 @@ pub(super) async fn upkeep(engine: Weak<Inner>, mut orphans: mpsc::UnboundedRece
             _ = tick.tick() => {
                 let Some(inner) = engine.upgrade() else { return };
                 let engine = RedisEngine { inner };
+                if let Err(e) = engine.reap_dead_nodes().await {
+                    tracing::warn!("dead nodes not reaped: {e}");
+                }
                 for shard in 0..engine.inner.shards.len() {
                     if let Err(e) = engine.sweep(shard).await {
                         tracing::debug!(shard, "away locks not swept: {e}");

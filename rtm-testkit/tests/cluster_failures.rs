@@ -1,0 +1,102 @@
+//! Failures in a cluster: a node that dies without a word (its runtime stopped where it was,
+//! as a crash would). Skipped where `redis-server` is not installed, unless
+//! `RTM_REQUIRE_REDIS=1` (`scripts/test`).
+
+use std::time::Duration;
+
+use rtm_client::{
+    AcquireLockOptions, ChannelType, ErrorCode, EventStream, PresenceEvent, PresenceEventType,
+    PublishOptions, RtmEvent, SetLockOptions, SubscribeOptions, WhoNowOptions,
+};
+use rtm_testkit::{RedisServer, TestCluster, TestServer, expect_event, within};
+
+const M: ChannelType = ChannelType::Message;
+
+/// The next presence event of `channel` that is not a snapshot.
+async fn next_change(events: &mut EventStream) -> PresenceEvent {
+    expect_event(events, "a presence change", |e| match e {
+        RtmEvent::Presence(p) if p.event_type != PresenceEventType::Snapshot => Some(p),
+        _ => None,
+    })
+    .await
+}
+
+/// A node is killed: after the node timeout (2 s here) another node reaps it. Its users time
+/// out for the others (`REMOTE_TIMEOUT`), leave `who_now`, and are offline to user messages;
+/// the locks they held start their ttl and then pass to the waiter on a live node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_node_s_users_time_out_and_its_locks_follow_their_ttl() {
+    if !RedisServer::available() {
+        return;
+    }
+    let mut config = TestServer::config();
+    config.engine.node_timeout_ms = Some(2_000);
+    let mut cluster = TestCluster::start_with(3, config).await;
+    let with_presence = SubscribeOptions {
+        with_presence: true,
+        ..Default::default()
+    };
+    let (carol, mut events) = cluster.node(0).login("carol").await;
+    carol.subscribe("room", with_presence).await.unwrap();
+    let (bob, _bob_events) = cluster.node(1).login("bob").await;
+    bob.subscribe("room", SubscribeOptions::default())
+        .await
+        .unwrap();
+    let joined = next_change(&mut events).await;
+    assert_eq!(
+        (joined.event_type, joined.publisher.as_str()),
+        (PresenceEventType::RemoteJoin, "bob")
+    );
+    bob.lock()
+        .set_lock("room", M, "floor", SetLockOptions { ttl: Some(10) })
+        .await
+        .unwrap();
+    bob.lock()
+        .acquire_lock("room", M, "floor", AcquireLockOptions::default())
+        .await
+        .unwrap();
+    let (dave, _dave_events) = cluster.node(2).login("dave").await;
+    let retry = AcquireLockOptions { retry: true };
+    let waiter = {
+        let dave = dave.clone();
+        tokio::spawn(async move { dave.lock().acquire_lock("room", M, "floor", retry).await })
+    };
+
+    cluster.kill(1);
+    drop(bob);
+
+    let timed_out = within(Duration::from_secs(20), "bob's timeout", async {
+        next_change(&mut events).await
+    })
+    .await;
+    assert_eq!(
+        (timed_out.event_type, timed_out.publisher.as_str()),
+        (PresenceEventType::RemoteTimeout, "bob")
+    );
+    let who = carol
+        .presence()
+        .who_now("room", M, WhoNowOptions::default())
+        .await
+        .unwrap();
+    let names: Vec<_> = who.occupants.iter().map(|u| u.user_id.as_str()).collect();
+    assert_eq!(names, ["carol"]);
+    let to_bob = PublishOptions {
+        channel_type: ChannelType::User,
+        ..Default::default()
+    };
+    let offline = carol.publish("bob", "there?", to_bob).await.unwrap_err();
+    assert_eq!(offline.code, ErrorCode::ChannelReceiverOffline);
+    // The lock is still bob's until its ttl (10 s) has run from the reaping.
+    let locks = carol.lock().get_locks("room", M).await.unwrap();
+    assert_eq!(locks.lock_details[0].owner, "bob");
+    within(
+        Duration::from_secs(30),
+        "dave's acquire after the ttl",
+        waiter,
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let locks = carol.lock().get_locks("room", M).await.unwrap();
+    assert_eq!(locks.lock_details[0].owner, "dave");
+}
