@@ -41,6 +41,22 @@ pub struct RtmConfig {
     pub cipher_key: String,
     /// Up to 32 bytes of salt for the key derivation (shorter salts are zero-padded).
     pub salt: Vec<u8>,
+    /// Other nodes of the same service (a cluster: `docs/operators.md`), tried in turn when
+    /// the current one cannot be reached: at login, and when reconnecting. A node that takes
+    /// over a lost session whose node is gone cannot resume it: the client logs in there again,
+    /// restores its channels, and recovers what it missed from the history (see
+    /// [`RtmEvent::MessagesLost`](crate::RtmEvent::MessagesLost)). Empty by default.
+    pub other_nodes: Vec<ServerNode>,
+}
+
+/// Another node of the service: where it is and how to reach it (like [`RtmConfig::endpoint`]
+/// and [`RtmConfig::transport`]).
+#[derive(Clone, Debug)]
+pub struct ServerNode {
+    /// Where the node is and how to trust it.
+    pub endpoint: Endpoint,
+    /// How to reach it.
+    pub transport: Transport,
 }
 
 impl std::fmt::Debug for RtmConfig {
@@ -54,6 +70,7 @@ impl std::fmt::Debug for RtmConfig {
             .field("request_timeout", &self.request_timeout)
             .field("transport", &self.transport)
             .field("socket", &self.socket)
+            .field("other_nodes", &self.other_nodes)
             .field("encryption_mode", &self.encryption_mode)
             .finish_non_exhaustive()
     }
@@ -72,6 +89,25 @@ pub enum EncryptionMode {
 }
 
 impl RtmConfig {
+    /// How many nodes the configuration names (the endpoint and the others).
+    pub(crate) fn node_count(&self) -> usize {
+        1 + self.other_nodes.len()
+    }
+
+    /// The configuration for reaching node `i` (0: the endpoint; then the others, in turn).
+    pub(crate) fn for_node(&self, i: usize) -> std::borrow::Cow<'_, Self> {
+        match i % self.node_count() {
+            0 => std::borrow::Cow::Borrowed(self),
+            i => {
+                let node = &self.other_nodes[i - 1];
+                let mut config = self.clone();
+                config.endpoint = node.endpoint.clone();
+                config.transport = node.transport;
+                std::borrow::Cow::Owned(config)
+            }
+        }
+    }
+
     /// A configuration for the server that `cargo run -p rtm-server` starts:
     /// `127.0.0.1:4433`, trusting the self-signed certificate it wrote to `cert_path`
     /// (`./rtm-data/cert.pem` when run from the same folder).
@@ -96,6 +132,7 @@ impl RtmConfig {
             encryption_mode: EncryptionMode::None,
             cipher_key: String::new(),
             salt: Vec::new(),
+            other_nodes: Vec::new(),
         }
     }
 }

@@ -29,6 +29,11 @@ pub enum RtmEvent {
     /// Messages of a channel (or from a user) that this client missed while its connection
     /// was lost, and that the history could not give back (they were not stored, or the app
     /// keeps no history). An rtm addition: a gap is never silent (`docs/protocol.md` §5.12.1).
+    /// After a session had to be rebuilt (its node was gone: [`RtmConfig::other_nodes`]) the
+    /// number is unknown: `count` is 0, and `from`..`to` is the window in which messages not
+    /// stored in the history may have been missed (the stored ones came before it).
+    ///
+    /// [`RtmConfig::other_nodes`]: crate::RtmConfig::other_nodes
     MessagesLost(rtm_proto::LostMessages),
     /// The connection's state changed (`linkState`).
     LinkState(LinkStateEvent),
@@ -201,13 +206,39 @@ impl futures_core::Stream for EventStream {
     }
 }
 
-/// The registered listeners, shared by the client handle and its connection task.
+/// The registered listeners, shared by the client handle and its connection task; and the
+/// timestamp of the last message delivered from each message channel, which a session rebuilt
+/// on another node recovers from (`gap.rs`).
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Listeners {
     senders: Arc<Mutex<Vec<mpsc::UnboundedSender<RtmEvent>>>>,
+    last_message: Arc<Mutex<std::collections::HashMap<String, u64>>>,
 }
 
 impl Listeners {
+    /// Notes a message of a message channel, delivered.
+    pub(crate) fn note_message(&self, channel: &str, timestamp: u64) {
+        let mut last = self
+            .last_message
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        match last.get_mut(channel) {
+            Some(t) => *t = (*t).max(timestamp),
+            None => {
+                last.insert(channel.to_owned(), timestamp);
+            }
+        }
+    }
+
+    /// The timestamp of the last message delivered from `channel`.
+    pub(crate) fn last_message(&self, channel: &str) -> Option<u64> {
+        self.last_message
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(channel)
+            .copied()
+    }
+
     pub(crate) fn add(&self) -> EventStream {
         let (tx, rx) = mpsc::unbounded_channel();
         self.lock().push(tx);

@@ -180,6 +180,9 @@ async fn deliver(event: Event, listeners: &Listeners, shared: &Shared) {
             if let Some(cipher) = &shared.cipher {
                 m.message = cipher.open(m.message);
             }
+            if m.channel_type == ChannelType::Message && m.topic_name.is_empty() {
+                listeners.note_message(&m.channel_name, m.timestamp);
+            }
             listeners.emit(RtmEvent::Message(m));
         }
         Event::Topic(t) => listeners.emit(RtmEvent::Topic(t)),

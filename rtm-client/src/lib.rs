@@ -43,6 +43,7 @@ pub mod config;
 mod connection;
 mod crypto;
 pub mod event;
+mod gap;
 pub mod history;
 mod lanes;
 mod link;
@@ -67,7 +68,7 @@ use rtm_proto::{PublishRequest, Request, Response, message::LoginRequest, valida
 
 pub use crate::config::{
     EncryptionMode, Endpoint, LoginOptions, PublishOptions, RenewTokenOptions, RtmConfig,
-    SubscribeOptions, Transport, Trust,
+    ServerNode, SubscribeOptions, Transport, Trust,
 };
 use crate::connection::{Command, Connection, Opened};
 pub use crate::crypto::ENCRYPTION_OVERHEAD;
@@ -167,6 +168,8 @@ struct Inner {
     app_id: String,
     user_id: String,
     config: RtmConfig,
+    /// The node the client uses ([`RtmConfig::for_node`]); moves on when it cannot be reached.
+    node: std::sync::atomic::AtomicUsize,
     /// The end-to-end cipher, when the configuration asks for one.
     cipher: Option<crypto::Cipher>,
     listeners: event::Listeners,
@@ -190,6 +193,23 @@ struct State {
 /// What the session supervisor asks of the client. Each returns `None` when the session of
 /// `epoch` is no longer the client's (a logout or a new login came first).
 impl Inner {
+    /// The configuration for the node in use.
+    fn node_config(&self) -> std::borrow::Cow<'_, RtmConfig> {
+        self.config
+            .for_node(self.node.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
+    /// The node in use could not be reached: the next one is tried from now on.
+    fn next_node(&self) {
+        if self.config.node_count() > 1 {
+            let next = self.node.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+            tracing::info!(
+                endpoint = %self.config.for_node(next).endpoint.addr,
+                "node unreachable: trying the next one"
+            );
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -341,6 +361,7 @@ impl RtmClient {
                 app_id,
                 user_id,
                 config,
+                node: std::sync::atomic::AtomicUsize::new(0),
                 cipher,
                 listeners,
                 link,
@@ -406,16 +427,24 @@ impl RtmClient {
             "Perform login operation",
         );
         let token = options.token.unwrap_or_default();
-        let login = inner.login_request(token.clone());
-        let opened = Connection::open(
-            &inner.config,
-            "login",
-            login,
-            inner.listeners.clone(),
-            connection::Carried::default(),
-        )
-        .await
-        .map_err(connection::OpenError::into_error);
+        // Each node once, from the one in use, while they cannot be reached.
+        let mut tries = inner.config.node_count();
+        let opened = loop {
+            let login = inner.login_request(token.clone());
+            let opened = Connection::open(
+                &inner.node_config(),
+                "login",
+                login,
+                inner.listeners.clone(),
+                connection::Carried::default(),
+            )
+            .await;
+            tries -= 1;
+            match opened {
+                Err(connection::OpenError::Unreachable(_)) if tries > 0 => inner.next_node(),
+                opened => break opened.map_err(connection::OpenError::into_error),
+            }
+        };
         let opened = match opened {
             Ok(Opened {
                 response:

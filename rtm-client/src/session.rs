@@ -170,6 +170,12 @@ async fn reconnect(
     stop: &mut oneshot::Receiver<()>,
 ) -> Option<Live> {
     let lost_at = Instant::now();
+    // Events may have stopped coming up to one heartbeat and the grace before the loss was
+    // noticed: from then on, a rebuilt session may have missed messages.
+    let client = inner.upgrade()?;
+    let grace = u64::from(client.config.heartbeat_interval) * 1000 + 10_000;
+    let missed_since = crate::now_ms().saturating_sub(grace);
+    drop(client);
     let mut delay = FIRST_RETRY;
     loop {
         tokio::select! {
@@ -184,7 +190,7 @@ async fn reconnect(
             LinkStateReason::AutoReconnect,
             "Auto reconnect",
         );
-        match attempt(&client, epoch, lost).await {
+        match attempt(&client, epoch, lost, missed_since).await {
             Attempt::Back(live, change) => {
                 client.link.change(change);
                 client.deliver_events(epoch);
@@ -200,6 +206,8 @@ async fn reconnect(
             }
             Attempt::Abandoned => return None,
             Attempt::Unreachable(text) => {
+                // Another node, if there are others, for the next attempt.
+                client.next_node();
                 let state;
                 (state, delay) = after_failure(lost_at.elapsed(), delay);
                 client.link.change(LinkChange {
@@ -257,7 +265,7 @@ enum Attempt {
     Unreachable(String),
 }
 
-async fn attempt(client: &Inner, epoch: u64, lost: &Live) -> Attempt {
+async fn attempt(client: &Inner, epoch: u64, lost: &Live, missed_since: u64) -> Attempt {
     let carried = lost.received.carry();
     let received = carried.received.clone();
     let resume = Request::Resume(ResumeRequest {
@@ -267,7 +275,7 @@ async fn attempt(client: &Inner, epoch: u64, lost: &Live) -> Attempt {
         received: received.clone(),
     });
     let listeners = client.listeners.clone();
-    match Connection::open(&client.config, "resume", resume, listeners, carried).await {
+    match Connection::open(&client.node_config(), "resume", resume, listeners, carried).await {
         Ok(opened) => {
             let Opened {
                 connection,
@@ -299,19 +307,20 @@ async fn attempt(client: &Inner, epoch: u64, lost: &Live) -> Attempt {
         // Anything else (the session is gone, most often): log in again.
         Err(OpenError::Refused(e)) => {
             tracing::debug!("resume refused ({}): logging in again", e.reason);
-            relogin(client, epoch).await
+            relogin(client, epoch, missed_since).await
         }
     }
 }
 
-/// Logs in again with the cached token and re-subscribes the cached channels.
-async fn relogin(client: &Inner, epoch: u64) -> Attempt {
+/// Logs in again with the cached token, re-subscribes the cached channels, and recovers what
+/// the channels' histories have of what was missed since `missed_since` (`gap.rs`).
+async fn relogin(client: &Inner, epoch: u64, missed_since: u64) -> Attempt {
     let Some(token) = client.cached_token(epoch) else {
         return Attempt::Abandoned;
     };
     let login = client.login_request(token);
     let opened = match Connection::open(
-        &client.config,
+        &client.node_config(),
         "login",
         login,
         client.listeners.clone(),
@@ -325,7 +334,10 @@ async fn relogin(client: &Inner, epoch: u64) -> Attempt {
             return Attempt::Failed(failure_reason(e.code), e.reason);
         }
     };
-    let Response::Login { ticket, .. } = opened.response else {
+    let Response::Login {
+        ticket, timestamp, ..
+    } = opened.response
+    else {
         return Attempt::Failed(
             LinkStateReason::LoginRejected,
             "the server answered the login with something else".into(),
@@ -417,6 +429,19 @@ async fn relogin(client: &Inner, epoch: u64) -> Attempt {
             _ => return Attempt::Unreachable("no answer while re-subscribing".into()),
         }
     }
+    let restored: Vec<String> = subscriptions
+        .keys()
+        .filter(|c| !unrestored.contains(c))
+        .cloned()
+        .collect();
+    crate::gap::recover(
+        &restored,
+        &connection.commands,
+        (&client.listeners, client.cipher.as_ref()),
+        missed_since,
+        timestamp,
+    )
+    .await;
     let Some(channels) = client.install_relogin(epoch, connection, &unrestored) else {
         return Attempt::Abandoned;
     };

@@ -1,14 +1,18 @@
 //! Failures in a cluster: a node that dies without a word (its runtime stopped where it was,
-//! as a crash would). Skipped where `redis-server` is not installed, unless
+//! as a crash would), seen by the other nodes' users and by its own clients. Skipped where `redis-server` is not installed, unless
 //! `RTM_REQUIRE_REDIS=1` (`scripts/test`).
 
 use std::time::Duration;
 
 use rtm_client::{
-    AcquireLockOptions, ChannelType, ErrorCode, EventStream, PresenceEvent, PresenceEventType,
-    PublishOptions, RtmEvent, SetLockOptions, SubscribeOptions, WhoNowOptions,
+    AcquireLockOptions, ChannelType, ErrorCode, EventStream, LinkState, LoginOptions, Payload,
+    PresenceEvent, PresenceEventType, PublishOptions, RtmClient, RtmEvent, ServerNode,
+    SetLockOptions, SubscribeOptions, WhoNowOptions,
 };
-use rtm_testkit::{RedisServer, TestCluster, TestServer, expect_event, within};
+use rtm_testkit::{
+    RedisServer, TEST_APP_ID, TestCluster, TestServer, expect_event, expect_link_state,
+    expect_message, within,
+};
 
 const M: ChannelType = ChannelType::Message;
 
@@ -99,4 +103,81 @@ async fn a_killed_node_s_users_time_out_and_its_locks_follow_their_ttl() {
     .unwrap();
     let locks = carol.lock().get_locks("room", M).await.unwrap();
     assert_eq!(locks.lock_details[0].owner, "dave");
+}
+
+/// A client whose node is killed reconnects to another node of its configuration, logs in
+/// there again (the session died with its node), restores its subscription, gets from the
+/// history what was stored while it was away, and is told of the window in which messages
+/// that were not stored were lost; then messages flow again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_of_a_killed_node_goes_on_at_another_and_recovers_the_gap() {
+    if !RedisServer::available() {
+        return;
+    }
+    let mut config = TestServer::config();
+    config.engine.node_timeout_ms = Some(2_000);
+    config.limits.history_max_messages = 100;
+    let mut cluster = TestCluster::start_with(2, config).await;
+    let mut bob_config = cluster.node(1).client_config();
+    bob_config.other_nodes = vec![ServerNode {
+        endpoint: cluster.node(0).client_config().endpoint,
+        transport: bob_config.transport,
+    }];
+    let bob = RtmClient::new(TEST_APP_ID, "bob", bob_config).unwrap();
+    let mut events = bob.events();
+    bob.login(LoginOptions::default()).await.unwrap();
+    bob.subscribe("room", SubscribeOptions::default())
+        .await
+        .unwrap();
+    let (alice, _) = cluster.node(0).login("alice").await;
+    let stored = PublishOptions {
+        store_in_history: true,
+        ..Default::default()
+    };
+    alice
+        .publish("room", "before", stored.clone())
+        .await
+        .unwrap();
+    assert_eq!(
+        expect_message(&mut events).await.message,
+        Payload::from("before")
+    );
+
+    cluster.kill(1);
+    alice
+        .publish("room", "stored while away", stored.clone())
+        .await
+        .unwrap();
+    alice
+        .publish("room", "not stored", PublishOptions::default())
+        .await
+        .unwrap();
+
+    // The loss is noticed after the heartbeat interval and its grace (15 s), then the client
+    // goes to node 0. The history gives back what it has, then the window is reported.
+    let recovered = within(Duration::from_secs(90), "the recovered message", async {
+        loop {
+            match events.recv().await {
+                Some(RtmEvent::Message(m)) => break m,
+                Some(_) => {}
+                None => panic!("the event stream ended"),
+            }
+        }
+    })
+    .await;
+    assert_eq!(recovered.message, Payload::from("stored while away"));
+    let lost = expect_event(&mut events, "the lost window", |e| match e {
+        RtmEvent::MessagesLost(lost) => Some(lost),
+        _ => None,
+    })
+    .await;
+    assert_eq!((lost.channel_name.as_str(), lost.count), ("room", 0));
+    assert!(lost.from <= recovered.timestamp && recovered.timestamp <= lost.to);
+    let back = expect_link_state(&mut events, LinkState::Connected).await;
+    assert!(!back.is_resumed);
+    alice.publish("room", "after", stored).await.unwrap();
+    assert_eq!(
+        expect_message(&mut events).await.message,
+        Payload::from("after")
+    );
 }
