@@ -51,6 +51,11 @@ impl TestCluster {
         }
     }
 
+    /// Stalls node `i` until the guard is dropped ([`TestServer::stall`]).
+    pub fn stall(&self, i: usize) -> crate::Stall {
+        self.node(i).stall()
+    }
+
     /// The shared Redis server.
     pub fn redis(&mut self) -> &mut RedisServer {
         &mut self.redis

@@ -139,6 +139,12 @@ impl Drop for TestServer {
     }
 }
 
+/// A stalled server ([`TestServer::stall`]); dropping it lets the server go on.
+#[derive(Debug)]
+pub struct Stall {
+    _release: std::sync::mpsc::Sender<()>,
+}
+
 /// Starts a server with `config` on a free loopback port (and WebSocket port, if it has one),
 /// keeping its data in `data_dir`; returns it with the configuration it runs.
 async fn launch(mut config: ServerConfig, data_dir: PathBuf) -> (ServerHandle, ServerConfig) {
@@ -216,6 +222,22 @@ impl TestServer {
         runtime.shutdown_background();
         // What is left (the handle) belongs to the dead runtime: dropped without a shutdown.
         std::mem::forget(self.handle.take());
+    }
+
+    /// Stalls a server started with [`TestServer::start_killable`] until the returned guard
+    /// is dropped: its one worker thread is blocked, as on an overloaded machine, so it handles
+    /// nothing meanwhile (then it catches up).
+    pub fn stall(&self) -> Stall {
+        let runtime = self
+            .runtime
+            .as_ref()
+            .expect("only a server started with start_killable can be stalled");
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        runtime.spawn(async move {
+            // Blocks the worker until the guard goes (the sender is dropped).
+            let _ = released.recv();
+        });
+        Stall { _release: release }
     }
 
     /// Stops this server and starts a new one with the same configuration on the same data

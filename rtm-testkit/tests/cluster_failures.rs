@@ -181,3 +181,48 @@ async fn a_client_of_a_killed_node_goes_on_at_another_and_recovers_the_gap() {
         Payload::from("after")
     );
 }
+
+/// A stalled node (its thread blocked, as on an overloaded machine) does not hold up the
+/// others: while it stalls, what node 0 publishes reaches node 2's subscriber, all of it and in
+/// order, and nothing of it has reached the stalled node's; once it goes on, it catches up and
+/// its subscriber gets everything too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_node_does_not_hold_up_the_others() {
+    if !RedisServer::available() {
+        return;
+    }
+    const N: usize = 500;
+    let cluster = TestCluster::start(3).await;
+    let (slow, mut slow_events) = cluster.node(1).login("slow").await;
+    let (fast, mut fast_events) = cluster.node(2).login("fast").await;
+    for client in [&slow, &fast] {
+        client
+            .subscribe("room", SubscribeOptions::default())
+            .await
+            .unwrap();
+    }
+    let (alice, _) = cluster.node(0).login("alice").await;
+    let stall = cluster.stall(1);
+    for i in 0..N {
+        alice
+            .publish("room", format!("m{i}"), PublishOptions::default())
+            .await
+            .unwrap();
+    }
+    for i in 0..N {
+        let m = expect_message(&mut fast_events).await;
+        assert_eq!(m.message, Payload::from(format!("m{i}")));
+    }
+    // The stalled node has passed nothing on: node 2 did not wait for it.
+    while let Ok(Some(event)) = tokio::time::timeout(Duration::ZERO, slow_events.recv()).await {
+        assert!(
+            !matches!(event, RtmEvent::Message(_)),
+            "the stalled node delivered {event:?}"
+        );
+    }
+    drop(stall);
+    for i in 0..N {
+        let m = expect_message(&mut slow_events).await;
+        assert_eq!(m.message, Payload::from(format!("m{i}")));
+    }
+}
