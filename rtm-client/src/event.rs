@@ -230,6 +230,14 @@ impl Listeners {
         }
     }
 
+    /// Forgets the last message of `channel` (unsubscribed).
+    pub(crate) fn forget_channel(&self, channel: &str) {
+        self.last_message
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(channel);
+    }
+
     /// The timestamp of the last message delivered from `channel`.
     pub(crate) fn last_message(&self, channel: &str) -> Option<u64> {
         self.last_message

@@ -70,6 +70,9 @@ async fn recover(lost: LostMessages, listeners: &Listeners, shared: &Shared) {
             Some(cipher) => cipher.open(m.message),
             None => m.message,
         };
+        if lost.channel_type == ChannelType::Message {
+            listeners.note_message(&lost.channel_name, m.timestamp);
+        }
         listeners.emit(RtmEvent::Message(MessageEvent {
             channel_type: lost.channel_type,
             channel_name: lost.channel_name.clone(),

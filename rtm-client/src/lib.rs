@@ -630,6 +630,8 @@ impl RtmClient {
                         .states
                         .remove(&(ChannelType::Message, channel.clone()));
                 }
+                // A later subscription starts afresh: what was published between is not missed.
+                self.inner.listeners.forget_channel(&channel);
                 Ok(UnsubscribeResponse {
                     channel_name: channel,
                     timestamp,

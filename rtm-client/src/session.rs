@@ -38,6 +38,10 @@ use crate::stream::StreamCache;
 const FIRST_RETRY: Duration = Duration::from_secs(2);
 /// Longest delay between attempts, and the delay while suspended.
 const MAX_RETRY: Duration = Duration::from_secs(30);
+/// How long the client keeps trying its own node before it tries the others (when it knows
+/// others: `RtmConfig::other_nodes`). A node that is only out of reach for a moment keeps the
+/// session, which a resume there carries over whole; another node can only start a new one.
+const ROTATE_AFTER: Duration = Duration::from_secs(10);
 /// How long the link stays `DISCONNECTED` before it is `SUSPENDED`.
 const SUSPEND_AFTER: Duration = Duration::from_secs(120);
 
@@ -206,8 +210,11 @@ async fn reconnect(
             }
             Attempt::Abandoned => return None,
             Attempt::Unreachable(text) => {
-                // Another node, if there are others, for the next attempt.
-                client.next_node();
+                // Another node, if there are others, once this one has been out of reach for
+                // a while.
+                if lost_at.elapsed() >= ROTATE_AFTER {
+                    client.next_node();
+                }
                 let state;
                 (state, delay) = after_failure(lost_at.elapsed(), delay);
                 client.link.change(LinkChange {
@@ -412,8 +419,13 @@ async fn relogin(client: &Inner, epoch: u64, missed_since: u64) -> Attempt {
         answers.push((channel, answer));
     }
     let mut unrestored = Vec::new();
+    // The server's time once the last channel was restored: messages from then on come live.
+    let mut restored_at = timestamp;
     for (channel, answer) in answers {
         match tokio::time::timeout(client.config.request_timeout, answer).await {
+            Ok(Ok(Ok(Response::Subscribe { timestamp, .. }))) => {
+                restored_at = restored_at.max(timestamp);
+            }
             Ok(Ok(Ok(_))) => {}
             Ok(Ok(Err(e))) => {
                 tracing::warn!(
@@ -429,17 +441,18 @@ async fn relogin(client: &Inner, epoch: u64, missed_since: u64) -> Attempt {
             _ => return Attempt::Unreachable("no answer while re-subscribing".into()),
         }
     }
+    // The channels it takes messages from (not those subscribed without them).
     let restored: Vec<String> = subscriptions
-        .keys()
-        .filter(|c| !unrestored.contains(c))
-        .cloned()
+        .iter()
+        .filter(|(c, options)| options.with_message && !unrestored.contains(c))
+        .map(|(c, _)| c.clone())
         .collect();
     crate::gap::recover(
         &restored,
         &connection.commands,
         (&client.listeners, client.cipher.as_ref()),
         missed_since,
-        timestamp,
+        restored_at,
     )
     .await;
     let Some(channels) = client.install_relogin(epoch, connection, &unrestored) else {

@@ -175,6 +175,7 @@ impl ServerBuilder {
                 lock: Some(lock),
             }
         };
+        let core_handle = core.clone();
         let node = Arc::new(session::Node::new(core));
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let (done_tx, done_rx) = mpsc::channel(1);
@@ -229,6 +230,7 @@ impl ServerBuilder {
             metrics,
             shutdown_tx,
             done_rx,
+            core: core_handle,
             storage,
         })
     }
@@ -342,6 +344,8 @@ pub struct ServerHandle {
     metrics: Arc<Metrics>,
     shutdown_tx: watch::Sender<bool>,
     done_rx: mpsc::Receiver<()>,
+    /// For a graceful stop's presence work ([`ServerHandle::shutdown`]).
+    core: Arc<core::Core<engine::AnyEngine>>,
     storage: Storage,
 }
 
@@ -398,9 +402,13 @@ impl ServerHandle {
     /// few seconds) for the connections to close, then closes the storage and releases the
     /// data directory.
     pub async fn shutdown(mut self) {
+        // Leaves are told at once from now, and those waiting out their debounce window are
+        // told once the sessions have ended: no task that dies with the server holds any.
+        self.core.stop_debouncing();
         let _ = self.shutdown_tx.send(true);
         // Each connection task holds a sender; all gone means all finished.
         let _ = tokio::time::timeout(Duration::from_secs(5), self.done_rx.recv()).await;
+        self.core.flush_leaves().await;
         self.endpoint.close(0u32.into(), b"server shutdown");
         let _ = tokio::time::timeout(Duration::from_secs(2), self.endpoint.wait_idle()).await;
         self.storage.close();

@@ -51,6 +51,13 @@ impl TestCluster {
         }
     }
 
+    /// Stops node `i` gracefully ([`TestServer::shutdown`]).
+    pub async fn stop(&mut self, i: usize) {
+        if let Some(node) = self.nodes[i].take() {
+            node.shutdown().await;
+        }
+    }
+
     /// Stalls node `i` until the guard is dropped ([`TestServer::stall`]).
     pub fn stall(&self, i: usize) -> crate::Stall {
         self.node(i).stall()

@@ -226,3 +226,38 @@ async fn a_stalled_node_does_not_hold_up_the_others() {
         assert_eq!(m.message, Payload::from(format!("m{i}")));
     }
 }
+
+/// A node that stops gracefully still tells the leaves it was debouncing (here within a 10 s
+/// window): they are not left to a task that would die with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_graceful_stop_tells_the_leaves_it_was_debouncing() {
+    if !RedisServer::available() {
+        return;
+    }
+    let mut config = TestServer::config();
+    config.limits.presence_debounce_ms = 10_000;
+    let mut cluster = TestCluster::start_with(2, config).await;
+    let with_presence = SubscribeOptions {
+        with_presence: true,
+        ..Default::default()
+    };
+    let (carol, mut events) = cluster.node(0).login("carol").await;
+    carol.subscribe("room", with_presence).await.unwrap();
+    let (bob, _bob_events) = cluster.node(1).login("bob").await;
+    bob.subscribe("room", SubscribeOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        next_change(&mut events).await.event_type,
+        PresenceEventType::RemoteJoin
+    );
+    bob.unsubscribe("room").await.unwrap();
+    cluster.stop(1).await;
+    // Told when the node stopped, not after the window (the event deadline is 20 s; the test
+    // fails if the leave is never told).
+    let left = next_change(&mut events).await;
+    assert_eq!(
+        (left.event_type, left.publisher.as_str()),
+        (PresenceEventType::RemoteLeave, "bob")
+    );
+}

@@ -37,6 +37,8 @@ pub(crate) struct Core<E> {
     pub(crate) connection: ConnectionLimits,
     /// Presence changes of busy channels waiting for their `INTERVAL` event.
     intervals: Intervals,
+    /// Leaves waiting out the debounce window, told at once when the server stops.
+    leaves: presence::PendingLeaves,
     apps: Apps,
 }
 
@@ -69,6 +71,7 @@ impl<E: Engine> Core<E> {
             metrics,
             connection: config.connection,
             intervals: Intervals::default(),
+            leaves: presence::PendingLeaves::default(),
             apps: config.apps(),
         }
     }

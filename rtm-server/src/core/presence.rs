@@ -51,6 +51,42 @@ impl Intervals {
     }
 }
 
+/// A leave waiting out the debounce window: what to tell if it is still pending.
+#[derive(Debug)]
+struct PendingLeave {
+    session: SessionHandle,
+    channel_type: ChannelType,
+    channel: String,
+    frame: bytes::Bytes,
+}
+
+/// The leaves this server is debouncing, by ticket; and whether it is stopping (then leaves are
+/// told at once: a task waiting out a window would die with the server, and the leave with it).
+#[derive(Debug, Default)]
+pub(crate) struct PendingLeaves {
+    pending: Mutex<HashMap<u64, PendingLeave>>,
+    stopping: std::sync::atomic::AtomicBool,
+}
+
+impl PendingLeaves {
+    fn insert(&self, ticket: u64, leave: PendingLeave) {
+        self.lock().insert(ticket, leave);
+    }
+
+    /// Takes the leave of `ticket`, if nobody has yet: whoever takes it tells it.
+    fn take(&self, ticket: u64) -> Option<PendingLeave> {
+        self.lock().remove(&ticket)
+    }
+
+    fn stopping(&self) -> bool {
+        self.stopping.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, PendingLeave>> {
+        self.pending.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
 /// No session: an `except` that excludes nobody.
 const NOBODY: SessionId = SessionId(0);
 
@@ -204,7 +240,7 @@ impl<E: Engine> Core<E> {
         let window = self
             .app(session.app_id())
             .map_or(0, |p| p.limits.presence_debounce_ms);
-        if how == Departure::Left && window > 0 {
+        if how == Departure::Left && window > 0 && !self.leaves.stopping() {
             // docs/protocol.md §5.8: a leave is told once the debounce window has passed
             // without the user coming back (to this node or another).
             let (app_id, user_id) = (session.app_id(), session.user_id());
@@ -214,22 +250,20 @@ impl<E: Engine> Core<E> {
                 .await
             {
                 Ok(ticket) => {
-                    let (core, session) = (Arc::clone(self), session.clone());
-                    let channel = channel.to_owned();
+                    self.leaves.insert(
+                        ticket,
+                        PendingLeave {
+                            session: session.clone(),
+                            channel_type,
+                            channel: channel.to_owned(),
+                            frame,
+                        },
+                    );
+                    let core = Arc::clone(self);
                     tokio::spawn(async move {
                         tokio::time::sleep(Duration::from_millis(window.into())).await;
-                        let (app_id, user_id) = (session.app_id(), session.user_id());
-                        match core
-                            .engine
-                            .release_leave(app_id, channel_type, &channel, user_id, ticket)
-                            .await
-                        {
-                            Ok(true) => {
-                                core.tell(app_id, channel_type, &channel, &session, frame)
-                                    .await;
-                            }
-                            Ok(false) => {}
-                            Err(e) => tracing::warn!(%channel, "debounced leave lost: {e}"),
+                        if let Some(leave) = core.leaves.take(ticket) {
+                            core.end_leave(ticket, leave).await;
                         }
                     });
                     return;
@@ -240,6 +274,45 @@ impl<E: Engine> Core<E> {
         }
         self.tell(session.app_id(), channel_type, channel, session, frame)
             .await;
+    }
+
+    /// The debounce window of a leave has passed (or the server stops): told unless the user
+    /// came back meanwhile.
+    async fn end_leave(&self, ticket: u64, leave: PendingLeave) {
+        let PendingLeave {
+            session,
+            channel_type,
+            channel,
+            frame,
+        } = leave;
+        let (app_id, user_id) = (session.app_id(), session.user_id());
+        match self
+            .engine
+            .release_leave(app_id, channel_type, &channel, user_id, ticket)
+            .await
+        {
+            Ok(true) => {
+                self.tell(app_id, channel_type, &channel, &session, frame)
+                    .await;
+            }
+            Ok(false) => {}
+            Err(e) => tracing::warn!(%channel, "debounced leave lost: {e}"),
+        }
+    }
+
+    /// The server is stopping: from now on leaves are told at once.
+    pub(crate) fn stop_debouncing(&self) {
+        self.leaves
+            .stopping
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Tells now the leaves still in their debounce window (the server is stopping).
+    pub(crate) async fn flush_leaves(&self) {
+        let pending: Vec<(u64, PendingLeave)> = self.leaves.lock().drain().collect();
+        for (ticket, leave) in pending {
+            self.end_leave(ticket, leave).await;
+        }
     }
 
     /// `session`'s state in a channel is now `state`: the others with presence get

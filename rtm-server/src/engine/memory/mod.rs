@@ -209,6 +209,15 @@ impl MemoryEngine {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// Every session here.
+    pub(crate) fn all_sessions(&self) -> Vec<SessionHandle> {
+        self.state()
+            .apps
+            .values()
+            .flat_map(|app| app.users.values().cloned())
+            .collect()
+    }
+
     /// The session of `user_id` in `app_id`, if it is here.
     pub(crate) fn session(&self, app_id: &str, user_id: &str) -> Option<SessionHandle> {
         self.state().apps.get(app_id)?.users.get(user_id).cloned()

@@ -208,6 +208,17 @@ impl Bus {
 
     /// One local member fewer: stops listening to the bus after the last (then true).
     pub(super) async fn leave(&self, shard: usize, bus: &str) -> bool {
+        self.leave_then(shard, bus, async {}).await
+    }
+
+    /// [`Bus::leave`], and after the last member also `on_last`, before any other change of
+    /// this node's members of the bus (a join that follows waits for it).
+    pub(super) async fn leave_then(
+        &self,
+        shard: usize,
+        bus: &str,
+        on_last: impl Future<Output = ()>,
+    ) -> bool {
         let mut refs = self.refs.lock().await;
         let Some(count) = refs.get_mut(bus) else {
             return false;
@@ -227,6 +238,7 @@ impl Bus {
             // Events that still come are dropped (no route); a reconnect forgets it for good.
             tracing::warn!(bus, "still subscribed: {e}");
         }
+        on_last.await;
         true
     }
 }

@@ -9,6 +9,9 @@ use rtm_proto::ChannelType;
 
 /// The node registry: a sorted set of node numbers by their last heartbeat (Unix ms).
 pub(super) const NODES: &str = "rtm:nodes";
+/// Nodes being reaped: a sorted set of node numbers by the end of their reaper's lease (Redis
+/// ms); a reap not finished by then is taken over by another node.
+pub(super) const REAPING: &str = "rtm:reaping";
 /// The counter that gives each starting node its number.
 pub(super) const NODE_SEQ: &str = "rtm:node-seq";
 

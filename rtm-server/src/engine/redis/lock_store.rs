@@ -10,7 +10,6 @@
 //! shard's sorted set of away locks; every node sweeps that set each second and releases what
 //! is due, so a lock's ttl holds even when the node of its holder is gone.
 
-use std::collections::BTreeSet;
 use std::sync::LazyLock;
 
 use redis::Script;
@@ -97,11 +96,6 @@ fn decode(data: &[u8]) -> ChannelLocks {
         tracing::error!("unreadable lock record, read as empty: {e}");
         ChannelLocks::default()
     })
-}
-
-/// The users holding a lock of `locks`.
-fn holders(locks: &ChannelLocks) -> BTreeSet<String> {
-    locks.owners().map(|(_, user)| user.to_owned()).collect()
 }
 
 impl RedisEngine {
@@ -206,8 +200,7 @@ impl RedisEngine {
             if committed == 0 {
                 continue;
             }
-            self.after_lock_commit(app_id, &entry, (&before, &after), &key, effects)
-                .await;
+            self.after_lock_commit(app_id, &key, effects).await;
             return Ok(value);
         }
         Err(EngineError::Unavailable(format!(
@@ -219,25 +212,7 @@ impl RedisEngine {
     /// Keeps the users' indexes up to date after a commit: which channels each holds locks in,
     /// and the locks released while a user was away. A failure here is logged: the indexes
     /// are hints, every use checks them against the channel's record.
-    async fn after_lock_commit(
-        &self,
-        app_id: &str,
-        entry: &str,
-        (before, after): (&ChannelLocks, &ChannelLocks),
-        key: &SetKey,
-        effects: Effects,
-    ) {
-        let (was, is) = (holders(before), holders(after));
-        for user in is.difference(&was) {
-            let mut cmd = redis::cmd("SADD");
-            cmd.arg(keys::user_locks(app_id, user)).arg(entry);
-            self.index_command(app_id, user, cmd).await;
-        }
-        for user in was.difference(&is) {
-            let mut cmd = redis::cmd("SREM");
-            cmd.arg(keys::user_locks(app_id, user)).arg(entry);
-            self.index_command(app_id, user, cmd).await;
-        }
+    async fn after_lock_commit(&self, app_id: &str, key: &SetKey, effects: Effects) {
         for expired in effects.expired {
             let record = ExpiredRecord {
                 at: now_ms(),
@@ -337,12 +312,16 @@ impl RedisEngine {
             (app_id.into(), channel_type, channel.as_str().into()),
             lock_name.clone(),
         );
+        // Indexed before the commit: the lock may be the user's from it on (now, or granted
+        // later), and the index must then list the channel.
+        self.index(app_id, user, channel_type, &channel).await?;
         // Registered before the commit: the answer may come before the commit returns.
         let answer = if retry {
             Some(self.inner.lock_waits.add(wait.clone())?)
         } else {
             None
         };
+        let added = answer.is_some();
         let acquired = self
             .change_locks(app_id, channel_type, &channel, |locks| {
                 Ok(match locks.acquire(name, user, session.id().0, retry)? {
@@ -358,14 +337,19 @@ impl RedisEngine {
                 })
             })
             .await;
+        // A wait this call did not register (an earlier call's, still waiting) stays.
         match (acquired, answer) {
             (Ok(true), Some(answer)) => Ok(LockOutcome::Waiting(answer)),
             (Ok(_), _) => {
-                self.inner.lock_waits.cancel(&wait);
+                if added {
+                    self.inner.lock_waits.cancel(&wait);
+                }
                 Ok(LockOutcome::Done)
             }
             (Err(e), _) => {
-                self.inner.lock_waits.cancel(&wait);
+                if added {
+                    self.inner.lock_waits.cancel(&wait);
+                }
                 Err(e)
             }
         }
@@ -418,6 +402,8 @@ impl RedisEngine {
     /// are released after their ttl unless its user is back first.
     pub(super) async fn locks_away(&self, session: &SessionHandle) -> Result<(), EngineError> {
         let id = session.id();
+        // Every channel is tried; the first failure is reported.
+        let mut failed = None;
         for (app_id, channel_type, channel) in self.inner.lock_waits.take_session(id) {
             let forgotten = self
                 .change_locks(&app_id, channel_type, &channel, |locks| {
@@ -426,25 +412,52 @@ impl RedisEngine {
                 })
                 .await;
             if let Err(LockError::Engine(e)) = forgotten {
-                return Err(e);
+                failed.get_or_insert(e);
             }
         }
         let now = now_ms();
-        let app_id = session.app_id();
-        for (channel_type, channel) in self
-            .channels_with_locks_of(app_id, session.user_id())
-            .await?
-        {
+        let (app_id, user) = (session.app_id(), session.user_id());
+        for (channel_type, channel) in self.channels_with_locks_of(app_id, user).await? {
             let away = self
                 .change_locks(app_id, channel_type, &channel, |locks| {
-                    Ok(((), locks.away(id.0, now)))
+                    Ok((locks.involves(user), locks.away(id.0, now)))
                 })
                 .await;
-            if let Err(LockError::Engine(e)) = away {
-                return Err(e);
+            match away {
+                Ok(false) => self.unindex(app_id, user, channel_type, &channel).await,
+                Err(LockError::Engine(e)) => {
+                    failed.get_or_insert(e);
+                }
+                _ => {}
             }
         }
-        Ok(())
+        failed.map_or(Ok(()), Err)
+    }
+
+    /// Takes a channel out of `user`'s lock index (the record shows it holds and waits for
+    /// nothing there). An index entry is added before any commit that may make the user a
+    /// holder, and removed only here, so that it is never missing for a lock the user holds.
+    async fn unindex(&self, app_id: &str, user: &str, channel_type: ChannelType, channel: &str) {
+        let mut cmd = redis::cmd("SREM");
+        cmd.arg(keys::user_locks(app_id, user))
+            .arg(keys::lock_channel(app_id, channel_type, channel));
+        self.index_command(app_id, user, cmd).await;
+    }
+
+    /// Adds a channel to `user`'s lock index, before a commit that may make it a holder.
+    async fn index(
+        &self,
+        app_id: &str,
+        user: &str,
+        channel_type: ChannelType,
+        channel: &str,
+    ) -> Result<(), EngineError> {
+        let mut cmd = redis::cmd("SADD");
+        cmd.arg(keys::user_locks(app_id, user))
+            .arg(keys::lock_channel(app_id, channel_type, channel));
+        let mut conn = self.user_shard(app_id, user);
+        self.run("lock index", cmd.query_async::<()>(&mut conn))
+            .await
     }
 
     /// A session of the user is online: it holds the user's locks, and hears of the ones
@@ -452,16 +465,24 @@ impl RedisEngine {
     pub(super) async fn locks_back(&self, session: &SessionHandle) -> Result<(), EngineError> {
         let app_id = session.app_id();
         let user = session.user_id();
+        let mut failed = None;
         for (channel_type, channel) in self.channels_with_locks_of(app_id, user).await? {
             let back = self
                 .change_locks(app_id, channel_type, &channel, |locks| {
                     locks.back(user, session.id().0);
-                    Ok(((), Effects::default()))
+                    Ok((locks.involves(user), Effects::default()))
                 })
                 .await;
-            if let Err(LockError::Engine(e)) = back {
-                return Err(e);
+            match back {
+                Ok(false) => self.unindex(app_id, user, channel_type, &channel).await,
+                Err(LockError::Engine(e)) => {
+                    failed.get_or_insert(e);
+                }
+                _ => {}
             }
+        }
+        if let Some(e) = failed {
+            return Err(e);
         }
         let list = keys::user_expired_locks(app_id, user);
         let mut pipe = redis::pipe();

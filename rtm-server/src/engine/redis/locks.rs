@@ -115,6 +115,14 @@ impl ChannelLocks {
             .filter_map(|l| Some((l.name.as_str(), l.holder.as_ref()?.user.as_str())))
     }
 
+    /// Whether `user` holds or waits for any lock here.
+    pub(super) fn involves(&self, user: &str) -> bool {
+        self.locks.iter().any(|l| {
+            l.holder.as_ref().is_some_and(|h| h.user == user)
+                || l.waiters.iter().any(|w| w.user == user)
+        })
+    }
+
     /// Gives a free lock to its first waiter.
     fn grant(&mut self, name: &str, effects: &mut Effects) {
         let Ok(lock) = self.lock_mut(name) else {

@@ -51,7 +51,6 @@ use self::lock_waits::LockWaits;
 #[cfg(doc)]
 use super::Router;
 use super::{EngineError, GoneMember, MemoryEngine, SessionId};
-use crate::clock::now_ms;
 
 /// A channel of a session's app, as the membership list keeps it.
 type ChannelRef = (ChannelType, Box<str>);
@@ -116,6 +115,8 @@ struct Inner {
     shards: Vec<Shard>,
     /// This node's sessions and their subscriptions.
     local: Arc<MemoryEngine>,
+    /// Set once the cluster declared this node dead: it takes no more logins.
+    fenced: Arc<std::sync::atomic::AtomicBool>,
     bus: Bus,
     /// This node's listeners of metadata sets.
     listeners: Arc<Listeners>,
@@ -218,7 +219,14 @@ impl RedisEngine {
         let node = (node % ((1 << SessionId::NODE_BITS) - 1) + 1) as u32;
         let name = config.node_name.unwrap_or_else(|| format!("node-{node}"));
         let bus = Bus::connect(&clients, node, timeout).await?;
-        let heartbeat = tokio::spawn(heartbeat(first, node, config.heartbeat, timeout));
+        let local = Arc::new(MemoryEngine::new());
+        let fenced = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let heartbeat = tokio::spawn(heartbeat(
+            first,
+            (node, config.heartbeat, timeout),
+            local.clone(),
+            fenced.clone(),
+        ));
         tracing::info!(node, %name, shards = shards.len(), "joined the cluster");
         let (lock_waits, orphans) = LockWaits::new();
         let (departures, departures_rx) = mpsc::unbounded_channel();
@@ -227,7 +235,8 @@ impl RedisEngine {
                 node,
                 name,
                 shards,
-                local: Arc::new(MemoryEngine::new()),
+                local,
+                fenced,
                 bus,
                 listeners: Arc::default(),
                 lock_listeners: Arc::default(),
@@ -330,17 +339,58 @@ impl RedisEngine {
     }
 }
 
-/// Tells the registry every `every` that node `node` is alive, until the engine goes.
-async fn heartbeat(mut conn: ConnectionManager, node: u32, every: Duration, timeout: Duration) {
+/// Records a heartbeat at Redis's time (one clock for every node): KEYS[1] the registry,
+/// ARGV[1] the node, ARGV[2] '1' once it has beaten before. Returns -1, recording nothing, if
+/// the node had beaten before and is no longer in the registry: the others declared it dead.
+static BEAT: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+    redis::Script::new(
+        r"
+        if ARGV[2] == '1' and not redis.call('ZSCORE', KEYS[1], ARGV[1]) then
+            return -1
+        end
+        local t = redis.call('TIME')
+        redis.call('ZADD', KEYS[1], tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000),
+            ARGV[1])
+        return 1
+        ",
+    )
+});
+
+/// Tells the registry every `every` that node `node` is alive, until the engine goes. If the
+/// others have declared it dead meanwhile (it was silent past the node timeout, and they timed
+/// its users out), it fences itself: it closes every local session, so that their clients log
+/// in again (here or elsewhere) and are counted once more, and refuses new logins (`fenced`);
+/// the node must be restarted to rejoin.
+async fn heartbeat(
+    mut conn: ConnectionManager,
+    (node, every, timeout): (u32, Duration, Duration),
+    local: Arc<MemoryEngine>,
+    fenced: Arc<std::sync::atomic::AtomicBool>,
+) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut registered = false;
     loop {
         tick.tick().await;
-        let mut beat_cmd = redis::cmd("ZADD");
-        beat_cmd.arg(keys::NODES).arg(now_ms()).arg(node);
-        let beat = beat_cmd.query_async::<()>(&mut conn);
-        match tokio::time::timeout(timeout, beat).await {
-            Ok(Ok(())) => {}
+        let mut beat = BEAT.prepare_invoke();
+        beat.key(keys::NODES)
+            .arg(node)
+            .arg(if registered { "1" } else { "0" });
+        match tokio::time::timeout(timeout, beat.invoke_async::<i64>(&mut conn)).await {
+            Ok(Ok(1)) => registered = true,
+            Ok(Ok(_)) => {
+                tracing::error!(
+                    node,
+                    "the cluster declared this node dead (no heartbeat within the node timeout) \
+                     and timed its users out: closing its sessions and refusing logins; restart \
+                     the node to rejoin"
+                );
+                fenced.store(true, Ordering::Relaxed);
+                for session in local.all_sessions() {
+                    session.close(rtm_proto::CloseReason::ServerShutdown);
+                }
+                return;
+            }
             Ok(Err(e)) => tracing::warn!(node, "heartbeat not recorded: {e}"),
             Err(_) => tracing::warn!(node, "heartbeat not recorded within {timeout:?}"),
         }

@@ -9,6 +9,11 @@
 //! - the locks its sessions held start their ttl, as for a lost connection, and their waits
 //!   are forgotten.
 //!
+//! The claim is a lease: a reap that fails midway (Redis away) or whose reaper dies is taken
+//! over by another node once the lease runs out, and every step can be done twice. Times are
+//! Redis's, so the nodes' clocks do not matter. A node that was only paused, and finds on its
+//! next heartbeat that it was reaped, fences itself (see `heartbeat` in `mod.rs`).
+//!
 //! What the node had kept only in its memory (its clients' unacknowledged events, the leaves
 //! it was debouncing) is gone with it.
 
@@ -25,14 +30,25 @@ use crate::engine::{EngineError, GoneMember, LockError, PresenceFlags, SessionHa
 use crate::metrics::Metrics;
 use crate::outbox::Outbox;
 
-/// Removes node ARGV[1] from the registry (KEYS[1]) if its last heartbeat is not after
-/// ARGV[2]; returns 1 if this call removed it.
+/// Claims node ARGV[1] for reaping, at Redis's time (one clock for every node): if its last
+/// heartbeat in the registry (KEYS[1]) is ARGV[2] ms old or more, it moves to the reaping set
+/// (KEYS[2]) with a lease of ARGV[3] ms; a node already there whose lease ran out (its reaper
+/// failed or died) is claimed again. Returns 1 if this call claimed it.
 static CLAIM: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
+        local t = redis.call('TIME')
+        local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+        local lease = now + tonumber(ARGV[3])
         local beat = redis.call('ZSCORE', KEYS[1], ARGV[1])
-        if beat and tonumber(beat) <= tonumber(ARGV[2]) then
+        if beat and tonumber(beat) <= now - tonumber(ARGV[2]) then
             redis.call('ZREM', KEYS[1], ARGV[1])
+            redis.call('ZADD', KEYS[2], lease, ARGV[1])
+            return 1
+        end
+        local held = redis.call('ZSCORE', KEYS[2], ARGV[1])
+        if held and tonumber(held) <= now then
+            redis.call('ZADD', KEYS[2], lease, ARGV[1])
             return 1
         end
         return 0
@@ -40,20 +56,37 @@ static CLAIM: LazyLock<Script> = LazyLock::new(|| {
     )
 });
 
-/// Deletes a user's session key (KEYS[1]) if it still names a session of the dead node, whose
-/// ids lie from ARGV[1] to ARGV[2].
+/// The nodes to try to claim: those whose heartbeat is ARGV[1] ms old or more (KEYS[1]) and
+/// those whose reaping lease ran out (KEYS[2]), at Redis's time.
+static DUE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+        local t = redis.call('TIME')
+        local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+        local silent = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[1]))
+        local stalled = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now)
+        for _, n in ipairs(stalled) do
+            silent[#silent + 1] = n
+        end
+        return silent
+        ",
+    )
+});
+
+/// Deletes a user's session key (KEYS[1]) if it still holds exactly ARGV[1].
 static FREE_USER: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
-        local sid = tonumber(redis.call('GET', KEYS[1]) or '0')
-        if sid >= tonumber(ARGV[1]) and sid <= tonumber(ARGV[2]) then
-            redis.call('DEL', KEYS[1])
-            return 1
+        if redis.call('GET', KEYS[1]) == ARGV[1] then
+            return redis.call('DEL', KEYS[1])
         end
         return 0
         ",
     )
 });
+
+/// How long a reaper has to finish before another node takes the dead node over.
+const LEASE_MS: u64 = 60_000;
 
 /// A handle for a session of a dead node: it has the session's identity, and delivers nowhere.
 fn ghost(id: SessionId, app_id: &str, user_id: &str) -> SessionHandle {
@@ -62,26 +95,36 @@ fn ghost(id: SessionId, app_id: &str, user_id: &str) -> SessionHandle {
 }
 
 impl RedisEngine {
-    /// Reaps every node whose heartbeat is older than the node timeout (the heartbeat task
-    /// and the lock upkeep call it each second).
+    /// Reaps every node whose heartbeat is older than the node timeout, and takes over the
+    /// reaps whose reaper did not finish in time (the upkeep task calls it each second).
     pub(super) async fn reap_dead_nodes(&self) -> Result<(), EngineError> {
         let timeout = u64::try_from(self.inner.node_timeout.as_millis()).unwrap_or(u64::MAX);
-        let cutoff = now_ms().saturating_sub(timeout);
         let mut first = self.first_shard();
-        let mut cmd = redis::cmd("ZRANGEBYSCORE");
-        cmd.arg(keys::NODES).arg("-inf").arg(cutoff);
-        let dead: Vec<u32> = self.run("nodes", cmd.query_async(&mut first)).await?;
+        let mut due = DUE.prepare_invoke();
+        due.key(keys::NODES).key(keys::REAPING).arg(timeout);
+        let dead: Vec<u32> = self.run("nodes", due.invoke_async(&mut first)).await?;
         for node in dead {
             if node == self.inner.node {
-                // Our own heartbeat was late (Redis was away): we are alive, it will come.
+                // Our own heartbeat is late (Redis was away): the others may claim us; the
+                // heartbeat finds out if they did.
                 continue;
             }
             let mut claim = CLAIM.prepare_invoke();
-            claim.key(keys::NODES).arg(node).arg(cutoff);
+            claim
+                .key(keys::NODES)
+                .key(keys::REAPING)
+                .arg(node)
+                .arg(timeout)
+                .arg(LEASE_MS);
             let claimed: i64 = self.run("nodes", claim.invoke_async(&mut first)).await?;
             if claimed == 1 {
                 tracing::warn!(node, "node silent for {timeout} ms: timing its users out");
                 self.reap(node).await?;
+                // Done: nobody needs to take it over.
+                let mut done = redis::cmd("ZREM");
+                done.arg(keys::REAPING).arg(node);
+                self.run("nodes", done.query_async::<()>(&mut first))
+                    .await?;
             }
         }
         Ok(())
@@ -102,10 +145,16 @@ impl RedisEngine {
                 let Some((app_id, user)) = entry.split_once(':') else {
                     continue;
                 };
+                // Compared in Rust: Lua's numbers would round ids this large.
+                let key = keys::user_session(app_id, user);
+                let mut get = redis::cmd("GET");
+                get.arg(&key);
+                let held: Option<String> = self.run("reap", get.query_async(&mut conn)).await?;
+                let Some(held) = held.filter(|h| h.parse::<u64>().is_ok_and(&of_node)) else {
+                    continue;
+                };
                 let mut free = FREE_USER.prepare_invoke();
-                free.key(keys::user_session(app_id, user))
-                    .arg(first_id)
-                    .arg(last_id);
+                free.key(&key).arg(held);
                 self.run("reap", free.invoke_async::<i64>(&mut conn))
                     .await?;
             }

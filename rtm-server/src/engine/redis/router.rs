@@ -77,12 +77,23 @@ impl RedisEngine {
             .await
     }
 
-    /// One local member of a channel fewer on its bus.
-    async fn bus_leave(&self, app_id: &str, channel_type: ChannelType, channel: &str) {
+    /// One local member of a channel fewer on its bus. `removed`: whether the member was
+    /// removed from Redis (if not, the channel stays in the node's list, for a reaper to find
+    /// the entry).
+    async fn bus_leave(
+        &self,
+        app_id: &str,
+        (channel_type, channel): (ChannelType, &str),
+        removed: bool,
+    ) {
         let (shard, mut conn) = self.channel_shard(app_id, channel);
         let bus = ChannelKeys::new(app_id, channel_type, channel).bus;
-        if self.inner.bus.leave(shard, &bus).await {
-            // No member here any more: nothing for a reaper to look at if this node dies.
+        // No member here any more: nothing for a reaper to look at if this node dies. Under
+        // the bus's lock, so that a local join that follows lists the channel again after.
+        let unlist = async {
+            if !removed {
+                return;
+            }
             let mut cmd = redis::cmd("SREM");
             cmd.arg(keys::node_channels(self.inner.node))
                 .arg(keys::lock_channel(app_id, channel_type, channel));
@@ -92,7 +103,8 @@ impl RedisEngine {
             {
                 tracing::debug!(%channel, "node's channel list not updated: {e}");
             }
-        }
+        };
+        self.inner.bus.leave_then(shard, &bus, unlist).await;
     }
 
     /// Publishes `envelope` on a channel's bus; returns how many nodes took it.
@@ -126,11 +138,12 @@ impl RedisEngine {
         let set = (session.app_id().into(), channel_type, channel.into());
         self.inner.listeners.stop(session.id(), &set);
         self.inner.lock_listeners.stop(session.id(), &set);
+        let removed = self.remove_member(session, channel_type, channel).await;
         if self.untrack(session.id(), channel_type, channel) {
-            self.bus_leave(session.app_id(), channel_type, channel)
+            self.bus_leave(session.app_id(), (channel_type, channel), removed.is_ok())
                 .await;
         }
-        self.remove_member(session, channel_type, channel).await
+        removed
     }
 }
 
@@ -158,6 +171,11 @@ impl Router for RedisEngine {
         // logins of a user here leave the key naming the one that stays (the later), never a
         // closed one.
         let _one_at_a_time = self.inner.logins.lock().await;
+        if self.inner.fenced.load(Ordering::Relaxed) {
+            return Err(EngineError::Unavailable(
+                "this node was declared dead by the cluster; it must be restarted".into(),
+            ));
+        }
         // Registered here first (closing a session of the user on this node), so that a kick
         // from a login on another node that comes right after the key write finds it.
         self.inner.local.attach(session).await?;
@@ -214,9 +232,10 @@ impl Router for RedisEngine {
         self.inner.local.detach(session).await?;
         let mut failed = None;
         for (channel_type, channel) in channels {
-            self.bus_leave(session.app_id(), channel_type, &channel)
+            let removed = self.remove_member(session, channel_type, &channel).await;
+            self.bus_leave(session.app_id(), (channel_type, &channel), removed.is_ok())
                 .await;
-            if let Err(e) = self.remove_member(session, channel_type, &channel).await {
+            if let Err(e) = removed {
                 failed = Some(e);
             }
         }
