@@ -96,7 +96,8 @@ fn ghost(id: SessionId, app_id: &str, user_id: &str) -> SessionHandle {
 
 impl RedisEngine {
     /// Reaps every node whose heartbeat is older than the node timeout, and takes over the
-    /// reaps whose reaper did not finish in time (the upkeep task calls it each second).
+    /// reaps whose reaper did not finish in time (the upkeep task, `upkeep.rs`, calls it each
+    /// second).
     pub(super) async fn reap_dead_nodes(&self) -> Result<(), EngineError> {
         let timeout = u64::try_from(self.inner.node_timeout.as_millis()).unwrap_or(u64::MAX);
         let mut first = self.first_shard();
