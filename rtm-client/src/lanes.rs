@@ -64,6 +64,13 @@ async fn recover(lost: LostMessages, listeners: &Listeners, shared: &Shared) {
     if lost.channel_type == ChannelType::User {
         recovered.retain(|m| m.publisher == lost.channel_name);
     }
+    // What was delivered already (a window told with a margin, or a race) is not repeated:
+    // stored messages have unique timestamps within their channel.
+    if lost.channel_type == ChannelType::Message
+        && let Some(last) = listeners.last_message(&lost.channel_name)
+    {
+        recovered.retain(|m| m.timestamp > last);
+    }
     let found = recovered.len();
     for m in recovered.into_iter().rev() {
         let message = match &shared.cipher {
@@ -84,7 +91,9 @@ async fn recover(lost: LostMessages, listeners: &Listeners, shared: &Shared) {
         }));
     }
     let missing = (lost.count as usize).saturating_sub(found);
-    if missing > 0 {
+    // A count of 0 is unknown (a server node lost its link to the others meanwhile): the
+    // window is told whatever was found.
+    if missing > 0 || lost.count == 0 {
         tracing::info!(
             channel = %lost.channel_name,
             missing,

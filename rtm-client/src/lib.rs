@@ -199,6 +199,12 @@ impl Inner {
             .for_node(self.node.load(std::sync::atomic::Ordering::Relaxed))
     }
 
+    /// Whether a refused login is the node's own failure (`LOGIN_REJECTED`: its engine failed,
+    /// or the cluster fenced it) while other nodes could take the client.
+    fn node_may_be_at_fault(&self, e: &RtmError) -> bool {
+        e.code == ErrorCode::LoginRejected && self.config.node_count() > 1
+    }
+
     /// The node in use could not be reached: the next one is tried from now on.
     fn next_node(&self) {
         if self.config.node_count() > 1 {
@@ -442,6 +448,11 @@ impl RtmClient {
             tries -= 1;
             match opened {
                 Err(connection::OpenError::Unreachable(_)) if tries > 0 => inner.next_node(),
+                Err(connection::OpenError::Refused(e))
+                    if tries > 0 && inner.node_may_be_at_fault(&e) =>
+                {
+                    inner.next_node();
+                }
                 opened => break opened.map_err(connection::OpenError::into_error),
             }
         };

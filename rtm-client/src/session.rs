@@ -337,6 +337,11 @@ async fn relogin(client: &Inner, epoch: u64, missed_since: u64) -> Attempt {
     {
         Ok(opened) => opened,
         Err(OpenError::Unreachable(e)) => return Attempt::Unreachable(e.reason),
+        // The node could not serve it (its engine failed, or the cluster fenced it): another
+        // node may.
+        Err(OpenError::Refused(e)) if client.node_may_be_at_fault(&e) => {
+            return Attempt::Unreachable(e.reason);
+        }
         Err(OpenError::Refused(e)) => {
             return Attempt::Failed(failure_reason(e.code), e.reason);
         }

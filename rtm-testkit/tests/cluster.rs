@@ -653,6 +653,7 @@ async fn nodes_ride_out_a_redis_restart_and_keep_what_was_acknowledged() {
     config.limits.history_max_messages = 100;
     let mut cluster = TestCluster::start_on(RedisServer::start_persistent(), 2, config).await;
     let (alice, mut alice_events) = cluster.node(0).login("alice").await;
+    let mut alice_gaps = alice.events();
     alice
         .subscribe("room", SubscribeOptions::default())
         .await
@@ -722,6 +723,15 @@ async fn nodes_ride_out_a_redis_restart_and_keep_what_was_acknowledged() {
     )
     .await;
     assert!(matches!(heard, Payload::Text(t) if t.starts_with("after ")));
+    // Node 0 was deaf while its link to Redis was down: its subscriber is told of the window,
+    // with an unknown count (nothing stored in it to recover: the publishes failed).
+    let gap = expect_event(&mut alice_gaps, "the gap", |e| match e {
+        RtmEvent::MessagesLost(lost) => Some(lost),
+        _ => None,
+    })
+    .await;
+    assert_eq!((gap.channel_name.as_str(), gap.count), ("room", 0));
+    assert!(gap.from < gap.to);
     // What Redis acknowledged before it died is still there (append-only file).
     let page = alice
         .history()

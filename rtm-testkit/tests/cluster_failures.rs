@@ -261,3 +261,76 @@ async fn a_graceful_stop_tells_the_leaves_it_was_debouncing() {
         (PresenceEventType::RemoteLeave, "bob")
     );
 }
+
+/// A node that was only paused past the node timeout is reaped by the others; when it goes on,
+/// its heartbeat finds it out and it fences itself: it closes its sessions and takes no new
+/// logins, so its clients go on at another node and are counted there again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_node_that_was_reaped_fences_itself_and_its_clients_move_on() {
+    if !RedisServer::available() {
+        return;
+    }
+    let mut config = TestServer::config();
+    config.engine.node_timeout_ms = Some(2_000);
+    let cluster = TestCluster::start_with(2, config).await;
+    let with_presence = SubscribeOptions {
+        with_presence: true,
+        ..Default::default()
+    };
+    let (carol, mut events) = cluster.node(0).login("carol").await;
+    carol.subscribe("room", with_presence).await.unwrap();
+    let mut bob_config = cluster.node(1).client_config();
+    bob_config.other_nodes = vec![ServerNode {
+        endpoint: cluster.node(0).client_config().endpoint,
+        transport: bob_config.transport,
+    }];
+    let bob = RtmClient::new(TEST_APP_ID, "bob", bob_config).unwrap();
+    let mut bob_events = bob.events();
+    bob.login(LoginOptions::default()).await.unwrap();
+    expect_link_state(&mut bob_events, LinkState::Connected).await;
+    bob.subscribe("room", SubscribeOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        next_change(&mut events).await.event_type,
+        PresenceEventType::RemoteJoin
+    );
+
+    let stall = cluster.stall(1);
+    let timed_out = next_change(&mut events).await;
+    assert_eq!(
+        (timed_out.event_type, timed_out.publisher.as_str()),
+        (PresenceEventType::RemoteTimeout, "bob")
+    );
+    drop(stall);
+    // Fenced: bob's session there is closed; the node refuses him; node 0 takes him.
+    let back = within(Duration::from_secs(90), "bob back through node 0", async {
+        loop {
+            match bob_events.recv().await {
+                Some(RtmEvent::LinkState(s)) if s.current_state == LinkState::Connected => {
+                    break s;
+                }
+                Some(_) => {}
+                None => panic!("the event stream ended"),
+            }
+        }
+    })
+    .await;
+    assert!(!back.is_resumed);
+    let joined = within(Duration::from_secs(20), "bob's join", async {
+        next_change(&mut events).await
+    })
+    .await;
+    assert_eq!(
+        (joined.event_type, joined.publisher.as_str()),
+        (PresenceEventType::RemoteJoin, "bob")
+    );
+    // And the fenced node takes no new login.
+    let refused = cluster
+        .node(1)
+        .client("dave")
+        .login(LoginOptions::default())
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code, ErrorCode::LoginRejected);
+}

@@ -21,18 +21,33 @@ use super::envelope::Envelope;
 use super::listeners::Listeners;
 use super::lock_waits::LockWaits;
 use super::{keys, unavailable};
+use crate::clock::now_ms;
 use crate::engine::{EngineError, MemoryEngine, Router};
 
 /// Most events waiting for the dispatcher; more are dropped and counted.
 const QUEUE: usize = 1 << 16;
 
-/// The channel a bus belongs to.
+/// The channel a bus belongs to, and the shard it is on.
 #[derive(Clone, Debug)]
 struct Route {
     app_id: Box<str>,
     channel_type: ChannelType,
     channel: Box<str>,
+    shard: usize,
 }
+
+/// The channel of each subscribed bus.
+type Routes = RwLock<HashMap<String, Route>>;
+
+/// What the dispatcher gets: what a shard's pub/sub connection received, or the news that a
+/// shard's connection is back after it was lost (since `since`, Unix ms; back at `at`).
+enum Item {
+    Push(usize, PushInfo),
+    Back { shard: usize, since: u64, at: u64 },
+}
+
+/// A lost pub/sub connection may already have missed what came just before its loss was seen.
+const GAP_MARGIN_MS: u64 = 1_000;
 
 /// The node's pub/sub connections and subscriptions.
 pub(super) struct Bus {
@@ -45,7 +60,10 @@ pub(super) struct Bus {
     routes: Arc<RwLock<HashMap<String, Route>>>,
     inbox: String,
     dropped: Arc<AtomicU64>,
-    rx: Mutex<Option<mpsc::Receiver<PushInfo>>>,
+    /// Per shard: since when its pub/sub connection is lost (Unix ms; 0 while it is up).
+    gaps: Arc<Vec<AtomicU64>>,
+    tx: mpsc::Sender<Item>,
+    rx: Mutex<Option<mpsc::Receiver<Item>>>,
     /// The dispatcher and the keep-alive, stopped when the bus goes.
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     timeout: Duration,
@@ -70,18 +88,39 @@ impl Drop for Bus {
 /// so without these pings a node would stay deaf after a Redis restart.
 const KEEPALIVE: Duration = Duration::from_secs(1);
 
-/// Pings every pub/sub connection every [`KEEPALIVE`], until the bus goes.
-async fn keepalive(conns: Vec<ConnectionManager>, timeout: Duration) {
+/// Pings every pub/sub connection every [`KEEPALIVE`], until the bus goes; tells the
+/// dispatcher when a connection that was lost answers again (it has subscribed again by then:
+/// the connection manager does that first).
+async fn keepalive(
+    conns: Vec<ConnectionManager>,
+    timeout: Duration,
+    gaps: Arc<Vec<AtomicU64>>,
+    tx: mpsc::Sender<Item>,
+) {
     let mut tick = tokio::time::interval(KEEPALIVE);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        for conn in &conns {
+        for (shard, conn) in conns.iter().enumerate() {
             let mut conn = conn.clone();
             let cmd = redis::cmd("PING");
             let ping = cmd.query_async::<()>(&mut conn);
-            if let Ok(Err(e)) = tokio::time::timeout(timeout, ping).await {
-                tracing::debug!("pub/sub connection not answering yet: {e}");
+            match tokio::time::timeout(timeout, ping).await {
+                Ok(Ok(())) => {
+                    let since = gaps[shard].swap(0, Ordering::AcqRel);
+                    if since != 0 {
+                        let back = Item::Back {
+                            shard,
+                            since,
+                            at: now_ms(),
+                        };
+                        if tx.send(back).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+                Ok(Err(e)) => tracing::debug!("pub/sub connection not answering yet: {e}"),
+                Err(_) => tracing::debug!("pub/sub connection not answering yet"),
             }
         }
     }
@@ -97,11 +136,11 @@ impl Bus {
         let (tx, rx) = mpsc::channel(QUEUE);
         let dropped = Arc::new(AtomicU64::new(0));
         let mut conns = Vec::with_capacity(clients.len());
-        for client in clients {
+        for (shard, client) in clients.iter().enumerate() {
             let tx = tx.clone();
             let dropped = dropped.clone();
             let sender = move |info: PushInfo| -> Result<(), redis::aio::SendError> {
-                match tx.try_send(info) {
+                match tx.try_send(Item::Push(shard, info)) {
                     Ok(()) => Ok(()),
                     Err(mpsc::error::TrySendError::Full(_)) => {
                         dropped.fetch_add(1, Ordering::Relaxed);
@@ -132,12 +171,15 @@ impl Bus {
                 .map_err(|_| unavailable("inbox: no answer within the timeout"))?
                 .map_err(unavailable)?;
         }
+        let gaps = Arc::new((0..conns.len()).map(|_| AtomicU64::new(0)).collect());
         Ok(Self {
             conns,
             refs: tokio::sync::Mutex::default(),
             routes: Arc::default(),
             inbox,
             dropped,
+            gaps,
+            tx,
             rx: Mutex::new(Some(rx)),
             tasks: Mutex::new(Vec::new()),
             timeout,
@@ -157,8 +199,20 @@ impl Bus {
         let routes = self.routes.clone();
         let inbox = self.inbox.clone();
         let dropped = self.dropped.clone();
-        let dispatcher = tokio::spawn(dispatch(rx, routes, inbox, receivers, dropped));
-        let pinger = tokio::spawn(keepalive(self.conns.clone(), self.timeout));
+        let gaps = self.gaps.clone();
+        let dispatcher = tokio::spawn(dispatch(
+            rx,
+            (routes, gaps.clone()),
+            inbox,
+            receivers,
+            dropped,
+        ));
+        let pinger = tokio::spawn(keepalive(
+            self.conns.clone(),
+            self.timeout,
+            gaps,
+            self.tx.clone(),
+        ));
         self.tasks
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -190,6 +244,7 @@ impl Bus {
                         app_id: app_id.into(),
                         channel_type,
                         channel: channel.into(),
+                        shard,
                     },
                 );
             let mut conn = self.conns[shard].clone();
@@ -256,9 +311,6 @@ fn flatten(
 /// The pub/sub channel and payload of a published message.
 fn message(info: PushInfo) -> Option<(String, Bytes)> {
     if info.kind != PushKind::Message {
-        if info.kind == PushKind::Disconnection {
-            tracing::warn!("pub/sub connection to Redis lost; reconnecting");
-        }
         return None;
     }
     let mut data = info.data.into_iter();
@@ -287,8 +339,8 @@ pub(super) struct Receivers {
 
 /// Hands each arriving event to the local sessions it is for, in arrival order.
 async fn dispatch(
-    mut rx: mpsc::Receiver<PushInfo>,
-    routes: Arc<RwLock<HashMap<String, Route>>>,
+    mut rx: mpsc::Receiver<Item>,
+    (routes, gaps): (Arc<Routes>, Arc<Vec<AtomicU64>>),
     inbox: String,
     receivers: Receivers,
     dropped: Arc<AtomicU64>,
@@ -300,7 +352,24 @@ async fn dispatch(
         lock_waits,
     } = receivers;
     let mut dropped_seen = 0;
-    while let Some(info) = rx.recv().await {
+    while let Some(item) = rx.recv().await {
+        let (shard, info) = match item {
+            Item::Push(shard, info) => (shard, info),
+            Item::Back { shard, since, at } => {
+                tell_gap(&local, &routes, shard, (since, at)).await;
+                continue;
+            }
+        };
+        if info.kind == PushKind::Disconnection {
+            tracing::warn!(shard, "pub/sub connection to Redis lost; reconnecting");
+            let _ = gaps[shard].compare_exchange(
+                0,
+                now_ms().saturating_sub(GAP_MARGIN_MS).max(1),
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            );
+            continue;
+        }
         let dropped_now = dropped.load(Ordering::Relaxed);
         if dropped_now > dropped_seen {
             // The events that did not fit are gone for this node's sessions: say so.
@@ -339,6 +408,7 @@ async fn dispatch(
             app_id,
             channel_type,
             channel,
+            ..
         } = &route;
         // The local engine completes at once: these never wait.
         let delivered = match envelope {
@@ -374,6 +444,39 @@ async fn dispatch(
         };
         if let Err(e) = delivered {
             tracing::warn!(%channel, "event not delivered: {e}");
+        }
+    }
+}
+
+/// A shard's pub/sub connection was lost from `since` to `at`: what its buses carried meanwhile
+/// did not reach this node. Each local subscriber of a message channel on that shard is told,
+/// on the channel's lane, as `MessagesLost` with an unknown count (0); its client recovers what
+/// the history has of that window (`docs/protocol.md` §5.12.1).
+async fn tell_gap(local: &MemoryEngine, routes: &Routes, shard: usize, (since, at): (u64, u64)) {
+    let affected: Vec<Route> = routes
+        .read()
+        .unwrap_or_else(PoisonError::into_inner)
+        .values()
+        .filter(|r| r.shard == shard && r.channel_type == ChannelType::Message)
+        .cloned()
+        .collect();
+    tracing::warn!(
+        shard,
+        channels = affected.len(),
+        "pub/sub connection back after {} ms: telling subscribers what they may have missed",
+        at.saturating_sub(since)
+    );
+    for route in affected {
+        let lost = rtm_proto::Event::MessagesLost(rtm_proto::LostMessages {
+            channel_type: ChannelType::Message,
+            channel_name: route.channel.to_string(),
+            from: since,
+            to: at,
+            count: 0,
+        });
+        let frame = rtm_proto::encode_frame(&rtm_proto::ServerMsg::Event(lost));
+        if let Err(e) = local.publish(&route.app_id, &route.channel, frame).await {
+            tracing::warn!(channel = %route.channel, "gap not told: {e}");
         }
     }
 }

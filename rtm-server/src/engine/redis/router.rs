@@ -114,6 +114,13 @@ impl RedisEngine {
         (channel_type, channel): (ChannelType, &str),
         envelope: Envelope,
     ) -> Result<Delivery, EngineError> {
+        if self.inner.fenced.load(Ordering::Relaxed) {
+            // Declared dead: what its sessions do (their leaves as it closes them) is not news
+            // to the others, who timed them out already.
+            return Err(EngineError::Unavailable(
+                "this node was declared dead by the cluster".into(),
+            ));
+        }
         let bus = ChannelKeys::new(app_id, channel_type, channel).bus;
         let (_, mut conn) = self.channel_shard(app_id, channel);
         let mut publish_cmd = redis::cmd("PUBLISH");
@@ -574,6 +581,12 @@ impl Router for RedisEngine {
         channel: &str,
         user_id: &str,
     ) -> Result<u64, EngineError> {
+        if self.inner.fenced.load(Ordering::Relaxed) {
+            // As in `publish_on`: a fenced node's leaves are not news, nor to be held.
+            return Err(EngineError::Unavailable(
+                "this node was declared dead by the cluster".into(),
+            ));
+        }
         self.hold(app_id, (channel_type, channel), user_id).await
     }
 
