@@ -100,7 +100,7 @@ fn decode(data: &[u8]) -> ChannelLocks {
 
 impl RedisEngine {
     /// A channel's lock record and its version ("0" when it was never written).
-    async fn read_locks(
+    pub(super) async fn read_locks(
         &self,
         app_id: &str,
         channel_type: ChannelType,

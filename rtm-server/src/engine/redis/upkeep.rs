@@ -20,6 +20,36 @@ const SWEEP: Duration = Duration::from_secs(1);
 const SWEEP_BATCH: isize = 128;
 
 impl RedisEngine {
+    /// Answers the waits whose answer was lost on the way (pub/sub keeps nothing: a node that
+    /// could not keep up, or a reconnect, can drop it): the record says the lock is the waiting
+    /// session's, or that the lock is gone.
+    async fn recheck_waits(&self) {
+        for (session, (app_id, channel_type, channel), lock_name) in self.inner.lock_waits.pending()
+        {
+            let Ok((locks, _)) = self.read_locks(&app_id, channel_type, &channel).await else {
+                continue;
+            };
+            let lock = locks.locks.iter().find(|l| l.name == lock_name);
+            let granted = match lock.map(|l| l.holder.as_ref()) {
+                None => false,
+                Some(Some(holder)) if holder.session == session.0 => true,
+                Some(_) => continue,
+            };
+            let user = lock
+                .and_then(|l| l.holder.as_ref())
+                .map_or_else(String::new, |h| h.user.clone());
+            self.inner.lock_waits.answer_if_waiting(LockGrant {
+                session,
+                granted,
+                app: app_id.to_string(),
+                user,
+                channel_type,
+                lock_name,
+                channel: channel.to_string(),
+            });
+        }
+    }
+
     /// Releases every away lock of shard `shard` whose time has come.
     async fn sweep(&self, shard: usize) -> Result<(), EngineError> {
         let now = now_ms();
@@ -97,6 +127,7 @@ pub(super) async fn upkeep(engine: Weak<Inner>, mut orphans: mpsc::UnboundedRece
                         tracing::debug!(shard, "away locks not swept: {e}");
                     }
                 }
+                engine.recheck_waits().await;
             }
             grant = orphans.recv() => {
                 let Some(grant) = grant else { return };
