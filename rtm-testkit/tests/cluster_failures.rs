@@ -16,6 +16,35 @@ use rtm_testkit::{
 
 const M: ChannelType = ChannelType::Message;
 
+/// A watcher on node 0: logged in as `carol` and subscribed to `room` with presence events.
+async fn watcher(cluster: &TestCluster) -> (RtmClient, EventStream) {
+    let with_presence = SubscribeOptions {
+        with_presence: true,
+        ..Default::default()
+    };
+    let (carol, events) = cluster.node(0).login("carol").await;
+    carol.subscribe("room", with_presence).await.unwrap();
+    (carol, events)
+}
+
+/// `bob`'s client on node 1 that knows node 0 as another node of the service, logged in (its
+/// first `CONNECTED` seen) and subscribed to `room`.
+async fn bob_with_a_fallback(cluster: &TestCluster) -> (RtmClient, EventStream) {
+    let mut config = cluster.node(1).client_config();
+    config.other_nodes = vec![ServerNode {
+        endpoint: cluster.node(0).client_config().endpoint,
+        transport: config.transport,
+    }];
+    let bob = RtmClient::new(TEST_APP_ID, "bob", config).unwrap();
+    let mut events = bob.events();
+    bob.login(LoginOptions::default()).await.unwrap();
+    expect_link_state(&mut events, LinkState::Connected).await;
+    bob.subscribe("room", SubscribeOptions::default())
+        .await
+        .unwrap();
+    (bob, events)
+}
+
 /// The next presence event of `channel` that is not a snapshot.
 async fn next_change(events: &mut EventStream) -> PresenceEvent {
     expect_event(events, "a presence change", |e| match e {
@@ -36,12 +65,7 @@ async fn a_killed_node_s_users_time_out_and_its_locks_follow_their_ttl() {
     let mut config = TestServer::config();
     config.engine.node_timeout_ms = Some(2_000);
     let mut cluster = TestCluster::start_with(3, config).await;
-    let with_presence = SubscribeOptions {
-        with_presence: true,
-        ..Default::default()
-    };
-    let (carol, mut events) = cluster.node(0).login("carol").await;
-    carol.subscribe("room", with_presence).await.unwrap();
+    let (carol, mut events) = watcher(&cluster).await;
     let (bob, _bob_events) = cluster.node(1).login("bob").await;
     bob.subscribe("room", SubscribeOptions::default())
         .await
@@ -118,17 +142,7 @@ async fn a_client_of_a_killed_node_goes_on_at_another_and_recovers_the_gap() {
     config.engine.node_timeout_ms = Some(2_000);
     config.limits.history_max_messages = 100;
     let mut cluster = TestCluster::start_with(2, config).await;
-    let mut bob_config = cluster.node(1).client_config();
-    bob_config.other_nodes = vec![ServerNode {
-        endpoint: cluster.node(0).client_config().endpoint,
-        transport: bob_config.transport,
-    }];
-    let bob = RtmClient::new(TEST_APP_ID, "bob", bob_config).unwrap();
-    let mut events = bob.events();
-    bob.login(LoginOptions::default()).await.unwrap();
-    bob.subscribe("room", SubscribeOptions::default())
-        .await
-        .unwrap();
+    let (_bob, mut events) = bob_with_a_fallback(&cluster).await;
     let (alice, _) = cluster.node(0).login("alice").await;
     let stored = PublishOptions {
         store_in_history: true,
@@ -237,12 +251,7 @@ async fn a_graceful_stop_tells_the_leaves_it_was_debouncing() {
     let mut config = TestServer::config();
     config.limits.presence_debounce_ms = 10_000;
     let mut cluster = TestCluster::start_with(2, config).await;
-    let with_presence = SubscribeOptions {
-        with_presence: true,
-        ..Default::default()
-    };
-    let (carol, mut events) = cluster.node(0).login("carol").await;
-    carol.subscribe("room", with_presence).await.unwrap();
+    let (_carol, mut events) = watcher(&cluster).await;
     let (bob, _bob_events) = cluster.node(1).login("bob").await;
     bob.subscribe("room", SubscribeOptions::default())
         .await
@@ -273,24 +282,8 @@ async fn a_paused_node_that_was_reaped_fences_itself_and_its_clients_move_on() {
     let mut config = TestServer::config();
     config.engine.node_timeout_ms = Some(2_000);
     let cluster = TestCluster::start_with(2, config).await;
-    let with_presence = SubscribeOptions {
-        with_presence: true,
-        ..Default::default()
-    };
-    let (carol, mut events) = cluster.node(0).login("carol").await;
-    carol.subscribe("room", with_presence).await.unwrap();
-    let mut bob_config = cluster.node(1).client_config();
-    bob_config.other_nodes = vec![ServerNode {
-        endpoint: cluster.node(0).client_config().endpoint,
-        transport: bob_config.transport,
-    }];
-    let bob = RtmClient::new(TEST_APP_ID, "bob", bob_config).unwrap();
-    let mut bob_events = bob.events();
-    bob.login(LoginOptions::default()).await.unwrap();
-    expect_link_state(&mut bob_events, LinkState::Connected).await;
-    bob.subscribe("room", SubscribeOptions::default())
-        .await
-        .unwrap();
+    let (_carol, mut events) = watcher(&cluster).await;
+    let (_bob, mut bob_events) = bob_with_a_fallback(&cluster).await;
     assert_eq!(
         next_change(&mut events).await.event_type,
         PresenceEventType::RemoteJoin

@@ -293,19 +293,22 @@ impl RedisEngine {
         let app_id = session.app_id();
         let user = session.user_id();
         let name = lock_name.as_str();
-        let change = |locks: &mut ChannelLocks| -> Result<((), Effects), LockError> {
-            match &op {
-                LockOp::Set { ttl } => Ok(((), locks.set(name, *ttl, user)?)),
-                LockOp::Remove => Ok(((), locks.remove(name, user)?)),
-                LockOp::Release => Ok(((), locks.release(name, user, user)?)),
-                LockOp::Revoke { owner } => Ok(((), locks.release(name, owner, user)?)),
-                LockOp::Acquire { .. } => Ok(((), Effects::default())),
-            }
-        };
-        let LockOp::Acquire { retry } = op else {
-            self.change_locks(app_id, channel_type, &channel, change)
+        let retry = match op {
+            LockOp::Acquire { retry } => retry,
+            other => {
+                self.change_locks(app_id, channel_type, &channel, |locks| {
+                    let effects = match &other {
+                        LockOp::Set { ttl } => locks.set(name, *ttl, user)?,
+                        LockOp::Remove => locks.remove(name, user)?,
+                        LockOp::Release => locks.release(name, user, user)?,
+                        LockOp::Revoke { owner } => locks.release(name, owner, user)?,
+                        LockOp::Acquire { .. } => Effects::default(),
+                    };
+                    Ok(((), effects))
+                })
                 .await?;
-            return Ok(LockOutcome::Done);
+                return Ok(LockOutcome::Done);
+            }
         };
         let wait: Wait = (
             session.id(),
@@ -321,7 +324,6 @@ impl RedisEngine {
         } else {
             None
         };
-        let added = answer.is_some();
         let acquired = self
             .change_locks(app_id, channel_type, &channel, |locks| {
                 Ok(match locks.acquire(name, user, session.id().0, retry)? {
@@ -337,20 +339,14 @@ impl RedisEngine {
                 })
             })
             .await;
-        // A wait this call did not register (an earlier call's, still waiting) stays.
         match (acquired, answer) {
             (Ok(true), Some(answer)) => Ok(LockOutcome::Waiting(answer)),
-            (Ok(_), _) => {
-                if added {
+            (result, answer) => {
+                // Only the wait this call registered goes (an earlier call's stays).
+                if answer.is_some() {
                     self.inner.lock_waits.cancel(&wait);
                 }
-                Ok(LockOutcome::Done)
-            }
-            (Err(e), _) => {
-                if added {
-                    self.inner.lock_waits.cancel(&wait);
-                }
-                Err(e)
+                result.map(|_| LockOutcome::Done)
             }
         }
     }
