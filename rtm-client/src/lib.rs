@@ -193,29 +193,6 @@ struct State {
 /// What the session supervisor asks of the client. Each returns `None` when the session of
 /// `epoch` is no longer the client's (a logout or a new login came first).
 impl Inner {
-    /// The configuration for the node in use.
-    fn node_config(&self) -> std::borrow::Cow<'_, RtmConfig> {
-        self.config
-            .for_node(self.node.load(std::sync::atomic::Ordering::Relaxed))
-    }
-
-    /// Whether a refused login is the node's own failure (`LOGIN_REJECTED`: its engine failed,
-    /// or the cluster fenced it) while other nodes could take the client.
-    fn node_may_be_at_fault(&self, e: &RtmError) -> bool {
-        e.code == ErrorCode::LoginRejected && self.config.node_count() > 1
-    }
-
-    /// The node in use could not be reached: the next one is tried from now on.
-    fn next_node(&self) {
-        if self.config.node_count() > 1 {
-            let next = self.node.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
-            tracing::info!(
-                endpoint = %self.config.for_node(next).endpoint.addr,
-                "node unreachable: trying the next one"
-            );
-        }
-    }
-
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }

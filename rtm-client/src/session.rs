@@ -481,6 +481,32 @@ async fn relogin(client: &Inner, epoch: u64, missed_since: u64) -> Attempt {
     Attempt::Back(live, change)
 }
 
+/// Which node of the service the client uses (`RtmConfig::other_nodes`).
+impl Inner {
+    /// The configuration for the node in use.
+    pub(crate) fn node_config(&self) -> std::borrow::Cow<'_, crate::RtmConfig> {
+        self.config
+            .for_node(self.node.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
+    /// Whether a refused login is the node's own failure (`LOGIN_REJECTED`: its engine failed,
+    /// or the cluster fenced it) while other nodes could take the client.
+    pub(crate) fn node_may_be_at_fault(&self, e: &rtm_proto::RtmError) -> bool {
+        e.code == ErrorCode::LoginRejected && self.config.node_count() > 1
+    }
+
+    /// The node in use could not be reached: the next one is tried from now on.
+    pub(crate) fn next_node(&self) {
+        if self.config.node_count() > 1 {
+            let next = self.node.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+            tracing::info!(
+                endpoint = %self.config.for_node(next).endpoint.addr,
+                "node unreachable: trying the next one"
+            );
+        }
+    }
+}
+
 /// The error code a refused login maps to in the link-state event.
 pub(crate) fn failure_reason(code: ErrorCode) -> LinkStateReason {
     match code {
