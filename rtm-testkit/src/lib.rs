@@ -275,6 +275,10 @@ impl TestServer {
         if let Some(redis) = &redis {
             config.engine.kind = rtm_server::config::EngineKind::Redis;
             config.engine.urls = vec![redis.url()];
+            // The suites' bursts (20 000 publishes queued at once) on a busy CI machine can
+            // keep a command waiting past the 2 s default; a timeout there fails a publish and
+            // the test waits for a message that was never sent (seen once in CI).
+            config.engine.command_timeout_ms.get_or_insert(10_000);
         }
         let (handle, config) = launch(config, dir.path().to_owned()).await;
         Self::assemble(handle, config, redis, dir)
