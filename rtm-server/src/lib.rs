@@ -204,6 +204,14 @@ impl ServerBuilder {
                 done_tx.clone(),
             ));
         }
+        if let Some(accepted) = core_handle.relays().and_then(|r| r.accepted()) {
+            tokio::spawn(transport::relay::accept_loop(
+                node.clone(),
+                accepted,
+                shutdown_rx.clone(),
+                done_tx.clone(),
+            ));
+        }
         if let Some(web_cert) = &web_cert {
             tokio::spawn(renew_certificate(web_cert.clone(), shutdown_rx.clone()));
         }

@@ -91,6 +91,11 @@ impl<E: Engine> Core<E> {
         self.apps.get(app_id)
     }
 
+    /// The node's hub of connections relayed to and from other nodes, if it has other nodes.
+    pub(crate) fn relays(&self) -> Option<Arc<crate::engine::relay::Relays>> {
+        self.engine.relays()
+    }
+
     /// A new session id, unique in the whole service.
     pub(crate) fn next_session_id(&self) -> SessionId {
         self.engine.next_session_id()

@@ -30,6 +30,13 @@ impl Router for AnyEngine {
         }
     }
 
+    fn relays(&self) -> Option<std::sync::Arc<super::relay::Relays>> {
+        match self {
+            Self::Memory(e) => e.relays(),
+            Self::Redis(e) => e.relays(),
+        }
+    }
+
     fn next_session_id(&self) -> SessionId {
         match self {
             Self::Memory(e) => e.next_session_id(),

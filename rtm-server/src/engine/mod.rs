@@ -19,6 +19,7 @@
 mod any;
 mod memory;
 mod redis;
+pub mod relay;
 mod router;
 mod store;
 

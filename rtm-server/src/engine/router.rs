@@ -257,6 +257,12 @@ pub trait Router: Send + Sync + 'static {
         None
     }
 
+    /// The node's hub of connections relayed to and from other nodes (a resume on another
+    /// node, [`super::relay`]); `None` for an engine that has no other nodes.
+    fn relays(&self) -> Option<std::sync::Arc<super::relay::Relays>> {
+        None
+    }
+
     /// The user arrived in the channel: true if a leave of it was pending (it is dropped, and
     /// the others never hear of the leave nor of the return).
     fn cancel_leave(

@@ -18,9 +18,11 @@ use tracing::Instrument;
 
 use super::CLOSE_GRACE;
 use super::link::{ControlRecv, ControlSend, Inbound, LaneWriter, Link, LinkError};
+use super::relay;
 use crate::core::Core;
 use crate::core::now_ms;
 use crate::engine::Engine;
+use crate::engine::relay::Relays;
 use crate::outbox::{Next, Outbox, OutboxRx};
 use crate::session::resume::{self, Claim, Detached};
 use crate::session::{Handled, Node, Session, lock_answer};
@@ -38,6 +40,9 @@ pub(crate) mod close_code {
     pub(crate) const HEARTBEAT_TIMEOUT: u32 = 0x03;
     /// The session was resumed on another connection.
     pub(crate) const RESUMED: u32 = 0x04;
+    /// The connection was relayed to the session's node, and the relay broke or this node is
+    /// stopping: the session is still there, and the client resumes it.
+    pub(crate) const RELAY_BROKEN: u32 = 0x05;
 }
 
 /// Frames the writer hands to the transport in one call, at most.
@@ -103,6 +108,8 @@ async fn run<E: Engine, L: Link>(
     // none for its interval + 10 s and it is lost (docs/protocol.md §5.6).
     let heartbeats = link.needs_heartbeats();
     let mut silent_at: Option<Instant> = None;
+    // A resume that another node took: this connection then only passes frames on.
+    let mut relayed = None;
     let ending = 'serve: loop {
         let session = &mut served.session;
         let token_at = session
@@ -180,7 +187,23 @@ async fn run<E: Engine, L: Link>(
                     break 'serve Ending::Finished;
                 }
             }
-            handle(&mut served, node, inbound, &mut out).await;
+            if !served.session.is_logged_in()
+                && let Some(target) = relay_target(node, &inbound)
+            {
+                // A resume of another node's session: that node serves it through this one.
+                let (id, relays, home, body) = target;
+                let opened = relay::open(&relays, home, (id, body), link.needs_heartbeats()).await;
+                match opened {
+                    Ok((response, opened)) => {
+                        respond(id, Ok(response), &mut out);
+                        relayed = Some(opened);
+                        break;
+                    }
+                    Err(e) => respond(id, Err(e), &mut out),
+                }
+            } else {
+                handle(&mut served, node, inbound, &mut out).await;
+            }
             match reader.buffered() {
                 Some(next) => inbound = next,
                 None => break,
@@ -233,7 +256,16 @@ async fn run<E: Engine, L: Link>(
             break Ending::Lost;
         }
         out.clear();
+        if let Some(opened) = relayed.take() {
+            break Ending::Relayed(opened);
+        }
     };
+    if let Ending::Relayed(opened) = ending {
+        // The session is the other node's: nothing of it to end here.
+        let max_frame_len = core.connection.max_frame_len as usize;
+        relay::pipe(link, (send, reader), opened, max_frame_len, shutdown).await;
+        return Ok(());
+    }
     Box::pin(end_session(core, link, served, writer, ending, shutdown)).await;
     Ok(())
 }
@@ -253,6 +285,9 @@ async fn open_control<E: Engine, L: Link>(
         }
     };
 
+    if link.greeted() {
+        return Ok((send, reader));
+    }
     // docs/protocol.md §4.1: the first frame is Hello, answered by Welcome or an error.
     let first = tokio::select! {
         first = reader.next() => first?,
@@ -342,6 +377,8 @@ enum Ending<E> {
     Lost,
     /// A resume on another connection asked for the session.
     TakenOver(Claim<E>),
+    /// The client resumed a session of another node, which serves it through this connection.
+    Relayed(relay::Opened),
 }
 
 /// What the request loop serves: the session, and the outbox receiver until a writer has it.
@@ -432,6 +469,24 @@ async fn handle<E: Engine>(
             reply_error(ClientMsg::peek_request_id(&body), error, out);
         }
     }
+}
+
+/// A request to resume a session of another node that this node can relay to: the request's
+/// id, the relays, the node, and the frame.
+fn relay_target<E: Engine>(
+    node: &Node<E>,
+    inbound: &Inbound,
+) -> Option<(RequestId, Arc<Relays>, u32, bytes::Bytes)> {
+    let Inbound::Frame(body) = inbound else {
+        return None;
+    };
+    let relays = node.core.relays()?;
+    let msg = ClientMsg::decode(body).ok()?;
+    let home = relay::home_of(&msg, Some(&relays))?;
+    let ClientMsg::Request { id, .. } = msg else {
+        return None;
+    };
+    Some((id, relays, home, body.clone()))
 }
 
 /// Serves a resume: takes the session from its owner and makes it this connection's.

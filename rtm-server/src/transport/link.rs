@@ -47,6 +47,12 @@ pub(crate) trait Link: Clone + Send + Sync + 'static {
         max_frame_len: usize,
     ) -> impl Future<Output = Result<(Self::Control, Self::Requests), LinkError>> + Send;
 
+    /// Whether the client's hello was already answered (a connection relayed from another
+    /// node, which did that): the first frame is then a request.
+    fn greeted(&self) -> bool {
+        false
+    }
+
     /// The client logged in (or resumed): it may now send what its limits allow.
     fn logged_in(&self);
 

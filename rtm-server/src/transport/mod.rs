@@ -13,6 +13,7 @@ mod connection;
 mod link;
 pub(crate) mod origins;
 mod quic;
+pub(crate) mod relay;
 pub(crate) mod websocket;
 
 use std::net::SocketAddr;

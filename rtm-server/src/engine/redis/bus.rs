@@ -22,6 +22,7 @@ use super::listeners::Listeners;
 use super::lock_waits::LockWaits;
 use super::{keys, unavailable};
 use crate::clock::now_ms;
+use crate::engine::relay::Relays;
 use crate::engine::{EngineError, MemoryEngine, Router};
 
 /// Most events waiting for the dispatcher; more are dropped and counted.
@@ -335,6 +336,8 @@ pub(super) struct Receivers {
     pub(super) lock_listeners: Arc<Listeners>,
     /// Its sessions waiting for locks.
     pub(super) lock_waits: Arc<LockWaits>,
+    /// Its relayed connections.
+    pub(super) relays: Arc<Relays>,
 }
 
 /// Hands each arriving event to the local sessions it is for, in arrival order.
@@ -350,6 +353,7 @@ async fn dispatch(
         listeners,
         lock_listeners,
         lock_waits,
+        relays,
     } = receivers;
     let mut dropped_seen = 0;
     while let Some(item) = rx.recv().await {
@@ -388,10 +392,10 @@ async fn dispatch(
             continue;
         };
         if channel == inbox {
-            if let Envelope::LockGrant(grant) = envelope {
-                lock_waits.answer(grant);
-            } else {
-                deliver_to_node(&local, envelope).await;
+            match envelope {
+                Envelope::LockGrant(grant) => lock_waits.answer(grant),
+                Envelope::Relay(msg) => relays.deliver(msg),
+                envelope => deliver_to_node(&local, envelope).await,
             }
             continue;
         }
@@ -440,7 +444,10 @@ async fn dispatch(
                 super::topics::apply(&local, app_id, channel, list);
                 continue;
             }
-            Envelope::ToUser { .. } | Envelope::Kick { .. } | Envelope::LockGrant(_) => continue,
+            Envelope::ToUser { .. }
+            | Envelope::Kick { .. }
+            | Envelope::LockGrant(_)
+            | Envelope::Relay(_) => continue,
         };
         if let Err(e) = delivered {
             tracing::warn!(%channel, "event not delivered: {e}");

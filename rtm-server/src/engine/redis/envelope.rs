@@ -46,6 +46,9 @@ pub(super) enum Envelope {
     /// The answer to a waiting acquire of `session` (of `user`): the lock is its user's now
     /// (`granted`) or was removed.
     LockGrant(LockGrant),
+    /// A message of a connection relayed between nodes (an encoded
+    /// [`crate::engine::relay::RelayMsg`]).
+    Relay(Bytes),
 }
 
 /// See [`Envelope::LockGrant`].
@@ -80,6 +83,7 @@ const TO_USER: u8 = b'U';
 const KICK: u8 = b'K';
 const LOCK: u8 = b'C';
 const LOCK_GRANT: u8 = b'G';
+const RELAY: u8 = b'R';
 
 fn type_byte(channel_type: rtm_proto::ChannelType) -> u8 {
     match channel_type {
@@ -182,6 +186,11 @@ impl Envelope {
                 put_str(&mut out, &g.lock_name);
                 put_str(&mut out, &g.channel);
             }
+            Self::Relay(msg) => {
+                out.reserve(1 + msg.len());
+                out.put_u8(RELAY);
+                out.put_slice(msg);
+            }
         }
         out.freeze()
     }
@@ -256,6 +265,7 @@ impl Envelope {
                 }
                 Self::LockGrant(grant)
             }
+            RELAY => Self::Relay(r.rest()),
             _ => return None,
         };
         Some(envelope)

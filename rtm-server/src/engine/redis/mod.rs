@@ -29,6 +29,7 @@ mod locks;
 mod metadata;
 mod presence;
 mod reaper;
+mod relay_out;
 mod router;
 mod shards;
 mod store;
@@ -50,6 +51,7 @@ use self::listeners::Listeners;
 use self::lock_waits::LockWaits;
 #[cfg(doc)]
 use super::Router;
+use super::relay::Relays;
 use super::{EngineError, GoneMember, MemoryEngine, SessionId};
 
 /// A channel of a session's app, as the membership list keeps it.
@@ -142,6 +144,10 @@ struct Inner {
     heartbeat: tokio::task::JoinHandle<()>,
     /// The upkeep task (`upkeep.rs`), stopped when the engine goes.
     upkeep: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// This node's relayed connections (`engine/relay`).
+    relays: Arc<Relays>,
+    /// The tasks that carry and keep them, stopped when the engine goes.
+    relay_tasks: [tokio::task::JoinHandle<()>; 2],
 }
 
 impl Drop for Inner {
@@ -154,6 +160,9 @@ impl Drop for Inner {
             .take()
         {
             upkeep.abort();
+        }
+        for task in &self.relay_tasks {
+            task.abort();
         }
     }
 }
@@ -230,6 +239,16 @@ impl RedisEngine {
         tracing::info!(node, %name, shards = shards.len(), "joined the cluster");
         let (lock_waits, orphans) = LockWaits::new();
         let (departures, departures_rx) = mpsc::unbounded_channel();
+        let (relays, relay_out) = Relays::new(node);
+        let relay_tasks = [
+            tokio::spawn(relay_out::carry(
+                relays.clone(),
+                shards[0].commands.clone(),
+                relay_out,
+                timeout,
+            )),
+            tokio::spawn(relays.clone().upkeep()),
+        ];
         let engine = Self {
             inner: Arc::new(Inner {
                 node,
@@ -251,6 +270,8 @@ impl RedisEngine {
                 tickets: AtomicU64::new(1),
                 heartbeat,
                 upkeep: Mutex::new(None),
+                relays,
+                relay_tasks,
             }),
         };
         engine.inner.bus.start(bus::Receivers {
@@ -258,6 +279,7 @@ impl RedisEngine {
             listeners: engine.inner.listeners.clone(),
             lock_listeners: engine.inner.lock_listeners.clone(),
             lock_waits: engine.inner.lock_waits.clone(),
+            relays: engine.inner.relays.clone(),
         });
         let upkeep = tokio::spawn(upkeep::upkeep(upkeep::weak(&engine), orphans));
         *engine

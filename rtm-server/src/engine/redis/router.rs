@@ -165,6 +165,10 @@ impl Router for RedisEngine {
             .take()
     }
 
+    fn relays(&self) -> Option<std::sync::Arc<crate::engine::relay::Relays>> {
+        Some(self.inner.relays.clone())
+    }
+
     fn next_session_id(&self) -> SessionId {
         SessionId::new(
             self.inner.node,
