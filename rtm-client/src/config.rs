@@ -42,10 +42,11 @@ pub struct RtmConfig {
     /// Up to 32 bytes of salt for the key derivation (shorter salts are zero-padded).
     pub salt: Vec<u8>,
     /// Other nodes of the same service (a cluster: `docs/operators.md`), tried in turn when
-    /// the current one cannot be reached: at login, and when reconnecting. A node that takes
-    /// over a lost session whose node is gone cannot resume it: the client logs in there again,
-    /// restores its channels, and recovers what it missed from the history (see
-    /// [`RtmEvent::MessagesLost`](crate::RtmEvent::MessagesLost)). Empty by default.
+    /// the current one cannot be reached: at login, and when reconnecting. A session resumed on
+    /// another node while its own node lives is relayed there whole. When its node is gone,
+    /// the client logs in again on the new node, restores its channels, and recovers what it
+    /// missed from the history (see [`RtmEvent::MessagesLost`](crate::RtmEvent::MessagesLost)).
+    /// Empty by default.
     pub other_nodes: Vec<ServerNode>,
 }
 

@@ -40,7 +40,8 @@ const FIRST_RETRY: Duration = Duration::from_secs(2);
 const MAX_RETRY: Duration = Duration::from_secs(30);
 /// How long the client keeps trying its own node before it tries the others (when it knows
 /// others: `RtmConfig::other_nodes`). A node that is only out of reach for a moment keeps the
-/// session, which a resume there carries over whole; another node can only start a new one.
+/// session; a resume on another node reaches it too (relayed to it), at the cost of a hop
+/// through Redis for every frame, so the client's own node comes first.
 const ROTATE_AFTER: Duration = Duration::from_secs(10);
 /// How long the link stays `DISCONNECTED` before it is `SUSPENDED`.
 const SUSPEND_AFTER: Duration = Duration::from_secs(120);
