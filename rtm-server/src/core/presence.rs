@@ -142,12 +142,19 @@ impl<E: Engine> Core<E> {
             while let Some(gone) = departures.recv().await {
                 let Some(core) = core.upgrade() else { return };
                 let (channel_type, channel) = (gone.channel_type, gone.channel.as_str());
-                core.depart(
+                // A leave whose debounce window its node did not live to end: told now (the
+                // window has passed), not held again.
+                let (how, debounce) = if gone.left {
+                    (Departure::Left, false)
+                } else {
+                    (Departure::TimedOut, true)
+                };
+                core.depart_with(
                     &gone.session,
-                    channel_type,
-                    channel,
+                    (channel_type, channel),
                     gone.flags,
-                    Departure::TimedOut,
+                    how,
+                    debounce,
                 )
                 .await;
             }
@@ -213,6 +220,19 @@ impl<E: Engine> Core<E> {
         flags: PresenceFlags,
         how: Departure,
     ) {
+        self.depart_with(session, (channel_type, channel), flags, how, true)
+            .await;
+    }
+
+    /// [`Core::depart`]; a leave is held for the app's debounce window only if `debounce`.
+    async fn depart_with(
+        self: &Arc<Self>,
+        session: &SessionHandle,
+        (channel_type, channel): (ChannelType, &str),
+        flags: PresenceFlags,
+        how: Departure,
+        debounce: bool,
+    ) {
         if flags.quiet {
             return;
         }
@@ -240,7 +260,7 @@ impl<E: Engine> Core<E> {
         let window = self
             .app(session.app_id())
             .map_or(0, |p| p.limits.presence_debounce_ms);
-        if how == Departure::Left && window > 0 && !self.leaves.stopping() {
+        if debounce && how == Departure::Left && window > 0 && !self.leaves.stopping() {
             // docs/protocol.md §5.8: a leave is told once the debounce window has passed
             // without the user coming back (to this node or another).
             let (app_id, user_id) = (session.app_id(), session.user_id());

@@ -206,6 +206,9 @@ pub struct GoneMember {
     pub channel: String,
     /// How it was in the channel.
     pub flags: PresenceFlags,
+    /// False: the session was still a member (it timed out with its node). True: it had left,
+    /// and its node died before the leave's debounce window ended (the leave is told now).
+    pub left: bool,
 }
 
 /// A page of a channel's present users.

@@ -27,6 +27,37 @@ pub(super) fn node_channels(node: u32) -> String {
     format!("rtm:node-channels:{node}")
 }
 
+/// The leaves node `node` holds in their debounce window, on each channel's shard, as
+/// [`leave_entry`]s: what its reaper tells if the node dies before their window ends.
+pub(super) fn node_leaves(node: u32) -> String {
+    format!("rtm:node-leaves:{node}")
+}
+
+/// An entry of [`node_leaves`]: the user's id behind its length, then the [`lock_channel`].
+pub(super) fn leave_entry(
+    app_id: &str,
+    channel_type: ChannelType,
+    channel: &str,
+    user: &str,
+) -> String {
+    format!(
+        "{:x}:{user}{}",
+        user.len(),
+        lock_channel(app_id, channel_type, channel)
+    )
+}
+
+/// Reads a [`leave_entry`]: the user and the channel.
+pub(super) fn parse_leave_entry(entry: &str) -> Option<(&str, (&str, ChannelType, &str))> {
+    let (len, rest) = entry.split_once(':')?;
+    let len = usize::from_str_radix(len, 16).ok()?;
+    if rest.len() < len || !rest.is_char_boundary(len) {
+        return None;
+    }
+    let (user, channel) = rest.split_at(len);
+    Some((user, parse_lock_channel(channel)?))
+}
+
 /// The users (`app:user`) logged in on node `node`, on each user's shard.
 pub(super) fn node_users(node: u32) -> String {
     format!("rtm:node-users:{node}")
@@ -182,5 +213,12 @@ mod tests {
         let entry = away_entry(1234, "lo:ck", &channel);
         assert_eq!(parse_away_entry(&entry), Some(("lo:ck", channel.as_str())));
         assert_eq!(parse_away_entry("1:ff:short"), None);
+        let entry = leave_entry("app", ChannelType::Stream, "a:b", "us:er");
+        assert_eq!(
+            parse_leave_entry(&entry),
+            Some(("us:er", ("app", ChannelType::Stream, "a:b")))
+        );
+        assert_eq!(parse_leave_entry("ff:short"), None);
+        assert_eq!(parse_leave_entry("2:éx"), None, "not a character boundary");
     }
 }

@@ -79,9 +79,12 @@ static WRITE_STATE: LazyLock<Script> = LazyLock::new(|| {
 const STATE_ATTEMPTS: usize = 8;
 
 /// Forgets a pending leave if it is still the one with this ticket; returns 1 if it was.
+/// Either way the leave is no longer its node's to tell (ARGV[3] leaves that node's list,
+/// KEYS[2]).
 static RELEASE_LEAVE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
+        redis.call('SREM', KEYS[2], ARGV[3])
         if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then
             redis.call('HDEL', KEYS[1], ARGV[1])
             return 1
@@ -90,6 +93,11 @@ static RELEASE_LEAVE: LazyLock<Script> = LazyLock::new(|| {
         ",
     )
 });
+
+/// The node that held the leave with `ticket` (tickets are numbered like session ids).
+fn ticket_node(ticket: u64) -> u32 {
+    SessionId(ticket).node()
+}
 
 /// A state as stored: the setting session's id, a colon, then the pairs (postcard).
 fn encode_state(session: SessionId, state: &StateDetail) -> Vec<u8> {
@@ -387,10 +395,20 @@ impl RedisEngine {
         let k = ChannelKeys::new(app_id, channel_type, channel);
         let ticket = self.next_ticket();
         let (_, mut conn) = self.channel_shard(app_id, channel);
-        let mut hset_cmd = redis::cmd("HSET");
-        hset_cmd.arg(&k.leaving).arg(user_id).arg(ticket);
-        let hset = hset_cmd.query_async::<()>(&mut conn);
-        self.run("debounce", hset).await?;
+        // Listed under this node too, for a reaper to tell if the node dies before the
+        // window ends (`release` unlists it).
+        let mut pipe = redis::pipe();
+        pipe.cmd("HSET")
+            .arg(&k.leaving)
+            .arg(user_id)
+            .arg(ticket)
+            .ignore()
+            .cmd("SADD")
+            .arg(keys::node_leaves(self.inner.node))
+            .arg(keys::leave_entry(app_id, channel_type, channel, user_id))
+            .ignore();
+        let held = pipe.query_async::<()>(&mut conn);
+        self.run("debounce", held).await?;
         Ok(ticket)
     }
 
@@ -406,8 +424,10 @@ impl RedisEngine {
         let mut invocation = RELEASE_LEAVE.prepare_invoke();
         invocation
             .key(&k.leaving)
+            .key(keys::node_leaves(ticket_node(ticket)))
             .arg(user_id)
-            .arg(ticket.to_string());
+            .arg(ticket.to_string())
+            .arg(keys::leave_entry(app_id, channel_type, channel, user_id));
         let released: i64 = self
             .run("debounce", invocation.invoke_async(&mut conn))
             .await?;

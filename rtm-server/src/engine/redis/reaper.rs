@@ -169,6 +169,15 @@ impl RedisEngine {
                         .await?;
                 }
             }
+            // Its leaves still in their debounce window.
+            let mut cmd = redis::cmd("SMEMBERS");
+            cmd.arg(keys::node_leaves(node));
+            let leaves: Vec<String> = self.run("reap", cmd.query_async(&mut conn)).await?;
+            for entry in leaves {
+                if let Some((user, channel)) = keys::parse_leave_entry(&entry) {
+                    self.reap_leave(channel, user, &of_node).await?;
+                }
+            }
             // Its locks.
             let mut cmd = redis::cmd("SMEMBERS");
             cmd.arg(keys::LOCK_CHANNELS);
@@ -191,7 +200,8 @@ impl RedisEngine {
             }
             let mut cmd = redis::cmd("DEL");
             cmd.arg(keys::node_users(node))
-                .arg(keys::node_channels(node));
+                .arg(keys::node_channels(node))
+                .arg(keys::node_leaves(node));
             self.run("reap", cmd.query_async::<()>(&mut conn)).await?;
         }
         Ok(())
@@ -230,8 +240,49 @@ impl RedisEngine {
                     with_presence: false,
                     quiet: visible.is_none(),
                 },
+                left: false,
             };
             // Nobody takes them when the core is gone: nothing to tell then.
+            let _ = self.inner.departures.send(gone);
+        }
+        Ok(())
+    }
+
+    /// A leave that the dead node held in its debounce window: if it is still pending (the
+    /// user did not come back), it is forgotten and handed to the core, which tells it now (its
+    /// window has passed: the node died at least the node timeout ago).
+    async fn reap_leave(
+        &self,
+        (app_id, channel_type, channel): (&str, ChannelType, &str),
+        user: &str,
+        of_node: &impl Fn(u64) -> bool,
+    ) -> Result<(), EngineError> {
+        let k = ChannelKeys::new(app_id, channel_type, channel);
+        let (_, mut conn) = self.channel_shard(app_id, channel);
+        let mut cmd = redis::cmd("HGET");
+        cmd.arg(&k.leaving).arg(user);
+        let held: Option<String> = self.run("reap", cmd.query_async(&mut conn)).await?;
+        // Compared in Rust, as for the users' names.
+        let Some(ticket) = held
+            .and_then(|t| t.parse::<u64>().ok())
+            .filter(|t| of_node(*t))
+        else {
+            return Ok(());
+        };
+        if self
+            .release(app_id, (channel_type, channel), user, ticket)
+            .await?
+        {
+            let gone = GoneMember {
+                session: ghost(SessionId(ticket), app_id, user),
+                channel_type,
+                channel: channel.to_owned(),
+                flags: PresenceFlags {
+                    with_presence: false,
+                    quiet: false,
+                },
+                left: true,
+            };
             let _ = self.inner.departures.send(gone);
         }
         Ok(())
