@@ -13,7 +13,7 @@ use rtm_client::{
 use rtm_proto::{ErrorCode, Request, Response, ResumeRequest, ServerMsg};
 use rtm_testkit::{
     LossyLink, RawSession, RedisServer, TEST_APP_ID, TestCluster, expect_link_state,
-    expect_message, within,
+    expect_message, wait_until, within,
 };
 
 fn text(m: &rtm_client::MessageEvent) -> &str {
@@ -117,6 +117,49 @@ async fn a_resume_on_another_node_takes_the_session_from_a_live_connection() {
         cluster.node(1).metrics().sessions.load(Ordering::Relaxed),
         0
     );
+}
+
+/// A relayed session that its node ends (here the same user logs in on a third node) ends at
+/// once on its node, as a direct one does, and the relayed connection closes with the reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relayed_session_ended_by_its_node_ends_at_once() {
+    if !RedisServer::available() {
+        return;
+    }
+    let cluster = TestCluster::start(3).await;
+    let (_old, ticket) = RawSession::login_with_ticket(cluster.node(0), "mover").await;
+    let mut new = RawSession::hello(cluster.node(1)).await;
+    let resume = Request::Resume(ResumeRequest {
+        app_id: TEST_APP_ID.into(),
+        user_id: "mover".into(),
+        ticket,
+        received: Vec::new(),
+    });
+    assert!(matches!(
+        new.request(1, resume).await,
+        Ok(Response::Resume { .. })
+    ));
+    let (_again, _) = cluster.node(2).login("mover").await;
+    let closed = within(
+        Duration::from_secs(10),
+        "the relayed connection to close",
+        new.conn.closed(),
+    )
+    .await;
+    match closed {
+        quinn::ConnectionError::ApplicationClosed(close) => {
+            assert_eq!(close.error_code, quinn::VarInt::from_u32(0x10));
+        }
+        other => panic!("{other:?}"),
+    }
+    // Well before a relay's 15 s of silence would end it.
+    let home = cluster.node(0).metrics();
+    wait_until(
+        Duration::from_secs(5),
+        "the session to end on node 0",
+        || home.sessions.load(Ordering::Relaxed) == 0,
+    )
+    .await;
 }
 
 /// A resume on another node with a ticket that does not match is refused as on one node, and

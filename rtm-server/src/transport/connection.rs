@@ -247,12 +247,20 @@ async fn run<E: Engine, L: Link>(
                 Ok(written) => written,
                 Err(_) => {
                     link.close(close_code::LOGIN_TIMEOUT, "login timeout");
+                    if let Some(opened) = relayed.take() {
+                        // The pipe finds the connection closed and tells the session's node,
+                        // which keeps the session for a resume.
+                        break Ending::Relayed(opened);
+                    }
                     break Ending::Finished;
                 }
             }
         };
         if let Err(e) = written {
             tracing::debug!("connection lost: {e}");
+            if let Some(opened) = relayed.take() {
+                break Ending::Relayed(opened);
+            }
             break Ending::Lost;
         }
         out.clear();

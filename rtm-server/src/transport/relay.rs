@@ -6,12 +6,13 @@
 //! the client's node, [`open`] asks the session's node to take a resume, and [`pipe`] then
 //! passes frames both ways until either end finishes.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use bytes::Bytes;
 use rtm_proto::{ClientMsg, ErrorCode, RequestId, Response, ServerMsg, WireError};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{Notify, mpsc, watch};
 use tracing::Instrument;
 
 use super::connection::{self, close_code};
@@ -22,6 +23,9 @@ use crate::session::Node;
 
 /// How long the client's node waits for the session's node to answer a resume.
 const OPEN_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long the client's node waits for a write to its client before it gives the relay up
+/// (a client that stopped reading): the session's node then keeps the session for a resume.
+const WRITE_STALL: Duration = crate::engine::relay::SILENCE;
 
 /// Serves the links other nodes open to this one, each as a connection, until shutdown. Each
 /// connection task holds a clone of `done` (see `transport::accept_loop`).
@@ -57,6 +61,14 @@ pub(crate) struct RelayLink {
     sender: RelaySender,
     rx: Arc<Mutex<Option<RelayRx>>>,
     needs_heartbeats: bool,
+    closed: Arc<Closed>,
+}
+
+/// Whether the session's node closed the link, and the wake-up of its reader.
+#[derive(Default)]
+struct Closed {
+    done: AtomicBool,
+    notify: Notify,
 }
 
 impl RelayLink {
@@ -65,6 +77,7 @@ impl RelayLink {
             sender: end.sender,
             rx: Arc::new(Mutex::new(Some(end.rx))),
             needs_heartbeats,
+            closed: Arc::default(),
         }
     }
 
@@ -92,7 +105,11 @@ impl Link for RelayLink {
             .ok_or_else(|| LinkError::Lost("the relay's control channel was taken".into()))?;
         Ok((
             RelayControl(self.sender.clone()),
-            RelayRequests { rx, pending: None },
+            RelayRequests {
+                rx,
+                pending: None,
+                closed: self.closed.clone(),
+            },
         ))
     }
 
@@ -111,10 +128,16 @@ impl Link for RelayLink {
     }
 
     fn close(&self, code: u32, reason: &str) {
+        // The first close is the one the client sees, as on a direct connection.
+        if self.closed.done.swap(true, Ordering::AcqRel) {
+            return;
+        }
         self.send_later(RelayBody::Close {
             code,
             reason: reason.to_owned(),
         });
+        // And the reader ends, as a closed connection's does.
+        self.closed.notify.notify_waiters();
     }
 
     fn needs_heartbeats(&self) -> bool {
@@ -148,6 +171,7 @@ pub(crate) struct RelayRequests {
     rx: RelayRx,
     /// A message taken by [`ControlRecv::buffered`] that is not a frame.
     pending: Option<RelayBody>,
+    closed: Arc<Closed>,
 }
 
 /// What a message from the client's node means for the session loop (`None`: not for it).
@@ -169,11 +193,20 @@ fn inbound(body: RelayBody) -> Option<Result<Option<Inbound>, LinkError>> {
 
 impl ControlRecv for RelayRequests {
     async fn next(&mut self) -> Result<Option<Inbound>, LinkError> {
+        let closed = || Err(LinkError::Lost("the connection was closed".into()));
         if let Some(result) = self.pending.take().and_then(inbound) {
             return result;
         }
         loop {
-            let Some(body) = self.rx.recv().await else {
+            let was_closed = self.closed.notify.notified();
+            if self.closed.done.load(Ordering::Acquire) {
+                return closed();
+            }
+            let body = tokio::select! {
+                body = self.rx.recv() => body,
+                () = was_closed => return closed(),
+            };
+            let Some(body) = body else {
                 return Err(LinkError::Lost(
                     "the relay to the client's node broke".into(),
                 ));
@@ -275,7 +308,9 @@ pub(crate) async fn open(
     })
     .await;
     let Ok(Some(frames)) = answer else {
-        end.sender.send(RelayBody::Gone { lost: false }).await;
+        // Lost rather than ended: if the session's node took the resume after all, it keeps
+        // the session for the client's next one.
+        end.sender.send(RelayBody::Gone { lost: true }).await;
         return Err(gone());
     };
     match answer_to(&frames, id) {
@@ -395,25 +430,27 @@ async fn apply<L: Link>(
 ) -> Option<PipeEnd> {
     match body {
         RelayBody::Control(frames) => {
-            if let Err(e) = send.write(&frames).await {
-                tracing::debug!("relayed connection lost: {e}");
-                return Some(PipeEnd::Broken("the client's connection failed"));
+            if let Some(end) = stalled(tokio::time::timeout(WRITE_STALL, send.write(&frames)).await)
+            {
+                return Some(end);
             }
         }
-        RelayBody::Finish => send.finish().await,
+        RelayBody::Finish => {
+            let _ = tokio::time::timeout(WRITE_STALL, send.finish()).await;
+        }
         RelayBody::Lanes(n) => *lanes = Some(link.lanes(n)),
         RelayBody::Events(frames) => {
             let Some(lanes) = lanes.as_mut() else {
                 return Some(PipeEnd::Broken("events before lanes"));
             };
-            if let Err(e) = lanes.write(frames).await {
-                tracing::debug!("relayed connection lost: {e}");
-                return Some(PipeEnd::Broken("the client's connection failed"));
+            if let Some(end) = stalled(tokio::time::timeout(WRITE_STALL, lanes.write(frames)).await)
+            {
+                return Some(end);
             }
         }
         RelayBody::FinishLanes => {
             if let Some(lanes) = lanes.as_mut() {
-                lanes.finish().await;
+                let _ = tokio::time::timeout(WRITE_STALL, lanes.finish()).await;
             }
         }
         RelayBody::Close { code, reason } => {
@@ -444,4 +481,17 @@ pub(crate) fn home_of(msg: &ClientMsg, relays: Option<&Arc<Relays>>) -> Option<u
     };
     let home = crate::engine::SessionId(resume.ticket.session_id).node();
     (home != relays.node() && home != 0).then_some(home)
+}
+
+/// How a write to the client went: `Some` ends the relay (the write failed, or the client has
+/// not read for [`WRITE_STALL`]).
+fn stalled(written: Result<Result<(), LinkError>, tokio::time::error::Elapsed>) -> Option<PipeEnd> {
+    match written {
+        Ok(Ok(())) => None,
+        Ok(Err(e)) => {
+            tracing::debug!("relayed connection lost: {e}");
+            Some(PipeEnd::Broken("the client's connection failed"))
+        }
+        Err(_) => Some(PipeEnd::Broken("the client does not read")),
+    }
 }

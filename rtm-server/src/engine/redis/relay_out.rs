@@ -49,6 +49,7 @@ pub(super) async fn carry(
                 batch.iter().for_each(|o| relays.unreachable(o.link));
             }
         }
+        batch.iter().for_each(Outgoing::sent);
         batch.clear();
     }
 }

@@ -18,7 +18,7 @@
 //! has not acknowledged.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -37,6 +37,11 @@ pub const SILENCE: Duration = Duration::from_secs(15);
 const LINK_QUEUE: usize = 1024;
 /// Messages waiting to be sent to other nodes, for all links together; senders wait.
 const OUT_QUEUE: usize = 4096;
+/// Bytes one end of a link may have waiting to be sent; its sender waits beyond that, so that
+/// one busy link (a client that floods its frames, a burst of events) slows itself rather than
+/// the node's other links, and the client's transport feels the brake as on a direct
+/// connection.
+pub const LINK_BYTES: usize = 1 << 20;
 
 /// What one end of a relayed link tells the other.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -244,7 +249,8 @@ impl RelayMsg {
     }
 }
 
-/// A message for another node: the engine sends `bytes` to `node`.
+/// A message for another node: the engine sends `bytes` to `node`, then calls
+/// [`Outgoing::sent`].
 #[derive(Debug)]
 pub struct Outgoing {
     /// The node it is for.
@@ -253,6 +259,40 @@ pub struct Outgoing {
     pub link: u64,
     /// The encoded [`RelayMsg`].
     pub bytes: Bytes,
+    /// The link's count of bytes waiting, if the message counts in it.
+    queued: Option<Arc<Queued>>,
+}
+
+impl Outgoing {
+    /// The message has left (or failed to): it no longer counts against its link's budget.
+    pub fn sent(&self) {
+        if let Some(q) = &self.queued {
+            q.bytes.fetch_sub(self.bytes.len(), Ordering::AcqRel);
+            q.room.notify_waiters();
+        }
+    }
+}
+
+/// The bytes of one end of a link that wait to be sent, and the wake-up of a sender waiting
+/// for room.
+#[derive(Debug, Default)]
+struct Queued {
+    bytes: AtomicUsize,
+    room: tokio::sync::Notify,
+}
+
+impl Queued {
+    /// Waits until fewer than [`LINK_BYTES`] wait.
+    async fn room(&self) {
+        loop {
+            // Registered before the check: a wake-up between both is not missed.
+            let room = self.room.notified();
+            if self.bytes.load(Ordering::Acquire) < LINK_BYTES {
+                return;
+            }
+            room.await;
+        }
+    }
 }
 
 /// A link opened by another node, for this node's session layer to serve.
@@ -274,6 +314,7 @@ struct Entry {
     expect: u64,
     heard: Instant,
     numbering: Numbering,
+    queued: Arc<Queued>,
 }
 
 /// This node's links: where their messages go, in which order they must come.
@@ -340,6 +381,7 @@ pub struct RelaySender {
     link: u64,
     peer: u32,
     numbering: Numbering,
+    queued: Arc<Queued>,
 }
 
 impl std::fmt::Debug for RelaySender {
@@ -352,18 +394,19 @@ impl std::fmt::Debug for RelaySender {
 }
 
 impl RelaySender {
-    /// Sends `body`, waiting while the node's queue to other nodes is full; false if the node
-    /// is shutting down its links.
+    /// Sends `body`, waiting while the link has [`LINK_BYTES`] waiting to be sent or the
+    /// node's queue to other nodes is full; false if the node is shutting down its links.
     pub async fn send(&self, body: RelayBody) -> bool {
-        send(&self.relays, self.link, self.peer, &self.numbering, body).await
+        self.queued.room().await;
+        let to = (self.link, self.peer);
+        send(&self.relays, to, (&self.numbering, &self.queued), body).await
     }
 }
 
 async fn send(
     relays: &Relays,
-    link: u64,
-    peer: u32,
-    numbering: &Numbering,
+    (link, peer): (u64, u32),
+    (numbering, queued): (&Numbering, &Arc<Queued>),
     body: RelayBody,
 ) -> bool {
     // Numbered and queued under one lock, so that numbers go out in order.
@@ -375,15 +418,21 @@ async fn send(
         body,
     };
     *next += 1;
-    relays
-        .out
-        .send(Outgoing {
-            node: peer,
-            link,
-            bytes: msg.encode(),
-        })
-        .await
-        .is_ok()
+    let bytes = msg.encode();
+    queued.bytes.fetch_add(bytes.len(), Ordering::AcqRel);
+    let out = Outgoing {
+        node: peer,
+        link,
+        bytes,
+        queued: Some(queued.clone()),
+    };
+    match relays.out.send(out).await {
+        Ok(()) => true,
+        Err(mpsc::error::SendError(out)) => {
+            out.sent();
+            false
+        }
+    }
 }
 
 impl Relays {
@@ -426,6 +475,7 @@ impl Relays {
     fn add(self: &Arc<Self>, link: u64, peer: u32, expect: u64) -> RelayEnd {
         let (tx, rx) = mpsc::channel(LINK_QUEUE);
         let numbering = Numbering::default();
+        let queued = Arc::<Queued>::default();
         self.lock().insert(
             link,
             Entry {
@@ -434,6 +484,7 @@ impl Relays {
                 expect,
                 heard: Instant::now(),
                 numbering: numbering.clone(),
+                queued: queued.clone(),
             },
         );
         RelayEnd {
@@ -442,6 +493,7 @@ impl Relays {
                 link,
                 peer,
                 numbering,
+                queued,
             },
             rx: RelayRx {
                 rx,
@@ -506,7 +558,8 @@ impl Relays {
             self.tell_broken(link, peer);
             return;
         }
-        entry.expect = seq + 1;
+        // A final message may carry any number (u64::MAX from a breaking end).
+        entry.expect = seq.wrapping_add(1);
         entry.heard = Instant::now();
         if body == RelayBody::Beat {
             return;
@@ -537,6 +590,7 @@ impl Relays {
             node: peer,
             link,
             bytes: msg.encode(),
+            queued: None,
         });
     }
 
@@ -548,8 +602,9 @@ impl Relays {
         loop {
             tick.tick().await;
             let beats = self.check_silence(Instant::now());
-            for (link, peer, numbering) in beats {
-                if !send(&self, link, peer, &numbering, RelayBody::Beat).await {
+            for (to, numbering, queued) in beats {
+                // Beats do not wait for room: a busy link is not a silent one.
+                if !send(&self, to, (&numbering, &queued), RelayBody::Beat).await {
                     return;
                 }
             }
@@ -557,7 +612,7 @@ impl Relays {
     }
 
     /// Breaks the links silent since before `now - SILENCE`; returns the others, to beat.
-    fn check_silence(&self, now: Instant) -> Vec<(u64, u32, Numbering)> {
+    fn check_silence(&self, now: Instant) -> Vec<((u64, u32), Numbering, Arc<Queued>)> {
         let mut links = self.lock();
         links.retain(|link, entry| {
             let alive = now.duration_since(entry.heard) < SILENCE;
@@ -572,7 +627,7 @@ impl Relays {
         });
         links
             .iter()
-            .map(|(link, e)| (*link, e.peer, e.numbering.clone()))
+            .map(|(link, e)| ((*link, e.peer), e.numbering.clone(), e.queued.clone()))
             .collect()
     }
 }

@@ -75,7 +75,8 @@ fn every_message_reads_back_and_no_prefix_of_one_reads_wrongly() {
 fn sent(out: &mut mpsc::Receiver<Outgoing>) -> Vec<(u32, RelayMsg)> {
     let mut all = Vec::new();
     while let Ok(o) = out.try_recv() {
-        all.push((o.node, RelayMsg::decode(o.bytes).expect("readable")));
+        o.sent();
+        all.push((o.node, RelayMsg::decode(o.bytes.clone()).expect("readable")));
     }
     all
 }
@@ -84,7 +85,8 @@ fn sent(out: &mut mpsc::Receiver<Outgoing>) -> Vec<(u32, RelayMsg)> {
 fn carry(out: &mut mpsc::Receiver<Outgoing>, to: &Arc<Relays>) {
     while let Ok(o) = out.try_recv() {
         assert_eq!(o.node, to.node());
-        to.deliver(o.bytes);
+        o.sent();
+        to.deliver(o.bytes.clone());
     }
 }
 
@@ -169,10 +171,39 @@ async fn a_lost_message_breaks_the_link_and_tells_the_other_end() {
     carry(&mut front_out, &home);
     assert_eq!(a.rx.recv().await, None, "broken, not a frame out of turn");
     assert_eq!(home.links(), 0);
-    let told = sent(&mut home_out);
+    // The other end is told, and its end breaks too.
+    let told: Vec<Outgoing> = std::iter::from_fn(|| home_out.try_recv().ok()).collect();
     assert_eq!(told.len(), 1);
-    assert_eq!(told[0].0, 2);
-    assert_eq!(told[0].1.body, RelayBody::Gone { lost: true });
+    assert_eq!(told[0].node, 2);
+    let msg = RelayMsg::decode(told[0].bytes.clone()).expect("readable");
+    assert_eq!(msg.body, RelayBody::Gone { lost: true });
+    front.deliver(told[0].bytes.clone());
+    let mut b = b;
+    assert_eq!(b.rx.recv().await, Some(RelayBody::Gone { lost: true }));
+}
+
+#[tokio::test]
+async fn a_busy_link_waits_for_room_and_goes_on_once_its_bytes_are_sent() {
+    let (front, mut front_out) = Relays::new(2);
+    let b = front.open(1);
+    let big = Bytes::from(vec![0u8; LINK_BYTES / 4]);
+    for _ in 0..4 {
+        assert!(b.sender.send(RelayBody::Frame(big.clone())).await);
+    }
+    // Over the budget now: the next send waits until something leaves.
+    let sender = b.sender.clone();
+    let mut next = tokio::spawn(async move { sender.send(RelayBody::Frame(Bytes::new())).await });
+    tokio::task::yield_now().await;
+    assert!(
+        tokio::time::timeout(Duration::from_millis(50), &mut next)
+            .await
+            .is_err(),
+        "a link over its budget must wait"
+    );
+    let first = front_out.try_recv().expect("queued");
+    first.sent();
+    assert!(next.await.expect("no panic"));
+    assert_eq!(std::iter::from_fn(|| front_out.try_recv().ok()).count(), 4);
 }
 
 #[tokio::test]
