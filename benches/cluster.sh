@@ -5,6 +5,7 @@
 #
 #   benches/cluster.sh                      # fanout 1, 100 (x 1000 msg/s) and 1000 (x 100 msg/s)
 #   ROUNDS=3 DURATION=5 benches/cluster.sh
+#   WORKLOADS="100:250 100:500" benches/cluster.sh   # subscribers:messages per second
 #
 # It installs redis-server with apt-get if missing, starts every server on free loopback ports
 # (Redis on a Unix socket in a temporary directory), stops exactly the processes it started,
@@ -123,11 +124,15 @@ print(json.dumps(row))
 PY
 }
 
+# WORKLOADS: "subscribers:rate" pairs (messages per second from the one publisher).
+workloads=${WORKLOADS:-"1:1000 100:1000 1000:100"}
 for round in $(seq "$rounds"); do
     for setup in single cluster; do
-        run fanout-1 "$setup" --workload fanout --subs 1 --rate 1000 --duration "$duration"
-        run fanout-100 "$setup" --workload fanout --subs 100 --rate 1000 --duration "$duration"
-        run fanout-1000 "$setup" --workload fanout --subs 1000 --rate 100 --duration "$duration"
+        for w in $workloads; do
+            subs=${w%%:*} rate=${w##*:}
+            run "fanout-$subs-x$rate" "$setup" --workload fanout --subs "$subs" --rate "$rate" \
+                --duration "$duration"
+        done
     done
 done
 

@@ -544,6 +544,62 @@ impl RawSession {
         }
     }
 
+    /// Sends a `Resume` (request `id`) of `user_id`'s session with `ticket`, nothing received
+    /// yet, and waits for the answer.
+    pub async fn resume(
+        &mut self,
+        id: u32,
+        user_id: &str,
+        ticket: rtm_proto::SessionTicket,
+    ) -> Result<rtm_proto::Response, rtm_proto::WireError> {
+        let resume = rtm_proto::ResumeRequest {
+            app_id: TEST_APP_ID.into(),
+            user_id: user_id.into(),
+            ticket,
+            received: Vec::new(),
+        };
+        self.request(id, rtm_proto::Request::Resume(resume)).await
+    }
+
+    /// Waits (up to [`EVENT_DEADLINE`]) for the server to close the connection, and returns
+    /// the application close code (panics if it ended otherwise).
+    pub async fn close_code(&self) -> u32 {
+        let closed = within(
+            EVENT_DEADLINE,
+            "the connection to close",
+            self.conn.closed(),
+        )
+        .await;
+        match closed {
+            quinn::ConnectionError::ApplicationClosed(close) => {
+                u32::try_from(close.error_code.into_inner()).expect("a 32-bit close code")
+            }
+            other => panic!("closed otherwise: {other:?}"),
+        }
+    }
+
+    /// The first `count` frames of the next delivery stream the server opens (its `Lane`
+    /// frame first).
+    pub async fn delivery_frames(&self, count: usize) -> Vec<rtm_proto::ServerMsg> {
+        let mut events = within(EVENT_DEADLINE, "a delivery stream", self.conn.accept_uni())
+            .await
+            .expect("a delivery stream");
+        let mut decoder = rtm_proto::FrameDecoder::new(1 << 16);
+        let mut bytes = bytes::BytesMut::new();
+        let mut frames = Vec::new();
+        while frames.len() < count {
+            let chunk = within(EVENT_DEADLINE, "an event", events.read_chunk(4096, true))
+                .await
+                .expect("reading a delivery stream")
+                .expect("the stream stays open");
+            bytes.extend_from_slice(&chunk.bytes);
+            while let Some(body) = decoder.decode(&mut bytes).expect("frame size") {
+                frames.push(rtm_proto::ServerMsg::decode(&body).expect("a server frame"));
+            }
+        }
+        frames
+    }
+
     /// Writes raw bytes on the control stream.
     pub async fn send_bytes(&mut self, bytes: &[u8]) {
         self.send

@@ -54,6 +54,21 @@ async fn next_change(events: &mut EventStream) -> PresenceEvent {
     .await
 }
 
+/// `bob` logs in on node 1, joins `room` (the watcher's `events` show it) and leaves it again;
+/// the client is returned to keep it logged in.
+async fn bob_joins_and_leaves(cluster: &TestCluster, events: &mut EventStream) -> RtmClient {
+    let (bob, _bob_events) = cluster.node(1).login("bob").await;
+    bob.subscribe("room", SubscribeOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        next_change(events).await.event_type,
+        PresenceEventType::RemoteJoin
+    );
+    bob.unsubscribe("room").await.unwrap();
+    bob
+}
+
 /// A node is killed: after the node timeout (2 s here) another node reaps it. Its users time
 /// out for the others (`REMOTE_TIMEOUT`), leave `who_now`, and are offline to user messages;
 /// the locks they held start their ttl and then pass to the waiter on a live node.
@@ -252,15 +267,7 @@ async fn a_graceful_stop_tells_the_leaves_it_was_debouncing() {
     config.limits.presence_debounce_ms = 10_000;
     let mut cluster = TestCluster::start_with(2, config).await;
     let (_carol, mut events) = watcher(&cluster).await;
-    let (bob, _bob_events) = cluster.node(1).login("bob").await;
-    bob.subscribe("room", SubscribeOptions::default())
-        .await
-        .unwrap();
-    assert_eq!(
-        next_change(&mut events).await.event_type,
-        PresenceEventType::RemoteJoin
-    );
-    bob.unsubscribe("room").await.unwrap();
+    let _bob = bob_joins_and_leaves(&cluster, &mut events).await;
     cluster.stop(1).await;
     // Told when the node stopped, not after the window (the event deadline is 20 s; the test
     // fails if the leave is never told).
@@ -283,15 +290,7 @@ async fn a_killed_node_s_debounced_leaves_are_told_by_its_reaper() {
     config.engine.node_timeout_ms = Some(2_000);
     let mut cluster = TestCluster::start_with(2, config).await;
     let (_carol, mut events) = watcher(&cluster).await;
-    let (bob, _bob_events) = cluster.node(1).login("bob").await;
-    bob.subscribe("room", SubscribeOptions::default())
-        .await
-        .unwrap();
-    assert_eq!(
-        next_change(&mut events).await.event_type,
-        PresenceEventType::RemoteJoin
-    );
-    bob.unsubscribe("room").await.unwrap();
+    let _bob = bob_joins_and_leaves(&cluster, &mut events).await;
     cluster.kill(1);
     // Told once node 1 is reaped (after 2 s); without the reaper nobody would ever tell it.
     let left = next_change(&mut events).await;

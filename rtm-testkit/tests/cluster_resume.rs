@@ -10,43 +10,14 @@ use rtm_client::{
     EventStream, LinkOperation, LinkState, LoginOptions, PublishOptions, RtmClient, ServerNode,
     SubscribeOptions,
 };
-use rtm_proto::{ErrorCode, Request, Response, ResumeRequest, ServerMsg};
+use rtm_proto::{ErrorCode, Request, Response, ServerMsg};
 use rtm_testkit::{
     LossyLink, RawSession, RedisServer, TEST_APP_ID, TestCluster, expect_link_state,
-    expect_message, wait_until, within,
+    expect_message, wait_until,
 };
 
 fn text(m: &rtm_client::MessageEvent) -> &str {
     m.message.as_text().unwrap_or("<binary>")
-}
-
-/// The next frames of the next delivery stream the server opens on `conn`.
-async fn delivery_frames(conn: &quinn::Connection, count: usize) -> Vec<ServerMsg> {
-    let mut events = within(
-        Duration::from_secs(10),
-        "a delivery stream",
-        conn.accept_uni(),
-    )
-    .await
-    .unwrap();
-    let mut decoder = rtm_proto::FrameDecoder::new(1 << 16);
-    let mut bytes = bytes::BytesMut::new();
-    let mut frames = Vec::new();
-    while frames.len() < count {
-        let chunk = within(
-            Duration::from_secs(10),
-            "an event",
-            events.read_chunk(4096, true),
-        )
-        .await
-        .unwrap()
-        .expect("the stream stays open");
-        bytes.extend_from_slice(&chunk.bytes);
-        while let Some(body) = decoder.decode(&mut bytes).unwrap() {
-            frames.push(ServerMsg::decode(&body).unwrap());
-        }
-    }
-    frames
 }
 
 /// A resume on node 1 of a session that node 0 still serves: node 0 hands the session to the
@@ -69,35 +40,18 @@ async fn a_resume_on_another_node_takes_the_session_from_a_live_connection() {
     assert!(old.request(2, subscribe).await.is_ok());
 
     let mut new = RawSession::hello(cluster.node(1)).await;
-    let resume = Request::Resume(ResumeRequest {
-        app_id: TEST_APP_ID.into(),
-        user_id: "mover".into(),
-        ticket,
-        received: Vec::new(),
-    });
-    match new.request(1, resume).await {
+    match new.resume(1, "mover", ticket).await {
         Ok(Response::Resume { next_frame, .. }) => assert!(next_frame.iter().all(|n| *n == 0)),
         other => panic!("{other:?}"),
     }
-    let closed = within(
-        Duration::from_secs(10),
-        "the old connection to close",
-        old.conn.closed(),
-    )
-    .await;
-    match closed {
-        quinn::ConnectionError::ApplicationClosed(close) => {
-            assert_eq!(close.error_code, quinn::VarInt::from_u32(0x04));
-        }
-        other => panic!("{other:?}"),
-    }
+    assert_eq!(old.close_code().await, 0x04);
     // Published on a third node, delivered by node 0 through node 1.
     let (other, _) = cluster.node(2).login("other").await;
     other
         .publish("room", "to the mover", PublishOptions::default())
         .await
         .unwrap();
-    let frames = delivery_frames(&new.conn, 2).await;
+    let frames = new.delivery_frames(2).await;
     assert!(matches!(frames[0], ServerMsg::Lane { .. }));
     match &frames[1] {
         ServerMsg::Event(rtm_proto::Event::Message(m)) => {
@@ -129,29 +83,12 @@ async fn a_relayed_session_ended_by_its_node_ends_at_once() {
     let cluster = TestCluster::start(3).await;
     let (_old, ticket) = RawSession::login_with_ticket(cluster.node(0), "mover").await;
     let mut new = RawSession::hello(cluster.node(1)).await;
-    let resume = Request::Resume(ResumeRequest {
-        app_id: TEST_APP_ID.into(),
-        user_id: "mover".into(),
-        ticket,
-        received: Vec::new(),
-    });
     assert!(matches!(
-        new.request(1, resume).await,
+        new.resume(1, "mover", ticket).await,
         Ok(Response::Resume { .. })
     ));
     let (_again, _) = cluster.node(2).login("mover").await;
-    let closed = within(
-        Duration::from_secs(10),
-        "the relayed connection to close",
-        new.conn.closed(),
-    )
-    .await;
-    match closed {
-        quinn::ConnectionError::ApplicationClosed(close) => {
-            assert_eq!(close.error_code, quinn::VarInt::from_u32(0x10));
-        }
-        other => panic!("{other:?}"),
-    }
+    assert_eq!(new.close_code().await, 0x10);
     // Well before a relay's 15 s of silence would end it.
     let home = cluster.node(0).metrics();
     wait_until(
@@ -173,14 +110,8 @@ async fn a_relayed_resume_with_a_wrong_ticket_is_refused_and_the_connection_stay
     let (_old, mut ticket) = RawSession::login_with_ticket(cluster.node(0), "mover").await;
     ticket.secret[0] ^= 1;
     let mut new = RawSession::hello(cluster.node(1)).await;
-    let resume = Request::Resume(ResumeRequest {
-        app_id: TEST_APP_ID.into(),
-        user_id: "mover".into(),
-        ticket,
-        received: Vec::new(),
-    });
     assert_eq!(
-        new.request(1, resume).await.unwrap_err().code,
+        new.resume(1, "mover", ticket).await.unwrap_err().code,
         ErrorCode::NotLogin
     );
     let login = rtm_proto::LoginRequest {

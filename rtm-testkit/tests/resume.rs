@@ -9,7 +9,7 @@ use rtm_client::{
     LinkStateEvent, LinkStateReason, LoginOptions, PresenceEventType, PublishOptions, RtmClient,
     RtmEvent, SubscribeOptions, TopicEventType, TopicMessageOptions, TopicSubscribeOptions,
 };
-use rtm_proto::{Request, Response, ResumeRequest, ServerMsg};
+use rtm_proto::{Request, Response, ServerMsg};
 use rtm_testkit::{
     LossyLink, RawSession, TEST_APP_ID, TestServer, expect_event, expect_message, wait_until,
     within,
@@ -479,58 +479,18 @@ async fn a_resume_takes_the_session_from_a_live_connection() {
     assert!(old.request(2, subscribe).await.is_ok());
 
     let mut new = RawSession::hello(&server).await;
-    let resume = Request::Resume(ResumeRequest {
-        app_id: TEST_APP_ID.into(),
-        user_id: "mover".into(),
-        ticket,
-        received: Vec::new(),
-    });
-    match new.request(1, resume).await {
+    match new.resume(1, "mover", ticket).await {
         Ok(Response::Resume { next_frame, .. }) => assert!(next_frame.iter().all(|n| *n == 0)),
         other => panic!("{other:?}"),
     }
-    let closed = within(
-        Duration::from_secs(10),
-        "the old connection to close",
-        old.conn.closed(),
-    )
-    .await;
-    match closed {
-        quinn::ConnectionError::ApplicationClosed(close) => {
-            assert_eq!(close.error_code, quinn::VarInt::from_u32(0x04));
-        }
-        other => panic!("{other:?}"),
-    }
+    assert_eq!(old.close_code().await, 0x04);
     // The session, with its subscription, is the new connection's.
     let (other, _) = server.login("other").await;
     other
         .publish("room", "to the mover", PublishOptions::default())
         .await
         .unwrap();
-    let mut events = within(
-        Duration::from_secs(10),
-        "a delivery stream",
-        new.conn.accept_uni(),
-    )
-    .await
-    .unwrap();
-    let mut decoder = rtm_proto::FrameDecoder::new(1 << 16);
-    let mut bytes = bytes::BytesMut::new();
-    let mut frames = Vec::new();
-    while frames.len() < 2 {
-        let chunk = within(
-            Duration::from_secs(10),
-            "an event",
-            events.read_chunk(4096, true),
-        )
-        .await
-        .unwrap()
-        .expect("the stream stays open");
-        bytes.extend_from_slice(&chunk.bytes);
-        while let Some(body) = decoder.decode(&mut bytes).unwrap() {
-            frames.push(ServerMsg::decode(&body).unwrap());
-        }
-    }
+    let frames = new.delivery_frames(2).await;
     assert!(matches!(frames[0], ServerMsg::Lane { .. }));
     match &frames[1] {
         ServerMsg::Event(rtm_proto::Event::Message(m)) => {
@@ -563,13 +523,7 @@ async fn a_resume_with_a_wrong_ticket_is_refused() {
     ];
     for (user, ticket) in attempts {
         let mut thief = RawSession::hello(&server).await;
-        let resume = Request::Resume(ResumeRequest {
-            app_id: TEST_APP_ID.into(),
-            user_id: user.into(),
-            ticket,
-            received: Vec::new(),
-        });
-        let err = thief.request(1, resume).await.unwrap_err();
+        let err = thief.resume(1, user, ticket).await.unwrap_err();
         assert_eq!(err.code, ErrorCode::NotLogin, "{user}");
     }
     // The owner's session is untouched.

@@ -90,6 +90,37 @@ fn carry(out: &mut mpsc::Receiver<Outgoing>, to: &Arc<Relays>) {
     }
 }
 
+/// A node's hub and what it sends.
+type Hub = (Arc<Relays>, mpsc::Receiver<Outgoing>);
+
+/// Node 2 (`front`) opened a link to node 1 (`home`), which accepted it: `b` is node 2's end,
+/// `a` node 1's.
+struct Linked {
+    front: Hub,
+    home: Hub,
+    b: RelayEnd,
+    a: RelayEnd,
+}
+
+async fn linked() -> Linked {
+    let (front, mut front_out) = Relays::new(2);
+    let (home, home_out) = Relays::new(1);
+    let mut accepted = home.accepted().expect("once");
+    let b = front.open(1);
+    let open = RelayBody::Open {
+        needs_heartbeats: false,
+    };
+    assert!(b.sender.send(open).await);
+    carry(&mut front_out, &home);
+    let a = accepted.try_recv().expect("a new link").end;
+    Linked {
+        front: (front, front_out),
+        home: (home, home_out),
+        b,
+        a,
+    }
+}
+
 #[tokio::test]
 async fn a_link_carries_both_ways_in_order() {
     let (front, mut front_out) = Relays::new(2);
@@ -142,19 +173,12 @@ async fn a_link_carries_both_ways_in_order() {
 
 #[tokio::test]
 async fn a_lost_message_breaks_the_link_and_tells_the_other_end() {
-    let (front, mut front_out) = Relays::new(2);
-    let (home, mut home_out) = Relays::new(1);
-    let mut accepted = home.accepted().expect("once");
-    let b = front.open(1);
-    assert!(
-        b.sender
-            .send(RelayBody::Open {
-                needs_heartbeats: false
-            })
-            .await
-    );
-    carry(&mut front_out, &home);
-    let mut a = accepted.try_recv().expect("a new link").end;
+    let Linked {
+        front: (front, mut front_out),
+        home: (home, mut home_out),
+        b,
+        mut a,
+    } = linked().await;
 
     assert!(
         b.sender
@@ -234,19 +258,12 @@ async fn a_message_for_an_unknown_link_opens_nothing_unless_it_is_an_open() {
 
 #[tokio::test]
 async fn a_full_queue_breaks_the_link() {
-    let (front, mut front_out) = Relays::new(2);
-    let (home, mut home_out) = Relays::new(1);
-    let mut accepted = home.accepted().expect("once");
-    let b = front.open(1);
-    assert!(
-        b.sender
-            .send(RelayBody::Open {
-                needs_heartbeats: false
-            })
-            .await
-    );
-    carry(&mut front_out, &home);
-    let mut a = accepted.try_recv().expect("a new link").end;
+    let Linked {
+        front: (_front, mut front_out),
+        home: (home, mut home_out),
+        b,
+        mut a,
+    } = linked().await;
     for _ in 0..=LINK_QUEUE {
         assert!(b.sender.send(RelayBody::Frame(Bytes::new())).await);
         carry(&mut front_out, &home);
@@ -267,19 +284,12 @@ async fn a_full_queue_breaks_the_link() {
 
 #[tokio::test(start_paused = true)]
 async fn beats_keep_a_quiet_link_and_silence_breaks_it() {
-    let (front, mut front_out) = Relays::new(2);
-    let (home, mut home_out) = Relays::new(1);
-    let mut accepted = home.accepted().expect("once");
-    let b = front.open(1);
-    assert!(
-        b.sender
-            .send(RelayBody::Open {
-                needs_heartbeats: false
-            })
-            .await
-    );
-    carry(&mut front_out, &home);
-    let mut a = accepted.try_recv().expect("a new link").end;
+    let Linked {
+        front: (front, mut front_out),
+        home: (home, mut home_out),
+        b,
+        mut a,
+    } = linked().await;
     tokio::spawn(front.clone().upkeep());
     tokio::spawn(home.clone().upkeep());
 
