@@ -278,21 +278,22 @@ async fn a_graceful_stop_tells_the_leaves_it_was_debouncing() {
     );
 }
 
-/// A node that dies while it holds a leave in its debounce window (10 s here): the node that
-/// reaps it tells the leave then, as a leave, rather than never.
+/// A node that dies while it holds a leave in its debounce window (5 s here): the node that
+/// reaps it tells the leave, as a leave, rather than never.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_node_s_debounced_leaves_are_told_by_its_reaper() {
     if !RedisServer::available() {
         return;
     }
     let mut config = TestServer::config();
-    config.limits.presence_debounce_ms = 10_000;
+    config.limits.presence_debounce_ms = 5_000;
     config.engine.node_timeout_ms = Some(2_000);
     let mut cluster = TestCluster::start_with(2, config).await;
     let (_carol, mut events) = watcher(&cluster).await;
     let _bob = bob_joins_and_leaves(&cluster, &mut events).await;
     cluster.kill(1);
-    // Told once node 1 is reaped (after 2 s); without the reaper nobody would ever tell it.
+    // Told once node 1 is reaped (after 2 s) and a window has passed on node 0 (5 s); without
+    // the reaper nobody would ever tell it.
     let left = next_change(&mut events).await;
     assert_eq!(
         (left.event_type, left.publisher.as_str()),

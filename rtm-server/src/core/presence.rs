@@ -142,21 +142,16 @@ impl<E: Engine> Core<E> {
             while let Some(gone) = departures.recv().await {
                 let Some(core) = core.upgrade() else { return };
                 let (channel_type, channel) = (gone.channel_type, gone.channel.as_str());
-                // A leave whose debounce window its node did not live to end: told now (the
-                // window has passed), not held again.
-                let (how, debounce) = if gone.left {
-                    (Departure::Left, false)
+                // A leave whose debounce window its node did not live to end is held for a
+                // window here (how much of the first one had passed is not known): told late
+                // rather than early, and not at all if the user comes back meanwhile.
+                let how = if gone.left {
+                    Departure::Left
                 } else {
-                    (Departure::TimedOut, true)
+                    Departure::TimedOut
                 };
-                core.depart_with(
-                    &gone.session,
-                    (channel_type, channel),
-                    gone.flags,
-                    how,
-                    debounce,
-                )
-                .await;
+                core.depart(&gone.session, channel_type, channel, gone.flags, how)
+                    .await;
             }
         });
     }
@@ -220,19 +215,6 @@ impl<E: Engine> Core<E> {
         flags: PresenceFlags,
         how: Departure,
     ) {
-        self.depart_with(session, (channel_type, channel), flags, how, true)
-            .await;
-    }
-
-    /// [`Core::depart`]; a leave is held for the app's debounce window only if `debounce`.
-    async fn depart_with(
-        self: &Arc<Self>,
-        session: &SessionHandle,
-        (channel_type, channel): (ChannelType, &str),
-        flags: PresenceFlags,
-        how: Departure,
-        debounce: bool,
-    ) {
         if flags.quiet {
             return;
         }
@@ -260,7 +242,7 @@ impl<E: Engine> Core<E> {
         let window = self
             .app(session.app_id())
             .map_or(0, |p| p.limits.presence_debounce_ms);
-        if debounce && how == Departure::Left && window > 0 && !self.leaves.stopping() {
+        if how == Departure::Left && window > 0 && !self.leaves.stopping() {
             // docs/protocol.md §5.8: a leave is told once the debounce window has passed
             // without the user coming back (to this node or another).
             let (app_id, user_id) = (session.app_id(), session.user_id());

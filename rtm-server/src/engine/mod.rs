@@ -207,7 +207,8 @@ pub struct GoneMember {
     /// How it was in the channel.
     pub flags: PresenceFlags,
     /// False: the session was still a member (it timed out with its node). True: it had left,
-    /// and its node died before the leave's debounce window ended (the leave is told now).
+    /// and its node died before the leave's debounce window ended (the leave is told, after a
+    /// window of the reaper's node).
     pub left: bool,
 }
 

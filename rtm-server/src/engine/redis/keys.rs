@@ -33,29 +33,34 @@ pub(super) fn node_leaves(node: u32) -> String {
     format!("rtm:node-leaves:{node}")
 }
 
-/// An entry of [`node_leaves`]: the user's id behind its length, then the [`lock_channel`].
+/// An entry of [`node_leaves`]: the leave's ticket, the user's id behind its length, then the
+/// [`lock_channel`]. With its ticket, so that releasing one leave never unlists a later leave of
+/// the same user in the same channel.
 pub(super) fn leave_entry(
-    app_id: &str,
-    channel_type: ChannelType,
-    channel: &str,
+    ticket: u64,
+    (app_id, channel_type, channel): (&str, ChannelType, &str),
     user: &str,
 ) -> String {
     format!(
-        "{:x}:{user}{}",
+        "{ticket}:{:x}:{user}{}",
         user.len(),
         lock_channel(app_id, channel_type, channel)
     )
 }
 
-/// Reads a [`leave_entry`]: the user and the channel.
-pub(super) fn parse_leave_entry(entry: &str) -> Option<(&str, (&str, ChannelType, &str))> {
-    let (len, rest) = entry.split_once(':')?;
+/// A leave as [`leave_entry`] lists it: its ticket (as stored), the user, the channel.
+pub(super) type ListedLeave<'a> = (&'a str, &'a str, (&'a str, ChannelType, &'a str));
+
+/// Reads a [`leave_entry`].
+pub(super) fn parse_leave_entry(entry: &str) -> Option<ListedLeave<'_>> {
+    let (ticket, rest) = entry.split_once(':')?;
+    let (len, rest) = rest.split_once(':')?;
     let len = usize::from_str_radix(len, 16).ok()?;
     if rest.len() < len || !rest.is_char_boundary(len) {
         return None;
     }
     let (user, channel) = rest.split_at(len);
-    Some((user, parse_lock_channel(channel)?))
+    Some((ticket, user, parse_lock_channel(channel)?))
 }
 
 /// The users (`app:user`) logged in on node `node`, on each user's shard.
@@ -213,12 +218,20 @@ mod tests {
         let entry = away_entry(1234, "lo:ck", &channel);
         assert_eq!(parse_away_entry(&entry), Some(("lo:ck", channel.as_str())));
         assert_eq!(parse_away_entry("1:ff:short"), None);
-        let entry = leave_entry("app", ChannelType::Stream, "a:b", "us:er");
+        let entry = leave_entry(42, ("app", ChannelType::Stream, "a:b"), "us:er");
         assert_eq!(
             parse_leave_entry(&entry),
-            Some(("us:er", ("app", ChannelType::Stream, "a:b")))
+            Some(("42", "us:er", ("app", ChannelType::Stream, "a:b")))
         );
-        assert_eq!(parse_leave_entry("ff:short"), None);
-        assert_eq!(parse_leave_entry("2:éx"), None, "not a character boundary");
+        assert_ne!(
+            entry,
+            leave_entry(43, ("app", ChannelType::Stream, "a:b"), "us:er")
+        );
+        assert_eq!(parse_leave_entry("1:ff:short"), None);
+        assert_eq!(
+            parse_leave_entry("1:2:éx"),
+            None,
+            "not a character boundary"
+        );
     }
 }

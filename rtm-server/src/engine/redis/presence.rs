@@ -79,8 +79,8 @@ static WRITE_STATE: LazyLock<Script> = LazyLock::new(|| {
 const STATE_ATTEMPTS: usize = 8;
 
 /// Forgets a pending leave if it is still the one with this ticket; returns 1 if it was.
-/// Either way the leave is no longer its node's to tell (ARGV[3] leaves that node's list,
-/// KEYS[2]).
+/// Either way that leave is no longer its node's to tell (its entry ARGV[3] leaves that node's
+/// list, KEYS[2]).
 static RELEASE_LEAVE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
@@ -405,7 +405,11 @@ impl RedisEngine {
             .ignore()
             .cmd("SADD")
             .arg(keys::node_leaves(self.inner.node))
-            .arg(keys::leave_entry(app_id, channel_type, channel, user_id))
+            .arg(keys::leave_entry(
+                ticket,
+                (app_id, channel_type, channel),
+                user_id,
+            ))
             .ignore();
         let held = pipe.query_async::<()>(&mut conn);
         self.run("debounce", held).await?;
@@ -427,7 +431,11 @@ impl RedisEngine {
             .key(keys::node_leaves(ticket_node(ticket)))
             .arg(user_id)
             .arg(ticket.to_string())
-            .arg(keys::leave_entry(app_id, channel_type, channel, user_id));
+            .arg(keys::leave_entry(
+                ticket,
+                (app_id, channel_type, channel),
+                user_id,
+            ));
         let released: i64 = self
             .run("debounce", invocation.invoke_async(&mut conn))
             .await?;

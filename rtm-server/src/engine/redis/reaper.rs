@@ -14,8 +14,9 @@
 //! Redis's, so the nodes' clocks do not matter. A node that was only paused, and finds on its
 //! next heartbeat that it was reaped, fences itself (see `heartbeat` in `mod.rs`).
 //!
-//! What the node had kept only in its memory (its clients' unacknowledged events, the leaves
-//! it was debouncing) is gone with it.
+//! The leaves it was debouncing are listed under it in Redis: those still pending are told
+//! (after a debounce window of the reaper's, so never early). What the node had kept only in its
+//! memory (its clients' unacknowledged events) is gone with it.
 
 use std::sync::{Arc, LazyLock};
 
@@ -174,8 +175,8 @@ impl RedisEngine {
             cmd.arg(keys::node_leaves(node));
             let leaves: Vec<String> = self.run("reap", cmd.query_async(&mut conn)).await?;
             for entry in leaves {
-                if let Some((user, channel)) = keys::parse_leave_entry(&entry) {
-                    self.reap_leave(channel, user, &of_node).await?;
+                if let Some((ticket, user, channel)) = keys::parse_leave_entry(&entry) {
+                    self.reap_leave(channel, user, ticket).await?;
                 }
             }
             // Its locks.
@@ -248,24 +249,24 @@ impl RedisEngine {
         Ok(())
     }
 
-    /// A leave that the dead node held in its debounce window: if it is still pending (the
-    /// user did not come back), it is forgotten and handed to the core, which tells it now (its
-    /// window has passed: the node died at least the node timeout ago).
+    /// A leave that the dead node held in its debounce window (`ticket`, as listed): if it is
+    /// still pending (the user did not come back, nor leave again), it is forgotten and handed
+    /// to the core, which tells it after a debounce window of its own.
     async fn reap_leave(
         &self,
         (app_id, channel_type, channel): (&str, ChannelType, &str),
         user: &str,
-        of_node: &impl Fn(u64) -> bool,
+        ticket: &str,
     ) -> Result<(), EngineError> {
         let k = ChannelKeys::new(app_id, channel_type, channel);
         let (_, mut conn) = self.channel_shard(app_id, channel);
         let mut cmd = redis::cmd("HGET");
         cmd.arg(&k.leaving).arg(user);
         let held: Option<String> = self.run("reap", cmd.query_async(&mut conn)).await?;
-        // Compared in Rust, as for the users' names.
+        // Compared as text, as for the users' names (Lua's numbers would round them).
         let Some(ticket) = held
+            .filter(|held| held == ticket)
             .and_then(|t| t.parse::<u64>().ok())
-            .filter(|t| of_node(*t))
         else {
             return Ok(());
         };
