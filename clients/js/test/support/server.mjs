@@ -209,9 +209,9 @@ export async function startServer({ config } = {}) {
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'rtm-sdk-e2e-'));
   const dataDir = path.join(tmp, 'data');
   fs.mkdirSync(dataDir);
-  const udpPort = await freeUdpPort();
-  const tcpPort = await freeTcpPort();
-  const args = ['--listen', `127.0.0.1:${udpPort}`, '--websocket-listen', `127.0.0.1:${tcpPort}`, '--data-dir', dataDir];
+  // Port 0: the system picks free ports, read back from the server's log (a port found free
+  // here and bound later could be taken meanwhile by another test running beside this one).
+  const args = ['--listen', '127.0.0.1:0', '--websocket-listen', '127.0.0.1:0', '--data-dir', dataDir];
   if (config !== undefined) {
     const file = path.join(tmp, 'rtm.toml');
     fs.writeFileSync(file, config);
@@ -221,7 +221,8 @@ export async function startServer({ config } = {}) {
   let exited = null;
   const child = spawn(SERVER_BIN, args, {
     stdio: ['ignore', 'pipe', 'pipe'],
-    env: { ...process.env, NO_COLOR: '1', RUST_LOG: process.env.RUST_LOG ?? 'info' },
+    // The server's own lines at info at least: they say where it listens.
+    env: { ...process.env, NO_COLOR: '1', RUST_LOG: `${process.env.RUST_LOG ?? 'info'},rtm_server=info` },
   });
   const keep = (chunk) => { logText = (logText + chunk).slice(-40_000); };
   child.stdout.on('data', keep);
@@ -239,10 +240,10 @@ export async function startServer({ config } = {}) {
 
   const server = {
     pid: child.pid,
-    udpPort,
-    tcpPort,
-    wsUrl: `ws://127.0.0.1:${tcpPort}/rtm`,
-    quicAddr: `127.0.0.1:${udpPort}`,
+    udpPort: 0,
+    tcpPort: 0,
+    wsUrl: '',
+    quicAddr: '',
     dataDir,
     certPath: path.join(dataDir, 'cert.pem'),
     log: () => logText,
@@ -267,8 +268,20 @@ export async function startServer({ config } = {}) {
     },
   };
 
-  const hashUrl = `http://127.0.0.1:${tcpPort}/rtm/certificate-hash`;
   try {
+    const [udpPort, tcpPort] = await waitFor('rtm-server to say where it listens', () => {
+      if (exited) throw Object.assign(new Error(`rtm-server exited ${JSON.stringify(exited)}`), { fatal: true });
+      const udp = /listening on 127\.0\.0\.1:(\d+)/.exec(logText);
+      const tcp = /WebSocket wss?:\/\/127\.0\.0\.1:(\d+)/.exec(logText);
+      return udp && tcp && [Number(udp[1]), Number(tcp[1])];
+    }, 20_000, 20);
+    Object.assign(server, {
+      udpPort,
+      tcpPort,
+      wsUrl: `ws://127.0.0.1:${tcpPort}/rtm`,
+      quicAddr: `127.0.0.1:${udpPort}`,
+    });
+    const hashUrl = `http://127.0.0.1:${tcpPort}/rtm/certificate-hash`;
     await waitFor(`rtm-server to answer GET ${hashUrl}`, async () => {
       if (exited) throw Object.assign(new Error(`rtm-server exited ${JSON.stringify(exited)}`), { fatal: true });
       const res = await httpGet(hashUrl);
