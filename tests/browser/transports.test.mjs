@@ -10,10 +10,8 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import dgram from 'node:dgram';
 import fs from 'node:fs';
 import http from 'node:http';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -95,28 +93,6 @@ function withDeadline(promise, ms, what) {
       timer = setTimeout(() => reject(new Error(`timed out after ${ms / 1000} s waiting for ${what}`)), ms);
     }),
   ]).finally(() => clearTimeout(timer));
-}
-
-function freeTcpPort() {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.on('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address();
-      srv.close(() => resolve(port));
-    });
-  });
-}
-
-function freeUdpPort() {
-  return new Promise((resolve, reject) => {
-    const sock = dgram.createSocket('udp4');
-    sock.on('error', reject);
-    sock.bind(0, '127.0.0.1', () => {
-      const { port } = sock.address();
-      sock.close(() => resolve(port));
-    });
-  });
 }
 
 /** GET `url`: { status, headers, body }. */
@@ -211,20 +187,28 @@ describe('a headless Chromium reaches rtm-server', () => {
     tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'rtm-browser-'));
     const dataDir = path.join(tmp, 'data');
     fs.mkdirSync(dataDir);
-    const udpPort = await freeUdpPort();
-    const tcpPort = await freeTcpPort();
-
     const t0 = Date.now();
+    // Port 0, read back from the log: a probed free port could be taken before the bind by a
+    // test running beside this one.
     server = spawn(SERVER_BIN, [
-      '--listen', `127.0.0.1:${udpPort}`,
-      '--websocket-listen', `127.0.0.1:${tcpPort}`,
+      '--listen', '127.0.0.1:0',
+      '--websocket-listen', '127.0.0.1:0',
       '--data-dir', dataDir,
-    ], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, NO_COLOR: '1' } });
+    ], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+      env: { ...process.env, NO_COLOR: '1', RUST_LOG: `${process.env.RUST_LOG ?? 'info'},rtm_server=info` },
+    });
     const keep = (chunk) => { serverLog = (serverLog + chunk).slice(-20_000); };
     server.stdout.on('data', keep);
     server.stderr.on('data', keep);
     server.on('exit', (code, signal) => { serverExit = { code, signal }; });
     server.on('error', (e) => { serverExit = { error: e.message }; });
+    const [udpPort, tcpPort] = await waitFor('rtm-server to say where it listens', () => {
+      if (serverExit) throw Object.assign(new Error(`rtm-server exited ${JSON.stringify(serverExit)}:\n${serverLog}`), { fatal: true });
+      const udp = /listening on 127\.0\.0\.1:(\d+)/.exec(serverLog);
+      const tcp = /WebSocket wss?:\/\/127\.0\.0\.1:(\d+)/.exec(serverLog);
+      return udp && tcp && [Number(udp[1]), Number(tcp[1])];
+    });
 
     const hashUrl = `http://127.0.0.1:${tcpPort}/rtm/certificate-hash`;
     const hash = await waitFor(`rtm-server to answer GET ${hashUrl}`, async () => {

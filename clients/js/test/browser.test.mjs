@@ -22,7 +22,7 @@ import path from 'node:path';
 import readline from 'node:readline';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 
-import { freeTcpPort, freeUdpPort, httpGet } from './support/server.mjs';
+import { httpGet } from './support/server.mjs';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const ROOT = path.resolve(HERE, '..'); // clients/js: what the page server serves
@@ -233,17 +233,22 @@ describe('the chat example in headless Chromium', () => {
     tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'rtm-chat-'));
     dataDir = path.join(tmp, 'data');
     fs.mkdirSync(dataDir);
-    ports.udp = await freeUdpPort();
-    ports.tcp = await freeTcpPort();
-    server = spawn(SERVER_BIN, ['--listen', `127.0.0.1:${ports.udp}`, '--websocket-listen', `127.0.0.1:${ports.tcp}`, '--data-dir', dataDir], {
+    // Port 0, read back from the log: a probed free port could be taken before the bind.
+    server = spawn(SERVER_BIN, ['--listen', '127.0.0.1:0', '--websocket-listen', '127.0.0.1:0', '--data-dir', dataDir], {
       stdio: ['ignore', 'pipe', 'pipe'],
-      env: { ...process.env, NO_COLOR: '1' },
+      env: { ...process.env, NO_COLOR: '1', RUST_LOG: `${process.env.RUST_LOG ?? 'info'},rtm_server=info` },
     });
     const keep = (chunk) => { serverLog = (serverLog + chunk).slice(-20_000); };
     server.stdout.on('data', keep);
     server.stderr.on('data', keep);
     server.on('exit', (code, signal) => { serverExit = { code, signal }; });
     server.on('error', (e) => { serverExit = { error: e.message }; });
+    [ports.udp, ports.tcp] = await poll('rtm-server to say where it listens', () => {
+      if (serverExit) throw Object.assign(new Error(`rtm-server exited ${JSON.stringify(serverExit)}:\n${serverLog}`), { fatal: true });
+      const udp = /listening on 127\.0\.0\.1:(\d+)/.exec(serverLog);
+      const tcp = /WebSocket wss?:\/\/127\.0\.0\.1:(\d+)/.exec(serverLog);
+      return udp && tcp && [Number(udp[1]), Number(tcp[1])];
+    });
 
     const hashUrl = `http://127.0.0.1:${ports.tcp}/rtm/certificate-hash`;
     const answer = await poll(`rtm-server to answer GET ${hashUrl}`, async () => {
