@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use rtm_proto::ChannelType;
 use rtm_server::engine::{RedisConfig, RedisEngine, Router};
-use rtm_testkit::{RedisServer, within};
+use rtm_testkit::{RedisServer, init_tracing, within};
 
 fn config(redis: &RedisServer) -> RedisConfig {
     let mut config = RedisConfig::new(vec![redis.url()]);
@@ -21,6 +21,8 @@ async fn a_second_leave_survives_the_release_of_the_first_when_its_node_dies() {
     if !RedisServer::available() {
         return;
     }
+    // The reaper's warnings, should it fail.
+    init_tracing();
     let redis = RedisServer::start();
     let dying = config(&redis);
     // The dying node lives in a runtime of its own, stopped as a crash would stop it.

@@ -229,6 +229,16 @@ impl RedisEngine {
         let name = config.node_name.unwrap_or_else(|| format!("node-{node}"));
         let bus = Bus::connect(&clients, node, timeout).await?;
         let local = Arc::new(MemoryEngine::new());
+        // In the registry before the node serves anything, so that a node that dies at once is
+        // still found and reaped.
+        let mut first_beat = BEAT.prepare_invoke();
+        first_beat.key(keys::NODES).arg(node).arg("0");
+        match tokio::time::timeout(timeout, first_beat.invoke_async::<i64>(&mut first)).await {
+            Ok(Ok(1)) => {}
+            Ok(Ok(_)) => return Err(unavailable("the node registry refused this node")),
+            Ok(Err(e)) => return Err(unavailable(e)),
+            Err(_) => return Err(unavailable("no heartbeat recorded within the timeout")),
+        }
         let fenced = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let heartbeat = tokio::spawn(heartbeat(
             first,
@@ -391,7 +401,8 @@ async fn heartbeat(
 ) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut registered = false;
+    // `open` made the first beat.
+    let mut registered = true;
     loop {
         tick.tick().await;
         let mut beat = BEAT.prepare_invoke();
