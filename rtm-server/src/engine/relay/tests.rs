@@ -1,4 +1,5 @@
 use super::*;
+use bytes::{BufMut, BytesMut};
 
 fn every_body() -> Vec<RelayBody> {
     vec![
