@@ -490,10 +490,7 @@ fn relay_target<E: Engine>(
     };
     let relays = node.core.relays()?;
     let msg = ClientMsg::decode(body).ok()?;
-    let home = relay::home_of(&msg, Some(&relays))?;
-    let ClientMsg::Request { id, .. } = msg else {
-        return None;
-    };
+    let (id, home) = relay::home_of(&msg, &relays)?;
     Some((id, relays, home, body.clone()))
 }
 

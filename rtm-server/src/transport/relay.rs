@@ -468,19 +468,18 @@ async fn apply<L: Link>(
     None
 }
 
-/// Whether `msg` is a resume of a session of another node that this node can relay; that
-/// node's number.
-pub(crate) fn home_of(msg: &ClientMsg, relays: Option<&Arc<Relays>>) -> Option<u32> {
-    let relays = relays?;
+/// Whether `msg` is a resume of a session of another node that this node can relay: the
+/// request's id and that node's number.
+pub(crate) fn home_of(msg: &ClientMsg, relays: &Relays) -> Option<(RequestId, u32)> {
     let ClientMsg::Request {
+        id,
         request: rtm_proto::Request::Resume(resume),
-        ..
     } = msg
     else {
         return None;
     };
     let home = crate::engine::SessionId(resume.ticket.session_id).node();
-    (home != relays.node() && home != 0).then_some(home)
+    (home != relays.node() && home != 0).then_some((*id, home))
 }
 
 /// How a write to the client went: `Some` ends the relay (the write failed, or the client has
