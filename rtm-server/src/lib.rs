@@ -34,6 +34,7 @@ pub mod config;
 mod core;
 mod data_dir;
 pub mod engine;
+mod http;
 pub mod metrics;
 pub mod outbox;
 mod session;
@@ -163,8 +164,26 @@ impl ServerBuilder {
             }
             None => None,
         };
-        let engine = open_engine(&config).await?;
+        let http_listener = if config.http.enabled {
+            let addr = config.http.listen;
+            let bind_err = |source| ServerError::Bind { addr, source };
+            Some(
+                tokio::net::TcpListener::bind(addr)
+                    .await
+                    .map_err(bind_err)?,
+            )
+        } else {
+            None
+        };
+        let http_addr = match &http_listener {
+            Some(listener) => Some(listener.local_addr().map_err(|source| ServerError::Bind {
+                addr: config.http.listen,
+                source,
+            })?),
+            None => None,
+        };
         let metrics = Arc::new(Metrics::default());
+        let engine = open_engine(&config, &metrics).await?;
         let core = Arc::new(core::Core::new(&config, engine, metrics.clone()));
         core.watch_departures();
         let open_apps = core.open_apps();
@@ -179,6 +198,14 @@ impl ServerBuilder {
         let node = Arc::new(session::Node::new(core));
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let (done_tx, done_rx) = mpsc::channel(1);
+        if let Some(listener) = http_listener {
+            let ops = Arc::new(http::Ops {
+                node: node.clone(),
+                started: std::time::Instant::now(),
+                shutdown: shutdown_rx.clone(),
+            });
+            tokio::spawn(http::serve(listener, ops));
+        }
         let admission = Arc::new(transport::admission::Admission::new(
             &config.connection,
             metrics.clone(),
@@ -232,6 +259,7 @@ impl ServerBuilder {
             open_apps,
             data_dir: config.data_dir,
             websocket_addr,
+            http_addr,
             webtransport: config.web.webtransport,
             web_cert,
             endpoint,
@@ -245,7 +273,10 @@ impl ServerBuilder {
 }
 
 /// The engine `config` asks for.
-async fn open_engine(config: &ServerConfig) -> Result<engine::AnyEngine, ServerError> {
+async fn open_engine(
+    config: &ServerConfig,
+    metrics: &Arc<Metrics>,
+) -> Result<engine::AnyEngine, ServerError> {
     Ok(match config.engine.kind {
         config::EngineKind::Memory => engine::AnyEngine::Memory(
             MemoryEngine::open(&config.data_dir, config.storage.durability.into())
@@ -254,6 +285,7 @@ async fn open_engine(config: &ServerConfig) -> Result<engine::AnyEngine, ServerE
         config::EngineKind::Redis => {
             let mut redis = engine::RedisConfig::new(config.engine.urls.clone());
             redis.node_name.clone_from(&config.engine.node_name);
+            redis.metrics = Some(metrics.clone());
             if let Some(ms) = config.engine.node_timeout_ms {
                 redis.node_timeout = Duration::from_millis(ms.max(1).into());
             }
@@ -346,6 +378,7 @@ pub struct ServerHandle {
     open_apps: bool,
     data_dir: std::path::PathBuf,
     websocket_addr: Option<WebSocketAddr>,
+    http_addr: Option<SocketAddr>,
     webtransport: bool,
     web_cert: Option<Arc<tls::ShortLivedCert>>,
     endpoint: quinn::Endpoint,
@@ -366,6 +399,11 @@ impl ServerHandle {
     /// The WebSocket listener, when there is one.
     pub fn websocket_addr(&self) -> Option<WebSocketAddr> {
         self.websocket_addr
+    }
+
+    /// The internal HTTP listener (health, metrics), when there is one.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http_addr
     }
 
     /// The WebTransport URL (`https://ADDR/rtm`), when WebTransport is on.

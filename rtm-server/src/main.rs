@@ -22,6 +22,10 @@ struct Args {
     /// Listen for WebSocket clients on this TCP address instead of the configured one.
     #[arg(long)]
     websocket_listen: Option<SocketAddr>,
+    /// Serve health checks and metrics on this TCP address instead of the configured one
+    /// (default 127.0.0.1:4435).
+    #[arg(long)]
+    http_listen: Option<SocketAddr>,
     /// Keep data in this directory instead of the configured one.
     #[arg(long)]
     data_dir: Option<PathBuf>,
@@ -111,6 +115,10 @@ async fn main() -> anyhow::Result<()> {
     if let Some(listen) = args.websocket_listen {
         config.websocket.listen = Some(listen);
     }
+    if let Some(listen) = args.http_listen {
+        config.http.enabled = true;
+        config.http.listen = listen;
+    }
     if let Some(dir) = args.data_dir {
         config.data_dir = dir;
     }
@@ -146,6 +154,9 @@ async fn main() -> anyhow::Result<()> {
     }
     if let Some(ws) = handle.websocket_addr() {
         tracing::info!("WebSocket {ws} (subprotocol rtm.v1)");
+    }
+    if let Some(http) = handle.http_addr() {
+        tracing::info!("operators: http://{http}/metrics, /healthz, /readyz");
     }
     stop_signal().await?;
     tracing::info!("shutting down");

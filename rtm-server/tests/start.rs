@@ -14,6 +14,10 @@ fn config(dir: &Path) -> ServerConfig {
             listen: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
             tls: None,
         },
+        http: rtm_server::config::HttpConfig {
+            enabled: true,
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        },
         ..ServerConfig::default()
     }
 }

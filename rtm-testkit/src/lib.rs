@@ -20,6 +20,7 @@
 #![warn(missing_docs)]
 
 mod cluster;
+pub mod http;
 mod link;
 mod redis;
 mod tcp_relay;
@@ -151,6 +152,9 @@ async fn launch(mut config: ServerConfig, data_dir: PathBuf) -> (ServerHandle, S
     config.listen = SocketAddr::from(([127, 0, 0, 1], 0));
     if config.websocket.listen.is_some() {
         config.websocket.listen = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
+    }
+    if config.http.enabled {
+        config.http.listen = SocketAddr::from(([127, 0, 0, 1], 0));
     }
     config.data_dir = data_dir;
     let handle = Server::builder()
@@ -326,6 +330,14 @@ impl TestServer {
         self.handle
             .as_ref()
             .expect("the server is running until dropped")
+    }
+
+    /// The server's internal HTTP listener (health, metrics), on a free loopback port; panics
+    /// if the configuration turned it off.
+    pub fn http_addr(&self) -> SocketAddr {
+        self.handle()
+            .http_addr()
+            .expect("the server has its internal HTTP listener")
     }
 
     /// The server's WebSocket listener (the test kit's servers have one unless their

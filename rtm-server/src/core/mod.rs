@@ -23,7 +23,7 @@ use crate::config::{AppPolicy, Apps, ConnectionLimits, ServerConfig};
 use crate::engine::{
     Delivery, Engine, EngineError, HistoryKey, Retention, SessionHandle, SessionId,
 };
-use crate::metrics::Metrics;
+use crate::metrics::{MessageKind, Metrics};
 
 pub(crate) use self::presence::{Departure, Intervals};
 pub(crate) use self::storage::{LockAnswer, lock_failed};
@@ -89,6 +89,12 @@ impl<E: Engine> Core<E> {
     /// The policy of `app_id`, if this server serves it.
     pub(crate) fn app(&self, app_id: &str) -> Option<Arc<AppPolicy>> {
         self.apps.get(app_id)
+    }
+
+    /// The engine, for what operators ask of it ([`crate::engine::Inspect`]): never to change
+    /// state past the core's rules.
+    pub(crate) fn inspect(&self) -> &E {
+        &self.engine
     }
 
     /// The node's hub of connections relayed to and from other nodes, if it has other nodes.
@@ -209,10 +215,14 @@ impl<E: Engine> Core<E> {
                     publisher: publisher.user_id().to_owned(),
                     timestamp: 0,
                 };
-                self.engine
+                let started = tokio::time::Instant::now();
+                let stored = self
+                    .engine
                     .store_message(publisher.app_id(), key, stored, retention)
-                    .await
-                    .map_err(|e| engine_failed(ErrorCode::HistoryOperationFailed, &e))?
+                    .await;
+                self.metrics
+                    .storage_write_took("history", started.elapsed());
+                stored.map_err(|e| engine_failed(ErrorCode::HistoryOperationFailed, &e))?
             }
         };
         // A user-channel message is seen by its receiver as coming from the publisher's own
@@ -254,15 +264,22 @@ impl<E: Engine> Core<E> {
                 .await
                 .map_err(failed)?,
         };
-        self.count_published(delivery);
+        self.count_published(
+            match channel_type {
+                ChannelType::User => MessageKind::user,
+                _ => MessageKind::message,
+            },
+            delivery,
+        );
         Ok(timestamp)
     }
 
     /// Counts one published message and where it went.
-    pub(crate) fn count_published(&self, delivery: Delivery) {
+    pub(crate) fn count_published(&self, kind: MessageKind, delivery: Delivery) {
         self.metrics
             .messages_published
             .fetch_add(1, Ordering::Relaxed);
+        self.metrics.published(kind);
         self.metrics
             .frames_delivered
             .fetch_add(delivery.queued as u64, Ordering::Relaxed);

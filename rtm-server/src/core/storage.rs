@@ -46,10 +46,11 @@ impl<E: Engine> Core<E> {
         author: &SessionHandle,
         write: MetadataWrite,
     ) -> Result<StorageData, WireError> {
-        self.engine
-            .write_metadata(author, write)
-            .await
-            .map_err(|e| metadata_failed(&e))
+        let started = tokio::time::Instant::now();
+        let written = self.engine.write_metadata(author, write).await;
+        self.metrics
+            .storage_write_took("metadata", started.elapsed());
+        written.map_err(|e| metadata_failed(&e))
     }
 
     /// A metadata set of `app_id`.

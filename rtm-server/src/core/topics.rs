@@ -187,7 +187,7 @@ impl<E: Engine> Core<E> {
             .publish_topic(publisher, &channel, &topic, frame)
             .await
             .map_err(|e| engine_failed(ErrorCode::ChannelPublishMessageFailed, &e))?;
-        self.count_published(delivery);
+        self.count_published(crate::metrics::MessageKind::topic, delivery);
         Ok(timestamp)
     }
 

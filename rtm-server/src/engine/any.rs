@@ -506,3 +506,26 @@ impl Store for AnyEngine {
         }
     }
 }
+
+impl super::Inspect for AnyEngine {
+    fn local_counts(&self) -> super::LocalCounts {
+        match self {
+            Self::Memory(e) => e.local_counts(),
+            Self::Redis(e) => e.local_counts(),
+        }
+    }
+
+    async fn health(&self) -> Result<(), EngineError> {
+        match self {
+            Self::Memory(e) => e.health().await,
+            Self::Redis(e) => e.health().await,
+        }
+    }
+
+    async fn nodes(&self) -> Result<Vec<super::NodeInfo>, EngineError> {
+        match self {
+            Self::Memory(e) => e.nodes().await,
+            Self::Redis(e) => e.nodes().await,
+        }
+    }
+}

@@ -17,6 +17,7 @@
 //! Every item is scoped by App ID: nothing of one app is visible to another.
 
 mod any;
+mod inspect;
 mod memory;
 mod redis;
 pub mod relay;
@@ -36,6 +37,7 @@ use tokio::sync::oneshot;
 use crate::outbox::{Outbox, Pushed};
 
 pub use any::AnyEngine;
+pub use inspect::{Inspect, LocalCounts, NodeInfo};
 #[cfg(test)]
 pub(crate) use memory::METADATA_DB_FILE;
 pub use memory::{Durability, MemoryEngine};
@@ -43,10 +45,11 @@ pub use redis::{RedisConfig, RedisEngine};
 pub use router::Router;
 pub use store::Store;
 
-/// Shared state and fan-out: a [`Router`] and a [`Store`]. See the module documentation.
-pub trait Engine: Router + Store {}
+/// Shared state and fan-out: a [`Router`] and a [`Store`], which operators can [`Inspect`].
+/// See the module documentation.
+pub trait Engine: Router + Store + Inspect {}
 
-impl<T: Router + Store> Engine for T {}
+impl<T: Router + Store + Inspect> Engine for T {}
 
 /// Identifies a session across every node of a service.
 ///

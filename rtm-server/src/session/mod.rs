@@ -263,11 +263,17 @@ impl<E: Engine> Session<E> {
     }
 
     /// Serves one request; `waits` is how many acquires the connection already waits for.
+    /// Answers are timed by operation (`rtm_request_duration_seconds`); an acquire that waits
+    /// for its lock is timed to the decision to wait.
     pub(crate) async fn handle(&mut self, request: Request, waits: usize) -> Handled {
-        match request {
+        let operation = request.operation();
+        let started = tokio::time::Instant::now();
+        let handled = match request {
             Request::Lock(lock) => self.lock(lock, waits).await,
             request => Handled::Now(self.serve(request).await),
-        }
+        };
+        self.core.metrics.request_took(operation, started.elapsed());
+        handled
     }
 
     async fn serve(&mut self, request: Request) -> Result<Response, WireError> {
@@ -275,7 +281,16 @@ impl<E: Engine> Session<E> {
             Request::Ping => Ok(Response::Pong {
                 timestamp: now_ms(),
             }),
-            Request::Login(login) => self.login(login).await,
+            Request::Login(login) => {
+                let answer = self.login(login).await;
+                match &answer {
+                    Ok(_) => {
+                        self.core.metrics.logins.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(e) => self.core.metrics.login_refused(e.code),
+                }
+                answer
+            }
             Request::Logout => {
                 //= docs/protocol.md#5.1
                 //# Before login, every request but `Login`, `Resume` and `Ping` is answered with

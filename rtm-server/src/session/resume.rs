@@ -10,7 +10,7 @@
 //! serves the session as if it had logged in there. Nothing about the session changes in the
 //! engine, so other users see nothing.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -133,6 +133,28 @@ impl<E: Engine> Registry<E> {
     /// Removes a session that ended.
     pub(crate) fn remove(&self, id: SessionId) {
         self.lock().remove(&id);
+    }
+
+    /// The sessions listed (connected, or waiting for a resume) and their distinct users, per
+    /// app in App ID order.
+    pub(crate) fn per_app(&self) -> Vec<crate::metrics::export::AppSessions> {
+        let mut apps: std::collections::BTreeMap<&str, (u64, HashSet<&str>)> =
+            std::collections::BTreeMap::new();
+        let entries = self.lock();
+        for entry in entries.values() {
+            let app = apps.entry(&entry.app_id).or_default();
+            app.0 += 1;
+            app.1.insert(&entry.user_id);
+        }
+        apps.into_iter()
+            .map(
+                |(app_id, (sessions, users))| crate::metrics::export::AppSessions {
+                    app_id: app_id.to_owned(),
+                    sessions,
+                    users: users.len() as u64,
+                },
+            )
+            .collect()
     }
 
     /// Takes the session that `request` names from its current owner.

@@ -61,6 +61,7 @@ pub(crate) async fn serve<E: Engine, L: Link>(
         .metrics
         .connections
         .fetch_add(1, Ordering::Relaxed);
+    let _open = node.core.metrics.connection_opened(link.transport());
     match run(&node, &link, shutdown).await {
         Ok(()) => tracing::debug!("connection finished"),
         Err(e) => tracing::debug!("connection ended: {e}"),

@@ -67,6 +67,9 @@ pub(crate) trait Link: Clone + Send + Sync + 'static {
     /// of its own that the server can rely on (WebSocket, and WebTransport, whose keep-alives
     /// a browser does not let the page set).
     fn needs_heartbeats(&self) -> bool;
+
+    /// What carries the connection, for the metrics.
+    fn transport(&self) -> crate::metrics::Transport;
 }
 
 /// The sending side of the control channel.

@@ -154,6 +154,14 @@ impl Link for QuicLink {
     fn needs_heartbeats(&self) -> bool {
         self.web
     }
+
+    fn transport(&self) -> crate::metrics::Transport {
+        if self.web {
+            crate::metrics::Transport::webtransport
+        } else {
+            crate::metrics::Transport::quic
+        }
+    }
 }
 
 /// The sending side of the control stream.

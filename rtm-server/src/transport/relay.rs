@@ -143,6 +143,10 @@ impl Link for RelayLink {
     fn needs_heartbeats(&self) -> bool {
         self.needs_heartbeats
     }
+
+    fn transport(&self) -> crate::metrics::Transport {
+        crate::metrics::Transport::relay
+    }
 }
 
 /// Answers, sent to the client's node.

@@ -420,6 +420,10 @@ impl Link for WsLink {
     fn needs_heartbeats(&self) -> bool {
         true
     }
+
+    fn transport(&self) -> crate::metrics::Transport {
+        crate::metrics::Transport::websocket
+    }
 }
 
 /// The session's answers, one message per frame.

@@ -8,6 +8,7 @@
 
 mod debounce;
 mod history;
+mod inspect;
 mod locks;
 mod metadata;
 mod storage;

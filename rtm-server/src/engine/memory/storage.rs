@@ -240,6 +240,15 @@ impl Storage {
         db.take();
     }
 
+    /// Fails unless the database is open (between [`Storage::open`] and [`Storage::close`]).
+    pub(super) fn check_open(&self) -> Result<(), EngineError> {
+        if guard(&self.db).is_some() {
+            Ok(())
+        } else {
+            Err(not_open())
+        }
+    }
+
     /// Runs `f` on a blocking thread (it may wait for the disk).
     async fn run<R: Send + 'static>(
         self: &Arc<Self>,

@@ -128,6 +128,11 @@ impl Topic {
 }
 
 impl StreamChannel {
+    /// How many sessions are members.
+    pub(super) fn member_count(&self) -> usize {
+        self.members.len()
+    }
+
     pub(super) fn is_empty(&self) -> bool {
         self.members.is_empty()
     }

@@ -21,6 +21,7 @@
 mod bus;
 mod envelope;
 mod history;
+mod inspect;
 mod keys;
 mod listeners;
 mod lock_store;
@@ -72,6 +73,9 @@ pub struct RedisConfig {
     /// How long after its last heartbeat a node is dead for the others: they time its users
     /// out, free its users' names, and start its locks' ttl.
     pub node_timeout: Duration,
+    /// Where the engine counts its commands' latency and failures (the server's own
+    /// counters; fresh ones when absent).
+    pub metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
 impl RedisConfig {
@@ -84,6 +88,7 @@ impl RedisConfig {
             command_timeout: Duration::from_secs(2),
             heartbeat: Duration::from_secs(1),
             node_timeout: Duration::from_secs(15),
+            metrics: None,
         }
     }
 }
@@ -131,6 +136,8 @@ struct Inner {
     /// The channels each local session is a member of, for leaving them all at once.
     memberships: Mutex<HashMap<SessionId, HashSet<ChannelRef>>>,
     timeout: Duration,
+    /// Command latency and failures.
+    metrics: Arc<crate::metrics::Metrics>,
     /// See [`RedisConfig::node_timeout`].
     node_timeout: Duration,
     /// Members of channels whose node died, for the core to tell their departure.
@@ -273,6 +280,7 @@ impl RedisEngine {
                 logins: tokio::sync::Mutex::new(()),
                 memberships: Mutex::default(),
                 timeout,
+                metrics: config.metrics.unwrap_or_default(),
                 node_timeout: config.node_timeout,
                 departures,
                 departures_rx: Mutex::new(Some(departures_rx)),
@@ -351,13 +359,25 @@ impl RedisEngine {
         what: &str,
         fut: impl Future<Output = redis::RedisResult<T>>,
     ) -> Result<T, EngineError> {
-        match tokio::time::timeout(self.inner.timeout, fut).await {
+        let started = tokio::time::Instant::now();
+        let answer = tokio::time::timeout(self.inner.timeout, fut).await;
+        let metrics = &self.inner.metrics;
+        metrics
+            .redis_command_duration
+            .observe(started.elapsed().as_secs_f64());
+        match answer {
             Ok(Ok(value)) => Ok(value),
-            Ok(Err(e)) => Err(unavailable(format!("{what}: {e}"))),
-            Err(_) => Err(unavailable(format!(
-                "{what}: no answer within {:?}",
-                self.inner.timeout
-            ))),
+            Ok(Err(e)) => {
+                metrics.redis_errors.inc();
+                Err(unavailable(format!("{what}: {e}")))
+            }
+            Err(_) => {
+                metrics.redis_errors.inc();
+                Err(unavailable(format!(
+                    "{what}: no answer within {:?}",
+                    self.inner.timeout
+                )))
+            }
         }
     }
 

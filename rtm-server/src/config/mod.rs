@@ -17,6 +17,9 @@
 //! [web]
 //! allowed_origins = ["https://app.example.com"]   # default: any on loopback, none elsewhere
 //!
+//! [http]                # health and metrics for operators; on by default, loopback only
+//! listen = "127.0.0.1:4435"
+//!
 //! [engine]              # default: kind = "memory", this node alone
 //! kind = "redis"        # several nodes sharing one service through Redis
 //! urls = ["redis://127.0.0.1:6379"]   # several: independent shards, same list on every node
@@ -33,6 +36,8 @@
 //! publish_rate = 100
 //! ```
 
+mod http;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -41,6 +46,7 @@ use std::sync::Arc;
 use rtm_proto::{LoginLimits, limits};
 use serde::Deserialize;
 
+pub use self::http::HttpConfig;
 use crate::token::is_hex32;
 
 /// The whole configuration.
@@ -72,6 +78,8 @@ pub struct ServerConfig {
     pub web: WebConfig,
     /// Where shared state lives: this process, or Redis for a cluster of nodes.
     pub engine: EngineConfig,
+    /// The internal HTTP listener for operators: health and metrics.
+    pub http: HttpConfig,
 }
 
 /// `[engine]`: where the state that sessions share lives.
@@ -201,6 +209,7 @@ impl Default for ServerConfig {
             websocket: WebSocketConfig::dev(),
             web: WebConfig::default(),
             engine: EngineConfig::default(),
+            http: HttpConfig::default(),
         }
     }
 }

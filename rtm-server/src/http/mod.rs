@@ -1,0 +1,93 @@
+//! The internal HTTP listener for operators (`[http]`): health checks for a load balancer or
+//! an orchestrator, and the metrics for Prometheus. It is apart from the ports clients use,
+//! on loopback unless configured otherwise, and serves nothing a client could use.
+//!
+//! - `GET /healthz`: the process answers (200).
+//! - `GET /readyz`: the server can serve: its listeners are bound and it is not stopping, its
+//!   storage is open, and Redis answers when the engine uses it (200, or 503 with what failed).
+//! - `GET /metrics`: the OpenMetrics text format ([`crate::metrics::export`]).
+
+mod health;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use tokio::sync::watch;
+
+use crate::engine::{AnyEngine, Inspect};
+use crate::metrics::export::{self, Snapshot};
+use crate::session::Node;
+
+/// What the listener's handlers reach.
+pub(crate) struct Ops {
+    pub(crate) node: Arc<Node<AnyEngine>>,
+    pub(crate) started: Instant,
+    /// True once the server is stopping.
+    pub(crate) shutdown: watch::Receiver<bool>,
+}
+
+impl Ops {
+    /// What a scrape counts now.
+    async fn snapshot(&self) -> Snapshot {
+        let core = &self.node.core;
+        let engine = core.inspect();
+        let (nodes, bus_dropped) = match engine {
+            AnyEngine::Memory(_) => (None, None),
+            AnyEngine::Redis(redis) => (
+                engine.nodes().await.ok().map(|n| n.len() as u64),
+                Some(redis.dropped_events()),
+            ),
+        };
+        Snapshot {
+            apps: self.node.registry.per_app(),
+            local: engine.local_counts(),
+            nodes,
+            bus_dropped,
+            uptime_secs: self.started.elapsed().as_secs_f64(),
+        }
+    }
+}
+
+/// The routes.
+fn router(ops: Arc<Ops>) -> Router {
+    Router::new()
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/metrics", get(metrics))
+        .with_state(ops)
+}
+
+/// `GET /metrics`.
+async fn metrics(axum::extract::State(ops): axum::extract::State<Arc<Ops>>) -> Response {
+    let snapshot = ops.snapshot().await;
+    match export::render(&ops.node.core.metrics, snapshot) {
+        Ok(text) => (
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            text,
+        )
+            .into_response(),
+        Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, "metrics not encoded\n").into_response(),
+    }
+}
+
+/// Serves `listener` until the server is gone (its handle dropped, after a graceful stop):
+/// while the server stops, `/readyz` answers 503, so that a load balancer sends no one new.
+pub(crate) async fn serve(listener: tokio::net::TcpListener, ops: Arc<Ops>) {
+    let mut shutdown = ops.shutdown.clone();
+    let addr: Option<SocketAddr> = listener.local_addr().ok();
+    let gone = async move { while shutdown.changed().await.is_ok() {} };
+    if let Err(e) = axum::serve(listener, router(ops))
+        .with_graceful_shutdown(gone)
+        .await
+    {
+        tracing::warn!(?addr, "the internal HTTP listener stopped: {e}");
+    }
+}
