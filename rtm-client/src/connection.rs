@@ -678,6 +678,7 @@ fn outcome(told: Option<CloseReason>, ended: Option<Ended>) -> Outcome {
             CloseReason::SlowConsumer,
             CloseReason::ServerShutdown,
             CloseReason::TokenExpired,
+            CloseReason::Kicked,
         ]
         .into_iter()
         .find(|r| Some(u64::from(r.close_code())) == app_code)
@@ -697,6 +698,10 @@ fn outcome(told: Option<CloseReason>, ended: Option<Ended>) -> Outcome {
         Some(CloseReason::SlowConsumer) => rejected(
             LinkStateReason::KickedOutByServer,
             "Kicked out by server: the client did not keep up with its events",
+        ),
+        Some(CloseReason::Kicked) => rejected(
+            LinkStateReason::KickedOutByServer,
+            "Kicked out by server: an operator disconnected this user",
         ),
         // The server went away; another (or the same, restarted) one may take the client back.
         Some(CloseReason::ServerShutdown) => Outcome::Lost {

@@ -998,6 +998,8 @@ pub enum CloseReason {
     ServerShutdown,
     /// The login token expired and was not renewed.
     TokenExpired,
+    /// An operator disconnected the user (the admin API).
+    Kicked,
 }
 
 impl CloseReason {
@@ -1009,6 +1011,7 @@ impl CloseReason {
             Self::SlowConsumer => 0x11,
             Self::ServerShutdown => 0x12,
             Self::TokenExpired => 0x13,
+            Self::Kicked => 0x14,
         }
     }
 }
@@ -1020,6 +1023,7 @@ impl fmt::Display for CloseReason {
             Self::SlowConsumer => "the client did not keep up with its events",
             Self::ServerShutdown => "the server is shutting down",
             Self::TokenExpired => "the login token expired",
+            Self::Kicked => "an operator disconnected the user",
         })
     }
 }

@@ -203,6 +203,11 @@ impl ServerBuilder {
                 node: node.clone(),
                 started: std::time::Instant::now(),
                 shutdown: shutdown_rx.clone(),
+                admin_key: config
+                    .http
+                    .admin_key
+                    .as_deref()
+                    .map(|key| http::digest(key.as_bytes())),
             });
             tokio::spawn(http::serve(listener, ops));
         }

@@ -17,6 +17,7 @@ fn config(dir: &Path) -> ServerConfig {
         http: rtm_server::config::HttpConfig {
             enabled: true,
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            admin_key: None,
         },
         ..ServerConfig::default()
     }

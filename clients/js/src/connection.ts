@@ -19,7 +19,7 @@ const ACK_BYTES = 256 * 1024;
 const GRACE_MS = 10_000;
 
 /** The close codes of §1.3 that end a session for good, and why. */
-const CLOSE_REASONS: Record<number, CloseReason> = { 0x10: 'SameUidLogin', 0x11: 'SlowConsumer', 0x12: 'ServerShutdown', 0x13: 'TokenExpired' };
+const CLOSE_REASONS: Record<number, CloseReason> = { 0x10: 'SameUidLogin', 0x11: 'SlowConsumer', 0x12: 'ServerShutdown', 0x13: 'TokenExpired', 0x14: 'Kicked' };
 
 /**
  * What survives from one connection of a session to the next: per lane, how many frames were

@@ -11,6 +11,7 @@ use serde::Deserialize;
 /// [http]
 /// listen = "127.0.0.1:4435"   # the default; 0.0.0.0 exposes it: put it behind a firewall
 /// # enabled = false           # no internal listener at all
+/// # admin_key = "a long random secret"   # turns the admin API on (Authorization: Bearer)
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -19,13 +20,20 @@ pub struct HttpConfig {
     pub enabled: bool,
     /// Address to listen on (TCP; default `127.0.0.1:4435`).
     pub listen: SocketAddr,
+    /// The admin API's key (`Authorization: Bearer KEY`), at least 16 characters. Absent: no
+    /// admin API.
+    pub admin_key: Option<String>,
 }
+
+/// The shortest admin key accepted.
+pub const MIN_ADMIN_KEY_LEN: usize = 16;
 
 impl Default for HttpConfig {
     fn default() -> Self {
         Self {
             enabled: true,
             listen: SocketAddr::from(([127, 0, 0, 1], 4435)),
+            admin_key: None,
         }
     }
 }

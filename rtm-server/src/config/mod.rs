@@ -46,7 +46,7 @@ use std::sync::Arc;
 use rtm_proto::{LoginLimits, limits};
 use serde::Deserialize;
 
-pub use self::http::HttpConfig;
+pub use self::http::{HttpConfig, MIN_ADMIN_KEY_LEN};
 use crate::token::is_hex32;
 
 /// The whole configuration.
@@ -458,6 +458,17 @@ impl ServerConfig {
         let bad = |s: String| Err(ConfigError::Invalid(s));
         if self.cert_file.is_some() != self.key_file.is_some() {
             return bad("cert_file and key_file go together: set both or neither".into());
+        }
+        if self
+            .http
+            .admin_key
+            .as_ref()
+            .is_some_and(|key| key.chars().count() < MIN_ADMIN_KEY_LEN)
+        {
+            return bad(format!(
+                "[http] admin_key must have at least {} characters",
+                MIN_ADMIN_KEY_LEN
+            ));
         }
         match self.engine.kind {
             EngineKind::Redis if self.engine.urls.is_empty() => {

@@ -42,6 +42,22 @@ pub(crate) struct Core<E> {
     apps: Apps,
 }
 
+/// Who publishes: a session's user, or a backend (the admin and REST APIs) speaking as a user.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Author<'a> {
+    pub(crate) app_id: &'a str,
+    pub(crate) user_id: &'a str,
+}
+
+impl<'a> From<&'a SessionHandle> for Author<'a> {
+    fn from(session: &'a SessionHandle) -> Self {
+        Self {
+            app_id: session.app_id(),
+            user_id: session.user_id(),
+        }
+    }
+}
+
 /// A [`WireError`] with `code` and `reason`.
 pub(crate) fn err(code: ErrorCode, reason: impl Into<String>) -> WireError {
     WireError::new(code, reason)
@@ -57,6 +73,21 @@ pub(crate) const ENGINE_FAILED: &str = "the server could not complete this opera
 pub(crate) fn engine_failed(code: ErrorCode, e: &EngineError) -> WireError {
     tracing::error!(code = ?code, "engine failure: {e}");
     WireError::new(code, ENGINE_FAILED)
+}
+
+/// How much history the app keeps; `-15005` when it keeps none.
+pub(crate) fn retention(policy: &AppPolicy) -> Result<Retention, WireError> {
+    let limits = &policy.limits;
+    if limits.history_max_messages == 0 {
+        return Err(err(
+            ErrorCode::HistoryNotAvailable,
+            "this app keeps no message history (history_max_messages = 0)",
+        ));
+    }
+    Ok(Retention {
+        max_messages: limits.history_max_messages,
+        max_age_ms: limits.history_max_age_secs.saturating_mul(1000),
+    })
 }
 
 /// Turns a failed name check into the error the client sees.
@@ -192,7 +223,7 @@ impl<E: Engine> Core<E> {
     /// the engine. Returns the message's timestamp.
     pub(crate) async fn publish(
         &self,
-        publisher: &SessionHandle,
+        publisher: Author<'_>,
         publish: PublishRequest,
         store: Option<Retention>,
     ) -> Result<u64, WireError> {
@@ -206,19 +237,19 @@ impl<E: Engine> Core<E> {
             None => now_ms(),
             Some(retention) => {
                 let key = match channel_type {
-                    ChannelType::User => HistoryKey::conversation(publisher.user_id(), &channel),
+                    ChannelType::User => HistoryKey::conversation(publisher.user_id, &channel),
                     _ => HistoryKey::channel(&channel),
                 };
                 let stored = HistoryMessage {
                     message: message.clone(),
                     custom_type: custom_type.clone(),
-                    publisher: publisher.user_id().to_owned(),
+                    publisher: publisher.user_id.to_owned(),
                     timestamp: 0,
                 };
                 let started = tokio::time::Instant::now();
                 let stored = self
                     .engine
-                    .store_message(publisher.app_id(), key, stored, retention)
+                    .store_message(publisher.app_id, key, stored, retention)
                     .await;
                 self.metrics
                     .storage_write_took("history", started.elapsed());
@@ -228,7 +259,7 @@ impl<E: Engine> Core<E> {
         // A user-channel message is seen by its receiver as coming from the publisher's own
         // user channel.
         let channel_name = match channel_type {
-            ChannelType::User => publisher.user_id().to_owned(),
+            ChannelType::User => publisher.user_id.to_owned(),
             _ => channel.clone(),
         };
         let frame = encode_frame(&ServerMsg::Event(Event::Message(MessageEvent {
@@ -237,10 +268,10 @@ impl<E: Engine> Core<E> {
             topic_name: String::new(),
             message,
             custom_type,
-            publisher: publisher.user_id().to_owned(),
+            publisher: publisher.user_id.to_owned(),
             timestamp,
         })));
-        let app_id = publisher.app_id();
+        let app_id = publisher.app_id;
         let failed = |e: EngineError| engine_failed(ErrorCode::ChannelPublishMessageFailed, &e);
         let delivery = match channel_type {
             ChannelType::User => self
@@ -272,6 +303,22 @@ impl<E: Engine> Core<E> {
             delivery,
         );
         Ok(timestamp)
+    }
+
+    /// Ends `user_id`'s session in `app_id`, wherever it is (an operator's disconnect): true if
+    /// the user had one.
+    pub(crate) async fn disconnect(&self, app_id: &str, user_id: &str) -> Result<bool, WireError> {
+        self.engine
+            .disconnect(app_id, user_id, rtm_proto::CloseReason::Kicked)
+            .await
+            .map_err(|e| engine_failed(ErrorCode::InitServiceFailed, &e))
+    }
+
+    /// A handle that writes as `user_id` of `app_id` for a backend (the admin and REST APIs):
+    /// it has an id of its own and an outbox nobody reads, so nothing is ever sent to it.
+    pub(crate) fn backend_author(&self, app_id: &str, user_id: &str) -> SessionHandle {
+        let (outbox, _nobody) = crate::outbox::Outbox::new(1, self.metrics.clone());
+        SessionHandle::new(self.next_session_id(), app_id, user_id, outbox)
     }
 
     /// Counts one published message and where it went.

@@ -364,6 +364,18 @@ impl Router for AnyEngine {
             Self::Redis(e) => e.cancel_leave(app_id, channel_type, channel, user_id).await,
         }
     }
+
+    async fn disconnect(
+        &self,
+        app_id: &str,
+        user_id: &str,
+        reason: rtm_proto::CloseReason,
+    ) -> Result<bool, EngineError> {
+        match self {
+            Self::Memory(e) => e.disconnect(app_id, user_id, reason).await,
+            Self::Redis(e) => e.disconnect(app_id, user_id, reason).await,
+        }
+    }
 }
 
 impl Store for AnyEngine {
@@ -512,6 +524,13 @@ impl super::Inspect for AnyEngine {
         match self {
             Self::Memory(e) => e.local_counts(),
             Self::Redis(e) => e.local_counts(),
+        }
+    }
+
+    fn local_channels(&self, app_id: &str, limit: usize) -> Vec<super::ChannelCount> {
+        match self {
+            Self::Memory(e) => e.local_channels(app_id, limit),
+            Self::Redis(e) => e.local_channels(app_id, limit),
         }
     }
 

@@ -19,6 +19,17 @@ pub struct LocalCounts {
     pub stream_members: u64,
 }
 
+/// A channel with sessions of this node in it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChannelCount {
+    /// Message or stream.
+    pub channel_type: rtm_proto::ChannelType,
+    /// The channel.
+    pub channel: String,
+    /// Subscribers (message channel) or members (stream channel) on this node.
+    pub sessions: u64,
+}
+
 /// A node of the service, as the engine knows it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NodeInfo {
@@ -34,6 +45,10 @@ pub struct NodeInfo {
 pub trait Inspect: Send + Sync + 'static {
     /// What this node holds now; cheap (one pass over local maps), no IO.
     fn local_counts(&self) -> LocalCounts;
+
+    /// The channels of `app_id` with sessions of this node in them, busiest first (then by
+    /// name), at most `limit`.
+    fn local_channels(&self, app_id: &str, limit: usize) -> Vec<ChannelCount>;
 
     /// Whether the engine can serve: its storage open, and its shared service (Redis)
     /// answering within the command timeout.

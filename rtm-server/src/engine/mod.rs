@@ -37,7 +37,7 @@ use tokio::sync::oneshot;
 use crate::outbox::{Outbox, Pushed};
 
 pub use any::AnyEngine;
-pub use inspect::{Inspect, LocalCounts, NodeInfo};
+pub use inspect::{ChannelCount, Inspect, LocalCounts, NodeInfo};
 #[cfg(test)]
 pub(crate) use memory::METADATA_DB_FILE;
 pub use memory::{Durability, MemoryEngine};

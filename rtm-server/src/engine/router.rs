@@ -4,7 +4,9 @@
 use std::future::Future;
 
 use bytes::Bytes;
-use rtm_proto::{ChannelDetail, ChannelType, StateDetail, SubscribeOptions, TopicInfo, UserState};
+use rtm_proto::{
+    ChannelDetail, ChannelType, CloseReason, StateDetail, SubscribeOptions, TopicInfo, UserState,
+};
 
 #[cfg(doc)]
 use super::Store;
@@ -271,5 +273,14 @@ pub trait Router: Send + Sync + 'static {
         channel_type: ChannelType,
         channel: &str,
         user_id: &str,
+    ) -> impl Future<Output = Result<bool, EngineError>> + Send;
+
+    /// Ends the session of `user_id` in `app_id`, wherever it is, telling its client `reason`
+    /// (an operator's disconnect): true if the user had a session.
+    fn disconnect(
+        &self,
+        app_id: &str,
+        user_id: &str,
+        reason: CloseReason,
     ) -> impl Future<Output = Result<bool, EngineError>> + Send;
 }

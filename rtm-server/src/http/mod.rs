@@ -7,6 +7,9 @@
 //!   storage is open, and Redis answers when the engine uses it (200, or 503 with what failed).
 //! - `GET /metrics`: the OpenMetrics text format ([`crate::metrics::export`]).
 
+mod actions;
+mod admin;
+mod api;
 mod health;
 
 use std::net::SocketAddr;
@@ -19,6 +22,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use tokio::sync::watch;
 
+pub(crate) use self::api::digest;
 use crate::engine::{AnyEngine, Inspect};
 use crate::metrics::export::{self, Snapshot};
 use crate::session::Node;
@@ -29,6 +33,8 @@ pub(crate) struct Ops {
     pub(crate) started: Instant,
     /// True once the server is stopping.
     pub(crate) shutdown: watch::Receiver<bool>,
+    /// The digest of the admin key; `None`: no admin API.
+    pub(crate) admin_key: Option<[u8; 32]>,
 }
 
 impl Ops {
@@ -55,11 +61,15 @@ impl Ops {
 
 /// The routes.
 fn router(ops: Arc<Ops>) -> Router {
-    Router::new()
+    let mut router = Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(metrics))
-        .with_state(ops)
+        .with_state(ops.clone());
+    if ops.admin_key.is_some() {
+        router = router.merge(admin::routes(ops));
+    }
+    router
 }
 
 /// `GET /metrics`.

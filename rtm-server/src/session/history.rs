@@ -6,24 +6,8 @@ use rtm_proto::{
 };
 
 use super::{Session, logged_in, storage};
-use crate::config::AppPolicy;
-use crate::core::{err, invalid, now_ms};
-use crate::engine::{Engine, HistoryKey, Retention};
-
-/// How much history the app keeps; `-15005` when it keeps none.
-pub(super) fn retention(policy: &AppPolicy) -> Result<Retention, WireError> {
-    let limits = &policy.limits;
-    if limits.history_max_messages == 0 {
-        return Err(err(
-            ErrorCode::HistoryNotAvailable,
-            "this app keeps no message history (history_max_messages = 0)",
-        ));
-    }
-    Ok(Retention {
-        max_messages: limits.history_max_messages,
-        max_age_ms: limits.history_max_age_secs.saturating_mul(1000),
-    })
-}
+use crate::core::{err, invalid, now_ms, retention};
+use crate::engine::{Engine, HistoryKey};
 
 impl<E: Engine> Session<E> {
     pub(super) async fn get_messages(

@@ -7,7 +7,7 @@ use rtm_proto::{
     ChannelType, ErrorCode, PublishRequest, Response, SubscribeOptions, WireError, validate,
 };
 
-use super::{Session, history, logged_in, subscription_presence};
+use super::{Session, logged_in, subscription_presence};
 use crate::core::{Departure, err, invalid, now_ms};
 use crate::engine::Engine;
 
@@ -88,7 +88,7 @@ impl<E: Engine> Session<E> {
         let state = logged_in(&mut self.state)?;
         self.core.check_publish(&state.policy, &publish)?;
         let retention = if store {
-            Some(history::retention(&state.policy)?)
+            Some(crate::core::retention(&state.policy)?)
         } else {
             None
         };
@@ -107,7 +107,10 @@ impl<E: Engine> Session<E> {
             ));
         }
         let channel = publish.channel.clone();
-        let timestamp = self.core.publish(&state.handle, publish, retention).await?;
+        let timestamp = self
+            .core
+            .publish((&state.handle).into(), publish, retention)
+            .await?;
         Ok(Response::Publish { channel, timestamp })
     }
 }

@@ -376,7 +376,7 @@ export type Response =
   | { kind: 'Messages'; messages: HistoryMessage[]; newStart: number; timestamp: number };
 
 /** Why the server ended a session (close codes 0x10–0x13). */
-export type CloseReason = 'SameUidLogin' | 'SlowConsumer' | 'ServerShutdown' | 'TokenExpired';
+export type CloseReason = 'SameUidLogin' | 'SlowConsumer' | 'ServerShutdown' | 'TokenExpired' | 'Kicked';
 
 /** A message event. */
 export interface MessageEvent {

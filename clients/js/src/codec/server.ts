@@ -166,6 +166,7 @@ const closeReason = names<CloseReason>('CloseReason', {
   SlowConsumer: 1,
   ServerShutdown: 2,
   TokenExpired: 3,
+  Kicked: 4,
 });
 
 const messageFields: Fields<MessageEvent> = {

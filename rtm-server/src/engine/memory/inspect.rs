@@ -2,7 +2,9 @@
 
 use super::MemoryEngine;
 use crate::clock::now_ms;
-use crate::engine::{EngineError, Inspect, LocalCounts, NodeInfo};
+use rtm_proto::ChannelType;
+
+use crate::engine::{ChannelCount, EngineError, Inspect, LocalCounts, NodeInfo};
 
 impl Inspect for MemoryEngine {
     fn local_counts(&self) -> LocalCounts {
@@ -19,6 +21,31 @@ impl Inspect for MemoryEngine {
                 .sum::<u64>();
         }
         counts
+    }
+
+    fn local_channels(&self, app_id: &str, limit: usize) -> Vec<ChannelCount> {
+        let state = self.state();
+        let Some(app) = state.apps.get(app_id) else {
+            return Vec::new();
+        };
+        let messages = app.channels.iter().map(|(name, subs)| ChannelCount {
+            channel_type: ChannelType::Message,
+            channel: name.to_string(),
+            sessions: subs.len() as u64,
+        });
+        let streams = app.streams.iter().map(|(name, stream)| ChannelCount {
+            channel_type: ChannelType::Stream,
+            channel: name.to_string(),
+            sessions: stream.member_count() as u64,
+        });
+        let mut all: Vec<ChannelCount> = messages.chain(streams).collect();
+        all.sort_by(|a, b| {
+            b.sessions
+                .cmp(&a.sessions)
+                .then_with(|| a.channel.cmp(&b.channel))
+        });
+        all.truncate(limit);
+        all
     }
 
     async fn health(&self) -> Result<(), EngineError> {

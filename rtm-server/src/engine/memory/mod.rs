@@ -748,6 +748,18 @@ impl Router for MemoryEngine {
     ) -> Result<bool, EngineError> {
         Ok(self.debounce.cancel(app_id, channel_type, channel, user_id))
     }
+
+    async fn disconnect(
+        &self,
+        app_id: &str,
+        user_id: &str,
+        reason: CloseReason,
+    ) -> Result<bool, EngineError> {
+        Ok(self
+            .session(app_id, user_id)
+            .map(|session| session.close(reason))
+            .is_some())
+    }
 }
 
 impl MemoryEngine {

@@ -496,9 +496,14 @@ async fn deliver_to_node(local: &MemoryEngine, envelope: Envelope) {
                 tracing::warn!(%user, "user message not delivered: {e}");
             }
         }
-        Envelope::Kick { app, user, session } => {
+        Envelope::Kick {
+            app,
+            user,
+            session,
+            reason,
+        } => {
             if let Some(handle) = local.session(&app, &user).filter(|s| s.id() == session) {
-                handle.close(rtm_proto::CloseReason::SameUidLogin);
+                handle.close(reason);
             }
         }
         _ => tracing::warn!("a channel event came to the inbox, dropped"),

@@ -8,6 +8,8 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
+use rtm_proto::CloseReason;
+
 use crate::engine::SessionId;
 
 /// A message on a bus or inbox.
@@ -35,11 +37,13 @@ pub(super) enum Envelope {
         user: String,
         frame: Bytes,
     },
-    /// Close `session` (of `user` in `app`): the same user logged in on another node.
+    /// Close `session` (of `user` in `app`), telling its client `reason`: the same user logged
+    /// in on another node, or an operator disconnected the user.
     Kick {
         app: String,
         user: String,
         session: SessionId,
+        reason: CloseReason,
     },
     /// A change of a channel's locks (an encoded lock event), by the commit of `version`.
     Lock { version: i64, frame: Bytes },
@@ -164,11 +168,20 @@ impl Envelope {
                 put_str(&mut out, user);
                 out.put_slice(frame);
             }
-            Self::Kick { app, user, session } => {
+            Self::Kick {
+                app,
+                user,
+                session,
+                reason,
+            } => {
                 out.put_u8(KICK);
                 put_str(&mut out, app);
                 put_str(&mut out, user);
                 out.put_u64(session.0);
+                out.put_u8(match reason {
+                    CloseReason::Kicked => 1,
+                    _ => 0,
+                });
             }
             Self::Lock { version, frame } => {
                 out.reserve(9 + frame.len());
@@ -240,6 +253,11 @@ impl Envelope {
                     app: r.string()?,
                     user: r.string()?,
                     session: SessionId(r.u64()?),
+                    reason: match r.u8()? {
+                        0 => CloseReason::SameUidLogin,
+                        1 => CloseReason::Kicked,
+                        _ => return None,
+                    },
                 };
                 if !r.0.is_empty() {
                     return None;
@@ -350,6 +368,13 @@ mod tests {
                 app: "app".into(),
                 user: "bob".into(),
                 session: SessionId::new(1, 2),
+                reason: CloseReason::SameUidLogin,
+            },
+            Envelope::Kick {
+                app: "app".into(),
+                user: "carol".into(),
+                session: SessionId::new(1, 3),
+                reason: CloseReason::Kicked,
             },
             Envelope::Lock {
                 version: 3,

@@ -2,11 +2,15 @@
 //! and what this node holds.
 
 use super::{RedisEngine, keys};
-use crate::engine::{EngineError, Inspect, LocalCounts, NodeInfo};
+use crate::engine::{ChannelCount, EngineError, Inspect, LocalCounts, NodeInfo};
 
 impl Inspect for RedisEngine {
     fn local_counts(&self) -> LocalCounts {
         self.inner.local.local_counts()
+    }
+
+    fn local_channels(&self, app_id: &str, limit: usize) -> Vec<ChannelCount> {
+        self.inner.local.local_channels(app_id, limit)
     }
 
     async fn health(&self) -> Result<(), EngineError> {

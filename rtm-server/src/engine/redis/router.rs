@@ -216,6 +216,7 @@ impl Router for RedisEngine {
                 app: app_id.to_owned(),
                 user: user.to_owned(),
                 session: previous,
+                reason: rtm_proto::CloseReason::SameUidLogin,
             };
             let mut first = self.first_shard();
             let mut publish_cmd = redis::cmd("PUBLISH");
@@ -614,5 +615,43 @@ impl Router for RedisEngine {
         user_id: &str,
     ) -> Result<bool, EngineError> {
         self.cancel(app_id, (channel_type, channel), user_id).await
+    }
+
+    async fn disconnect(
+        &self,
+        app_id: &str,
+        user_id: &str,
+        reason: rtm_proto::CloseReason,
+    ) -> Result<bool, EngineError> {
+        if let Some(session) = self.inner.local.session(app_id, user_id) {
+            session.close(reason);
+            return Ok(true);
+        }
+        let mut conn = self.user_shard(app_id, user_id);
+        let mut get = redis::cmd("GET");
+        get.arg(keys::user_session(app_id, user_id));
+        let listed: Option<u64> = self.run("disconnect", get.query_async(&mut conn)).await?;
+        let Some(session) = listed.map(SessionId) else {
+            return Ok(false);
+        };
+        if session.node() == self.inner.node {
+            // Listed here but gone: the key outlived its session by a moment.
+            return Ok(false);
+        }
+        let kick = Envelope::Kick {
+            app: app_id.to_owned(),
+            user: user_id.to_owned(),
+            session,
+            reason,
+        };
+        let mut first = self.first_shard();
+        let mut publish = redis::cmd("PUBLISH");
+        publish
+            .arg(keys::inbox(session.node()))
+            .arg(kick.encode().as_ref());
+        let receivers: usize = self
+            .run("disconnect", publish.query_async(&mut first))
+            .await?;
+        Ok(receivers > 0)
     }
 }
