@@ -41,6 +41,7 @@ mod session;
 mod tls;
 pub mod token;
 mod transport;
+mod webhook;
 
 use std::fmt;
 use std::net::SocketAddr;

@@ -25,7 +25,7 @@ fn config() -> rtm_server::ServerConfig {
         .map(|app_id| AppConfig {
             app_id: app_id.into(),
             app_certificate: None,
-            limits: Default::default(),
+            ..Default::default()
         })
         .collect();
     config

@@ -370,12 +370,12 @@ async fn configured_apps_are_enforced_with_tokens() {
         AppConfig {
             app_id: TEST_APP_ID.into(),
             app_certificate: None,
-            limits: Default::default(),
+            ..Default::default()
         },
         AppConfig {
             app_id: APP.into(),
             app_certificate: Some(CERT.into()),
-            limits: Default::default(),
+            ..Default::default()
         },
     ];
     let server = TestServer::start_with(config).await;

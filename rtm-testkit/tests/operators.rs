@@ -218,12 +218,12 @@ async fn a_scrape_after_a_scripted_scenario_counts_what_happened() {
         AppConfig {
             app_id: TEST_APP_ID.into(),
             app_certificate: None,
-            limits: Default::default(),
+            ..Default::default()
         },
         AppConfig {
             app_id: APP.into(),
             app_certificate: Some(CERT.into()),
-            limits: Default::default(),
+            ..Default::default()
         },
     ];
     let server = TestServer::start_with(config).await;

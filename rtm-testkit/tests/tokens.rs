@@ -17,7 +17,7 @@ fn config(warning_secs: u32) -> ServerConfig {
     config.apps = vec![AppConfig {
         app_id: APP.into(),
         app_certificate: Some(CERT.into()),
-        limits: Default::default(),
+        ..Default::default()
     }];
     config.connection.token_warning_secs = warning_secs;
     config

@@ -36,6 +36,7 @@
 //! publish_rate = 100
 //! ```
 
+mod backend;
 mod http;
 
 use std::collections::HashMap;
@@ -46,6 +47,7 @@ use std::sync::Arc;
 use rtm_proto::{LoginLimits, limits};
 use serde::Deserialize;
 
+pub use self::backend::{RestCredential, WebhookConfig};
 pub use self::http::{HttpConfig, MIN_ADMIN_KEY_LEN};
 use crate::token::is_hex32;
 
@@ -398,7 +400,7 @@ impl Default for ConnectionLimits {
 const MIN_SESSION_BYTES: u64 = 4 << 20;
 
 /// One app.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AppConfig {
     /// The App ID.
@@ -411,6 +413,12 @@ pub struct AppConfig {
     /// Overrides of the server-wide limits.
     #[serde(default)]
     pub limits: LimitOverrides,
+    /// Where the app's events go (`[apps.webhook]`); none by default.
+    #[serde(default)]
+    pub webhook: Option<WebhookConfig>,
+    /// Who may call the Signaling REST API for this app (HTTP Basic); nobody by default.
+    #[serde(default)]
+    pub rest_credentials: Vec<RestCredential>,
 }
 
 /// A configuration that could not be used.
@@ -510,6 +518,8 @@ impl ServerConfig {
                 app.limits.over(self.limits),
                 self,
             )?;
+            backend::check(app)
+                .map_err(|e| ConfigError::Invalid(format!("app {}: {e}", app.app_id)))?;
         }
         check_limits("[limits]", self.limits, self)?;
         let c = self.connection;

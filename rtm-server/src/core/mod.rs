@@ -24,6 +24,7 @@ use crate::engine::{
     Delivery, Engine, EngineError, HistoryKey, Retention, SessionHandle, SessionId,
 };
 use crate::metrics::{MessageKind, Metrics};
+use crate::webhook::{AppEvent, EventKind, Events};
 
 pub(crate) use self::presence::{Departure, Intervals};
 pub(crate) use self::storage::{LockAnswer, lock_failed};
@@ -40,6 +41,8 @@ pub(crate) struct Core<E> {
     /// Leaves waiting out the debounce window, told at once when the server stops.
     leaves: presence::PendingLeaves,
     apps: Apps,
+    /// The apps' events for their backends (webhooks).
+    pub(crate) events: Events,
 }
 
 /// Who publishes: a session's user, or a backend (the admin and REST APIs) speaking as a user.
@@ -97,7 +100,9 @@ pub(crate) fn invalid(e: validate::InvalidName) -> WireError {
 
 impl<E: Engine> Core<E> {
     pub(crate) fn new(config: &ServerConfig, engine: E, metrics: Arc<Metrics>) -> Self {
+        let events = Events::start(config, engine.node(), metrics.clone());
         Self {
+            events,
             engine,
             metrics,
             connection: config.connection,
@@ -145,6 +150,9 @@ impl<E: Engine> Core<E> {
             .attach(session)
             .await
             .map_err(|e| engine_failed(ErrorCode::LoginRejected, &e))?;
+        self.events.emit(session.app_id(), || {
+            AppEvent::user(EventKind::Login, session.user_id())
+        });
         self.session_back(session).await;
         Ok(())
     }
@@ -256,6 +264,19 @@ impl<E: Engine> Core<E> {
                 stored.map_err(|e| engine_failed(ErrorCode::HistoryOperationFailed, &e))?
             }
         };
+        // The backend hears of messages of the channels its webhook lists.
+        let hooked = (channel_type == ChannelType::Message
+            && self.events.wants_message(publisher.app_id, &channel))
+        .then(|| {
+            let mut event = AppEvent::channel(
+                EventKind::Message,
+                publisher.user_id,
+                ChannelType::Message,
+                &channel,
+            );
+            event.message = Some((message.clone(), custom_type.clone()));
+            event
+        });
         // A user-channel message is seen by its receiver as coming from the publisher's own
         // user channel.
         let channel_name = match channel_type {
@@ -272,6 +293,9 @@ impl<E: Engine> Core<E> {
             timestamp,
         })));
         let app_id = publisher.app_id;
+        if let Some(event) = hooked {
+            self.events.emit(app_id, || event);
+        }
         let failed = |e: EngineError| engine_failed(ErrorCode::ChannelPublishMessageFailed, &e);
         let delivery = match channel_type {
             ChannelType::User => self

@@ -17,6 +17,7 @@ use super::{Core, engine_failed, err, now_ms};
 use crate::engine::{
     Engine, PresenceFlags, PresentPage, SessionHandle, SessionId, StateChange, StateError,
 };
+use crate::webhook::{AppEvent, EventKind};
 
 /// A channel, as interval mode keys it.
 type ChannelKey = (Box<str>, ChannelType, Box<str>);
@@ -166,6 +167,9 @@ impl<E: Engine> Core<E> {
         flags: PresenceFlags,
     ) {
         let app_id = session.app_id();
+        self.events.emit(app_id, || {
+            AppEvent::channel(EventKind::Join, session.user_id(), channel_type, channel)
+        });
         // Counted with the arriving user.
         let present = self.present_count(app_id, channel_type, channel).await;
         let user = session.user_id().to_owned();
@@ -215,6 +219,13 @@ impl<E: Engine> Core<E> {
         flags: PresenceFlags,
         how: Departure,
     ) {
+        let kind = match how {
+            Departure::Left => EventKind::Leave,
+            Departure::TimedOut => EventKind::ChannelTimeout,
+        };
+        self.events.emit(session.app_id(), || {
+            AppEvent::channel(kind, session.user_id(), channel_type, channel)
+        });
         if flags.quiet {
             return;
         }

@@ -519,11 +519,20 @@ impl Store for AnyEngine {
     }
 }
 
-impl super::Inspect for AnyEngine {
+use super::Inspect;
+
+impl Inspect for AnyEngine {
     fn local_counts(&self) -> super::LocalCounts {
         match self {
             Self::Memory(e) => e.local_counts(),
             Self::Redis(e) => e.local_counts(),
+        }
+    }
+
+    fn node(&self) -> u32 {
+        match self {
+            Self::Memory(e) => Inspect::node(e),
+            Self::Redis(e) => Inspect::node(e),
         }
     }
 

@@ -46,6 +46,9 @@ pub trait Inspect: Send + Sync + 'static {
     /// What this node holds now; cheap (one pass over local maps), no IO.
     fn local_counts(&self) -> LocalCounts;
 
+    /// This node's number (0 for a server alone).
+    fn node(&self) -> u32;
+
     /// The channels of `app_id` with sessions of this node in them, busiest first (then by
     /// name), at most `limit`.
     fn local_channels(&self, app_id: &str, limit: usize) -> Vec<ChannelCount>;

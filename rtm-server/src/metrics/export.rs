@@ -91,6 +91,26 @@ pub(crate) fn render(metrics: &Arc<Metrics>, snapshot: Snapshot) -> Result<Strin
         Unit::Seconds,
         metrics.storage_write_duration.clone(),
     );
+    registry.register(
+        "webhook_queue",
+        "Webhook events waiting in their app's queue",
+        metrics.webhook_queue.clone(),
+    );
+    registry.register(
+        "webhook_events_delivered",
+        "Webhook events delivered (their batch was answered 2xx)",
+        metrics.webhook_delivered.clone(),
+    );
+    registry.register(
+        "webhook_events_dropped",
+        "Webhook events dropped: queue_full, or failed after every try",
+        metrics.webhook_dropped.clone(),
+    );
+    registry.register(
+        "webhook_posts",
+        "Webhook POSTs, by outcome",
+        metrics.webhook_posts.clone(),
+    );
     registry.register_collector(Box::new(Scraped {
         metrics: metrics.clone(),
         snapshot,

@@ -79,6 +79,15 @@ pub struct StoreLabel {
     pub store: &'static str,
 }
 
+/// The labels of webhook counters: the app, and why (drops) or how (posts).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WebhookLabel {
+    /// The App ID.
+    pub app_id: String,
+    /// `queue_full` or `failed` (drops), `ok` or `error` (posts), empty otherwise.
+    pub outcome: &'static str,
+}
+
 /// Buckets (seconds) for request and storage latencies: 50 µs to about 3.3 s.
 fn latency_histogram() -> Histogram {
     Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
@@ -142,6 +151,14 @@ pub struct Metrics {
     pub redis_command_duration: Histogram,
     /// Redis commands that failed or timed out (Redis engine only).
     pub redis_errors: Counter,
+    /// Webhook events waiting in their app's queue.
+    pub webhook_queue: Family<WebhookLabel, Gauge>,
+    /// Webhook events delivered (their batch was answered 2xx).
+    pub webhook_delivered: Family<WebhookLabel, Counter>,
+    /// Webhook events dropped: `queue_full`, or `failed` after every try.
+    pub webhook_dropped: Family<WebhookLabel, Counter>,
+    /// Webhook POSTs, `ok` or `error`.
+    pub webhook_posts: Family<WebhookLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -173,6 +190,10 @@ impl Default for Metrics {
             storage_write_duration: Family::new_with_constructor(latency_histogram),
             redis_command_duration: latency_histogram(),
             redis_errors: Counter::default(),
+            webhook_queue: Family::default(),
+            webhook_delivered: Family::default(),
+            webhook_dropped: Family::default(),
+            webhook_posts: Family::default(),
         };
         for transport in [
             Transport::quic,
@@ -217,6 +238,46 @@ impl Metrics {
     /// Counts a published message of `kind`.
     pub(crate) fn published(&self, kind: MessageKind) {
         self.published.get_or_create(&KindLabel { kind }).inc();
+    }
+
+    /// Adds `n` (negative: takes) to `app_id`'s webhook queue gauge.
+    pub(crate) fn webhook_queued(&self, app_id: &str, n: i64) {
+        self.webhook_queue
+            .get_or_create(&WebhookLabel {
+                app_id: app_id.to_owned(),
+                outcome: "",
+            })
+            .inc_by(n);
+    }
+
+    /// Counts `n` webhook events of `app_id` dropped for `why`.
+    pub(crate) fn webhook_dropped(&self, app_id: &str, why: &'static str, n: u64) {
+        self.webhook_dropped
+            .get_or_create(&WebhookLabel {
+                app_id: app_id.to_owned(),
+                outcome: why,
+            })
+            .inc_by(n);
+    }
+
+    /// Counts `n` webhook events of `app_id` delivered.
+    pub(crate) fn webhook_delivered(&self, app_id: &str, n: u64) {
+        self.webhook_delivered
+            .get_or_create(&WebhookLabel {
+                app_id: app_id.to_owned(),
+                outcome: "",
+            })
+            .inc_by(n);
+    }
+
+    /// Counts one webhook POST of `app_id`.
+    pub(crate) fn webhook_post(&self, app_id: &str, ok: bool) {
+        self.webhook_posts
+            .get_or_create(&WebhookLabel {
+                app_id: app_id.to_owned(),
+                outcome: if ok { "ok" } else { "error" },
+            })
+            .inc();
     }
 
     /// Counts a connection opened over `transport`; the guard counts it closed when dropped.

@@ -36,6 +36,7 @@ use crate::core::{Core, Departure, err, invalid, now_ms};
 use crate::engine::{Engine, PresenceFlags, SessionHandle, SessionId, StateChange};
 use crate::outbox::Outbox;
 use crate::token::AccessToken;
+use crate::webhook::{AppEvent, EventKind};
 
 /// What the sessions of a server share: the core, and the registry of the sessions a resume
 /// can reach.
@@ -583,6 +584,13 @@ impl<E: Engine> Session<E> {
                 .await;
         }
         self.core.metrics.sessions.fetch_sub(1, Ordering::Relaxed);
+        let kind = match how {
+            Departure::Left => EventKind::Logout,
+            Departure::TimedOut => EventKind::Timeout,
+        };
+        self.core.events.emit(state.handle.app_id(), || {
+            AppEvent::user(kind, state.handle.user_id())
+        });
         tracing::debug!(session = %state.handle.id(), "session ended");
     }
 }

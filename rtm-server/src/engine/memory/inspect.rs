@@ -23,6 +23,10 @@ impl Inspect for MemoryEngine {
         counts
     }
 
+    fn node(&self) -> u32 {
+        0
+    }
+
     fn local_channels(&self, app_id: &str, limit: usize) -> Vec<ChannelCount> {
         let state = self.state();
         let Some(app) = state.apps.get(app_id) else {

@@ -9,6 +9,10 @@ impl Inspect for RedisEngine {
         self.inner.local.local_counts()
     }
 
+    fn node(&self) -> u32 {
+        self.inner.node
+    }
+
     fn local_channels(&self, app_id: &str, limit: usize) -> Vec<ChannelCount> {
         self.inner.local.local_channels(app_id, limit)
     }
