@@ -9,7 +9,6 @@
 //! By default it connects to the server that `cargo run -p rtm-server` starts on this machine,
 //! trusting the certificate in `./rtm-data/cert.pem`.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use anyhow::{Context, bail};
@@ -23,12 +22,13 @@ use rtm_client::{
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Args {
-    /// The server's address.
+    /// The server: host:port, a DNS name or an IP address.
     #[arg(long, global = true, default_value = "127.0.0.1:4433")]
-    server: SocketAddr,
-    /// The name on the server's certificate.
-    #[arg(long, global = true, default_value = "localhost")]
-    server_name: String,
+    server: String,
+    /// The name on the server's certificate [default: the --server name, or localhost for an
+    /// IP address].
+    #[arg(long, global = true)]
+    server_name: Option<String>,
     /// PEM file of the server's certificate (or of its CA) to trust.
     #[arg(long, global = true, default_value = "rtm-data/cert.pem")]
     cert: PathBuf,
@@ -91,11 +91,13 @@ async fn main() -> anyhow::Result<()> {
         }
         Trust::PinnedCertFile(args.cert.clone())
     };
-    let config = RtmConfig::new(Endpoint {
-        addr: args.server,
-        server_name: args.server_name.clone(),
-        trust,
-    });
+    let mut endpoint = Endpoint::lookup(&args.server, trust)
+        .await
+        .with_context(|| format!("finding the server {}", args.server))?;
+    if let Some(name) = &args.server_name {
+        endpoint.server_name.clone_from(name);
+    }
+    let config = RtmConfig::new(endpoint);
     let user_id = args
         .user_id
         .clone()

@@ -170,6 +170,42 @@ pub struct Endpoint {
     pub trust: Trust,
 }
 
+impl Endpoint {
+    /// The endpoint at `host_port` (`rtm.example.com:4433`, `[::1]:4433` or `127.0.0.1:4433`),
+    /// trusting `trust`. A DNS name is looked up now (its first address is used) and is the
+    /// name the certificate must carry; for an IP address the name is `localhost`, what a
+    /// development server's self-signed certificate carries (change
+    /// [`Endpoint::server_name`] for another).
+    pub async fn lookup(host_port: &str, trust: Trust) -> std::io::Result<Self> {
+        let (host, _) = host_port.rsplit_once(':').ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("{host_port:?} is not host:port"),
+            )
+        })?;
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let is_ip = host.parse::<std::net::IpAddr>().is_ok();
+        let addr = tokio::net::lookup_host(host_port)
+            .await?
+            .next()
+            .ok_or_else(|| {
+                std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    format!("{host_port}: the name has no address"),
+                )
+            })?;
+        Ok(Self {
+            addr,
+            server_name: if is_ip {
+                "localhost".to_owned()
+            } else {
+                host.to_owned()
+            },
+            trust,
+        })
+    }
+}
+
 /// Which server certificates the client accepts. There is no option that skips verification.
 #[derive(Clone, Debug)]
 pub enum Trust {
@@ -221,4 +257,30 @@ pub struct PublishOptions {
 pub struct RenewTokenOptions {
     /// The stream channel whose (RTC) token this is; `None` for the login token.
     pub channel_name: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_name_is_looked_up_and_becomes_the_certificate_name() {
+        let by_name = Endpoint::lookup("localhost:4433", Trust::PlatformRoots)
+            .await
+            .unwrap();
+        assert!(by_name.addr.ip().is_loopback(), "{}", by_name.addr);
+        assert_eq!(by_name.addr.port(), 4433);
+        assert_eq!(by_name.server_name, "localhost");
+        let by_ip = Endpoint::lookup("[::1]:9", Trust::PlatformRoots)
+            .await
+            .unwrap();
+        assert_eq!(by_ip.addr, "[::1]:9".parse().unwrap());
+        assert_eq!(by_ip.server_name, "localhost");
+        for bad in ["no-port", "localhost:notaport"] {
+            assert!(
+                Endpoint::lookup(bad, Trust::PlatformRoots).await.is_err(),
+                "{bad}"
+            );
+        }
+    }
 }

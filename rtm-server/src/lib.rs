@@ -34,6 +34,7 @@ pub mod config;
 mod core;
 mod data_dir;
 pub mod engine;
+mod events;
 mod http;
 pub mod metrics;
 pub mod outbox;
@@ -41,7 +42,6 @@ mod session;
 mod tls;
 pub mod token;
 mod transport;
-mod webhook;
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -209,6 +209,7 @@ impl ServerBuilder {
                     .admin_key
                     .as_deref()
                     .map(|key| http::digest(key.as_bytes())),
+                rest: http::RestApps::from_config(&config),
             });
             tokio::spawn(http::serve(listener, ops));
         }

@@ -29,12 +29,33 @@ struct Args {
     /// Keep data in this directory instead of the configured one.
     #[arg(long)]
     data_dir: Option<PathBuf>,
+    /// Set any configuration key, as `section.key=value` (`--set http.admin_key=...`,
+    /// `--set limits.publish_rate=100`); repeatable. Wins over the file and over `RTM_...`
+    /// environment variables (`RTM_HTTP__ADMIN_KEY`), which win over the file.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
+    /// How log lines are written: `text` for people, `json` (one object per line) for log
+    /// collectors.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Option<Command>,
 }
 
+/// The `--log-format` choices.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    /// Lines for people.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Print the full default configuration, with comments: a starting point for a
+    /// configuration file.
+    Config,
     /// Print a Signaling token (AccessToken2, "007"): an RTM login token, or with --channel an
     /// RTC token for joining that stream channel.
     Token {
@@ -64,7 +85,10 @@ fn print_token(command: Command) -> anyhow::Result<()> {
         user_id,
         expire,
         channel,
-    } = command;
+    } = command
+    else {
+        anyhow::bail!("not a token command");
+    };
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)?
         .as_secs();
@@ -96,19 +120,25 @@ fn print_token(command: Command) -> anyhow::Result<()> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
     let args = Args::parse();
-    if let Some(command) = args.command {
-        return print_token(command);
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    match args.log_format {
+        LogFormat::Text => tracing_subscriber::fmt().with_env_filter(filter).init(),
+        LogFormat::Json => tracing_subscriber::fmt()
+            .json()
+            .with_env_filter(filter)
+            .init(),
     }
-    let mut config = match &args.config {
-        Some(path) => ServerConfig::from_file(path)?,
-        None => ServerConfig::default(),
-    };
+    match args.command {
+        Some(Command::Config) => {
+            print!("{}", rtm_server::config::DEFAULT_TOML);
+            return Ok(());
+        }
+        Some(command) => return print_token(command),
+        None => {}
+    }
+    let mut config = ServerConfig::load(args.config.as_deref(), std::env::vars(), &args.set)?;
     if let Some(listen) = args.listen {
         config.listen = listen;
     }

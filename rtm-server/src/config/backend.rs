@@ -1,7 +1,7 @@
 //! What an app's backend configures: where the app's events go (`[apps.webhook]`) and who may
 //! call the Signaling REST API for it (`rest_credentials`).
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// `[apps.webhook]`: the server POSTs the app's events to `url`, signed with `secret`.
 ///
@@ -14,7 +14,7 @@ use serde::Deserialize;
 /// # timeout_ms = 5000    # one POST's deadline
 /// # max_attempts = 5     # tries per batch, 0.5 s, 1 s, 2 s... apart
 /// ```
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookConfig {
     /// Where to POST (`http://` or `https://`).
@@ -50,7 +50,7 @@ fn default_attempts() -> u32 {
 
 /// A Signaling REST API credential (HTTP Basic `key:secret`), as Agora's customer ID and
 /// secret.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RestCredential {
     /// The customer ID (the Basic user name).

@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// `[http]`: on by default, on loopback only.
 ///
@@ -13,7 +13,7 @@ use serde::Deserialize;
 /// # enabled = false           # no internal listener at all
 /// # admin_key = "a long random secret"   # turns the admin API on (Authorization: Bearer)
 /// ```
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HttpConfig {
     /// Whether the listener runs (default true).

@@ -38,6 +38,7 @@
 
 mod backend;
 mod http;
+mod sources;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -45,14 +46,15 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rtm_proto::{LoginLimits, limits};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 pub use self::backend::{RestCredential, WebhookConfig};
 pub use self::http::{HttpConfig, MIN_ADMIN_KEY_LEN};
+pub use self::sources::{DEFAULT_TOML, env_path};
 use crate::token::is_hex32;
 
 /// The whole configuration.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerConfig {
     /// Address to listen on (UDP).
@@ -85,7 +87,7 @@ pub struct ServerConfig {
 }
 
 /// `[engine]`: where the state that sessions share lives.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct EngineConfig {
     /// `"memory"` (the default): in this process; metadata and history in SQLite in
@@ -105,7 +107,7 @@ pub struct EngineConfig {
 }
 
 /// The `kind` of engine.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum EngineKind {
     /// One node, state in memory (and SQLite).
@@ -116,7 +118,7 @@ pub enum EngineKind {
 }
 
 /// `[websocket]`: a TCP listener for WebSocket clients (`docs/protocol.md` §1.5).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct WebSocketConfig {
     /// Address to listen on (TCP); absent: no WebSocket listener.
@@ -146,7 +148,7 @@ impl WebSocketConfig {
 }
 
 /// `[web]`: browsers.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct WebConfig {
     /// Accept WebTransport (ALPN `h3`) on the QUIC port (default true).
@@ -168,7 +170,7 @@ impl Default for WebConfig {
 }
 
 /// How metadata is kept (in `metadata.sqlite3` in the data directory).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StorageConfig {
     /// `"full"` (the default): a write is acknowledged once it is on disk, so that not even a
@@ -178,7 +180,7 @@ pub struct StorageConfig {
 }
 
 /// The `durability` setting.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum DurabilitySetting {
     /// Synced to disk before the answer.
@@ -217,7 +219,7 @@ impl Default for ServerConfig {
 }
 
 /// Limits that apply per app (`reference/extended-api.md` §7).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Limits {
     /// Largest message payload, in bytes (reference: 32 KB; error -11010).
@@ -277,7 +279,7 @@ impl Default for Limits {
 }
 
 /// Per-app overrides of [`Limits`]; what is absent comes from the server-wide `[limits]`.
-#[derive(Clone, Copy, Debug, Default, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LimitOverrides {
     /// See [`Limits::max_message_size`].
@@ -341,7 +343,7 @@ impl LimitOverrides {
 }
 
 /// Limits of every connection.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ConnectionLimits {
     /// Largest frame body accepted from a client, in bytes. Must leave room for the largest
@@ -400,7 +402,7 @@ impl Default for ConnectionLimits {
 const MIN_SESSION_BYTES: u64 = 4 << 20;
 
 /// One app.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct AppConfig {
     /// The App ID.

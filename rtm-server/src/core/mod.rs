@@ -23,8 +23,8 @@ use crate::config::{AppPolicy, Apps, ConnectionLimits, ServerConfig};
 use crate::engine::{
     Delivery, Engine, EngineError, HistoryKey, Retention, SessionHandle, SessionId,
 };
+use crate::events::{AppEvent, EventKind, Events};
 use crate::metrics::{MessageKind, Metrics};
-use crate::webhook::{AppEvent, EventKind, Events};
 
 pub(crate) use self::presence::{Departure, Intervals};
 pub(crate) use self::storage::{LockAnswer, lock_failed};

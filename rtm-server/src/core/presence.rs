@@ -17,7 +17,7 @@ use super::{Core, engine_failed, err, now_ms};
 use crate::engine::{
     Engine, PresenceFlags, PresentPage, SessionHandle, SessionId, StateChange, StateError,
 };
-use crate::webhook::{AppEvent, EventKind};
+use crate::events::{AppEvent, EventKind};
 
 /// A channel, as interval mode keys it.
 type ChannelKey = (Box<str>, ChannelType, Box<str>);

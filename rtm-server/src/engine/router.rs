@@ -17,7 +17,7 @@ use super::{
     StateChange, StateError, StreamError, TopicSubscribed,
 };
 #[cfg(doc)]
-use rtm_proto::{CloseReason, SubscribeTopicCode};
+use rtm_proto::SubscribeTopicCode;
 
 /// Sessions, channels, presence and fan-out: the part of the engine that every node of a
 /// cluster shares live.

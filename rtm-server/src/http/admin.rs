@@ -650,11 +650,7 @@ pub(crate) struct MessageOut {
 
 impl From<HistoryMessage> for MessageOut {
     fn from(m: HistoryMessage) -> Self {
-        let (message, message_type) = match m.message {
-            Payload::Text(text) => (text, "text"),
-            Payload::Binary(bytes) => (BASE64.encode(bytes), "binary"),
-            Payload::Encrypted(bytes) => (BASE64.encode(bytes), "encrypted"),
-        };
+        let (message, message_type) = crate::events::encode_payload(m.message);
         Self {
             message,
             message_type,

@@ -11,6 +11,7 @@ mod actions;
 mod admin;
 mod api;
 mod health;
+mod rest;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -23,6 +24,7 @@ use axum::routing::get;
 use tokio::sync::watch;
 
 pub(crate) use self::api::digest;
+pub(crate) use self::rest::RestApps;
 use crate::engine::{AnyEngine, Inspect};
 use crate::metrics::export::{self, Snapshot};
 use crate::session::Node;
@@ -35,6 +37,8 @@ pub(crate) struct Ops {
     pub(crate) shutdown: watch::Receiver<bool>,
     /// The digest of the admin key; `None`: no admin API.
     pub(crate) admin_key: Option<[u8; 32]>,
+    /// The apps with the Signaling REST API.
+    pub(crate) rest: RestApps,
 }
 
 impl Ops {
@@ -67,7 +71,10 @@ fn router(ops: Arc<Ops>) -> Router {
         .route("/metrics", get(metrics))
         .with_state(ops.clone());
     if ops.admin_key.is_some() {
-        router = router.merge(admin::routes(ops));
+        router = router.merge(admin::routes(ops.clone()));
+    }
+    if !ops.rest.is_empty() {
+        router = router.merge(rest::routes(ops));
     }
     router
 }

@@ -34,9 +34,9 @@ use self::resume::{Claim, Claims, Registry};
 use crate::config::AppPolicy;
 use crate::core::{Core, Departure, err, invalid, now_ms};
 use crate::engine::{Engine, PresenceFlags, SessionHandle, SessionId, StateChange};
+use crate::events::{AppEvent, EventKind};
 use crate::outbox::Outbox;
 use crate::token::AccessToken;
-use crate::webhook::{AppEvent, EventKind};
 
 /// What the sessions of a server share: the core, and the registry of the sessions a resume
 /// can reach.

@@ -1,6 +1,7 @@
-//! The app's events for its backend (`[apps.webhook]`): logins and logouts, arrivals in and
-//! departures from channels, and (for chosen channels) published messages, POSTed to the app's
-//! URL in signed batches (`docs/operators.md`, "Webhooks").
+//! The app's events for its backend: logins and logouts, arrivals in and departures from
+//! channels, and (for chosen channels) published messages. They go to the app's webhook
+//! (`[apps.webhook]`), POSTed in signed batches (`docs/operators.md`, "Webhooks"), and, for an
+//! app with `rest_credentials`, to the queues the Signaling REST API reads ([`log`]).
 //!
 //! The core [`Events::emit`]s each event as it happens, on this node: every arrival and
 //! departure, quiet users included, without the debounce window other users see. Emitting never
@@ -8,6 +9,7 @@
 //! (`rtm_webhook_events_dropped_total`). A worker per app drains the queue ([`worker`]),
 //! retrying a batch with backoff; a slow or dead receiver holds up only its own queue.
 
+pub(crate) mod log;
 mod post;
 #[cfg(test)]
 mod tests;
@@ -126,9 +128,17 @@ struct Hook {
     message_channels: HashSet<String>,
 }
 
-/// The apps' event queues. Without any webhook configured, emitting costs one map lookup.
+/// Where one app's events go.
+#[derive(Default)]
+struct Sinks {
+    hook: Option<Hook>,
+    log: Option<Arc<log::EventLog>>,
+}
+
+/// The apps' event queues. For an app without a webhook or REST credentials, emitting costs
+/// one map lookup.
 pub(crate) struct Events {
-    hooks: HashMap<String, Hook>,
+    hooks: HashMap<String, Sinks>,
     node: u32,
     next: AtomicU64,
     metrics: Arc<Metrics>,
@@ -148,19 +158,23 @@ impl Events {
     pub(crate) fn start(config: &ServerConfig, node: u32, metrics: Arc<Metrics>) -> Self {
         let mut hooks = HashMap::new();
         for app in &config.apps {
-            let Some(hook) = &app.webhook else { continue };
-            match post::HttpPost::new(hook) {
-                Ok(poster) => {
-                    let queue = spawn(&app.app_id, hook, poster, metrics.clone());
-                    hooks.insert(
-                        app.app_id.clone(),
-                        Hook {
-                            queue,
+            let mut sinks = Sinks::default();
+            if let Some(hook) = &app.webhook {
+                match post::HttpPost::new(hook) {
+                    Ok(poster) => {
+                        sinks.hook = Some(Hook {
+                            queue: spawn(&app.app_id, hook, poster, metrics.clone()),
                             message_channels: hook.message_channels.iter().cloned().collect(),
-                        },
-                    );
+                        });
+                    }
+                    Err(e) => tracing::error!(app = %app.app_id, "webhook not started: {e}"),
                 }
-                Err(e) => tracing::error!(app = %app.app_id, "webhook not started: {e}"),
+            }
+            if !app.rest_credentials.is_empty() {
+                sinks.log = Some(Arc::default());
+            }
+            if sinks.hook.is_some() || sinks.log.is_some() {
+                hooks.insert(app.app_id.clone(), sinks);
             }
         }
         Self {
@@ -175,16 +189,28 @@ impl Events {
     pub(crate) fn wants_message(&self, app_id: &str, channel: &str) -> bool {
         self.hooks
             .get(app_id)
+            .and_then(|s| s.hook.as_ref())
             .is_some_and(|h| h.message_channels.contains(channel))
+    }
+
+    /// The REST API's event queues of `app_id`, if it has REST credentials.
+    pub(crate) fn log(&self, app_id: &str) -> Option<Arc<log::EventLog>> {
+        self.hooks.get(app_id).and_then(|s| s.log.clone())
     }
 
     /// Queues the event `make` makes for `app_id`'s webhook, if it has one (otherwise nothing
     /// is made); drops it (counted) when the queue is full.
     pub(crate) fn emit(&self, app_id: &str, make: impl FnOnce() -> AppEvent) {
-        let Some(hook) = self.hooks.get(app_id) else {
+        let Some(sinks) = self.hooks.get(app_id) else {
             return;
         };
         let event = make();
+        if let Some(log) = &sinks.log {
+            record_for_rest(log, &event);
+        }
+        let Some(hook) = &sinks.hook else {
+            return;
+        };
         let n = self.next.fetch_add(1, Ordering::Relaxed);
         let (channel_type, channel) = match event.channel {
             Some((t, c)) => (Some(channel_type_name(t)), Some(c)),
@@ -212,6 +238,39 @@ impl Events {
             Ok(()) => self.metrics.webhook_queued(app_id, 1),
             Err(_) => self.metrics.webhook_dropped(app_id, "queue_full", 1),
         }
+    }
+}
+
+/// Adds `event` to the REST API's queues, as the reference names it.
+fn record_for_rest(log: &log::EventLog, event: &AppEvent) {
+    let ms = now_ms();
+    let user_id = event.user_id.clone();
+    match (event.kind, &event.channel) {
+        (EventKind::Login, _) => log.push_user(log::UserEvent {
+            user_id,
+            kind: "Login",
+            ms,
+        }),
+        (EventKind::Logout | EventKind::Timeout, _) => log.push_user(log::UserEvent {
+            user_id,
+            kind: "Logout",
+            ms,
+        }),
+        (EventKind::Join, Some((_, channel))) => log.push_channel(log::ChannelEvent {
+            channel: channel.clone(),
+            user_id,
+            kind: "Join",
+            ms,
+        }),
+        (EventKind::Leave | EventKind::ChannelTimeout, Some((_, channel))) => {
+            log.push_channel(log::ChannelEvent {
+                channel: channel.clone(),
+                user_id,
+                kind: "Leave",
+                ms,
+            });
+        }
+        _ => {}
     }
 }
 
