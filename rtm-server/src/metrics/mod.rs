@@ -79,12 +79,19 @@ pub struct StoreLabel {
     pub store: &'static str,
 }
 
-/// The labels of webhook counters: the app, and why (drops) or how (posts).
+/// The `app_id` label of webhook queues and deliveries.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AppLabel {
+    /// The App ID.
+    pub app_id: String,
+}
+
+/// The labels of webhook drops and posts: the app, and why (drops) or how (posts).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct WebhookLabel {
     /// The App ID.
     pub app_id: String,
-    /// `queue_full` or `failed` (drops), `ok` or `error` (posts), empty otherwise.
+    /// `queue_full` or `failed` (drops), `ok` or `error` (posts).
     pub outcome: &'static str,
 }
 
@@ -152,9 +159,9 @@ pub struct Metrics {
     /// Redis commands that failed or timed out (Redis engine only).
     pub redis_errors: Counter,
     /// Webhook events waiting in their app's queue.
-    pub webhook_queue: Family<WebhookLabel, Gauge>,
+    pub webhook_queue: Family<AppLabel, Gauge>,
     /// Webhook events delivered (their batch was answered 2xx).
-    pub webhook_delivered: Family<WebhookLabel, Counter>,
+    pub webhook_delivered: Family<AppLabel, Counter>,
     /// Webhook events dropped: `queue_full`, or `failed` after every try.
     pub webhook_dropped: Family<WebhookLabel, Counter>,
     /// Webhook POSTs, `ok` or `error`.
@@ -243,9 +250,8 @@ impl Metrics {
     /// Adds `n` (negative: takes) to `app_id`'s webhook queue gauge.
     pub(crate) fn webhook_queued(&self, app_id: &str, n: i64) {
         self.webhook_queue
-            .get_or_create(&WebhookLabel {
+            .get_or_create(&AppLabel {
                 app_id: app_id.to_owned(),
-                outcome: "",
             })
             .inc_by(n);
     }
@@ -263,9 +269,8 @@ impl Metrics {
     /// Counts `n` webhook events of `app_id` delivered.
     pub(crate) fn webhook_delivered(&self, app_id: &str, n: u64) {
         self.webhook_delivered
-            .get_or_create(&WebhookLabel {
+            .get_or_create(&AppLabel {
                 app_id: app_id.to_owned(),
-                outcome: "",
             })
             .inc_by(n);
     }
