@@ -4,18 +4,27 @@
 //! rtm sub demo                 # print the messages of channel "demo" (and to this user)
 //! rtm pub demo hello           # publish "hello" to channel "demo"
 //! rtm pub --user bob hello     # send "hello" to user "bob"
+//! rtm who demo                 # who is in channel "demo", with their states
+//! rtm where bob                # the channels where "bob" is
+//! rtm history demo --count 20  # the last 20 stored messages of "demo"
+//! rtm meta set --channel demo topic=rust; rtm meta get --channel demo
+//! rtm lock set demo door; rtm lock list demo
+//! rtm bench                    # 1 000 round trips: is the server there, and how fast
 //! ```
 //!
 //! By default it connects to the server that `cargo run -p rtm-server` starts on this machine,
 //! trusting the certificate in `./rtm-data/cert.pem`.
+
+mod bench;
+mod query;
 
 use std::path::PathBuf;
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use rtm_client::{
-    ChannelType, Endpoint, LoginOptions, Payload, PublishOptions, RtmClient, RtmConfig, RtmEvent,
-    SubscribeOptions, Trust,
+    ChannelType, Endpoint, GetHistoryMessageOptions, LoginOptions, PublishOptions, RtmClient,
+    RtmConfig, RtmEvent, SubscribeOptions, Trust,
 };
 
 /// A command-line client for rtm, the real-time signaling server.
@@ -68,6 +77,47 @@ enum Command {
         /// An application-defined message type.
         #[arg(long)]
         custom_type: Option<String>,
+    },
+    /// Who is in a channel, with their states.
+    Who {
+        channel: String,
+        /// The stream channel of that name, not the message channel.
+        #[arg(long)]
+        stream: bool,
+    },
+    /// The channels where a user is.
+    Where { user: String },
+    /// A page of a channel's stored messages, oldest first (the app must keep history).
+    History {
+        /// The channel, or with --user the other user of a conversation.
+        channel: String,
+        /// CHANNEL is a user: the messages between that user and this one.
+        #[arg(long)]
+        user: bool,
+        /// Messages at most (100 at most).
+        #[arg(long, default_value_t = 100)]
+        count: u32,
+        /// Only messages older than this (a timestamp, as printed).
+        #[arg(long, default_value_t = 0)]
+        start: u64,
+        /// Only messages at or after this timestamp.
+        #[arg(long, default_value_t = 0)]
+        end: u64,
+    },
+    /// Read and write metadata.
+    #[command(subcommand)]
+    Meta(query::Meta),
+    /// Look at and work with locks.
+    #[command(subcommand)]
+    Lock(query::LockCmd),
+    /// A quick round-trip check: publish to a channel of its own and wait for each message.
+    Bench {
+        /// Round trips.
+        #[arg(long, default_value_t = 1000)]
+        count: usize,
+        /// Bytes per message.
+        #[arg(long, default_value_t = 64)]
+        size: usize,
     },
 }
 
@@ -145,13 +195,7 @@ async fn main() -> anyhow::Result<()> {
                 tokio::select! {
                     event = events.recv() => match event {
                         Some(RtmEvent::Message(m)) => {
-                            let text = match &m.message {
-                                Payload::Text(t) => t.clone(),
-                                Payload::Binary(b) => format!("<{} bytes>", b.len()),
-                                Payload::Encrypted(b) => {
-                                    format!("<{} encrypted bytes: no key to read them>", b.len())
-                                }
-                            };
+                            let text = query::text(&m.message);
                             let kind = match m.channel_type {
                                 ChannelType::User => "user",
                                 _ => "channel",
@@ -192,6 +236,33 @@ async fn main() -> anyhow::Result<()> {
                     }
                 }
             }
+        }
+        other => {
+            let done = match other {
+                Command::Who { channel, stream } => query::who(&rtm, &channel, stream).await,
+                Command::Where { user } => query::where_is(&rtm, &user).await,
+                Command::History {
+                    channel,
+                    user,
+                    count,
+                    start,
+                    end,
+                } => {
+                    let options = GetHistoryMessageOptions {
+                        message_count: Some(count),
+                        start,
+                        end,
+                    };
+                    query::history(&rtm, &channel, user, options).await
+                }
+                Command::Meta(command) => query::meta(&rtm, command).await,
+                Command::Lock(command) => query::lock(&rtm, command).await,
+                Command::Bench { count, size } => bench::run(&rtm, &mut events, count, size).await,
+                Command::Sub { .. } | Command::Pub { .. } => Ok(()),
+            };
+            // Logged out either way, so that the session does not linger for its timeout.
+            let _ = rtm.logout().await;
+            done?;
         }
     }
     Ok(())
