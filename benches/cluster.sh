@@ -76,7 +76,7 @@ max_connections_per_address = 100000
 handshake_rate = 100000
 $engine_section
 TOML
-    RUST_LOG=warn target/release/rtm-server --config "$work/$name/rtm.toml" & node_pid=$!
+    RUST_LOG=warn target/release/rtm-server --http-listen 127.0.0.1:0 --config "$work/$name/rtm.toml" & node_pid=$!
     pids+=("$node_pid")
     for _ in $(seq 100); do [ -f "$work/$name/data/cert.pem" ] || [ -n "$cert" ] && break; sleep 0.1; done
     if [ ! -f "$work/cert.pem" ]; then

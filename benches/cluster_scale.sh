@@ -79,7 +79,7 @@ kind = "redis"
 urls = [${urls%,}]
 node_name = "node$n"
 TOML
-        RUST_LOG=warn target/release/rtm-server --config "$dir/node$n/rtm.toml" &
+        RUST_LOG=warn target/release/rtm-server --http-listen 127.0.0.1:0 --config "$dir/node$n/rtm.toml" &
         pids+=("$!"); watched+=("$!"); names+=("node$n"); node_ports+=("$port")
         for _ in $(seq 100); do [ -f "$dir/node$n/data/cert.pem" ] || [ -n "$cert" ] && break; sleep 0.1; done
         if [ ! -f "$work/cert.pem" ]; then

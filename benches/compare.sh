@@ -69,7 +69,7 @@ max_subscriptions = 10000
 max_connections_per_address = 100000
 handshake_rate = 100000
 TOML
-    RUST_LOG=warn "${server_cpu[@]}" target/release/rtm-server --config "$work/rtm.toml" & rtm_pid=$!; pids+=("$rtm_pid")
+    RUST_LOG=warn "${server_cpu[@]}" target/release/rtm-server --http-listen 127.0.0.1:0 --config "$work/rtm.toml" & rtm_pid=$!; pids+=("$rtm_pid")
     "${server_cpu[@]}" nats-server -a 127.0.0.1 -p "$nats_port" >"$work/nats.log" 2>&1 & nats_pid=$!; pids+=("$nats_pid")
     "${server_cpu[@]}" redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no \
         --protected-mode no --logfile "$work/redis.log" & redis_pid=$!; pids+=("$redis_pid")

@@ -193,6 +193,7 @@ describe('a headless Chromium reaches rtm-server', () => {
     server = spawn(SERVER_BIN, [
       '--listen', '127.0.0.1:0',
       '--websocket-listen', '127.0.0.1:0',
+      '--http-listen', '127.0.0.1:0',
       '--data-dir', dataDir,
     ], {
       stdio: ['ignore', 'pipe', 'pipe'],

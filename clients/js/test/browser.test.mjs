@@ -234,7 +234,7 @@ describe('the chat example in headless Chromium', () => {
     dataDir = path.join(tmp, 'data');
     fs.mkdirSync(dataDir);
     // Port 0, read back from the log: a probed free port could be taken before the bind.
-    server = spawn(SERVER_BIN, ['--listen', '127.0.0.1:0', '--websocket-listen', '127.0.0.1:0', '--data-dir', dataDir], {
+    server = spawn(SERVER_BIN, ['--listen', '127.0.0.1:0', '--websocket-listen', '127.0.0.1:0', '--http-listen', '127.0.0.1:0', '--data-dir', dataDir], {
       stdio: ['ignore', 'pipe', 'pipe'],
       env: { ...process.env, NO_COLOR: '1', RUST_LOG: `${process.env.RUST_LOG ?? 'info'},rtm_server=info` },
     });

@@ -199,7 +199,7 @@ export async function startServer({ config } = {}) {
   fs.mkdirSync(dataDir);
   // Port 0: the system picks free ports, read back from the server's log (a port found free
   // here and bound later could be taken meanwhile by another test running beside this one).
-  const args = ['--listen', '127.0.0.1:0', '--websocket-listen', '127.0.0.1:0', '--data-dir', dataDir];
+  const args = ['--listen', '127.0.0.1:0', '--websocket-listen', '127.0.0.1:0', '--http-listen', '127.0.0.1:0', '--data-dir', dataDir];
   if (config !== undefined) {
     const file = path.join(tmp, 'rtm.toml');
     fs.writeFileSync(file, config);
