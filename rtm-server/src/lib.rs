@@ -210,6 +210,7 @@ impl ServerBuilder {
                     .as_deref()
                     .map(|key| http::digest(key.as_bytes())),
                 rest: http::RestApps::from_config(&config),
+                rates: Default::default(),
             });
             tokio::spawn(http::serve(listener, ops));
         }

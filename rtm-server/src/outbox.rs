@@ -325,6 +325,14 @@ fn overflowed(
         .metrics
         .slow_consumer_disconnects
         .fetch_add(1, Ordering::Relaxed);
+    let owner = shared
+        .owner
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone();
+    shared.metrics.recent_errors.note(format!(
+        "slow consumer {owner} closed: its queue of events overflowed"
+    ));
     shared
         .metrics
         .frames_dropped

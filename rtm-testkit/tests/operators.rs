@@ -398,3 +398,34 @@ async fn readiness_follows_redis_and_the_scrape_shows_the_cluster() {
     assert!(s.get("rtm_redis_errors_total") > 0.0);
     drop(alice);
 }
+
+#[tokio::test]
+async fn the_status_page_and_its_numbers() {
+    let server = TestServer::start().await;
+    let addr = server.http_addr();
+    let page = http::get(addr, "/").await;
+    assert_eq!(page.status, 200);
+    assert_eq!(
+        page.header("content-type"),
+        Some("text/html; charset=utf-8")
+    );
+    assert!(
+        page.body.contains("fetch('status'"),
+        "the page reads /status"
+    );
+    let (alice, _events) = server.login("alice").await;
+    alice
+        .subscribe("lobby", rtm_client::SubscribeOptions::default())
+        .await
+        .unwrap();
+    let status: serde_json::Value =
+        serde_json::from_str(&http::get(addr, "/status").await.body).unwrap();
+    assert_eq!(status["connections"]["total"], 1, "{status}");
+    assert_eq!(status["apps"][0]["app_id"], TEST_APP_ID);
+    assert_eq!(status["apps"][0]["sessions"], 1);
+    assert_eq!(status["busiest"][0]["channel"], "lobby");
+    assert_eq!(status["subscriptions"], 1);
+    assert_eq!(status["nodes"], 1);
+    assert!(status["rates"].is_array());
+    assert_eq!(status["errors"], serde_json::json!([]));
+}

@@ -143,6 +143,9 @@ pub(crate) async fn run<P: Post>(
                 Err(e) => {
                     metrics.webhook_post(app, false);
                     tracing::warn!(app, attempt, "webhook POST failed: {e}");
+                    metrics
+                        .recent_errors
+                        .note(format!("webhook of {app}, try {attempt}: {e}"));
                     if attempt < settings.max_attempts {
                         let wait = backoff(settings.retry_base, attempt, spread.next());
                         tokio::time::sleep(wait).await;

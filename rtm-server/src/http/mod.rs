@@ -6,12 +6,15 @@
 //! - `GET /readyz`: the server can serve: its listeners are bound and it is not stopping, its
 //!   storage is open, and Redis answers when the engine uses it (200, or 503 with what failed).
 //! - `GET /metrics`: the OpenMetrics text format ([`crate::metrics::export`]).
+//! - `GET /`: a read-only status page, which reads `GET /status` (JSON).
+//! - The admin API (`admin.rs`) and the Signaling REST API (`rest.rs`), when configured.
 
 mod actions;
 mod admin;
 mod api;
 mod health;
 mod rest;
+mod status;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -39,6 +42,8 @@ pub(crate) struct Ops {
     pub(crate) admin_key: Option<[u8; 32]>,
     /// The apps with the Signaling REST API.
     pub(crate) rest: RestApps,
+    /// Message rates for the status page.
+    pub(crate) rates: status::Rates,
 }
 
 impl Ops {
@@ -69,6 +74,8 @@ fn router(ops: Arc<Ops>) -> Router {
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(metrics))
+        .route("/", get(status::page))
+        .route("/status", get(status::status))
         .with_state(ops.clone());
     if ops.admin_key.is_some() {
         router = router.merge(admin::routes(ops.clone()));
@@ -100,6 +107,7 @@ async fn metrics(axum::extract::State(ops): axum::extract::State<Arc<Ops>>) -> R
 pub(crate) async fn serve(listener: tokio::net::TcpListener, ops: Arc<Ops>) {
     let mut shutdown = ops.shutdown.clone();
     let addr: Option<SocketAddr> = listener.local_addr().ok();
+    tokio::spawn(status::sample(ops.clone()));
     let gone = async move { while shutdown.changed().await.is_ok() {} };
     if let Err(e) = axum::serve(listener, router(ops))
         .with_graceful_shutdown(gone)

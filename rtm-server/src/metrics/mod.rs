@@ -7,6 +7,9 @@
 //! whose label sets are small and fixed.
 
 pub(crate) mod export;
+mod notes;
+
+pub use notes::{Note, Notes};
 
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
@@ -166,6 +169,8 @@ pub struct Metrics {
     pub webhook_dropped: Family<WebhookLabel, Counter>,
     /// Webhook POSTs, `ok` or `error`.
     pub webhook_posts: Family<WebhookLabel, Counter>,
+    /// The last problems worth an operator's look, for the status page.
+    pub recent_errors: Notes,
 }
 
 impl Default for Metrics {
@@ -201,6 +206,7 @@ impl Default for Metrics {
             webhook_delivered: Family::default(),
             webhook_dropped: Family::default(),
             webhook_posts: Family::default(),
+            recent_errors: Notes::default(),
         };
         for transport in [
             Transport::quic,

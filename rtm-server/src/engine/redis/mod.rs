@@ -369,14 +369,16 @@ impl RedisEngine {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(e)) => {
                 metrics.redis_errors.inc();
+                metrics.recent_errors.note(format!("Redis {what}: {e}"));
                 Err(unavailable(format!("{what}: {e}")))
             }
             Err(_) => {
                 metrics.redis_errors.inc();
-                Err(unavailable(format!(
-                    "{what}: no answer within {:?}",
-                    self.inner.timeout
-                )))
+                let timeout = self.inner.timeout;
+                metrics
+                    .recent_errors
+                    .note(format!("Redis {what}: no answer within {timeout:?}"));
+                Err(unavailable(format!("{what}: no answer within {timeout:?}")))
             }
         }
     }
