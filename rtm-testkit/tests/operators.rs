@@ -415,7 +415,7 @@ async fn the_status_page_and_its_numbers() {
     );
     let (alice, _events) = server.login("alice").await;
     alice
-        .subscribe("lobby", rtm_client::SubscribeOptions::default())
+        .subscribe("lobby", SubscribeOptions::default())
         .await
         .unwrap();
     let status: serde_json::Value =
