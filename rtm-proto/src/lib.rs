@@ -10,6 +10,26 @@
 //! arguments, and bytes go in and out through [`bytes`] buffers. The IO lives in `rtm-server`
 //! and `rtm-client`.
 //!
+//! ```
+//! use bytes::BytesMut;
+//! use rtm_proto::{ClientMsg, FrameDecoder, Hello, PROTOCOL_VERSION, encode_frame, limits};
+//!
+//! // A client's first frame: its hello.
+//! let hello = ClientMsg::Hello(Hello {
+//!     version: PROTOCOL_VERSION,
+//!     agent: "my-client/1.0".into(),
+//! });
+//! let frame = encode_frame(&hello);
+//!
+//! // The other side cuts the byte stream into frame bodies, then decodes each one.
+//! let mut received = BytesMut::from(&frame[..]);
+//! let mut frames = FrameDecoder::new(limits::MAX_FRAME_LEN);
+//! let body = frames.decode(&mut received).unwrap().expect("a whole frame");
+//! assert_eq!(ClientMsg::decode(&body).unwrap(), hello);
+//! // Nothing is left, and a half-arrived frame waits for its other half.
+//! assert!(frames.decode(&mut received).unwrap().is_none());
+//! ```
+//!
 //! # Layout
 //!
 //! - [`frame`]: length-prefixed framing, with the size cap checked before any allocation.

@@ -209,6 +209,10 @@ impl ServerBuilder {
                     .admin_key
                     .as_deref()
                     .map(|key| http::digest(key.as_bytes())),
+                admin_rate: governor::RateLimiter::direct(governor::Quota::per_second(
+                    std::num::NonZeroU32::new(config.http.admin_rate)
+                        .unwrap_or(std::num::NonZeroU32::MIN),
+                )),
                 rest: http::RestApps::from_config(&config),
                 rates: Default::default(),
             });

@@ -18,6 +18,7 @@ fn config(dir: &Path) -> ServerConfig {
             enabled: true,
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             admin_key: None,
+            admin_rate: 1000,
         },
         ..ServerConfig::default()
     }

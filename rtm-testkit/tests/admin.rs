@@ -375,3 +375,20 @@ async fn a_disconnect_reaches_a_user_on_another_node() {
     assert_eq!(info["nodes"].as_array().unwrap().len(), 2);
     drop(carol);
 }
+
+#[tokio::test]
+async fn calls_beyond_the_admin_rate_are_refused() {
+    let mut config = config();
+    config.http.admin_rate = 5;
+    let server = TestServer::start_with(config).await;
+    let mut statuses = Vec::new();
+    for _ in 0..20 {
+        statuses.push(call(server.http_addr(), "info", json!({})).await.0);
+    }
+    let refused = statuses.iter().filter(|s| **s == 429).count();
+    assert!(refused >= 10, "{statuses:?}");
+    assert!(
+        statuses.iter().all(|s| *s == 200 || *s == 429),
+        "{statuses:?}"
+    );
+}

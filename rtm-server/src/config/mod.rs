@@ -480,6 +480,9 @@ impl ServerConfig {
                 MIN_ADMIN_KEY_LEN
             ));
         }
+        if self.http.admin_rate == 0 {
+            return bad("[http] admin_rate must be above 0".into());
+        }
         match self.engine.kind {
             EngineKind::Redis if self.engine.urls.is_empty() => {
                 return bad("[engine] kind = \"redis\" needs urls, one per Redis server".into());

@@ -70,11 +70,17 @@ impl FromRequestParts<Arc<Ops>> for Admin {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .ok_or_else(|| unauthorized("send Authorization: Bearer <admin_key>"))?;
-        if matches(given.trim().as_bytes(), expected) {
-            Ok(Self)
-        } else {
-            Err(unauthorized("wrong admin key"))
+        if !matches(given.trim().as_bytes(), expected) {
+            return Err(unauthorized("wrong admin key"));
         }
+        if ops.admin_rate.check().is_err() {
+            return Err(ApiError::http(
+                StatusCode::TOO_MANY_REQUESTS,
+                "TOO_MANY_REQUESTS",
+                "over [http] admin_rate calls per second",
+            ));
+        }
+        Ok(Self)
     }
 }
 

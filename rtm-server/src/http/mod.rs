@@ -40,6 +40,8 @@ pub(crate) struct Ops {
     pub(crate) shutdown: watch::Receiver<bool>,
     /// The digest of the admin key; `None`: no admin API.
     pub(crate) admin_key: Option<[u8; 32]>,
+    /// Admin calls per second, all callers together.
+    pub(crate) admin_rate: governor::DefaultDirectRateLimiter,
     /// The apps with the Signaling REST API.
     pub(crate) rest: RestApps,
     /// Message rates for the status page.
