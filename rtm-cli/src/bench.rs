@@ -1,6 +1,7 @@
 //! `rtm bench`: a quick round-trip check. The client subscribes to a channel of its own and
-//! publishes messages one at a time, each sent when the previous one came back; it prints the
-//! round trip's percentiles and the rate. A check that the server answers and how fast, from
+//! publishes messages one at a time, each sent when the previous one came back and no faster
+//! than `--rate` (the app's `publish_rate`, 60 a second by default, refuses more); it prints
+//! the round trip's percentiles and the rate. A check that the server answers and how fast, from
 //! where the command runs; `docs/performance.md` measures the server itself.
 
 use std::time::{Duration, Instant};
@@ -17,22 +18,26 @@ pub(crate) fn percentile(sorted: &[Duration], q: f64) -> Duration {
     sorted[rank - 1]
 }
 
-/// Runs `count` round trips of `size`-byte messages.
+/// Runs `count` round trips of `size`-byte messages, at most `rate` a second.
 pub(crate) async fn run(
     rtm: &RtmClient,
     events: &mut EventStream,
     count: usize,
     size: usize,
+    rate: u32,
 ) -> anyhow::Result<()> {
-    if count == 0 {
-        bail!("--count must be above 0");
+    if count == 0 || rate == 0 {
+        bail!("--count and --rate must be above 0");
     }
+    let spacing = Duration::from_secs(1) / rate;
     let channel = format!("bench-{}", std::process::id());
     rtm.subscribe(&channel, SubscribeOptions::default()).await?;
     let payload = vec![b'x'; size];
     let mut round_trips = Vec::with_capacity(count);
     let started = Instant::now();
     for n in 0..count {
+        // Paced from the start: the n-th message leaves no earlier than n / rate seconds in.
+        tokio::time::sleep_until((started + spacing * n as u32).into()).await;
         let sent = Instant::now();
         rtm.publish(&channel, payload.clone(), PublishOptions::default())
             .await

@@ -9,7 +9,7 @@
 //! rtm history demo --count 20  # the last 20 stored messages of "demo"
 //! rtm meta set --channel demo topic=rust; rtm meta get --channel demo
 //! rtm lock set demo door; rtm lock list demo
-//! rtm bench                    # 1 000 round trips: is the server there, and how fast
+//! rtm bench                    # 100 round trips: is the server there, and how fast
 //! ```
 //!
 //! By default it connects to the server that `cargo run -p rtm-server` starts on this machine,
@@ -113,11 +113,14 @@ enum Command {
     /// A quick round-trip check: publish to a channel of its own and wait for each message.
     Bench {
         /// Round trips.
-        #[arg(long, default_value_t = 1000)]
+        #[arg(long, default_value_t = 100)]
         count: usize,
         /// Bytes per message.
         #[arg(long, default_value_t = 64)]
         size: usize,
+        /// Messages per second at most: within the app's publish_rate (60 by default).
+        #[arg(long, default_value_t = 50)]
+        rate: u32,
     },
 }
 
@@ -257,7 +260,9 @@ async fn main() -> anyhow::Result<()> {
                 }
                 Command::Meta(command) => query::meta(&rtm, command).await,
                 Command::Lock(command) => query::lock(&rtm, command).await,
-                Command::Bench { count, size } => bench::run(&rtm, &mut events, count, size).await,
+                Command::Bench { count, size, rate } => {
+                    bench::run(&rtm, &mut events, count, size, rate).await
+                }
                 Command::Sub { .. } | Command::Pub { .. } => Ok(()),
             };
             // Logged out either way, so that the session does not linger for its timeout.

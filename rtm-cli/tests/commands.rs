@@ -88,8 +88,18 @@ async fn the_operator_commands_print_what_the_server_holds() {
     rtm(&server, &["lock", "remove", "room", "door"]).await;
     assert_eq!(rtm(&server, &["lock", "list", "room"]).await.trim(), "");
 
-    let bench = rtm(&server, &["bench", "--count", "50"]).await;
+    let bench = rtm(&server, &["bench", "--count", "50", "--rate", "1000"]).await;
     assert!(bench.starts_with("50 round trips of 64 bytes"), "{bench}");
     assert!(bench.contains("p99"), "{bench}");
     drop(alice);
+}
+
+#[tokio::test]
+async fn bench_with_its_defaults_stays_within_the_default_publish_rate() {
+    let mut config = TestServer::config();
+    config.limits.publish_rate = 60;
+    config.websocket.listen = None;
+    let server = TestServer::start_with(config).await;
+    let bench = rtm(&server, &["bench"]).await;
+    assert!(bench.starts_with("100 round trips of 64 bytes"), "{bench}");
 }

@@ -138,7 +138,10 @@ async fn main() -> anyhow::Result<()> {
         Some(command) => return print_token(command),
         None => {}
     }
-    let mut config = ServerConfig::load(args.config.as_deref(), std::env::vars(), &args.set)?;
+    // Variables that are not UTF-8 are no settings (and would make `std::env::vars` panic).
+    let env = std::env::vars_os()
+        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)));
+    let mut config = ServerConfig::load(args.config.as_deref(), env, &args.set)?;
     if let Some(listen) = args.listen {
         config.listen = listen;
     }

@@ -284,6 +284,11 @@ impl Outbox {
         lock(&self.shared().state).closing.is_some()
     }
 
+    /// Why the session is closing, if it is.
+    pub fn closing_reason(&self) -> Option<CloseReason> {
+        lock(&self.shared().state).closing
+    }
+
     /// Asks the writer to end the session for `reason`. Returns false if it was already closing.
     pub fn close(&self, reason: CloseReason) -> bool {
         let shared = self.shared();

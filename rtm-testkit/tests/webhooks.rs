@@ -241,3 +241,89 @@ async fn a_receiver_that_never_answers_costs_events_not_messages() {
     assert!(dropped + queued <= emitted, "{dropped} + {queued}");
     assert!(dropped + queued >= emitted - 100.0, "{dropped} + {queued}");
 }
+
+/// A node dies with a logged-in user and a debounced leave: its reaper posts the user's
+/// `user.timeout` and `channel.timeout`, and does not post the leave a second time (it went
+/// out when the user left).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_node_s_users_are_posted_by_its_reaper_once() {
+    if !rtm_testkit::RedisServer::available() {
+        return;
+    }
+    let (addr, mut posts) = receiver(0).await;
+    let mut config = config(format!("http://{addr}/hook"), |_| {});
+    config.limits.presence_debounce_ms = 5_000;
+    config.engine.node_timeout_ms = Some(2_000);
+    let mut cluster = rtm_testkit::TestCluster::start_with(2, config).await;
+    let (carol, _carol_events) = cluster.node(1).login("carol").await;
+    carol
+        .subscribe("room", SubscribeOptions::default())
+        .await
+        .unwrap();
+    let (bob, _bob_events) = cluster.node(1).login("bob").await;
+    bob.subscribe("room", SubscribeOptions::default())
+        .await
+        .unwrap();
+    bob.unsubscribe("room").await.unwrap();
+    // bob's leave waits out its 5 s window on node 1, which dies meanwhile.
+    cluster.kill(1);
+    let events = events_until(&mut posts, |e| {
+        e["type"] == "user.timeout" && e["user_id"] == "carol"
+    })
+    .await;
+    // Its channels first, as a session that ends leaves them before it goes.
+    assert_eq!(
+        summary(&events, "carol"),
+        [
+            "user.login -",
+            "channel.join room",
+            "channel.timeout room",
+            "user.timeout -"
+        ]
+    );
+    // The reaper's node waits out a window of its own for bob's leave (5 s), and tells its
+    // channel then; whatever it posts meanwhile, bob's leave is not posted again.
+    let more = within(EVENT_DEADLINE, "the reaper's late events", async {
+        let mut all = events.clone();
+        let until = tokio::time::Instant::now() + std::time::Duration::from_secs(7);
+        while let Ok(Some(got)) = tokio::time::timeout_at(until, posts.recv()).await {
+            all.extend(verified(&got));
+        }
+        all
+    })
+    .await;
+    let bob_leaves = summary(&more, "bob")
+        .iter()
+        .filter(|e| *e == "channel.leave room")
+        .count();
+    assert_eq!(bob_leaves, 1, "{:?}", summary(&more, "bob"));
+    assert_eq!(
+        summary(&more, "carol")
+            .iter()
+            .filter(|e| *e == "user.timeout -")
+            .count(),
+        1
+    );
+    drop((carol, bob));
+}
+
+#[tokio::test]
+async fn a_session_replaced_by_the_same_user_posts_no_logout() {
+    let (addr, mut posts) = receiver(0).await;
+    let server = TestServer::start_with(config(format!("http://{addr}/hook"), |_| {})).await;
+    let (first, mut first_events) = server.login("dave").await;
+    let (second, _second_events) = server.login("dave").await;
+    rtm_testkit::expect_link_state(&mut first_events, rtm_client::LinkState::Failed).await;
+    // The replaced session has ended on the server (its end is where a logout would be
+    // posted); then eve's login marks the end of what to look at.
+    let metrics = server.metrics();
+    rtm_testkit::wait_until(EVENT_DEADLINE, "the replaced session to end", || {
+        metrics.sessions.load(Ordering::Relaxed) == 1
+    })
+    .await;
+    let (_eve, _eve_events) = server.login("eve").await;
+    let events = events_until(&mut posts, |e| e["user_id"] == "eve").await;
+    assert_eq!(summary(&events, "dave"), ["user.login -", "user.login -"]);
+    drop(second);
+    drop(first);
+}

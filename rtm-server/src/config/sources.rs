@@ -42,11 +42,21 @@ fn value(text: &str) -> toml::Value {
         .unwrap_or_else(|| toml::Value::String(text.to_owned()))
 }
 
-/// Sets `path` in `table` to `text`, making the sections on the way.
+/// Sets `path` in `table` to `text` as [`value`] reads it.
 fn set(
     table: &mut toml::Table,
     path: &[String],
     text: &str,
+    from: &str,
+) -> Result<(), ConfigError> {
+    put(table, path, value(text), from)
+}
+
+/// Puts `value` at `path` in `table`, making the sections on the way.
+fn put(
+    table: &mut toml::Table,
+    path: &[String],
+    value: toml::Value,
     from: &str,
 ) -> Result<(), ConfigError> {
     let invalid = |why: &str| ConfigError::Invalid(format!("{from}: {why}"));
@@ -65,8 +75,18 @@ fn set(
     if last.is_empty() {
         return Err(invalid("an empty key"));
     }
-    at.insert(last.clone(), value(text));
+    at.insert(last.clone(), value);
     Ok(())
+}
+
+/// Sets `path` in `table` to `text` as text.
+fn set_text(
+    table: &mut toml::Table,
+    path: &[String],
+    text: &str,
+    from: &str,
+) -> Result<(), ConfigError> {
+    put(table, path, toml::Value::String(text.to_owned()), from)
 }
 
 impl ServerConfig {
@@ -92,25 +112,52 @@ impl ServerConfig {
                 path: origin.clone(),
                 source: Box::new(source),
             })?;
-        for (name, text) in env {
-            if let Some(path) = env_path(&name) {
-                set(&mut table, &path, &text, &name)?;
-            } else if name.starts_with("RTM_") {
-                tracing::debug!(variable = %name, "not a setting (no such section or key)");
-            }
-        }
+        // Whole sections before the keys inside them, whatever order the environment lists
+        // its variables in.
+        let mut settings: Vec<(Vec<String>, String, String)> = env
+            .into_iter()
+            .filter_map(|(name, text)| {
+                let path = env_path(&name);
+                if path.is_none() && name.starts_with("RTM_") {
+                    tracing::debug!(variable = %name, "not a setting (no such section or key)");
+                }
+                Some((path?, text, name))
+            })
+            .collect();
+        settings.sort_by_key(|(path, _, _)| path.len());
         for setting in sets {
             let (key, text) = setting
                 .split_once('=')
                 .ok_or_else(|| ConfigError::Invalid(format!("--set {setting}: write key=value")))?;
             let path: Vec<String> = key.trim().split('.').map(str::to_owned).collect();
-            set(&mut table, &path, text.trim(), &format!("--set {key}"))?;
+            settings.push((path, text.trim().to_owned(), format!("--set {key}")));
         }
-        let config: Self = toml::Value::Table(table)
-            .try_into()
-            .map_err(|e: toml::de::Error| ConfigError::Invalid(e.to_string()))?;
-        config.check()?;
-        Ok(config)
+        for (path, text, from) in &settings {
+            set(&mut table, path, text, from)?;
+        }
+        // A text that reads as a number or a boolean (a secret of digits) is meant as text when
+        // its key takes text: the error names the key, and that setting is taken as text.
+        let mut as_text = std::collections::HashSet::new();
+        loop {
+            match toml::Value::Table(table.clone()).try_into::<Self>() {
+                Ok(config) => {
+                    config.check()?;
+                    return Ok(config);
+                }
+                Err(e) => {
+                    let message = e.to_string();
+                    let retry = settings.iter().find(|(path, text, _)| {
+                        message.contains(&format!("`{}`", path.join(".")))
+                            && !matches!(value(text), toml::Value::String(_))
+                            && as_text.insert(path.clone())
+                    });
+                    let Some((path, text, from)) = retry else {
+                        return Err(ConfigError::Invalid(message));
+                    };
+                    set_text(&mut table, path, text, from)?;
+                }
+            }
+        }
     }
 }
 
@@ -188,6 +235,29 @@ mod tests {
         );
         // Without a file, the embedded defaults: the WebSocket listener is on.
         assert!(config.websocket.listen.is_some());
+    }
+
+    #[test]
+    fn a_secret_of_digits_stays_text_and_sections_come_before_their_keys() {
+        let env = [
+            (
+                "RTM_HTTP__ADMIN_KEY".to_owned(),
+                "12345678901234567890".to_owned(),
+            ),
+            ("RTM_LIMITS__PUBLISH_RATE".to_owned(), "9".to_owned()),
+            // Listed after a key of its section: applied first all the same.
+            (
+                "RTM_HTTP".to_owned(),
+                "{ listen = \"127.0.0.1:9999\" }".to_owned(),
+            ),
+        ];
+        let config = ServerConfig::load(None, env, &[]).unwrap();
+        assert_eq!(
+            config.http.admin_key.as_deref(),
+            Some("12345678901234567890")
+        );
+        assert_eq!(config.limits.publish_rate, 9);
+        assert_eq!(config.http.listen.port(), 9999);
     }
 
     #[test]

@@ -293,9 +293,6 @@ impl<E: Engine> Core<E> {
             timestamp,
         })));
         let app_id = publisher.app_id;
-        if let Some(event) = hooked {
-            self.events.emit(app_id, || event);
-        }
         let failed = |e: EngineError| engine_failed(ErrorCode::ChannelPublishMessageFailed, &e);
         let delivery = match channel_type {
             ChannelType::User => self
@@ -326,6 +323,9 @@ impl<E: Engine> Core<E> {
             },
             delivery,
         );
+        if let Some(event) = hooked {
+            self.events.emit(app_id, || event);
+        }
         Ok(timestamp)
     }
 

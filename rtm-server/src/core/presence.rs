@@ -15,7 +15,7 @@ use rtm_proto::{ChannelDetail, ErrorCode, WireError, limits};
 
 use super::{Core, engine_failed, err, now_ms};
 use crate::engine::{
-    Engine, PresenceFlags, PresentPage, SessionHandle, SessionId, StateChange, StateError,
+    Departed, Engine, PresenceFlags, PresentPage, SessionHandle, SessionId, StateChange, StateError,
 };
 use crate::events::{AppEvent, EventKind};
 
@@ -140,19 +140,35 @@ impl<E: Engine> Core<E> {
         };
         let core = Arc::downgrade(self);
         tokio::spawn(async move {
-            while let Some(gone) = departures.recv().await {
+            while let Some(departed) = departures.recv().await {
                 let Some(core) = core.upgrade() else { return };
+                let gone = match departed {
+                    Departed::Member(gone) => gone,
+                    Departed::Session(session) => {
+                        core.events.emit(session.app_id(), || {
+                            AppEvent::user(EventKind::Timeout, session.user_id())
+                        });
+                        continue;
+                    }
+                };
                 let (channel_type, channel) = (gone.channel_type, gone.channel.as_str());
                 // A leave whose debounce window its node did not live to end is held for a
                 // window here (how much of the first one had passed is not known): told late
-                // rather than early, and not at all if the user comes back meanwhile.
-                let how = if gone.left {
-                    Departure::Left
+                // rather than early, and not at all if the user comes back meanwhile. Its
+                // backend event went out when the user left.
+                let (how, tell_backend) = if gone.left {
+                    (Departure::Left, false)
                 } else {
-                    Departure::TimedOut
+                    (Departure::TimedOut, true)
                 };
-                core.depart(&gone.session, channel_type, channel, gone.flags, how)
-                    .await;
+                core.depart_as(
+                    &gone.session,
+                    (channel_type, channel),
+                    gone.flags,
+                    how,
+                    tell_backend,
+                )
+                .await;
             }
         });
     }
@@ -219,13 +235,28 @@ impl<E: Engine> Core<E> {
         flags: PresenceFlags,
         how: Departure,
     ) {
-        let kind = match how {
-            Departure::Left => EventKind::Leave,
-            Departure::TimedOut => EventKind::ChannelTimeout,
-        };
-        self.events.emit(session.app_id(), || {
-            AppEvent::channel(kind, session.user_id(), channel_type, channel)
-        });
+        self.depart_as(session, (channel_type, channel), flags, how, true)
+            .await;
+    }
+
+    /// [`Core::depart`], telling the app's backend (webhook, REST queues) or not.
+    async fn depart_as(
+        self: &Arc<Self>,
+        session: &SessionHandle,
+        (channel_type, channel): (ChannelType, &str),
+        flags: PresenceFlags,
+        how: Departure,
+        tell_backend: bool,
+    ) {
+        if tell_backend {
+            let kind = match how {
+                Departure::Left => EventKind::Leave,
+                Departure::TimedOut => EventKind::ChannelTimeout,
+            };
+            self.events.emit(session.app_id(), || {
+                AppEvent::channel(kind, session.user_id(), channel_type, channel)
+            });
+        }
         if flags.quiet {
             return;
         }

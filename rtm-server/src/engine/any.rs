@@ -23,7 +23,7 @@ pub enum AnyEngine {
 }
 
 impl Router for AnyEngine {
-    fn departures(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<super::GoneMember>> {
+    fn departures(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<super::Departed>> {
         match self {
             Self::Memory(e) => e.departures(),
             Self::Redis(e) => e.departures(),

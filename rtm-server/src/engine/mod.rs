@@ -215,6 +215,15 @@ pub struct GoneMember {
     pub left: bool,
 }
 
+/// What the reaper of a dead node hands to the core to tell.
+#[derive(Debug)]
+pub enum Departed {
+    /// A member of a channel.
+    Member(GoneMember),
+    /// A session of the dead node, whose user is no longer online (its user's name was freed).
+    Session(SessionHandle),
+}
+
 /// A page of a channel's present users.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PresentPage {

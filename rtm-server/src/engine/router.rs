@@ -13,7 +13,7 @@ use super::Store;
 use tokio::sync::mpsc;
 
 use super::{
-    Delivery, EngineError, GoneMember, PresenceFlags, PresentPage, SessionHandle, SessionId,
+    Delivery, Departed, EngineError, PresenceFlags, PresentPage, SessionHandle, SessionId,
     StateChange, StateError, StreamError, TopicSubscribed,
 };
 #[cfg(doc)]
@@ -255,7 +255,7 @@ pub trait Router: Send + Sync + 'static {
     /// Members of channels whose sessions were on a node that died, for the core to tell the
     /// others they timed out: the receiving end, taken once (`None` for an engine that has
     /// no other nodes, or after the first call).
-    fn departures(&self) -> Option<mpsc::UnboundedReceiver<GoneMember>> {
+    fn departures(&self) -> Option<mpsc::UnboundedReceiver<Departed>> {
         None
     }
 

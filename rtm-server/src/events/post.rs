@@ -24,7 +24,11 @@ impl HttpPost {
     /// A poster for `hook`'s URL (checked with the configuration).
     pub(crate) fn new(hook: &WebhookConfig) -> Result<Self, String> {
         let url = url::Url::parse(&hook.url).map_err(|e| e.to_string())?;
-        let host = url.host_str().ok_or("the URL has no host")?.to_owned();
+        // Without the brackets of an IPv6 address: the name to connect to and to verify.
+        let host = match url.host().ok_or("the URL has no host")? {
+            url::Host::Ipv6(addr) => addr.to_string(),
+            other => other.to_string(),
+        };
         let port = url.port_or_known_default().ok_or("the URL has no port")?;
         let tls = match url.scheme() {
             "https" => {
@@ -55,9 +59,10 @@ impl HttpPost {
             Some(query) => format!("{}?{query}", self.url.path()),
             None => self.url.path().to_owned(),
         };
-        let host = match self.url.port() {
-            Some(port) => format!("{}:{port}", self.host),
-            None => self.host.clone(),
+        let host = match (self.url.host_str(), self.url.port()) {
+            (Some(host), Some(port)) => format!("{host}:{port}"),
+            (Some(host), None) => host.to_owned(),
+            (None, _) => self.host.clone(),
         };
         Request::post(path)
             .header(header::HOST, host)

@@ -41,7 +41,8 @@ impl From<WireError> for ApiError {
     fn from(e: WireError) -> Self {
         let status = match e.code {
             ErrorCode::InvalidAppId => StatusCode::NOT_FOUND,
-            ErrorCode::ChannelReceiverOffline => StatusCode::NOT_FOUND,
+            ErrorCode::ChannelReceiverOffline
+            | ErrorCode::ChannelReceiverOfflineButStoreSucceeded => StatusCode::NOT_FOUND,
             ErrorCode::OperationRateExceedLimitation
             | ErrorCode::ChannelPublishMessageTooFrequent => StatusCode::TOO_MANY_REQUESTS,
             _ if e.reason == ENGINE_FAILED => StatusCode::SERVICE_UNAVAILABLE,

@@ -18,7 +18,7 @@ mod status;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::http::{StatusCode, header};
@@ -104,17 +104,56 @@ async fn metrics(axum::extract::State(ops): axum::extract::State<Arc<Ops>>) -> R
     }
 }
 
+/// How long the internal listener's last connections have once the server is gone.
+const GRACE: Duration = Duration::from_secs(3);
+/// How long a connection may take to send a request's head.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Serves `listener` until the server is gone (its handle dropped, after a graceful stop):
 /// while the server stops, `/readyz` answers 503, so that a load balancer sends no one new.
+/// A connection gets [`HEADER_TIMEOUT`] for each request's head and, once the server is gone,
+/// [`GRACE`] to finish: none can keep the server's state alive.
 pub(crate) async fn serve(listener: tokio::net::TcpListener, ops: Arc<Ops>) {
-    let mut shutdown = ops.shutdown.clone();
-    let addr: Option<SocketAddr> = listener.local_addr().ok();
     tokio::spawn(status::sample(ops.clone()));
-    let gone = async move { while shutdown.changed().await.is_ok() {} };
-    if let Err(e) = axum::serve(listener, router(ops))
-        .with_graceful_shutdown(gone)
-        .await
-    {
-        tracing::warn!(?addr, "the internal HTTP listener stopped: {e}");
+    let addr: Option<SocketAddr> = listener.local_addr().ok();
+    let router = router(ops.clone());
+    let mut shutdown = ops.shutdown.clone();
+    drop(ops);
+    loop {
+        let (stream, _) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Out of file descriptors, most likely: try again shortly.
+                    tracing::warn!(?addr, "internal listener: accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            changed = shutdown.changed() => match changed {
+                Ok(()) => continue,
+                Err(_) => break,
+            },
+        };
+        let router = router.clone();
+        let mut gone = shutdown.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |request| {
+                crate::transport::websocket::tower_call(router.clone(), request)
+            });
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+            tokio::pin!(conn);
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                () = async { while gone.changed().await.is_ok() {} } => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = tokio::time::timeout(GRACE, conn.as_mut()).await;
+                }
+            }
+        });
     }
+    tracing::debug!(?addr, "internal listener stopped");
 }

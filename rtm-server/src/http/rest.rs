@@ -196,7 +196,7 @@ fn authorize<'a>(
     let given = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .ok_or_else(|| unauthorized("send Authorization: Basic base64(key:secret)"))?;
+        .ok_or_else(|| unauthorized("invalid authentication credentials"))?;
     if let Some(basic) = given.strip_prefix("Basic ") {
         let decoded = base64::engine::general_purpose::STANDARD
             .decode(basic.trim())
@@ -229,7 +229,7 @@ fn authorize<'a>(
             .map(|_| app)
             .map_err(|e| unauthorized(&format!("token refused: {}", e.reason)));
     }
-    Err(unauthorized("send Authorization: Basic base64(key:secret)"))
+    Err(unauthorized("invalid authentication credentials"))
 }
 
 fn too_many(request_id: &str, limit: u32) -> Failed {
@@ -529,8 +529,13 @@ async fn history(
     headers: HeaderMap,
 ) -> Response {
     let request_id = ops.rest.request_id();
-    if let Err(failed) = authorize(&ops, &headers, &app_id, Some(&user_id), &request_id) {
-        return failed.into_response();
+    match authorize(&ops, &headers, &app_id, Some(&user_id), &request_id) {
+        Err(failed) => return failed.into_response(),
+        // History reads share the messaging allowance.
+        Ok(app) if app.messaging.check().is_err() => {
+            return too_many(&request_id, MESSAGING_RATE).into_response();
+        }
+        Ok(_) => {}
     }
     let answer = |status: StatusCode, code: i32, reason: String, data| {
         let body = HistoryAnswer {

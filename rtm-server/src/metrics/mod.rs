@@ -226,7 +226,7 @@ impl Default for Metrics {
 
 impl Metrics {
     /// Counts a login refused with `code`.
-    pub(crate) fn login_refused(&self, code: ErrorCode) {
+    pub fn login_refused(&self, code: ErrorCode) {
         self.logins_refused
             .get_or_create(&ReasonLabel {
                 reason: code.name(),
@@ -235,26 +235,26 @@ impl Metrics {
     }
 
     /// Records how long an `operation` took.
-    pub(crate) fn request_took(&self, operation: &'static str, took: Duration) {
+    pub fn request_took(&self, operation: &'static str, took: Duration) {
         self.request_duration
             .get_or_create(&OperationLabel { operation })
             .observe(took.as_secs_f64());
     }
 
     /// Records how long a write to `store` took.
-    pub(crate) fn storage_write_took(&self, store: &'static str, took: Duration) {
+    pub fn storage_write_took(&self, store: &'static str, took: Duration) {
         self.storage_write_duration
             .get_or_create(&StoreLabel { store })
             .observe(took.as_secs_f64());
     }
 
     /// Counts a published message of `kind`.
-    pub(crate) fn published(&self, kind: MessageKind) {
+    pub fn published(&self, kind: MessageKind) {
         self.published.get_or_create(&KindLabel { kind }).inc();
     }
 
     /// Adds `n` (negative: takes) to `app_id`'s webhook queue gauge.
-    pub(crate) fn webhook_queued(&self, app_id: &str, n: i64) {
+    pub fn webhook_queued(&self, app_id: &str, n: i64) {
         self.webhook_queue
             .get_or_create(&AppLabel {
                 app_id: app_id.to_owned(),
@@ -263,7 +263,7 @@ impl Metrics {
     }
 
     /// Counts `n` webhook events of `app_id` dropped for `why`.
-    pub(crate) fn webhook_dropped(&self, app_id: &str, why: &'static str, n: u64) {
+    pub fn webhook_dropped(&self, app_id: &str, why: &'static str, n: u64) {
         self.webhook_dropped
             .get_or_create(&WebhookLabel {
                 app_id: app_id.to_owned(),
@@ -273,7 +273,7 @@ impl Metrics {
     }
 
     /// Counts `n` webhook events of `app_id` delivered.
-    pub(crate) fn webhook_delivered(&self, app_id: &str, n: u64) {
+    pub fn webhook_delivered(&self, app_id: &str, n: u64) {
         self.webhook_delivered
             .get_or_create(&AppLabel {
                 app_id: app_id.to_owned(),
@@ -282,7 +282,7 @@ impl Metrics {
     }
 
     /// Counts one webhook POST of `app_id`.
-    pub(crate) fn webhook_post(&self, app_id: &str, ok: bool) {
+    pub fn webhook_post(&self, app_id: &str, ok: bool) {
         self.webhook_posts
             .get_or_create(&WebhookLabel {
                 app_id: app_id.to_owned(),
@@ -292,7 +292,7 @@ impl Metrics {
     }
 
     /// Counts a connection opened over `transport`; the guard counts it closed when dropped.
-    pub(crate) fn connection_opened(&self, transport: Transport) -> OpenConnection {
+    pub fn connection_opened(&self, transport: Transport) -> OpenConnection {
         let label = TransportLabel { transport };
         self.connections_by_transport.get_or_create(&label).inc();
         let open = self.connections_open.get_or_create(&label).clone();
@@ -303,7 +303,7 @@ impl Metrics {
 
 /// One open connection in `rtm_connections{transport}`, until dropped.
 #[derive(Debug)]
-pub(crate) struct OpenConnection(Gauge);
+pub struct OpenConnection(Gauge);
 
 impl Drop for OpenConnection {
     fn drop(&mut self) {

@@ -588,9 +588,13 @@ impl<E: Engine> Session<E> {
             Departure::Left => EventKind::Logout,
             Departure::TimedOut => EventKind::Timeout,
         };
-        self.core.events.emit(state.handle.app_id(), || {
-            AppEvent::user(kind, state.handle.user_id())
-        });
+        // A session replaced by the same user's new login is not a logout: the user is still
+        // online, and the new login was told first.
+        if self.outbox.closing_reason() != Some(CloseReason::SameUidLogin) {
+            self.core.events.emit(state.handle.app_id(), || {
+                AppEvent::user(kind, state.handle.user_id())
+            });
+        }
         tracing::debug!(session = %state.handle.id(), "session ended");
     }
 }

@@ -147,7 +147,9 @@ pub(crate) async fn accept_loop<E: Engine>(
     tracing::debug!("WebSocket accept loop stopped");
 }
 
-async fn tower_call(
+/// Hands a hyper request to an axum router (the internal listener serves its connections the
+/// same way).
+pub(crate) async fn tower_call(
     router: axum::Router,
     request: axum::http::Request<hyper::body::Incoming>,
 ) -> Result<Response, std::convert::Infallible> {

@@ -28,28 +28,46 @@ impl Inspect for MemoryEngine {
     }
 
     fn local_channels(&self, app_id: &str, limit: usize) -> Vec<ChannelCount> {
+        // Under the engine's lock (which deliveries take too): one pass that borrows, a
+        // partial selection of the busiest, and copies of those alone.
         let state = self.state();
         let Some(app) = state.apps.get(app_id) else {
             return Vec::new();
         };
-        let messages = app.channels.iter().map(|(name, subs)| ChannelCount {
-            channel_type: ChannelType::Message,
-            channel: name.to_string(),
-            sessions: subs.len() as u64,
-        });
-        let streams = app.streams.iter().map(|(name, stream)| ChannelCount {
-            channel_type: ChannelType::Stream,
-            channel: name.to_string(),
-            sessions: stream.member_count() as u64,
-        });
-        let mut all: Vec<ChannelCount> = messages.chain(streams).collect();
-        all.sort_by(|a, b| {
+        let messages = app
+            .channels
+            .iter()
+            .map(|(name, subs)| (subs.len() as u64, &**name, ChannelType::Message));
+        let streams = app
+            .streams
+            .iter()
+            .map(|(name, s)| (s.member_count() as u64, &**name, ChannelType::Stream));
+        let mut all: Vec<(u64, &str, ChannelType)> = messages.chain(streams).collect();
+        let busiest_first = |a: &(u64, &str, ChannelType), b: &(u64, &str, ChannelType)| {
+            b.0.cmp(&a.0).then_with(|| a.1.cmp(b.1))
+        };
+        if limit < all.len() {
+            if limit == 0 {
+                return Vec::new();
+            }
+            all.select_nth_unstable_by(limit - 1, busiest_first);
+            all.truncate(limit);
+        }
+        let mut picked: Vec<ChannelCount> = all
+            .into_iter()
+            .map(|(sessions, name, channel_type)| ChannelCount {
+                channel_type,
+                channel: name.to_owned(),
+                sessions,
+            })
+            .collect();
+        drop(state);
+        picked.sort_by(|a, b| {
             b.sessions
                 .cmp(&a.sessions)
                 .then_with(|| a.channel.cmp(&b.channel))
         });
-        all.truncate(limit);
-        all
+        picked
     }
 
     async fn health(&self) -> Result<(), EngineError> {

@@ -53,7 +53,7 @@ use self::lock_waits::LockWaits;
 #[cfg(doc)]
 use super::Router;
 use super::relay::Relays;
-use super::{EngineError, GoneMember, MemoryEngine, SessionId};
+use super::{Departed, EngineError, MemoryEngine, SessionId};
 
 /// A channel of a session's app, as the membership list keeps it.
 type ChannelRef = (ChannelType, Box<str>);
@@ -141,8 +141,8 @@ struct Inner {
     /// See [`RedisConfig::node_timeout`].
     node_timeout: Duration,
     /// Members of channels whose node died, for the core to tell their departure.
-    departures: mpsc::UnboundedSender<GoneMember>,
-    departures_rx: Mutex<Option<mpsc::UnboundedReceiver<GoneMember>>>,
+    departures: mpsc::UnboundedSender<Departed>,
+    departures_rx: Mutex<Option<mpsc::UnboundedReceiver<Departed>>>,
     /// The counter of this node's session ids.
     sessions: AtomicU64,
     /// The counter of this node's leave tickets.

@@ -27,7 +27,9 @@ use super::keys::{self, ChannelKeys};
 use super::locks::Effects;
 use super::{RedisEngine, topics};
 use crate::clock::now_ms;
-use crate::engine::{EngineError, GoneMember, LockError, PresenceFlags, SessionHandle, SessionId};
+use crate::engine::{
+    Departed, EngineError, GoneMember, LockError, PresenceFlags, SessionHandle, SessionId,
+};
 use crate::metrics::Metrics;
 use crate::outbox::Outbox;
 
@@ -140,6 +142,7 @@ impl RedisEngine {
         for shard in 0..self.inner.shards.len() {
             let mut conn = self.inner.shards[shard].commands.clone();
             // Its users' names.
+            let mut gone_sessions = Vec::new();
             let mut cmd = redis::cmd("SMEMBERS");
             cmd.arg(keys::node_users(node));
             let users: Vec<String> = self.run("reap", cmd.query_async(&mut conn)).await?;
@@ -156,9 +159,14 @@ impl RedisEngine {
                     continue;
                 };
                 let mut free = FREE_USER.prepare_invoke();
-                free.key(&key).arg(held);
-                self.run("reap", free.invoke_async::<i64>(&mut conn))
-                    .await?;
+                free.key(&key).arg(&held);
+                let freed: i64 = self.run("reap", free.invoke_async(&mut conn)).await?;
+                if freed == 1 {
+                    // The user is no longer online: its session timed out with its node (told
+                    // after its channels, as a session that ends leaves them first).
+                    let id = SessionId(held.parse().unwrap_or_default());
+                    gone_sessions.push(ghost(id, app_id, user));
+                }
             }
             // Its members.
             let mut cmd = redis::cmd("SMEMBERS");
@@ -178,6 +186,9 @@ impl RedisEngine {
                 if let Some((ticket, user, channel)) = keys::parse_leave_entry(&entry) {
                     self.reap_leave(channel, user, ticket).await?;
                 }
+            }
+            for session in gone_sessions {
+                let _ = self.inner.departures.send(Departed::Session(session));
             }
             // Its locks.
             let mut cmd = redis::cmd("SMEMBERS");
@@ -244,7 +255,7 @@ impl RedisEngine {
                 left: false,
             };
             // Nobody takes them when the core is gone: nothing to tell then.
-            let _ = self.inner.departures.send(gone);
+            let _ = self.inner.departures.send(Departed::Member(gone));
         }
         Ok(())
     }
@@ -284,7 +295,7 @@ impl RedisEngine {
                 },
                 left: true,
             };
-            let _ = self.inner.departures.send(gone);
+            let _ = self.inner.departures.send(Departed::Member(gone));
         }
         Ok(())
     }

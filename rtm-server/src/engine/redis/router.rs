@@ -155,9 +155,7 @@ impl RedisEngine {
 }
 
 impl Router for RedisEngine {
-    fn departures(
-        &self,
-    ) -> Option<tokio::sync::mpsc::UnboundedReceiver<crate::engine::GoneMember>> {
+    fn departures(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<crate::engine::Departed>> {
         self.inner
             .departures_rx
             .lock()
