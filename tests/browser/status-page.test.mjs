@@ -16,34 +16,16 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
+import { waitFor } from './support.mjs';
+
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const REPO = path.resolve(HERE, '..', '..');
 const SERVER_BIN = process.env.RTM_SERVER_BIN || path.join(REPO, 'target', 'debug', 'rtm-server');
 const CLI_BIN = process.env.RTM_CLI_BIN || path.join(REPO, 'target', 'debug', 'rtm');
 const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 const SCREENSHOT = path.join(REPO, 'docs', 'images', 'status-page.png');
-const DEADLINE_MS = 30_000;
 const APP = 'statusdemo';
 const KEY = 'admin-key-of-the-status-test';
-
-/** Polls `check` until it returns a truthy value or `ms` pass. */
-async function waitFor(what, check, { ms = DEADLINE_MS, every = 100 } = {}) {
-  const end = Date.now() + ms;
-  let last;
-  for (;;) {
-    try {
-      const v = await check();
-      if (v) return v;
-    } catch (e) {
-      if (e.fatal) throw e;
-      last = e;
-    }
-    if (Date.now() > end) {
-      throw new Error(`timed out after ${ms / 1000} s waiting for ${what}${last ? ` (last error: ${last.message})` : ''}`);
-    }
-    await new Promise((r) => setTimeout(r, every));
-  }
-}
 
 /** A child process whose output is kept, stopped by its PID at the end. */
 function start(bin, args, env = {}) {

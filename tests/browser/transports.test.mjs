@@ -16,6 +16,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
+import { waitFor } from './support.mjs';
+
 import * as rtm from './page/rtm-smoke.js';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
@@ -65,25 +67,6 @@ test('page encoder matches the golden bytes of docs/protocol.md §8', () => {
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
-
-/** Polls `check` (which returns a truthy value when done) until `ms` pass; says what it waited for. */
-async function waitFor(what, check, { ms = DEADLINE_MS, every = 100 } = {}) {
-  const end = Date.now() + ms;
-  let last;
-  for (;;) {
-    try {
-      const v = await check();
-      if (v) return v;
-    } catch (e) {
-      if (e.fatal) throw e;
-      last = e;
-    }
-    if (Date.now() > end) {
-      throw new Error(`timed out after ${ms / 1000} s waiting for ${what}${last ? ` (last error: ${last.message})` : ''}`);
-    }
-    await new Promise((r) => setTimeout(r, every));
-  }
-}
 
 function withDeadline(promise, ms, what) {
   let timer;

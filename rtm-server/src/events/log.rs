@@ -5,26 +5,32 @@
 use std::collections::VecDeque;
 use std::sync::{Mutex, PoisonError};
 
+use serde::Serialize;
+
 /// Events kept per kind and app; beyond, the oldest go (the reference keeps 2 000).
 pub(crate) const KEPT: usize = 2000;
 /// Events one read takes, at most (the reference gives 1 000).
 pub(crate) const PER_READ: usize = 1000;
 
-/// A login or logout.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// A login or logout, as the REST API gives it (`{user_id, type, ms}`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub(crate) struct UserEvent {
     pub(crate) user_id: String,
     /// `Login` or `Logout`.
+    #[serde(rename = "type")]
     pub(crate) kind: &'static str,
     pub(crate) ms: u64,
 }
 
-/// An arrival in or departure from a channel.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// An arrival in or departure from a channel, as the REST API gives it
+/// (`{group_id, user_id, type, ms}`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub(crate) struct ChannelEvent {
+    #[serde(rename = "group_id")]
     pub(crate) channel: String,
     pub(crate) user_id: String,
     /// `Join` or `Leave`.
+    #[serde(rename = "type")]
     pub(crate) kind: &'static str,
     pub(crate) ms: u64,
 }

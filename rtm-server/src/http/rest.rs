@@ -34,6 +34,7 @@ use super::actions::History;
 use super::api::{ApiError, digest, json_body, matches};
 use crate::config::ServerConfig;
 use crate::core::now_ms;
+use crate::events::log::{ChannelEvent, EventLog, UserEvent};
 
 /// The largest body a call may send.
 const BODY_LIMIT: usize = 128 * 1024;
@@ -262,8 +263,30 @@ fn body<T: serde::de::DeserializeOwned>(
     json_body(raw, BODY_LIMIT).map_err(|e| Failed::from_api(e, request_id.to_owned()))
 }
 
-fn payload(text: String, request_id: &str) -> Result<Payload, Failed> {
-    if text.is_empty() {
+/// A call made as `user_id`: checked against the app's credentials and its messaging
+/// allowance. Returns the call's request id.
+fn messaging_call(
+    ops: &Ops,
+    headers: &HeaderMap,
+    app_id: &str,
+    user_id: &str,
+) -> Result<String, Failed> {
+    let request_id = ops.rest.request_id();
+    let app = authorize(ops, headers, app_id, Some(user_id), &request_id)?;
+    if app.messaging.check().is_err() {
+        return Err(too_many(&request_id, MESSAGING_RATE));
+    }
+    Ok(request_id)
+}
+
+/// The publish of a text `payload` (1 byte at least) to `channel`.
+fn message(
+    channel_type: ChannelType,
+    channel: String,
+    payload: String,
+    request_id: &str,
+) -> Result<PublishRequest, Failed> {
+    if payload.is_empty() {
         return Err(Failed::new(
             StatusCode::BAD_REQUEST,
             request_id,
@@ -271,7 +294,12 @@ fn payload(text: String, request_id: &str) -> Result<Payload, Failed> {
             "payload is empty",
         ));
     }
-    Ok(Payload::Text(text))
+    Ok(PublishRequest {
+        channel_type,
+        channel,
+        message: Payload::Text(payload),
+        custom_type: String::new(),
+    })
 }
 
 #[derive(Serialize)]
@@ -307,18 +335,14 @@ async fn peer_message(
     headers: HeaderMap,
     raw: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Sent>, Failed> {
-    let request_id = ops.rest.request_id();
-    let app = authorize(&ops, &headers, &app_id, Some(&user_id), &request_id)?;
-    if app.messaging.check().is_err() {
-        return Err(too_many(&request_id, MESSAGING_RATE));
-    }
+    let request_id = messaging_call(&ops, &headers, &app_id, &user_id)?;
     let call: PeerMessage = body(&headers, raw, &request_id)?;
-    let request = PublishRequest {
-        channel_type: ChannelType::User,
-        channel: call.destination,
-        message: payload(call.payload, &request_id)?,
-        custom_type: String::new(),
-    };
+    let request = message(
+        ChannelType::User,
+        call.destination,
+        call.payload,
+        &request_id,
+    )?;
     let sent = ops
         .publish(&app_id, &user_id, request, call.enable_historical_messaging)
         .await;
@@ -362,18 +386,14 @@ async fn channel_message(
     headers: HeaderMap,
     raw: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Sent>, Failed> {
-    let request_id = ops.rest.request_id();
-    let app = authorize(&ops, &headers, &app_id, Some(&user_id), &request_id)?;
-    if app.messaging.check().is_err() {
-        return Err(too_many(&request_id, MESSAGING_RATE));
-    }
+    let request_id = messaging_call(&ops, &headers, &app_id, &user_id)?;
     let call: ChannelMessage = body(&headers, raw, &request_id)?;
-    let request = PublishRequest {
-        channel_type: ChannelType::Message,
-        channel: call.channel_name,
-        message: payload(call.payload, &request_id)?,
-        custom_type: String::new(),
-    };
+    let request = message(
+        ChannelType::Message,
+        call.channel_name,
+        call.payload,
+        &request_id,
+    )?;
     ops.publish(&app_id, &user_id, request, call.enable_historical_messaging)
         .await
         .map_err(|e| Failed::from_api(e.into(), request_id.clone()))?;
@@ -391,30 +411,13 @@ struct Events<T> {
     events: Vec<T>,
 }
 
-#[derive(Serialize)]
-struct UserEventOut {
-    user_id: String,
-    #[serde(rename = "type")]
-    kind: &'static str,
-    ms: u64,
-}
-
-#[derive(Serialize)]
-struct ChannelEventOut {
-    group_id: String,
-    user_id: String,
-    #[serde(rename = "type")]
-    kind: &'static str,
-    ms: u64,
-}
-
 /// Checks a call to an event queue and returns the app's queues.
 fn event_log(
     ops: &Ops,
     headers: &HeaderMap,
     app_id: &str,
     request_id: &str,
-) -> Result<Arc<crate::events::log::EventLog>, Failed> {
+) -> Result<Arc<EventLog>, Failed> {
     let app = authorize(ops, headers, app_id, None, request_id)?;
     if app.events.check().is_err() {
         return Err(too_many(request_id, EVENTS_RATE));
@@ -429,28 +432,29 @@ fn event_log(
     })
 }
 
+/// A queue read: the events taken, oldest first.
+fn read_events<T: Serialize>(
+    ops: &Ops,
+    headers: &HeaderMap,
+    app_id: &str,
+    take: impl FnOnce(&EventLog) -> Vec<T>,
+) -> Result<Json<Events<T>>, Failed> {
+    let request_id = ops.rest.request_id();
+    let log = event_log(ops, headers, app_id, &request_id)?;
+    Ok(Json(Events {
+        result: "success",
+        request_id,
+        events: take(&log),
+    }))
+}
+
 /// `user_events`: logins and logouts since the last read (on this node), oldest first.
 async fn user_events(
     State(ops): State<Arc<Ops>>,
     Path(app_id): Path<String>,
     headers: HeaderMap,
-) -> Result<Json<Events<UserEventOut>>, Failed> {
-    let request_id = ops.rest.request_id();
-    let log = event_log(&ops, &headers, &app_id, &request_id)?;
-    let events = log
-        .take_users()
-        .into_iter()
-        .map(|e| UserEventOut {
-            user_id: e.user_id,
-            kind: e.kind,
-            ms: e.ms,
-        })
-        .collect();
-    Ok(Json(Events {
-        result: "success",
-        request_id,
-        events,
-    }))
+) -> Result<Json<Events<UserEvent>>, Failed> {
+    read_events(&ops, &headers, &app_id, EventLog::take_users)
 }
 
 /// `channel_events`: joins and leaves since the last read (on this node), oldest first.
@@ -458,24 +462,8 @@ async fn channel_events(
     State(ops): State<Arc<Ops>>,
     Path(app_id): Path<String>,
     headers: HeaderMap,
-) -> Result<Json<Events<ChannelEventOut>>, Failed> {
-    let request_id = ops.rest.request_id();
-    let log = event_log(&ops, &headers, &app_id, &request_id)?;
-    let events = log
-        .take_channels()
-        .into_iter()
-        .map(|e| ChannelEventOut {
-            group_id: e.channel,
-            user_id: e.user_id,
-            kind: e.kind,
-            ms: e.ms,
-        })
-        .collect();
-    Ok(Json(Events {
-        result: "success",
-        request_id,
-        events,
-    }))
+) -> Result<Json<Events<ChannelEvent>>, Failed> {
+    read_events(&ops, &headers, &app_id, EventLog::take_channels)
 }
 
 #[derive(Deserialize)]
@@ -528,15 +516,11 @@ async fn history(
     Query(query): Query<HistoryQuery>,
     headers: HeaderMap,
 ) -> Response {
-    let request_id = ops.rest.request_id();
-    match authorize(&ops, &headers, &app_id, Some(&user_id), &request_id) {
+    // History reads share the messaging allowance.
+    let request_id = match messaging_call(&ops, &headers, &app_id, &user_id) {
+        Ok(request_id) => request_id,
         Err(failed) => return failed.into_response(),
-        // History reads share the messaging allowance.
-        Ok(app) if app.messaging.check().is_err() => {
-            return too_many(&request_id, MESSAGING_RATE).into_response();
-        }
-        Ok(_) => {}
-    }
+    };
     let answer = |status: StatusCode, code: i32, reason: String, data| {
         let body = HistoryAnswer {
             error_code: code,
