@@ -117,8 +117,8 @@ by = {}
 for r in rows:
     by.setdefault(r.get("label", "?"), {})[r["system"]] = r
 cols = {
-    "rate": ["subs", "rate", "delivered", "expected", "p50_us", "p90_us", "p99_us", "p999_us", "max_us", "server_cpu_pct", "client_cpu_pct"],
-    "throughput": ["msgs_per_s", "p50_us", "p99_us", "server_cpu_pct", "client_cpu_pct"],
+    "rate": ["subs", "rate", "delivered", "expected", "p50_us", "p90_us", "p99_us", "p999_us", "max_us", "server_cpu_pct", "client_cpu_pct", "server_us_per_delivery", "client_us_per_delivery"],
+    "throughput": ["msgs_per_s", "p50_us", "p99_us", "server_cpu_pct", "client_cpu_pct", "server_us_per_delivery", "client_us_per_delivery"],
     "conns": ["conns", "server_kib_per_conn", "server_rss_after_kib", "server_idle_cpu_pct", "connect_s"],
 }
 for label, systems in by.items():
