@@ -1,0 +1,285 @@
+//! The system under test: connecting, subscribing and publishing for rtm, NATS and Redis.
+
+use super::*;
+
+/// Where the system under test is.
+pub(crate) struct Target {
+    pub(crate) system: System,
+    pub(crate) addr: SocketAddr,
+    pub(crate) rtm_cert: PathBuf,
+    /// rtm over WebSocket: the listener's address.
+    pub(crate) ws_addr: Option<SocketAddr>,
+    pub(crate) transports: Vec<QuicSocket>,
+    pub(crate) clients_per_socket: usize,
+    /// rtm: stream channel topics instead of message channels.
+    pub(crate) topic: bool,
+    /// rtm cluster: where subscribers (in turn) and publishers connect; `addr` otherwise.
+    pub(crate) sub_addrs: Vec<SocketAddr>,
+    pub(crate) pub_addr: Option<SocketAddr>,
+    pub(crate) _server: Option<rtm_testkit::TestServer>,
+}
+
+/// The topic of the topic workload.
+pub(crate) const TOPIC: &str = "load";
+
+impl Target {
+    pub(crate) async fn new(args: &Args) -> anyhow::Result<Self> {
+        let cluster_addr = args.pub_addr.or_else(|| args.sub_addr.first().copied());
+        let (addr, server, cert) = match (args.system, args.addr.or(cluster_addr)) {
+            (System::Rtm, None) => {
+                let mut config = rtm_testkit::TestServer::config();
+                config.limits.publish_rate = 10_000_000;
+                config.limits.topic_publish_rate = 10_000_000;
+                config.limits.max_subscriptions = 10_000;
+                // Every load client comes from 127.0.0.1, thousands at a time.
+                config.connection.max_connections_per_address = 100_000;
+                config.connection.handshake_rate = 100_000;
+                if let Some(lanes) = args.lanes {
+                    config.connection.delivery_lanes = lanes;
+                }
+                let server = rtm_testkit::TestServer::start_with(config).await;
+                let cert = server.cert_path().to_owned();
+                (server.addr(), Some(server), cert)
+            }
+            (System::Rtm, Some(addr)) => {
+                let cert = args
+                    .cert
+                    .clone()
+                    .context("--cert is needed with --addr for rtm")?;
+                (addr, None, cert)
+            }
+            (_, Some(addr)) => (addr, None, PathBuf::new()),
+            (_, None) => bail!("--addr is needed for {:?}", args.system),
+        };
+        let ws_addr = match (args.transport, &server) {
+            (Way::Quic, _) => None,
+            (Way::Websocket, Some(server)) => server.websocket_addr().map(|ws| ws.addr),
+            (Way::Websocket, None) => Some(
+                args.ws_addr
+                    .context("--ws-addr is needed with --addr for --transport websocket")?,
+            ),
+        };
+        let topic = matches!(args.workload, Workload::Topic);
+        if topic && args.system != System::Rtm {
+            bail!("the topic workload is rtm's own (stream channels)");
+        }
+        Ok(Self {
+            system: args.system,
+            addr,
+            rtm_cert: cert,
+            ws_addr,
+            transports: Vec::new(),
+            clients_per_socket: args.clients_per_socket.max(1),
+            topic,
+            sub_addrs: args.sub_addr.clone(),
+            pub_addr: args.pub_addr,
+            _server: server,
+        })
+    }
+
+    /// Where subscriber `n` connects.
+    pub(crate) fn sub_addr(&self, n: usize) -> SocketAddr {
+        match self.sub_addrs.len() {
+            0 => self.addr,
+            len => self.sub_addrs[n % len],
+        }
+    }
+
+    pub(crate) fn rtm_config(&mut self, n: usize, addr: SocketAddr) -> anyhow::Result<RtmConfig> {
+        if n / self.clients_per_socket >= self.transports.len() {
+            self.transports.push(QuicSocket::bind(self.addr)?);
+        }
+        let mut config = RtmConfig::new(Endpoint {
+            addr,
+            server_name: "localhost".into(),
+            trust: Trust::PinnedCertFile(self.rtm_cert.clone()),
+        });
+        config.socket = self.transports.last().cloned();
+        if let Some(addr) = self.ws_addr {
+            config.transport = rtm_client::Transport::WebSocket { addr, tls: false };
+        }
+        config.request_timeout = Duration::from_secs(60);
+        Ok(config)
+    }
+
+    /// Client `n` subscribed to `channel`.
+    pub(crate) async fn subscriber(&mut self, n: usize, channel: &str) -> anyhow::Result<Sub> {
+        Ok(match self.system {
+            System::Rtm => {
+                let addr = self.sub_addr(n);
+                let client =
+                    RtmClient::new("loadapp", format!("sub{n}"), self.rtm_config(n, addr)?)?;
+                let events = client.events();
+                client.login(LoginOptions::default()).await?;
+                if self.topic {
+                    // The publisher of channel "load{g}" is "pub{g}".
+                    let publisher = format!("pub{}", channel.trim_start_matches("load"));
+                    let stream = client.create_stream_channel(channel)?;
+                    let options = JoinOptions {
+                        with_presence: false,
+                        ..Default::default()
+                    };
+                    stream.join(options).await?;
+                    let users = TopicSubscribeOptions {
+                        users: vec![publisher],
+                    };
+                    stream.subscribe_topic(TOPIC, users).await?;
+                } else {
+                    client.subscribe(channel, pubsub_only()).await?;
+                }
+                Sub::Rtm {
+                    _client: client,
+                    events,
+                }
+            }
+            System::Nats => {
+                let client = async_nats::connect(self.addr.to_string()).await?;
+                let sub = client.subscribe(channel.to_owned()).await?;
+                client.flush().await?;
+                Sub::Nats {
+                    _client: client,
+                    sub,
+                }
+            }
+            System::Redis => {
+                let client = redis_client(self.addr)?;
+                let mut pubsub = client.get_async_pubsub().await?;
+                pubsub.subscribe(channel).await?;
+                Sub::Redis(Box::pin(pubsub.into_on_message()))
+            }
+        })
+    }
+
+    /// Publisher `n`.
+    pub(crate) async fn publisher(&mut self, n: usize) -> anyhow::Result<Pub> {
+        Ok(match self.system {
+            System::Rtm => {
+                let addr = self.pub_addr.unwrap_or(self.addr);
+                let client =
+                    RtmClient::new("loadapp", format!("pub{n}"), self.rtm_config(n, addr)?)?;
+                client.login(LoginOptions::default()).await?;
+                if self.topic {
+                    let stream = client.create_stream_channel(&format!("load{n}"))?;
+                    stream.join(JoinOptions::default()).await?;
+                    stream
+                        .join_topic(TOPIC, JoinTopicOptions::default())
+                        .await?;
+                    Pub::RtmTopic(stream)
+                } else {
+                    Pub::Rtm(client)
+                }
+            }
+            System::Nats => Pub::Nats(async_nats::connect(self.addr.to_string()).await?),
+            System::Redis => {
+                let client = redis_client(self.addr)?;
+                Pub::Redis(client.get_multiplexed_async_connection().await?)
+            }
+        })
+    }
+}
+
+pub(crate) type RedisStream = Pin<Box<dyn futures_util::Stream<Item = redis::Msg> + Send>>;
+
+/// A Redis client for `addr` with `TCP_NODELAY`, as the other systems' clients have it (redis-rs
+/// 1.x leaves Nagle's algorithm on by default).
+pub(crate) fn redis_client(addr: SocketAddr) -> redis::RedisResult<redis::Client> {
+    use redis::IntoConnectionInfo;
+    let info = format!("redis://{addr}/")
+        .into_connection_info()?
+        .set_tcp_settings(redis::io::tcp::TcpSettings::default().set_nodelay(true));
+    redis::Client::open(info)
+}
+
+/// A subscriber. The clients are kept so that their connections stay open.
+pub(crate) enum Sub {
+    Rtm {
+        _client: RtmClient,
+        events: EventStream,
+    },
+    Nats {
+        _client: async_nats::Client,
+        sub: async_nats::Subscriber,
+    },
+    Redis(RedisStream),
+}
+
+impl Sub {
+    pub(crate) async fn next(&mut self) -> Option<Bytes> {
+        match self {
+            Self::Rtm { events, .. } => loop {
+                match events.recv().await? {
+                    RtmEvent::Message(m) => {
+                        return Some(match m.message {
+                            Payload::Binary(b) | Payload::Encrypted(b) => b,
+                            Payload::Text(t) => Bytes::from(t),
+                        });
+                    }
+                    RtmEvent::LinkState(s) if s.current_state == rtm_client::LinkState::Failed => {
+                        eprintln!("subscriber link failed: {}", s.reason);
+                        return None;
+                    }
+                    _ => {}
+                }
+            },
+            Self::Nats { sub, .. } => sub.next().await.map(|m| m.payload),
+            Self::Redis(stream) => stream
+                .next()
+                .await
+                .map(|m| Bytes::copy_from_slice(m.get_payload_bytes())),
+        }
+    }
+}
+
+pub(crate) type Answer = Pin<Box<dyn Future<Output = bool> + Send>>;
+
+#[derive(Clone)]
+pub(crate) enum Pub {
+    Rtm(RtmClient),
+    RtmTopic(StreamChannel),
+    Nats(async_nats::Client),
+    Redis(redis::aio::MultiplexedConnection),
+}
+
+impl Pub {
+    /// Sends now, from any thread; returns the answer to check later, when there is one.
+    pub(crate) fn send(&self, rt: &Handle, channel: &str, payload: Bytes) -> Option<Answer> {
+        match self {
+            Self::Rtm(client) => {
+                let answer = client.publish(channel, payload, PublishOptions::default());
+                Some(Box::pin(async move {
+                    answer
+                        .await
+                        .map_err(|e| eprintln!("publish failed: {e}"))
+                        .is_ok()
+                }))
+            }
+            Self::RtmTopic(stream) => {
+                let answer =
+                    stream.publish_topic_message(TOPIC, payload, TopicMessageOptions::default());
+                Some(Box::pin(async move {
+                    answer
+                        .await
+                        .map_err(|e| eprintln!("topic publish failed: {e}"))
+                        .is_ok()
+                }))
+            }
+            Self::Nats(client) => {
+                let ok = rt
+                    .block_on(client.publish(channel.to_owned(), payload))
+                    .is_ok();
+                (!ok).then(|| Box::pin(async { false }) as Answer)
+            }
+            Self::Redis(conn) => {
+                let mut conn = conn.clone();
+                let ok = rt
+                    .block_on(redis::AsyncCommands::publish::<_, _, ()>(
+                        &mut conn,
+                        channel,
+                        payload.as_ref(),
+                    ))
+                    .is_ok();
+                (!ok).then(|| Box::pin(async { false }) as Answer)
+            }
+        }
+    }
+}
