@@ -1,19 +1,29 @@
 #!/usr/bin/env bash
 # Side-by-side load test of rtm, NATS and Redis pub/sub on this machine, with one load
-# generator (rtm-load) and one measurement code for all three.
+# generator (rtm-load) and one measurement code for all of them.
 #
-#   benches/compare.sh                 # the full set (about 10 minutes)
+#   benches/compare.sh                 # the full set (about 20 minutes)
 #   QUICK=1 benches/compare.sh         # shorter runs, fewer connections
 #   ONLY="fanout-1 throughput" benches/compare.sh
+#   SYSTEMS="rtm nats-tls" benches/compare.sh
 #   PIN=1 benches/compare.sh           # servers on CPU 0, the load generator on CPU 1
+#   NICE=1 benches/compare.sh          # servers on both CPUs, the load generator at nice 19
 #
-# It installs nats-server and redis-server with apt-get if they are missing, starts the three
+# Systems (each its own server process, so that CPU per delivery is each one's own):
+#   rtm        QUIC with TLS 1.3, as rtm always runs
+#   rtm-ws     rtm over WebSocket, plain TCP on loopback (TCP against TCP)
+#   nats       nats-server, plain TCP          nats-tls   nats-server --tls
+#   redis      redis-server, plain TCP         redis-tls  redis-server --tls-port
+# The TLS peers use rtm's self-signed certificate and key (ECDSA P-256), and the clients
+# verify it as rtm's do. Client libraries: async-nats and redis-rs as their maintainers ship
+# them (redis-rs with rustls). Redis runs with persistence off (--save "" --appendonly no);
+# NATS with its defaults.
+#
+# It installs nats-server and redis-server with apt-get if they are missing, starts the
 # servers on free loopback ports, stops exactly the processes it started, and prints one table
-# per workload. Raw results (one JSON line per run) go to $OUT (default target/compare.jsonl).
-#
-# Client settings: async-nats and redis-rs as their maintainers ship them; both speak plain TCP
-# on loopback without TLS, while rtm always runs QUIC with TLS 1.3 (encryption is part of rtm's
-# numbers). Redis runs with persistence off (--save "" --appendonly no); NATS with its defaults.
+# per workload. Raw results (one JSON line per run) go to $OUT (default target/compare.jsonl);
+# each fan-out run's latency distribution is drawn to $PLOTS/<workload>.svg (default
+# target/compare/).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -26,14 +36,18 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 cargo build --release -p rtm-server -p rtm-benches --bin rtm-server --bin rtm-load
 
+systems=(${SYSTEMS:-rtm rtm-ws nats nats-tls redis redis-tls})
 quick=${QUICK:-0}
 duration=5; conns=10000
 if [ "$quick" = 1 ]; then duration=2; conns=2000; fi
 out=${OUT:-target/compare.jsonl}
+plots=${PLOTS:-target/compare}
 # With PIN=1 each server runs alone on CPU 0 and the load generator on CPU 1, so the servers
 # do not compete with the clients (whose QUIC or TCP work is the load generator's).
 server_cpu=(); client_cpu=()
 if [ "${PIN:-0}" = 1 ]; then server_cpu=(taskset -c 0); client_cpu=(taskset -c 1); fi
+# With NICE=1 the servers may use both CPUs and the load generator yields to them.
+if [ "${NICE:-0}" = 1 ]; then client_cpu=(nice -n 19); fi
 : > "$out"
 work=$(mktemp -d)
 pids=()
@@ -56,11 +70,15 @@ wait_tcp() { # $1: port
 }
 
 start_servers() {
-    rtm_port=$(free_port udp); nats_port=$(free_port tcp); redis_port=$(free_port tcp)
+    rtm_port=$(free_port udp); ws_port=$(free_port tcp)
+    nats_port=$(free_port tcp); nats_tls_port=$(free_port tcp)
+    redis_port=$(free_port tcp); redis_tls_port=$(free_port tcp)
     rm -rf "$work/rtm-data"
     cat > "$work/rtm.toml" <<TOML
 listen = "127.0.0.1:$rtm_port"
 data_dir = "$work/rtm-data"
+[websocket]
+listen = "127.0.0.1:$ws_port"
 [limits]
 publish_rate = 10000000
 topic_publish_rate = 10000000
@@ -70,30 +88,43 @@ max_connections_per_address = 100000
 handshake_rate = 100000
 TOML
     RUST_LOG=warn "${server_cpu[@]}" target/release/rtm-server --http-listen 127.0.0.1:0 --config "$work/rtm.toml" & rtm_pid=$!; pids+=("$rtm_pid")
+    for _ in $(seq 100); do [ -f "$work/rtm-data/key.pem" ] && break; sleep 0.1; done
+    cert=$work/rtm-data/cert.pem; key=$work/rtm-data/key.pem
     "${server_cpu[@]}" nats-server -a 127.0.0.1 -p "$nats_port" >"$work/nats.log" 2>&1 & nats_pid=$!; pids+=("$nats_pid")
-    "${server_cpu[@]}" redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no \
-        --protected-mode no --logfile "$work/redis.log" & redis_pid=$!; pids+=("$redis_pid")
-    for _ in $(seq 100); do [ -f "$work/rtm-data/cert.pem" ] && break; sleep 0.1; done
-    wait_tcp "$nats_port"; wait_tcp "$redis_port"
+    "${server_cpu[@]}" nats-server -a 127.0.0.1 -p "$nats_tls_port" --tls --tlscert "$cert" --tlskey "$key" \
+        >"$work/nats-tls.log" 2>&1 & nats_tls_pid=$!; pids+=("$nats_tls_pid")
+    local redis_common=(--bind 127.0.0.1 --save "" --appendonly no --protected-mode no)
+    "${server_cpu[@]}" redis-server --port "$redis_port" "${redis_common[@]}" --logfile "$work/redis.log" \
+        & redis_pid=$!; pids+=("$redis_pid")
+    "${server_cpu[@]}" redis-server --port 0 --tls-port "$redis_tls_port" --tls-cert-file "$cert" \
+        --tls-key-file "$key" --tls-ca-cert-file "$cert" --tls-auth-clients no "${redis_common[@]}" \
+        --logfile "$work/redis-tls.log" & redis_tls_pid=$!; pids+=("$redis_tls_pid")
+    for port in "$ws_port" "$nats_port" "$nats_tls_port" "$redis_port" "$redis_tls_port"; do wait_tcp "$port"; done
     sleep 0.5
 }
 
 stop_servers() {
-    for pid in "$rtm_pid" "$nats_pid" "$redis_pid"; do kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done
+    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done
     pids=()
 }
 
 run() { # $1: name; rest: rtm-load arguments
     local name=$1; shift
     if [ -n "${ONLY:-}" ] && [[ " $ONLY " != *" $name "* ]]; then return; fi
-    for system in rtm nats redis; do
+    for system in "${systems[@]}"; do
         case $system in
-            rtm) target=(--addr "127.0.0.1:$rtm_port" --cert "$work/rtm-data/cert.pem" --server-pid "$rtm_pid");;
-            nats) target=(--addr "127.0.0.1:$nats_port" --server-pid "$nats_pid");;
-            redis) target=(--addr "127.0.0.1:$redis_port" --server-pid "$redis_pid");;
+            rtm) target=(--system rtm --addr "127.0.0.1:$rtm_port" --cert "$cert" --server-pid "$rtm_pid");;
+            rtm-ws) target=(--system rtm --transport websocket --addr "127.0.0.1:$rtm_port" \
+                --ws-addr "127.0.0.1:$ws_port" --cert "$cert" --server-pid "$rtm_pid");;
+            nats) target=(--system nats --addr "127.0.0.1:$nats_port" --server-pid "$nats_pid");;
+            nats-tls) target=(--system nats --tls --cert "$cert" --addr "127.0.0.1:$nats_tls_port" --server-pid "$nats_tls_pid");;
+            redis) target=(--system redis --addr "127.0.0.1:$redis_port" --server-pid "$redis_pid");;
+            redis-tls) target=(--system redis --tls --cert "$cert" --addr "127.0.0.1:$redis_tls_port" --server-pid "$redis_tls_pid");;
+            *) echo "unknown system $system" >&2; exit 1;;
         esac
-        "${client_cpu[@]}" target/release/rtm-load --system "$system" "${target[@]}" --label "$name" "$@" >> "$out" \
-            || echo "{\"system\":\"$system\",\"label\":\"$name\",\"error\":\"run failed\"}" >> "$out"
+        "${client_cpu[@]}" target/release/rtm-load "${target[@]}" --label "$name" "$@" \
+            | python3 -c 'import json,sys; r=json.loads(sys.stdin.read()); r["name"]=sys.argv[1]; print(json.dumps(r))' "$system" >> "$out" \
+            || echo "{\"name\":\"$system\",\"system\":\"$system\",\"label\":\"$name\",\"error\":\"run failed\"}" >> "$out"
     done
 }
 
@@ -110,24 +141,4 @@ start_servers
 run conns --workload conns --conns "$conns"
 stop_servers
 
-python3 - "$out" <<'PY'
-import json, sys
-rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
-by = {}
-for r in rows:
-    by.setdefault(r.get("label", "?"), {})[r["system"]] = r
-cols = {
-    "rate": ["subs", "rate", "delivered", "expected", "p50_us", "p90_us", "p99_us", "p999_us", "max_us", "server_cpu_pct", "client_cpu_pct", "server_us_per_delivery", "client_us_per_delivery"],
-    "throughput": ["msgs_per_s", "p50_us", "p99_us", "server_cpu_pct", "client_cpu_pct", "server_us_per_delivery", "client_us_per_delivery"],
-    "conns": ["conns", "server_kib_per_conn", "server_rss_after_kib", "server_idle_cpu_pct", "connect_s"],
-}
-for label, systems in by.items():
-    any_row = next(iter(systems.values()))
-    kind = {"throughput": "throughput", "conns": "conns"}.get(any_row.get("workload"), "rate")
-    print(f"\n## {label}\n")
-    print("| metric | rtm | nats | redis |")
-    print("|---|--:|--:|--:|")
-    for c in cols[kind]:
-        vals = [systems.get(s, {}).get(c, systems.get(s, {}).get("error", "-")) for s in ("rtm", "nats", "redis")]
-        print(f"| {c} | " + " | ".join(str(v) for v in vals) + " |")
-PY
+python3 benches/compare_report.py "$out" "$plots"

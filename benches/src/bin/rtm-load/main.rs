@@ -109,9 +109,12 @@ struct Args {
     /// rtm cluster: the node the publishers connect to.
     #[arg(long)]
     pub_addr: Option<SocketAddr>,
-    /// rtm: the server's certificate (PEM) to trust.
+    /// rtm, and NATS or Redis with --tls: the server's certificate (PEM) to trust.
     #[arg(long)]
     cert: Option<PathBuf>,
+    /// NATS and Redis: connect over TLS (with --cert), as rtm always does.
+    #[arg(long)]
+    tls: bool,
     /// The server's process id, to report its CPU and memory.
     #[arg(long)]
     server_pid: Option<u32>,
@@ -189,6 +192,8 @@ async fn main() -> anyhow::Result<()> {
         "label": args.label,
         "server": if args.addr.is_some() { "separate process" } else { "in-process" },
         "size": args.size,
+        "transport": format!("{:?}", args.transport).to_lowercase(),
+        "tls": args.system == System::Rtm || args.tls,
     });
     match args.workload {
         Workload::Fanout | Workload::Channels | Workload::Topic => {
@@ -214,4 +219,14 @@ fn quantiles(h: &Histogram<u64>, report: &mut serde_json::Value) {
         report[name] = h.value_at_quantile(q).into();
     }
     report["max_us"] = h.max().into();
+    // The distribution for plots: every percentile, then the tail.
+    let tail = [
+        0.9925, 0.995, 0.9975, 0.999, 0.99925, 0.9995, 0.99975, 0.9999, 0.99995, 1.0,
+    ];
+    let cdf: Vec<[f64; 2]> = (1..100)
+        .map(|p| f64::from(p) / 100.0)
+        .chain(tail)
+        .map(|q| [q, h.value_at_quantile(q) as f64])
+        .collect();
+    report["cdf"] = serde_json::json!(cdf);
 }

@@ -16,6 +16,9 @@ pub(crate) struct Target {
     /// rtm cluster: where subscribers (in turn) and publishers connect; `addr` otherwise.
     pub(crate) sub_addrs: Vec<SocketAddr>,
     pub(crate) pub_addr: Option<SocketAddr>,
+    /// NATS and Redis: connect with TLS, trusting `rtm_cert` (the certificate given with
+    /// --cert), by the name `localhost`.
+    pub(crate) tls: bool,
     pub(crate) _server: Option<rtm_testkit::TestServer>,
 }
 
@@ -48,7 +51,7 @@ impl Target {
                     .context("--cert is needed with --addr for rtm")?;
                 (addr, None, cert)
             }
-            (_, Some(addr)) => (addr, None, PathBuf::new()),
+            (_, Some(addr)) => (addr, None, args.cert.clone().unwrap_or_default()),
             (_, None) => bail!("--addr is needed for {:?}", args.system),
         };
         let ws_addr = match (args.transport, &server) {
@@ -59,6 +62,9 @@ impl Target {
                     .context("--ws-addr is needed with --addr for --transport websocket")?,
             ),
         };
+        if args.tls && (args.system == System::Rtm || args.cert.is_none()) {
+            bail!("--tls is for NATS and Redis, with --cert naming the certificate to trust");
+        }
         let topic = matches!(args.workload, Workload::Topic);
         if topic && args.system != System::Rtm {
             bail!("the topic workload is rtm's own (stream channels)");
@@ -73,6 +79,7 @@ impl Target {
             topic,
             sub_addrs: args.sub_addr.clone(),
             pub_addr: args.pub_addr,
+            tls: args.tls,
             _server: server,
         })
     }
@@ -133,7 +140,7 @@ impl Target {
                 }
             }
             System::Nats => {
-                let client = async_nats::connect(self.addr.to_string()).await?;
+                let client = self.nats().await?;
                 let sub = client.subscribe(channel.to_owned()).await?;
                 client.flush().await?;
                 Sub::Nats {
@@ -142,7 +149,7 @@ impl Target {
                 }
             }
             System::Redis => {
-                let client = redis_client(self.addr)?;
+                let client = self.redis()?;
                 let mut pubsub = client.get_async_pubsub().await?;
                 pubsub.subscribe(channel).await?;
                 Sub::Redis(Box::pin(pubsub.into_on_message()))
@@ -169,12 +176,44 @@ impl Target {
                     Pub::Rtm(client)
                 }
             }
-            System::Nats => Pub::Nats(async_nats::connect(self.addr.to_string()).await?),
+            System::Nats => Pub::Nats(self.nats().await?),
             System::Redis => {
-                let client = redis_client(self.addr)?;
+                let client = self.redis()?;
                 Pub::Redis(client.get_multiplexed_async_connection().await?)
             }
         })
+    }
+}
+
+impl Target {
+    /// A NATS client, over TLS with --tls.
+    async fn nats(&self) -> anyhow::Result<async_nats::Client> {
+        if !self.tls {
+            return Ok(async_nats::connect(self.addr.to_string()).await?);
+        }
+        let options = async_nats::ConnectOptions::new()
+            .add_root_certificates(self.rtm_cert.clone())
+            .require_tls(true);
+        let url = format!("tls://localhost:{}", self.addr.port());
+        Ok(options.connect(url).await?)
+    }
+
+    /// A Redis client, over TLS with --tls.
+    fn redis(&self) -> anyhow::Result<redis::Client> {
+        if !self.tls {
+            return Ok(redis_client(self.addr)?);
+        }
+        use redis::IntoConnectionInfo;
+        let info = format!("rediss://localhost:{}/", self.addr.port())
+            .into_connection_info()?
+            .set_tcp_settings(redis::io::tcp::TcpSettings::default().set_nodelay(true));
+        let root = std::fs::read(&self.rtm_cert)
+            .with_context(|| format!("reading {}", self.rtm_cert.display()))?;
+        let certs = redis::TlsCertificates {
+            client_tls: None,
+            root_cert: Some(root),
+        };
+        Ok(redis::Client::build_with_tls(info, certs)?)
     }
 }
 
