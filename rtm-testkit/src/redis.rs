@@ -17,6 +17,8 @@ pub struct RedisServer {
     child: Option<Child>,
     dir: tempfile::TempDir,
     append_only: bool,
+    /// With TLS: the TCP port of the TLS listener, the certificate and the key.
+    tls: Option<(u16, PathBuf, PathBuf)>,
 }
 
 impl RedisServer {
@@ -60,9 +62,43 @@ impl RedisServer {
             child: None,
             dir,
             append_only,
+            tls: None,
         };
         server.spawn();
         server
+    }
+
+    /// Starts a server without persistence that also listens for TLS on a loopback port
+    /// ([`RedisServer::tls_url`]), presenting `cert` and `key` (PEM); clients need no
+    /// certificate of their own.
+    pub fn start_tls(cert: &Path, key: &Path) -> Self {
+        let dir = tempfile::tempdir().expect("a temporary directory for redis-server");
+        let mut server = Self {
+            child: None,
+            dir,
+            append_only: false,
+            tls: None,
+        };
+        // redis-server cannot be asked for a port of its own choosing: take a free one, and
+        // try again if another process took it in between.
+        for _ in 0..5 {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .expect("a free loopback port")
+                .port();
+            server.tls = Some((port, cert.to_owned(), key.to_owned()));
+            if server.try_spawn().is_ok() {
+                return server;
+            }
+        }
+        panic!("redis-server with TLS did not start on any of 5 free ports");
+    }
+
+    /// The `rediss://` URL of the TLS listener (by the name `localhost`), when there is one.
+    pub fn tls_url(&self) -> Option<String> {
+        self.tls
+            .as_ref()
+            .map(|(port, _, _)| format!("rediss://localhost:{port}/"))
     }
 
     /// The path of the server's Unix socket.
@@ -81,6 +117,12 @@ impl RedisServer {
     }
 
     fn spawn(&mut self) {
+        if let Err(e) = self.try_spawn() {
+            panic!("{e}");
+        }
+    }
+
+    fn try_spawn(&mut self) -> Result<(), String> {
         let socket = self.socket();
         let _ = std::fs::remove_file(&socket);
         let mut command = Command::new("redis-server");
@@ -110,6 +152,19 @@ impl RedisServer {
         } else {
             command.arg("--appendonly").arg("no");
         }
+        if let Some((port, cert, key)) = &self.tls {
+            command
+                .arg("--tls-port")
+                .arg(port.to_string())
+                .arg("--tls-cert-file")
+                .arg(cert)
+                .arg("--tls-key-file")
+                .arg(key)
+                .arg("--tls-ca-cert-file")
+                .arg(cert)
+                .arg("--tls-auth-clients")
+                .arg("no");
+        }
         let child = command
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -122,21 +177,23 @@ impl RedisServer {
                 )
             });
         self.child = Some(child);
-        self.wait_ready(&socket);
+        self.wait_ready(&socket)
     }
 
-    fn wait_ready(&mut self, socket: &Path) {
+    /// Waits for `PING` to be answered; an error if the server exited first.
+    fn wait_ready(&mut self, socket: &Path) -> Result<(), String> {
         let deadline = Instant::now() + START_DEADLINE;
         loop {
             if ping(socket) {
-                return;
+                return Ok(());
             }
             if let Some(child) = self.child.as_mut()
                 && let Ok(Some(status)) = child.try_wait()
             {
+                self.child = None;
                 let log =
                     std::fs::read_to_string(self.dir.path().join("redis.log")).unwrap_or_default();
-                panic!("redis-server exited at start ({status}): {log}");
+                return Err(format!("redis-server exited at start ({status}): {log}"));
             }
             assert!(
                 Instant::now() < deadline,

@@ -93,7 +93,7 @@ pub struct EngineConfig {
     /// `"memory"` (the default): in this process; metadata and history in SQLite in
     /// `data_dir`. `"redis"`: in Redis, shared by every node that lists the same `urls`.
     pub kind: EngineKind,
-    /// The Redis servers (`redis://host:port/`, `redis+unix:///path`; no TLS yet),
+    /// The Redis servers (`redis://host:port/`, `rediss://...` for TLS, `redis+unix:///path`),
     /// one per shard; every node lists the same ones in the same order.
     pub urls: Vec<String>,
     /// This node's name in logs; made up when absent.

@@ -61,7 +61,7 @@ type ChannelRef = (ChannelType, Box<str>);
 /// How the Redis engine reaches Redis.
 #[derive(Clone, Debug)]
 pub struct RedisConfig {
-    /// One URL per shard (`redis://host:port/`, `redis+unix:///path`; TLS is not built in); each is
+    /// One URL per shard (`redis://host:port/`, `rediss://...`, `redis+unix:///path`); each is
     /// an independent server, and every node must list the same ones in the same order.
     pub urls: Vec<String>,
     /// A name for this node in logs; one is made up when absent.
