@@ -136,9 +136,15 @@ run fanout-1000x1000 --workload fanout --subs 1000 --rate 1000 --duration "$dura
 run channels-100 --workload channels --pairs 100 --rate 1000 --duration "$duration"
 run throughput --workload throughput --duration "$duration"
 stop_servers
-# Fresh servers for the memory measurement.
-start_servers
-run conns --workload conns --conns "$conns"
-stop_servers
+# Memory per connection: fresh servers for each system (rtm and rtm-ws share a process, and
+# memory freed by one run would be reused by the next).
+all_systems=("${systems[@]}")
+for system in "${all_systems[@]}"; do
+    systems=("$system")
+    start_servers
+    run conns --workload conns --conns "$conns"
+    stop_servers
+done
+systems=("${all_systems[@]}")
 
 python3 benches/compare_report.py "$out" "$plots"

@@ -88,5 +88,66 @@ fn fanout(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, fanout);
+/// Joins and leaves in a busy channel: one subscriber leaves and joins again, in a channel of
+/// N (the cost a join/leave storm puts under the engine's lock); and the same followed by one
+/// publish (which then copies the changed subscriber list once).
+fn churn(c: &mut Criterion) {
+    let mut group = c.benchmark_group("churn");
+    for subscribers in [100usize, 1000, 10_000] {
+        let engine = MemoryEngine::new();
+        let metrics = Arc::new(Metrics::default());
+        let mut sessions = Vec::new();
+        let mut receivers: Vec<OutboxRx> = Vec::new();
+        for i in 0..subscribers {
+            let (outbox, rx) = Outbox::with_lanes(DRAIN_EVERY as usize, 16, metrics.clone());
+            let session = SessionHandle::new(SessionId(i as u64), "app", &format!("u{i}"), outbox);
+            now(engine.attach(&session)).expect("attach");
+            now(engine.subscribe(&session, "room", SubscribeOptions::default()))
+                .expect("subscribe");
+            sessions.push(session);
+            receivers.push(rx);
+        }
+        let mut next = 0usize;
+        group.bench_function(BenchmarkId::new("leave_and_join", subscribers), |b| {
+            b.iter(|| {
+                let session = &sessions[next % subscribers];
+                next += 1;
+                now(engine.unsubscribe(session, "room")).expect("unsubscribe");
+                now(engine.subscribe(session, "room", SubscribeOptions::default()))
+                    .expect("subscribe");
+            })
+        });
+        let frame = Bytes::from_static(b"0123456789");
+        group.bench_function(
+            BenchmarkId::new("leave_join_and_publish", subscribers),
+            |b| {
+                b.iter_custom(|iters| {
+                    let mut busy = Duration::ZERO;
+                    let mut done = 0;
+                    while done < iters {
+                        let batch = (iters - done).min(DRAIN_EVERY);
+                        let start = Instant::now();
+                        for _ in 0..batch {
+                            let session = &sessions[next % subscribers];
+                            next += 1;
+                            now(engine.unsubscribe(session, "room")).expect("unsubscribe");
+                            now(engine.subscribe(session, "room", SubscribeOptions::default()))
+                                .expect("subscribe");
+                            now(engine.publish("app", "room", frame.clone())).expect("publish");
+                        }
+                        busy += start.elapsed();
+                        for rx in &mut receivers {
+                            rx.drain();
+                        }
+                        done += batch;
+                    }
+                    busy
+                })
+            },
+        );
+    }
+    group.finish();
+}
+
+criterion_group!(benches, fanout, churn);
 criterion_main!(benches);

@@ -164,6 +164,11 @@ struct Args {
     /// has one of its own).
     #[arg(long)]
     ws_addr: Option<SocketAddr>,
+    /// Fanout: this many more clients subscribe to another channel ("storm") before the run,
+    /// and all of them disconnect at once halfway through the measured window: a mass leave
+    /// beside steady publishing.
+    #[arg(long, default_value_t = 0)]
+    storm: usize,
     /// KiB each hostile connection tries to send per stream (prelogin).
     #[arg(long, default_value_t = 0)]
     flood_kib: usize,

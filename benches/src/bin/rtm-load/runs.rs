@@ -35,6 +35,25 @@ pub(crate) async fn rate_run(
     for g in 0..groups {
         pubs.push(target.publisher(g).await?);
     }
+    // The storm: clients of another channel, all disconnected at once halfway through.
+    let mut storm = Vec::with_capacity(args.storm);
+    for i in 0..args.storm {
+        storm.push(target.subscriber(n + i, "storm").await?);
+        if (i + 1) % 1000 == 0 {
+            eprintln!("{} storm clients ...", i + 1);
+        }
+    }
+    let storm_at = (!storm.is_empty()).then(|| warm + (total - warm) / 2);
+    let (storm_tx, storm_rx) = tokio::sync::oneshot::channel::<()>();
+    let storm_task = tokio::spawn(async move {
+        if storm_rx.await.is_ok() {
+            let started = Instant::now();
+            drop(storm);
+            Some(started.elapsed())
+        } else {
+            None
+        }
+    });
 
     let deadline = tokio::time::Instant::now()
         + Duration::from_secs_f64(args.warmup + args.duration + 1.0)
@@ -64,7 +83,13 @@ pub(crate) async fn rate_run(
         let interval = 1.0 / total_rate;
         let mut cpu = None;
         let mut measure_start = None;
+        let mut storm_tx = Some(storm_tx);
         for i in 0..total {
+            if Some(i) == storm_at
+                && let Some(tx) = storm_tx.take()
+            {
+                let _ = tx.send(());
+            }
             let due = start + Duration::from_secs_f64(i as f64 * interval);
             wait_until(due);
             if i == warm {
@@ -94,6 +119,10 @@ pub(crate) async fn rate_run(
     }
     checker.await?;
     let _pubs = tokio::task::spawn_blocking(move || publisher.join()).await?;
+    if let Some(dropped_in) = storm_task.await? {
+        report["storm"] = args.storm.into();
+        report["storm_close_ms"] = (dropped_in.as_secs_f64() * 1000.0).round().into();
+    }
     // Every subscriber of a group receives that group's share of the measured messages.
     let expected_measured = (total - warm) * subs_per_group as u64;
     let measured_secs = elapsed.map_or(args.duration, |e| e.as_secs_f64());

@@ -1,10 +1,10 @@
 //! The in-memory engine: one node's sessions and channels in a mutex-guarded map.
 //!
 //! The lock is a `std::sync::Mutex`, held only for map lookups and updates and never across an
-//! `.await`. Publishing does not fan out under the lock: each channel keeps its subscriber list
-//! as an `Arc<[Subscriber]>` that subscribe and unsubscribe replace (copy on write), so a
-//! publish clones one `Arc` under the lock and pushes to the queues after releasing it. Many
-//! publishers therefore never wait on each other's fan-out.
+//! `.await`. Publishing does not fan out under the lock: a publish clones one `Arc` of the
+//! channel's subscriber snapshot under the lock and pushes to the queues after releasing it
+//! ([`subscribers`]), so many publishers never wait on each other's fan-out, and joins and
+//! leaves cost O(1) under the lock whatever the channel's size.
 
 mod debounce;
 mod history;
@@ -14,6 +14,7 @@ mod metadata;
 mod storage;
 mod store;
 mod stream;
+mod subscribers;
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
@@ -35,6 +36,7 @@ use self::storage::Storage;
 pub(crate) use self::storage::{lock_frame, snapshot_change, storage_frame};
 pub(crate) use self::stream::ListedPublisher;
 use self::stream::StreamChannel;
+use self::subscribers::{Subscriber, Subscribers};
 use super::{
     Delivery, EngineError, PresenceFlags, PresentPage, Router, SessionHandle, SessionId,
     StateChange, StateError, StreamError, TopicSubscribed, tally,
@@ -73,7 +75,7 @@ type UserStates = HashMap<Box<str>, (SessionId, StateDetail)>;
 #[derive(Debug, Default)]
 struct App {
     users: HashMap<Box<str>, SessionHandle>,
-    channels: HashMap<Box<str>, Arc<[Subscriber]>>,
+    channels: HashMap<Box<str>, Subscribers>,
     /// The channels of each session, so that detaching does not scan every channel.
     subscribed: HashMap<SessionId, HashSet<Box<str>>>,
     streams: HashMap<Box<str>, StreamChannel>,
@@ -89,11 +91,9 @@ impl App {
         let Some(subs) = self.channels.get_mut(channel) else {
             return;
         };
-        let rest = without(subs, id);
-        if rest.is_empty() {
+        subs.remove(id);
+        if subs.is_empty() {
             self.channels.remove(channel);
-        } else {
-            *subs = rest.into();
         }
     }
 }
@@ -172,21 +172,6 @@ impl App {
         }
         Ok(left)
     }
-}
-
-/// The subscribers in `subs` other than session `id`.
-fn without(subs: &[Subscriber], id: SessionId) -> Vec<Subscriber> {
-    subs.iter()
-        .filter(|s| s.session.id() != id)
-        .cloned()
-        .collect()
-}
-
-#[derive(Clone, Debug)]
-struct Subscriber {
-    session: SessionHandle,
-    with_message: bool,
-    presence: PresenceFlags,
 }
 
 impl MemoryEngine {
@@ -325,20 +310,17 @@ impl Router for MemoryEngine {
     ) -> Result<(), EngineError> {
         let mut state = self.state();
         let app = state.apps.entry(session.app_id().into()).or_default();
-        let subs = app
-            .channels
+        app.channels
             .entry(channel.into())
-            .or_insert_with(|| Arc::from([]));
-        let mut list = without(subs, session.id());
-        list.push(Subscriber {
-            session: session.clone(),
-            with_message: options.with_message,
-            presence: PresenceFlags {
-                with_presence: options.with_presence,
-                quiet: options.be_quiet,
-            },
-        });
-        *subs = list.into();
+            .or_default()
+            .insert(Subscriber {
+                session: session.clone(),
+                with_message: options.with_message,
+                presence: PresenceFlags {
+                    with_presence: options.with_presence,
+                    quiet: options.be_quiet,
+                },
+            });
         app.subscribed
             .entry(session.id())
             .or_default()
@@ -372,9 +354,9 @@ impl Router for MemoryEngine {
         let subs = self
             .state()
             .apps
-            .get(app_id)
-            .and_then(|a| a.channels.get(channel))
-            .cloned();
+            .get_mut(app_id)
+            .and_then(|a| a.channels.get_mut(channel))
+            .map(Subscribers::snapshot);
         let Some(subs) = subs else {
             return Ok(Delivery::default());
         };
@@ -589,10 +571,11 @@ impl Router for MemoryEngine {
         };
         let mut channels = Vec::new();
         for channel in app.subscribed.get(&id).into_iter().flatten() {
-            let visible = app.channels.get(channel).is_some_and(|subs| {
-                subs.iter()
-                    .any(|s| s.session.id() == id && !s.presence.quiet)
-            });
+            let visible = app
+                .channels
+                .get(channel)
+                .and_then(|subs| subs.get(id))
+                .is_some_and(|s| !s.presence.quiet);
             if visible {
                 channels.push(ChannelDetail {
                     channel_name: channel.to_string(),
@@ -673,30 +656,31 @@ impl Router for MemoryEngine {
         except: SessionId,
         frame: Bytes,
     ) -> Result<Delivery, EngineError> {
-        let to: Vec<SessionHandle> = {
-            let state = self.state();
-            let Some(app) = state.apps.get(app_id) else {
-                return Ok(Delivery::default());
-            };
-            match channel_type {
-                ChannelType::Stream => app
-                    .streams
-                    .get(channel)
-                    .map(|s| s.presence_audience(except))
-                    .unwrap_or_default(),
-                _ => app
-                    .channels
-                    .get(channel)
-                    .map(|subs| {
-                        subs.iter()
-                            .filter(|s| s.presence.with_presence && s.session.id() != except)
-                            .map(|s| s.session.clone())
-                            .collect()
-                    })
-                    .unwrap_or_default(),
-            }
+        if channel_type == ChannelType::Stream {
+            let to: Vec<SessionHandle> = self
+                .state()
+                .apps
+                .get(app_id)
+                .and_then(|app| app.streams.get(channel))
+                .map(|s| s.presence_audience(except))
+                .unwrap_or_default();
+            return Ok(Self::push_all(to.iter(), &frame));
+        }
+        // The subscribers' snapshot, walked after the lock is released.
+        let subs = self
+            .state()
+            .apps
+            .get_mut(app_id)
+            .and_then(|app| app.channels.get_mut(channel))
+            .map(Subscribers::snapshot);
+        let Some(subs) = subs else {
+            return Ok(Delivery::default());
         };
-        Ok(Self::push_all(to.iter(), &frame))
+        let to = subs
+            .iter()
+            .filter(|s| s.presence.with_presence && s.session.id() != except)
+            .map(|s| &s.session);
+        Ok(Self::push_all(to, &frame))
     }
 
     async fn broadcast_stream(
