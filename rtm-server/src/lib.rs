@@ -136,7 +136,7 @@ impl ServerBuilder {
         };
         let server_config = tls::quic_server_config(
             &identity,
-            config.connection.client_ack_delay_ms,
+            &config.connection,
             config.web.webtransport.then(|| web_cert.clone()),
         )?;
         let endpoint = transport::endpoint(config.listen, server_config).map_err(|source| {

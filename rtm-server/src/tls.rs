@@ -143,7 +143,7 @@ fn write_private(path: &Path, data: &[u8]) -> Result<(), TlsError> {
 /// transport settings for many connections (`docs/architecture.md`, "Transport").
 pub(crate) fn quic_server_config(
     identity: &Identity,
-    client_ack_delay_ms: u32,
+    connection: &crate::config::ConnectionLimits,
     web: Option<Option<Arc<ShortLivedCert>>>,
 ) -> Result<quinn::ServerConfig, TlsError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -162,12 +162,13 @@ pub(crate) fn quic_server_config(
             .push(web_transport_quinn::ALPN.as_bytes().to_vec());
     }
     tls.max_early_data_size = 0;
+    // No TLS session resumption: rtm resumes sessions itself (`docs/protocol.md` §5.6), and
+    // each ticket sent costs bytes and a cache entry per handshake.
+    tls.send_tls13_tickets = 0;
+    tls.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
     let crypto = QuicServerConfig::try_from(tls).map_err(|e| TlsError::Quic(e.to_string()))?;
     let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
-    server.transport_config(Arc::new(transport_config(
-        client_ack_delay_ms,
-        web.is_some(),
-    )));
+    server.transport_config(Arc::new(transport_config(connection, web.is_some())));
     Ok(server)
 }
 
@@ -319,7 +320,10 @@ fn unix_time(secs: u64) -> Result<time::OffsetDateTime, TlsError> {
 /// 10 s, and some slack): QUIC uses the smaller of both ends' values, and the client asks for
 /// its heartbeat interval + 10 s, so that is when the server notices a silent client
 /// (`docs/protocol.md` §5.6).
-fn transport_config(client_ack_delay_ms: u32, web: bool) -> quinn::TransportConfig {
+fn transport_config(
+    connection: &crate::config::ConnectionLimits,
+    web: bool,
+) -> quinn::TransportConfig {
     let mut t = quinn::TransportConfig::default();
     // One control stream per connection; native clients never open unidirectional streams
     // (`transport::quic` takes the credit back after the handshake), but browsers refuse an
@@ -343,8 +347,13 @@ fn transport_config(client_ack_delay_ms: u32, web: bool) -> quinn::TransportConf
     // events flow one way, and each ACK is a UDP packet both sides pay a system call for.
     let mut ack = quinn::AckFrequencyConfig::default();
     ack.ack_eliciting_threshold(quinn::VarInt::from_u32(10))
-        .max_ack_delay(Some(Duration::from_millis(client_ack_delay_ms.into())));
+        .max_ack_delay(Some(Duration::from_millis(
+            connection.client_ack_delay_ms.into(),
+        )));
     t.ack_frequency_config(Some(ack));
+    if !connection.mtu_discovery {
+        t.mtu_discovery_config(None);
+    }
     t
 }
 

@@ -365,6 +365,11 @@ pub struct ConnectionLimits {
     /// they also acknowledge every 10th packet), 1 to 25. Higher saves packets and server CPU at
     /// high fan-out; lower recovers lost packets sooner on lossy links (docs/performance.md).
     pub client_ack_delay_ms: u32,
+    /// QUIC path MTU discovery: packets grow from 1 200 bytes to what the path carries (up to
+    /// 1 452). Off, every packet stays at 1 200 bytes: about 1.2 KiB less memory per
+    /// connection, and more packets for messages and bursts larger than that
+    /// (docs/performance.md).
+    pub mtu_discovery: bool,
     /// Most bytes of events one session may hold on the server: queued for its connection,
     /// plus sent and not yet acknowledged (kept for a resume). Beyond it the session is closed
     /// as a slow consumer (docs/operators.md). At least 4 MiB.
@@ -390,6 +395,7 @@ impl Default for ConnectionLimits {
             token_warning_secs: 30,
             delivery_lanes: 16,
             client_ack_delay_ms: 5,
+            mtu_discovery: true,
             max_session_bytes: 64 << 20,
             max_connections: 100_000,
             max_connections_per_address: 1_000,

@@ -1,7 +1,8 @@
 //! The subscribers of one message channel.
 //!
-//! Subscribing and leaving are O(1): a list with a position index, where a leave moves the
-//! last subscriber into the gap. Deliveries iterate an immutable snapshot (`Arc<[Subscriber]>`)
+//! Subscribing and leaving are O(1): a list with a position index (for channels of more than
+//! [`INDEX_FROM`] subscribers; a scan of a short list costs less than the index's memory),
+//! where a leave moves the last subscriber into the gap. Deliveries iterate an immutable snapshot (`Arc<[Subscriber]>`)
 //! that they clone under the engine's lock and walk after releasing it. The snapshot is made
 //! again by the first delivery after a change, so a storm of joins and leaves costs one copy
 //! per delivery at most, not one per join or leave (before, each join or leave copied the
@@ -11,6 +12,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::{PresenceFlags, SessionHandle, SessionId};
+
+/// Channels with more subscribers than this keep an index of their positions.
+const INDEX_FROM: usize = 16;
 
 /// A session subscribed to a channel, with what it asked for.
 #[derive(Clone, Debug)]
@@ -24,8 +28,8 @@ pub(super) struct Subscriber {
 #[derive(Debug, Default)]
 pub(super) struct Subscribers {
     list: Vec<Subscriber>,
-    /// Where each session is in `list`.
-    at: HashMap<SessionId, usize>,
+    /// Where each session is in `list`, for long lists.
+    at: Option<HashMap<SessionId, usize>>,
     /// `list` as it was at the last delivery, if nothing changed since.
     snapshot: Option<Arc<[Subscriber]>>,
 }
@@ -34,35 +38,55 @@ impl Subscribers {
     /// Adds `sub`, or replaces the session's earlier subscription (new options).
     pub(super) fn insert(&mut self, sub: Subscriber) {
         self.snapshot = None;
-        match self.at.get(&sub.session.id()) {
-            Some(&i) => self.list[i] = sub,
+        match self.position(sub.session.id()) {
+            Some(i) => self.list[i] = sub,
             None => {
-                self.at.insert(sub.session.id(), self.list.len());
+                if let Some(at) = &mut self.at {
+                    at.insert(sub.session.id(), self.list.len());
+                }
                 self.list.push(sub);
+                if self.at.is_none() && self.list.len() > INDEX_FROM {
+                    let at = self.list.iter().enumerate();
+                    self.at = Some(at.map(|(i, s)| (s.session.id(), i)).collect());
+                }
             }
+        }
+    }
+
+    fn position(&self, id: SessionId) -> Option<usize> {
+        match &self.at {
+            Some(at) => at.get(&id).copied(),
+            None => self.list.iter().position(|s| s.session.id() == id),
         }
     }
 
     /// Removes session `id`; whether it was there.
     pub(super) fn remove(&mut self, id: SessionId) -> bool {
-        let Some(i) = self.at.remove(&id) else {
+        let Some(i) = self.position(id) else {
             return false;
         };
         self.snapshot = None;
         self.list.swap_remove(i);
-        if let Some(moved) = self.list.get(i) {
-            self.at.insert(moved.session.id(), i);
+        if let Some(at) = &mut self.at {
+            at.remove(&id);
+            if let Some(moved) = self.list.get(i) {
+                at.insert(moved.session.id(), i);
+            }
+            if self.list.len() <= INDEX_FROM / 2 {
+                self.at = None;
+            } else if at.capacity() > 64 && at.len() < at.capacity() / 4 {
+                at.shrink_to(self.list.len() * 2);
+            }
         }
         if self.list.capacity() > 64 && self.list.len() < self.list.capacity() / 4 {
             self.list.shrink_to(self.list.len() * 2);
-            self.at.shrink_to(self.list.len() * 2);
         }
         true
     }
 
     /// The subscription of session `id`.
     pub(super) fn get(&self, id: SessionId) -> Option<&Subscriber> {
-        self.at.get(&id).map(|&i| &self.list[i])
+        self.position(id).map(|i| &self.list[i])
     }
 
     pub(super) fn len(&self) -> usize {
@@ -107,36 +131,54 @@ mod tests {
 
     #[test]
     fn joins_leaves_and_snapshots_agree_with_a_plain_list() {
+        // Short lists (scanned), long ones (indexed), and the switches between them.
         let mut subs = Subscribers::default();
         let mut expected: Vec<u64> = Vec::new();
-        // A fixed pseudo-random sequence of joins, rejoins and leaves over 50 sessions.
         let mut x = 12345u64;
-        for _ in 0..5000 {
-            x = x
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            let id = (x >> 33) % 50;
-            if (x >> 20).is_multiple_of(3) {
-                let was = expected.contains(&id);
-                expected.retain(|&e| e != id);
-                assert_eq!(subs.remove(SessionId(id)), was);
-            } else {
-                subs.insert(sub(id));
-                if !expected.contains(&id) {
-                    expected.push(id);
+        for (span, steps, leave_one_in) in [(12, 2000, 3), (60, 4000, 3), (60, 3000, 1)] {
+            // A fixed pseudo-random sequence of joins, rejoins and leaves over `span` sessions.
+            for _ in 0..steps {
+                x = x
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                let id = (x >> 33) % span;
+                if (x >> 20).is_multiple_of(leave_one_in) {
+                    let was = expected.contains(&id);
+                    expected.retain(|&e| e != id);
+                    assert_eq!(subs.remove(SessionId(id)), was);
+                } else {
+                    subs.insert(sub(id));
+                    if !expected.contains(&id) {
+                        expected.push(id);
+                    }
                 }
+                check(&mut subs, &expected);
             }
-            let mut sorted = expected.clone();
-            sorted.sort_unstable();
-            assert_eq!(ids(&subs), sorted);
-            assert_eq!(subs.len(), expected.len());
-            for &id in &expected {
-                assert_eq!(subs.get(SessionId(id)).map(|s| s.session.id().0), Some(id));
-            }
-            let mut snap: Vec<u64> = subs.snapshot().iter().map(|s| s.session.id().0).collect();
-            snap.sort_unstable();
-            assert_eq!(snap, sorted);
         }
+        assert!(expected.is_empty(), "the last phase only leaves");
+        assert!(subs.at.is_none());
+    }
+
+    fn check(subs: &mut Subscribers, expected: &[u64]) {
+        let mut sorted = expected.to_vec();
+        sorted.sort_unstable();
+        assert_eq!(ids(subs), sorted);
+        assert_eq!(subs.len(), expected.len());
+        if expected.len() > INDEX_FROM {
+            assert!(subs.at.is_some(), "a long list is indexed");
+        }
+        if expected.len() <= INDEX_FROM / 2 {
+            assert!(subs.at.is_none(), "a short list is scanned");
+        }
+        if let Some(at) = &subs.at {
+            assert_eq!(at.len(), expected.len());
+        }
+        for &id in expected {
+            assert_eq!(subs.get(SessionId(id)).map(|s| s.session.id().0), Some(id));
+        }
+        let mut snap: Vec<u64> = subs.snapshot().iter().map(|s| s.session.id().0).collect();
+        snap.sort_unstable();
+        assert_eq!(snap, sorted);
     }
 
     #[test]
