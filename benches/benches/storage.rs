@@ -1,12 +1,16 @@
 //! Metadata and history through a real server over QUIC on loopback, one call at a time
-//! (closed loop): what a committed write costs with each durability setting, and a read.
+//! (closed loop): what a committed write costs with each durability setting, and a read; and
+//! stored messages from 32 publishers at once, which share their commits (group commit).
 //! Server and client run in this process (the test kit), the database in a temporary
 //! directory on the machine's disk.
 
-use criterion::{Criterion, criterion_group, criterion_main};
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use rtm_client::{ChannelType, MetadataItem, PublishOptions};
 use rtm_server::config::DurabilitySetting;
 use rtm_testkit::TestServer;
+
+/// Publishers of the concurrent bench.
+const WRITERS: usize = 32;
 
 fn storage(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -59,6 +63,30 @@ fn storage(c: &mut Criterion) {
                     .expect("publish")
             })
         });
+        // 32 users publishing stored messages at once: each element is one stored message.
+        let writers: Vec<_> = rt.block_on(async {
+            let mut writers = Vec::new();
+            for i in 0..WRITERS {
+                writers.push(server.login(&format!("writer{i}")).await.0);
+            }
+            writers
+        });
+        group.throughput(Throughput::Elements(WRITERS as u64));
+        group.bench_function(format!("publish_stored_{WRITERS}_writers/{name}"), |b| {
+            b.to_async(&rt).iter(|| {
+                let calls: Vec<_> = writers
+                    .iter()
+                    .map(|w| w.publish("bench", vec![7u8; 100], stored.clone()))
+                    .collect();
+                async move {
+                    for call in calls {
+                        call.await.expect("publish");
+                    }
+                }
+            })
+        });
+        group.throughput(Throughput::Elements(1));
+        drop(writers);
         if durability == DurabilitySetting::Full {
             group.bench_function("publish_not_stored", |b| {
                 b.to_async(&rt).iter(|| async {

@@ -157,7 +157,7 @@ pub struct Delivery {
 }
 
 /// A failure of the engine itself (not of the caller's request).
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum EngineError {
     /// The backing store could not be reached or answered with an error.

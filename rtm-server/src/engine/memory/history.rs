@@ -46,7 +46,7 @@ impl MetadataDb {
         now: u64,
     ) -> Result<u64, EngineError> {
         let kind = u8::from(key.channel_type);
-        let tx = self.conn.transaction().map_err(db_error)?;
+        let tx = self.conn.savepoint().map_err(db_error)?;
         let newest: Option<i64> = tx
             .query_row(
                 "SELECT MAX(ts) FROM history WHERE app = ?1 AND kind = ?2 AND name = ?3",

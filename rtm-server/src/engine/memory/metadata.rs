@@ -230,8 +230,22 @@ impl MetadataDb {
         load_set(&self.conn, app, target)
     }
 
-    /// Applies `write` by `author` at `now` (milliseconds) and commits it; returns the set
-    /// after the write.
+    /// Starts a transaction that several writes share ([`super::commit`]).
+    pub(crate) fn begin(&mut self) -> Result<(), EngineError> {
+        self.conn.execute_batch("BEGIN IMMEDIATE").map_err(db_error)
+    }
+
+    /// Commits the transaction [`MetadataDb::begin`] started, or rolls it back if the commit
+    /// fails.
+    pub(crate) fn commit(&mut self) -> Result<(), EngineError> {
+        self.conn.execute_batch("COMMIT").map_err(|e| {
+            let _ = self.conn.execute_batch("ROLLBACK");
+            db_error(e)
+        })
+    }
+
+    /// Applies `write` by `author` at `now` (milliseconds) and commits it (or releases it into
+    /// the group's transaction); returns the set after the write.
     pub(crate) fn write(
         &mut self,
         app: &str,
@@ -243,7 +257,8 @@ impl MetadataDb {
         let revision = self.next_revision;
         let removed = apply(&mut data, exists, write, author, now, revision)?;
         let (kind, name) = key_of(&write.target);
-        let tx = self.conn.transaction().map_err(db_error)?;
+        // A savepoint: a transaction of its own, or part of a group commit's.
+        let tx = self.conn.savepoint().map_err(db_error)?;
         tx.execute(
             "DELETE FROM meta_item WHERE app = ?1 AND kind = ?2 AND name = ?3",
             params![app, kind, name],

@@ -6,6 +6,7 @@
 //! ([`subscribers`]), so many publishers never wait on each other's fan-out, and joins and
 //! leaves cost O(1) under the lock whatever the channel's size.
 
+mod commit;
 mod debounce;
 mod history;
 mod inspect;
@@ -246,6 +247,12 @@ impl MemoryEngine {
             .and_then(|a| a.streams.get(channel))
             .and_then(|s| s.audience(publisher, topic));
         audience.map_or_else(Delivery::default, |to| Self::push_all(to.iter(), frame))
+    }
+
+    /// Transactions and writes committed to the metadata and history database so far (fewer
+    /// transactions than writes when concurrent writes shared a commit).
+    pub fn commit_counts(&self) -> (u64, u64) {
+        self.store.commit_counts()
     }
 
     /// How many sessions subscribe to `channel` in `app_id` (for tests and metrics).

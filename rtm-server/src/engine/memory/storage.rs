@@ -5,7 +5,8 @@
 //! check and its write are atomic, and every listener sees the changes of a set or a channel's
 //! locks in the order they happened, after its snapshot. Work on the database may wait for the
 //! disk (a commit), so it runs on tokio's blocking threads ([`Storage::run`]), never on the
-//! runtime's workers. Stored messages (history) live in the same database.
+//! runtime's workers, and writes share their commits ([`super::commit`]). Stored messages
+//! (history) live in the same database.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -19,6 +20,7 @@ use rtm_proto::{
     StorageType, encode_frame,
 };
 
+use super::commit::{Finish, Queue, Slot};
 use super::locks::{Acquired, AwayLock, ChannelKey, LockChange, LockTable};
 use super::metadata::{Durability, MetadataDb, Reader};
 use crate::clock::now_ms;
@@ -125,14 +127,16 @@ impl Listeners {
 #[derive(Debug, Default)]
 pub(super) struct Storage {
     /// `None` until the server opens the data directory.
-    db: Mutex<Option<MetadataDb>>,
+    pub(super) db: Mutex<Option<MetadataDb>>,
+    /// Writes waiting for the next commit.
+    pub(super) queue: Queue,
     /// A read-only connection for `get_metadata` and `get_messages`.
     reader: Mutex<Option<Reader>>,
     locks: Mutex<LockTable>,
     listeners: Mutex<Listeners>,
 }
 
-fn not_open() -> EngineError {
+pub(super) fn not_open() -> EngineError {
     EngineError::Unavailable("the metadata store is not open".into())
 }
 
@@ -199,7 +203,7 @@ fn listening_to(app: &str, target: &MetadataTarget) -> Listening {
     }
 }
 
-fn guard<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(super) fn guard<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // Each operation leaves its data consistent before it can panic.
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
@@ -279,33 +283,50 @@ impl Storage {
     ) -> Result<StorageData, MetadataError> {
         let app: Box<str> = author.app_id().into();
         let user: Box<str> = author.user_id().into();
-        self.run(move |store| {
-            let mut db = guard(&store.db);
-            let db = db.as_mut().ok_or_else(not_open)?;
-            // A guarded write keeps the lock table until it is committed, so that the lock
-            // cannot change hands in between.
-            let _locks = match &write.target {
-                MetadataTarget::Channel {
-                    channel_type,
-                    channel,
-                } if !write.options.lock_name.is_empty() => {
-                    let locks = store.locks();
-                    let key = (app.clone(), *channel_type, channel.as_str().into());
-                    if locks.holder(&key, &write.options.lock_name) != Some(&*user) {
-                        return Err(MetadataError::LockNotHeld(write.options.lock_name.clone()));
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.queue
+            .push(Box::new(move |store: &Self, slot: Slot<'_, '_>| {
+                let written = (|| {
+                    let (db, held) = slot.map_err(|e| MetadataError::Engine(e.clone()))?;
+                    // A guarded write keeps the lock table until it is committed, so that the lock
+                    // cannot change hands in between (the group's commit: see `commit`).
+                    if let MetadataTarget::Channel {
+                        channel_type,
+                        channel,
+                    } = &write.target
+                        && !write.options.lock_name.is_empty()
+                    {
+                        let locks = held.get_or_insert_with(|| store.locks());
+                        let key = (app.clone(), *channel_type, channel.as_str().into());
+                        if locks.holder(&key, &write.options.lock_name) != Some(&*user) {
+                            return Err(MetadataError::LockNotHeld(
+                                write.options.lock_name.clone(),
+                            ));
+                        }
                     }
-                    Some(locks)
-                }
-                _ => None,
-            };
-            let data = db.write(&app, &write, &user, now_ms())?;
-            let frame = storage_frame(&write.target, StorageEventType::Update, &user, data.clone());
-            store
-                .listeners()
-                .push(&listening_to(&app, &write.target), &frame);
-            Ok(data)
-        })
-        .await?
+                    db.write(&app, &write, &user, now_ms())
+                })();
+                Box::new(move |store: &Self, committed: Result<(), &EngineError>| {
+                    let result = committed
+                        .map_err(|e| MetadataError::Engine(e.clone()))
+                        .and(written);
+                    if let Ok(data) = &result {
+                        let frame = storage_frame(
+                            &write.target,
+                            StorageEventType::Update,
+                            &user,
+                            data.clone(),
+                        );
+                        store
+                            .listeners()
+                            .push(&listening_to(&app, &write.target), &frame);
+                    }
+                    let _ = tx.send(result);
+                }) as Finish
+            }));
+        self.run(|store| store.commit_queued()).await?;
+        rx.await
+            .map_err(|_| EngineError::Unavailable("the write was dropped".into()))?
     }
 
     /// A read, on the reader connection: no wait for writes, no blocking thread (a read of
@@ -502,12 +523,26 @@ impl Storage {
         retention: Retention,
     ) -> Result<u64, EngineError> {
         let app: Box<str> = app.into();
-        self.run(move |store| {
-            let mut db = guard(&store.db);
-            let db = db.as_mut().ok_or_else(not_open)?;
-            db.store_message(&app, &key, message, retention, now_ms())
-        })
-        .await?
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.queue
+            .push(Box::new(move |_: &Self, slot: Slot<'_, '_>| {
+                let stored = match slot {
+                    Ok((db, _)) => db.store_message(&app, &key, message, retention, now_ms()),
+                    Err(e) => Err(e.clone()),
+                };
+                Box::new(move |_: &Self, committed: Result<(), &EngineError>| {
+                    let _ = tx.send(committed.map_err(Clone::clone).and(stored));
+                }) as Finish
+            }));
+        self.run(|store| store.commit_queued()).await?;
+        rx.await
+            .map_err(|_| EngineError::Unavailable("the write was dropped".into()))?
+    }
+
+    /// (transactions, writes) committed so far: fewer transactions than writes when writes
+    /// shared a commit.
+    pub(crate) fn commit_counts(&self) -> (u64, u64) {
+        self.queue.counts()
     }
 
     /// A page of history, on the reader connection (see [`Storage::get`]).
