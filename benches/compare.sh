@@ -88,8 +88,10 @@ max_connections_per_address = 100000
 handshake_rate = 100000
 TOML
     RUST_LOG=warn "${server_cpu[@]}" target/release/rtm-server --http-listen 127.0.0.1:0 --config "$work/rtm.toml" & rtm_pid=$!; pids+=("$rtm_pid")
-    for _ in $(seq 100); do [ -f "$work/rtm-data/key.pem" ] && break; sleep 0.1; done
+    # rtm listens once its certificate and key are written: the TLS peers then read them whole.
+    wait_tcp "$ws_port"
     cert=$work/rtm-data/cert.pem; key=$work/rtm-data/key.pem
+    [ -s "$key" ] || { echo "rtm wrote no key to $key" >&2; exit 1; }
     "${server_cpu[@]}" nats-server -a 127.0.0.1 -p "$nats_port" >"$work/nats.log" 2>&1 & nats_pid=$!; pids+=("$nats_pid")
     "${server_cpu[@]}" nats-server -a 127.0.0.1 -p "$nats_tls_port" --tls --tlscert "$cert" --tlskey "$key" \
         >"$work/nats-tls.log" 2>&1 & nats_tls_pid=$!; pids+=("$nats_tls_pid")
@@ -138,13 +140,15 @@ run throughput --workload throughput --duration "$duration"
 stop_servers
 # Memory per connection: fresh servers for each system (rtm and rtm-ws share a process, and
 # memory freed by one run would be reused by the next).
-all_systems=("${systems[@]}")
-for system in "${all_systems[@]}"; do
-    systems=("$system")
-    start_servers
-    run conns --workload conns --conns "$conns"
-    stop_servers
-done
-systems=("${all_systems[@]}")
+if [ -z "${ONLY:-}" ] || [[ " $ONLY " == *" conns "* ]]; then
+    all_systems=("${systems[@]}")
+    for system in "${all_systems[@]}"; do
+        systems=("$system")
+        start_servers
+        run conns --workload conns --conns "$conns"
+        stop_servers
+    done
+    systems=("${all_systems[@]}")
+fi
 
 python3 benches/compare_report.py "$out" "$plots"

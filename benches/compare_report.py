@@ -45,13 +45,15 @@ def name_of(row):
     return name
 
 
-def kind_of(row):
-    return {"throughput": "throughput", "conns": "conns"}.get(row.get("workload"), "rate")
+def kind_of(systems):
+    """The table's kind, from the first run that has a workload (a failed run has none)."""
+    workload = next((r["workload"] for r in systems.values() if "workload" in r), None)
+    return {"throughput": "throughput", "conns": "conns"}.get(workload, "rate")
 
 
 def table(label, systems):
     names = [n for n in ORDER if n in systems] + sorted(n for n in systems if n not in ORDER)
-    kind = kind_of(next(iter(systems.values())))
+    kind = kind_of(systems)
     lines = [f"\n## {label}\n", "| metric | " + " | ".join(names) + " |",
              "|---|" + "--:|" * len(names)]
     for column in COLUMNS[kind]:
@@ -131,7 +133,7 @@ def main():
         by_label.setdefault(row.get("label") or "?", {})[name_of(row)] = row
     for label, systems in by_label.items():
         print(table(label, systems))
-        if plots and kind_of(next(iter(systems.values()))) == "rate":
+        if plots and kind_of(systems) == "rate":
             svg = svg_cdf(label, systems)
             if svg:
                 os.makedirs(plots, exist_ok=True)

@@ -28,53 +28,73 @@ fn now<F: Future>(fut: F) -> F::Output {
 /// Queued frames are taken out every this many publishes (outside the timing).
 const DRAIN_EVERY: u64 = 512;
 
+/// An engine with `subscribers` sessions in channel "room", and their queues.
+fn room_of(
+    subscribers: usize,
+) -> (
+    MemoryEngine,
+    Arc<Metrics>,
+    Vec<SessionHandle>,
+    Vec<OutboxRx>,
+) {
+    let engine = MemoryEngine::new();
+    let metrics = Arc::new(Metrics::default());
+    let mut sessions = Vec::new();
+    let mut receivers = Vec::new();
+    for i in 0..subscribers {
+        let (outbox, rx) = Outbox::with_lanes(DRAIN_EVERY as usize, 16, metrics.clone());
+        let session = SessionHandle::new(SessionId(i as u64), "app", &format!("u{i}"), outbox);
+        now(engine.attach(&session)).expect("attach");
+        now(engine.subscribe(&session, "room", SubscribeOptions::default())).expect("subscribe");
+        sessions.push(session);
+        receivers.push(rx);
+    }
+    (engine, metrics, sessions, receivers)
+}
+
+/// Runs `step` `iters` times and returns the time the steps took; every `DRAIN_EVERY` steps
+/// the queues are emptied, outside the timing.
+fn timed(iters: u64, receivers: &mut [OutboxRx], mut step: impl FnMut()) -> Duration {
+    let mut busy = Duration::ZERO;
+    let mut done = 0;
+    while done < iters {
+        let batch = (iters - done).min(DRAIN_EVERY);
+        let start = Instant::now();
+        for _ in 0..batch {
+            step();
+        }
+        busy += start.elapsed();
+        for rx in receivers.iter_mut() {
+            rx.drain();
+        }
+        done += batch;
+    }
+    busy
+}
+
 fn fanout(c: &mut Criterion) {
     let mut group = c.benchmark_group("fanout");
     for subscribers in [1usize, 100, 1000] {
-        let engine = MemoryEngine::new();
-        let metrics = Arc::new(Metrics::default());
-        let mut receivers: Vec<OutboxRx> = Vec::new();
-        for i in 0..subscribers {
-            let (outbox, rx) = Outbox::with_lanes(DRAIN_EVERY as usize, 16, metrics.clone());
-            let session = SessionHandle::new(SessionId(i as u64), "app", &format!("u{i}"), outbox);
-            now(engine.attach(&session)).expect("attach");
-            now(engine.subscribe(&session, "room", SubscribeOptions::default()))
-                .expect("subscribe");
-            receivers.push(rx);
-        }
+        let (engine, metrics, _sessions, mut receivers) = room_of(subscribers);
         let payload = Bytes::from(vec![7u8; 100]);
         group.throughput(Throughput::Elements(subscribers as u64));
         group.bench_function(
             BenchmarkId::new("encode_and_enqueue_100B", subscribers),
             |b| {
                 b.iter_custom(|iters| {
-                    let mut busy = Duration::ZERO;
-                    let mut done = 0;
-                    while done < iters {
-                        let batch = (iters - done).min(DRAIN_EVERY);
-                        let start = Instant::now();
-                        for _ in 0..batch {
-                            let frame =
-                                encode_frame(&ServerMsg::Event(Event::Message(MessageEvent {
-                                    channel_type: ChannelType::Message,
-                                    channel_name: "room".into(),
-                                    topic_name: String::new(),
-                                    message: Payload::Binary(payload.clone()),
-                                    custom_type: String::new(),
-                                    publisher: "publisher".into(),
-                                    timestamp: 1_795_719_793_000,
-                                })));
-                            let delivery =
-                                now(engine.publish("app", "room", frame)).expect("publish");
-                            debug_assert_eq!(delivery.queued, subscribers);
-                        }
-                        busy += start.elapsed();
-                        for rx in &mut receivers {
-                            rx.drain();
-                        }
-                        done += batch;
-                    }
-                    busy
+                    timed(iters, &mut receivers, || {
+                        let frame = encode_frame(&ServerMsg::Event(Event::Message(MessageEvent {
+                            channel_type: ChannelType::Message,
+                            channel_name: "room".into(),
+                            topic_name: String::new(),
+                            message: Payload::Binary(payload.clone()),
+                            custom_type: String::new(),
+                            publisher: "publisher".into(),
+                            timestamp: 1_795_719_793_000,
+                        })));
+                        let delivery = now(engine.publish("app", "room", frame)).expect("publish");
+                        debug_assert_eq!(delivery.queued, subscribers);
+                    })
                 })
             },
         );
@@ -94,19 +114,7 @@ fn fanout(c: &mut Criterion) {
 fn churn(c: &mut Criterion) {
     let mut group = c.benchmark_group("churn");
     for subscribers in [100usize, 1000, 10_000] {
-        let engine = MemoryEngine::new();
-        let metrics = Arc::new(Metrics::default());
-        let mut sessions = Vec::new();
-        let mut receivers: Vec<OutboxRx> = Vec::new();
-        for i in 0..subscribers {
-            let (outbox, rx) = Outbox::with_lanes(DRAIN_EVERY as usize, 16, metrics.clone());
-            let session = SessionHandle::new(SessionId(i as u64), "app", &format!("u{i}"), outbox);
-            now(engine.attach(&session)).expect("attach");
-            now(engine.subscribe(&session, "room", SubscribeOptions::default()))
-                .expect("subscribe");
-            sessions.push(session);
-            receivers.push(rx);
-        }
+        let (engine, _metrics, sessions, mut receivers) = room_of(subscribers);
         let mut next = 0usize;
         group.bench_function(BenchmarkId::new("leave_and_join", subscribers), |b| {
             b.iter(|| {
@@ -122,26 +130,14 @@ fn churn(c: &mut Criterion) {
             BenchmarkId::new("leave_join_and_publish", subscribers),
             |b| {
                 b.iter_custom(|iters| {
-                    let mut busy = Duration::ZERO;
-                    let mut done = 0;
-                    while done < iters {
-                        let batch = (iters - done).min(DRAIN_EVERY);
-                        let start = Instant::now();
-                        for _ in 0..batch {
-                            let session = &sessions[next % subscribers];
-                            next += 1;
-                            now(engine.unsubscribe(session, "room")).expect("unsubscribe");
-                            now(engine.subscribe(session, "room", SubscribeOptions::default()))
-                                .expect("subscribe");
-                            now(engine.publish("app", "room", frame.clone())).expect("publish");
-                        }
-                        busy += start.elapsed();
-                        for rx in &mut receivers {
-                            rx.drain();
-                        }
-                        done += batch;
-                    }
-                    busy
+                    timed(iters, &mut receivers, || {
+                        let session = &sessions[next % subscribers];
+                        next += 1;
+                        now(engine.unsubscribe(session, "room")).expect("unsubscribe");
+                        now(engine.subscribe(session, "room", SubscribeOptions::default()))
+                            .expect("subscribe");
+                        now(engine.publish("app", "room", frame.clone())).expect("publish");
+                    })
                 })
             },
         );

@@ -366,3 +366,41 @@ async fn server_shutdown_tells_the_clients() {
     a.logout().await.unwrap();
     assert_eq!(a.link_state(), LinkState::Idle);
 }
+
+/// With path MTU discovery off (`[connection] mtu_discovery = false`) every packet stays at
+/// 1 200 bytes: messages larger than a packet, and many small ones, still arrive whole and
+/// in order.
+#[tokio::test]
+async fn messages_arrive_whole_with_mtu_discovery_off() {
+    let mut config = TestServer::config();
+    config.connection.mtu_discovery = false;
+    let server = TestServer::start_with(config).await;
+    let (publisher, _) = server.login("publisher").await;
+    let (subscriber, mut events) = server.login("subscriber").await;
+    subscriber
+        .subscribe("small-packets", SubscribeOptions::default())
+        .await
+        .unwrap();
+    // 30 KiB (25 packets and more), then 200 of 100 bytes.
+    let large: Vec<u8> = (0..30 * 1024).map(|i| (i % 251) as u8).collect();
+    publisher
+        .publish("small-packets", large.clone(), PublishOptions::default())
+        .await
+        .unwrap();
+    for i in 0..200u32 {
+        let mut small = i.to_be_bytes().to_vec();
+        small.resize(100, 7);
+        publisher
+            .publish("small-packets", small, PublishOptions::default())
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        expect_message(&mut events).await.message.as_bytes(),
+        &large[..]
+    );
+    for i in 0..200u32 {
+        let got = expect_message(&mut events).await;
+        assert_eq!(got.message.as_bytes()[..4], i.to_be_bytes());
+    }
+}

@@ -366,7 +366,7 @@ pub struct ConnectionLimits {
     /// high fan-out; lower recovers lost packets sooner on lossy links (docs/performance.md).
     pub client_ack_delay_ms: u32,
     /// QUIC path MTU discovery: packets grow from 1 200 bytes to what the path carries (up to
-    /// 1 452). Off, every packet stays at 1 200 bytes: about 1.2 KiB less memory per
+    /// 1 452). Off, every packet stays at 1 200 bytes: about 1.3 KiB less memory per
     /// connection, and more packets for messages and bursts larger than that
     /// (docs/performance.md).
     pub mtu_discovery: bool,

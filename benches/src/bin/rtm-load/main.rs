@@ -198,7 +198,8 @@ async fn main() -> anyhow::Result<()> {
         "server": if args.addr.is_some() { "separate process" } else { "in-process" },
         "size": args.size,
         "transport": format!("{:?}", args.transport).to_lowercase(),
-        "tls": args.system == System::Rtm || args.tls,
+        // rtm over QUIC always encrypts; over WebSocket the load generator speaks plain ws://.
+        "tls": (args.system == System::Rtm && args.transport == Way::Quic) || args.tls,
     });
     match args.workload {
         Workload::Fanout | Workload::Channels | Workload::Topic => {

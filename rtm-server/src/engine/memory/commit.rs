@@ -31,6 +31,11 @@ pub(super) type Held<'a> = Option<MutexGuard<'a, LockTable>>;
 /// A queued write: runs in its savepoint and says how to finish.
 pub(super) type Job = Box<dyn for<'a, 'b> FnOnce(&'a Storage, Slot<'a, 'b>) -> Finish + Send>;
 
+/// Most writes one transaction takes: the database (and perhaps the lock table) stay held for
+/// the whole group and its sync. The rest wait for the next group (every queued write is
+/// followed by a commit call of its own, so none is left behind).
+const MAX_GROUP: usize = 256;
+
 /// The writes waiting for the next commit.
 #[derive(Default)]
 pub(super) struct Queue {
@@ -69,9 +74,20 @@ impl Storage {
     /// queue empty when another thread took this caller's write into its group.
     pub(super) fn commit_queued(&self) {
         let mut db = guard(&self.db);
-        let jobs = std::mem::take(&mut *guard(&self.queue.jobs));
+        let jobs: Vec<Job> = {
+            let mut queued = guard(&self.queue.jobs);
+            let take = queued.len().min(MAX_GROUP);
+            queued.drain(..take).collect()
+        };
         if jobs.is_empty() {
             return;
+        }
+        if let Some(db) = db.as_mut()
+            && db.in_transaction()
+        {
+            // A group that panicked part way left its transaction open: none of it was
+            // answered as committed, so it goes.
+            db.roll_back();
         }
         self.queue.commits.fetch_add(1, Ordering::Relaxed);
         self.queue
@@ -90,11 +106,32 @@ impl Storage {
                     (finishes, Err(error))
                 }
                 Ok(()) => {
-                    let finishes = jobs
-                        .into_iter()
-                        .map(|job| job(self, Ok((&mut *db, &mut held))))
-                        .collect();
-                    (finishes, db.commit())
+                    let mut finishes = Vec::with_capacity(jobs.len());
+                    let mut aborted = None;
+                    for job in jobs {
+                        match &aborted {
+                            None => {
+                                finishes.push(job(self, Ok((&mut *db, &mut held))));
+                                if !db.in_transaction() {
+                                    // SQLite ended the transaction itself (an I/O error, a
+                                    // full disk): what ran is gone, what follows must not
+                                    // commit on its own.
+                                    aborted = Some(EngineError::Unavailable(
+                                        "the metadata store aborted a transaction".into(),
+                                    ));
+                                }
+                            }
+                            Some(error) => finishes.push(job(self, Err(error))),
+                        }
+                    }
+                    let committed = match aborted {
+                        Some(error) => {
+                            db.roll_back();
+                            Err(error)
+                        }
+                        None => db.commit(),
+                    };
+                    (finishes, committed)
                 }
             },
         };
@@ -173,19 +210,8 @@ mod tests {
             .unwrap();
         let before = engine.store.queue.counts();
 
-        // Hold the database (on a thread of its own) as a long commit would, and queue writes
-        // meanwhile.
-        let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
-        let (held_tx, held_rx) = std::sync::mpsc::channel::<()>();
-        let holder = {
-            let engine = engine.clone();
-            std::thread::spawn(move || {
-                let _busy = guard(&engine.store.db);
-                let _ = held_tx.send(());
-                let _ = release_rx.recv();
-            })
-        };
-        held_rx.recv().unwrap();
+        // Hold the database as a long commit would, and queue writes meanwhile.
+        let (release_tx, holder) = hold_database(&engine);
         let mut tasks = tokio::task::JoinSet::new();
         for i in 0..20 {
             let engine = engine.clone();
@@ -226,10 +252,13 @@ mod tests {
         release_tx.send(()).unwrap();
         holder.join().unwrap();
 
-        while let Some(done) = tasks.join_next().await {
-            done.unwrap().unwrap();
-        }
-        let stale = stale.await.unwrap();
+        let answered = tokio::time::timeout(Duration::from_secs(30), async {
+            while let Some(done) = tasks.join_next().await {
+                done.unwrap().unwrap();
+            }
+            stale.await.unwrap()
+        });
+        let stale = answered.await.expect("every write is answered");
         assert!(
             matches!(stale, Err(MetadataError::OutdatedMajor { .. })),
             "{stale:?}"
@@ -261,5 +290,112 @@ mod tests {
         let data = reopened.get_metadata("app", room).await.unwrap();
         let keys: Vec<&str> = data.items.iter().map(|i| i.key.as_str()).collect();
         assert_eq!(keys, ["first"]);
+    }
+
+    /// Holds the database on a thread of its own until the returned sender is used (or
+    /// dropped), as a long commit would.
+    fn hold_database(
+        engine: &Arc<MemoryEngine>,
+    ) -> (std::sync::mpsc::Sender<()>, std::thread::JoinHandle<()>) {
+        let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+        let (held_tx, held_rx) = std::sync::mpsc::channel::<()>();
+        let holder = {
+            let engine = engine.clone();
+            std::thread::spawn(move || {
+                let _busy = guard(&engine.store.db);
+                let _ = held_tx.send(());
+                let _ = release_rx.recv();
+            })
+        };
+        held_rx.recv().unwrap();
+        (release_tx, holder)
+    }
+
+    /// A write that fails after changing the database, inside a group: its savepoint is rolled
+    /// back, and the writes before and after it in the same commit stay.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_write_that_fails_part_way_is_rolled_back_alone_within_its_group() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = Arc::new(MemoryEngine::open(dir.path(), Durability::Full).unwrap());
+        let (release, holder) = hold_database(&engine);
+        let before = engine.store.queue.counts();
+        let store = |text: &'static str| {
+            let engine = engine.clone();
+            tokio::spawn(async move {
+                engine
+                    .store_message("app", HistoryKey::channel("good"), message(text), KEEP)
+                    .await
+            })
+        };
+        let first = store("first");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while guard(&engine.store.queue.jobs).is_empty() {
+            assert!(tokio::time::Instant::now() < deadline, "not queued");
+            tokio::task::yield_now().await;
+        }
+        // A write that inserts a message, then fails.
+        let (failed_tx, failed_rx) = tokio::sync::oneshot::channel();
+        engine
+            .store
+            .queue
+            .push(Box::new(move |_: &Storage, slot: Slot<'_, '_>| {
+                let outcome = slot.map_err(Clone::clone).and_then(|(db, _)| {
+                    let savepoint = db
+                        .conn
+                        .savepoint()
+                        .map_err(super::super::metadata::db_error)?;
+                    savepoint
+                        .execute(
+                            "INSERT INTO history (app, kind, name, ts, publisher, custom_type, \
+                         payload_kind, payload) VALUES ('app', ?1, 'bad', 1, 'p', '', 0, x'00')",
+                            [u8::from(ChannelType::Message)],
+                        )
+                        .map_err(super::super::metadata::db_error)?;
+                    Err::<(), _>(EngineError::Unavailable("failed after its insert".into()))
+                });
+                Box::new(move |_: &Storage, committed: Result<(), &EngineError>| {
+                    let _ = failed_tx.send((outcome, committed.is_ok()));
+                }) as Finish
+            }));
+        let last = store("last");
+        while guard(&engine.store.queue.jobs).len() < 3 {
+            assert!(tokio::time::Instant::now() < deadline, "not queued");
+            tokio::task::yield_now().await;
+        }
+        release.send(()).unwrap();
+        holder.join().unwrap();
+
+        let answered = tokio::time::timeout(Duration::from_secs(30), async {
+            (
+                first.await.unwrap(),
+                last.await.unwrap(),
+                failed_rx.await.unwrap(),
+            )
+        });
+        let (first, last, (failed, committed)) = answered.await.expect("every write is answered");
+        first.unwrap();
+        last.unwrap();
+        assert!(failed.is_err());
+        assert!(committed, "the group committed");
+        let after = engine.store.queue.counts();
+        assert_eq!((after.0 - before.0, after.1 - before.1), (1, 3));
+
+        let page = |name: &'static str| {
+            let engine = engine.clone();
+            async move {
+                engine
+                    .get_messages("app", HistoryKey::channel(name), 100, 0, 0, KEEP)
+                    .await
+                    .unwrap()
+                    .messages
+                    .len()
+            }
+        };
+        assert_eq!(page("good").await, 2);
+        assert_eq!(
+            page("bad").await,
+            0,
+            "the failed write's insert was rolled back"
+        );
     }
 }

@@ -2,9 +2,10 @@
 //! revision rules of `docs/protocol.md` §5.9.
 //!
 //! Every write loads the set, applies the rules to it in memory ([`apply`]), and stores the
-//! result in one transaction that also advances the revision counter. Only a committed write
-//! is acknowledged. Callers serialise writes (the engine holds one lock around each), so a
-//! check and its write are atomic.
+//! result in a savepoint that also advances the revision counter: its own transaction, or its
+//! part of a group commit's (`commit.rs`). Only a committed write is acknowledged. Callers
+//! serialise writes (the engine holds one lock around each group), so a check and its write
+//! are atomic.
 
 use std::path::Path;
 
@@ -82,6 +83,19 @@ fn key_of(target: &MetadataTarget) -> (u8, &str) {
         } => (u8::from(*channel_type), channel),
         MetadataTarget::User { user_id } => (u8::from(ChannelType::User), user_id),
     }
+}
+
+/// The last revision the database recorded (0 for none).
+fn stored_revision(conn: &Connection) -> Result<i64, EngineError> {
+    let last: Option<i64> = conn
+        .query_row(
+            "SELECT value FROM counter WHERE name = 'revision'",
+            [],
+            |row| row.get(0),
+        )
+        .optional()
+        .map_err(db_error)?;
+    Ok(last.unwrap_or(0))
 }
 
 pub(super) fn db_error(e: rusqlite::Error) -> EngineError {
@@ -207,17 +221,10 @@ impl MetadataDb {
             "BEGIN; {SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
         ))
         .map_err(db_error)?;
-        let last: Option<i64> = conn
-            .query_row(
-                "SELECT value FROM counter WHERE name = 'revision'",
-                [],
-                |row| row.get(0),
-            )
-            .optional()
-            .map_err(db_error)?;
+        let next_revision = stored_revision(&conn)? + 1;
         Ok(Self {
             conn,
-            next_revision: last.unwrap_or(0) + 1,
+            next_revision,
         })
     }
 
@@ -236,12 +243,28 @@ impl MetadataDb {
     }
 
     /// Commits the transaction [`MetadataDb::begin`] started, or rolls it back if the commit
-    /// fails.
+    /// fails (the revision counter then continues from what the disk has).
     pub(crate) fn commit(&mut self) -> Result<(), EngineError> {
         self.conn.execute_batch("COMMIT").map_err(|e| {
-            let _ = self.conn.execute_batch("ROLLBACK");
+            self.roll_back();
             db_error(e)
         })
+    }
+
+    /// Whether a transaction is open: [`MetadataDb::begin`]'s, until SQLite aborts it (an I/O
+    /// error, a full disk) or it ends.
+    pub(crate) fn in_transaction(&self) -> bool {
+        !self.conn.is_autocommit()
+    }
+
+    /// Rolls back an open transaction (if any) and reloads the revision counter.
+    pub(crate) fn roll_back(&mut self) {
+        if self.in_transaction() {
+            let _ = self.conn.execute_batch("ROLLBACK");
+        }
+        if let Ok(stored) = stored_revision(&self.conn) {
+            self.next_revision = self.next_revision.max(stored + 1);
+        }
     }
 
     /// Applies `write` by `author` at `now` (milliseconds) and commits it (or releases it into

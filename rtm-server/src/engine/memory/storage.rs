@@ -123,7 +123,7 @@ impl Listeners {
 }
 
 /// Metadata, locks and their listeners. Mutexes are always taken in this order: `db`, `locks`,
-/// `listeners`.
+/// `listeners`; the write queue's only ever last, for a moment.
 #[derive(Debug, Default)]
 pub(super) struct Storage {
     /// `None` until the server opens the data directory.
