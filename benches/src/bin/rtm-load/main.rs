@@ -169,6 +169,14 @@ struct Args {
     /// beside steady publishing.
     #[arg(long, default_value_t = 0)]
     storm: usize,
+    /// Seconds over which idle CPU is measured (conns); longer than the heartbeat interval
+    /// to see the keep-alives' steady state.
+    #[arg(long, default_value_t = 5)]
+    idle_secs: u64,
+    /// rtm: the clients' heartbeat interval in seconds (5 to 1 800; the reference's default 5).
+    /// Over QUIC it is the keep-alive interval, and the idle timeout is 10 s more.
+    #[arg(long, default_value_t = 5)]
+    heartbeat: u32,
     /// KiB each hostile connection tries to send per stream (prelogin).
     #[arg(long, default_value_t = 0)]
     flood_kib: usize,
@@ -200,6 +208,7 @@ async fn main() -> anyhow::Result<()> {
         "transport": format!("{:?}", args.transport).to_lowercase(),
         // rtm over QUIC always encrypts; over WebSocket the load generator speaks plain ws://.
         "tls": (args.system == System::Rtm && args.transport == Way::Quic) || args.tls,
+        "heartbeat_s": args.heartbeat,
     });
     match args.workload {
         Workload::Fanout | Workload::Channels | Workload::Topic => {

@@ -19,6 +19,8 @@ pub(crate) struct Target {
     /// NATS and Redis: connect with TLS, trusting `rtm_cert` (the certificate given with
     /// --cert), by the name `localhost`.
     pub(crate) tls: bool,
+    /// rtm: the clients' heartbeat interval in seconds.
+    pub(crate) heartbeat: u32,
     pub(crate) _server: Option<rtm_testkit::TestServer>,
 }
 
@@ -80,6 +82,7 @@ impl Target {
             sub_addrs: args.sub_addr.clone(),
             pub_addr: args.pub_addr,
             tls: args.tls,
+            heartbeat: args.heartbeat,
             _server: server,
         })
     }
@@ -106,6 +109,7 @@ impl Target {
             config.transport = rtm_client::Transport::WebSocket { addr, tls: false };
         }
         config.request_timeout = Duration::from_secs(60);
+        config.heartbeat_interval = self.heartbeat;
         Ok(config)
     }
 

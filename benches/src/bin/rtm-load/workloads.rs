@@ -138,8 +138,9 @@ pub(crate) async fn conns_run(
     tokio::time::sleep(Duration::from_secs(3)).await;
     let after = rss_kib(server_pid);
     let cpu = Cpu::start(server_pid);
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    tokio::time::sleep(Duration::from_secs(args.idle_secs)).await;
     let (idle_cpu, _) = cpu.percent(server_pid);
+    report["idle_s"] = args.idle_secs.into();
     report["conns"] = args.conns.into();
     report["connect_s"] = ((connect_secs * 10.0).round() / 10.0).into();
     report["server_rss_before_kib"] = before.into();
