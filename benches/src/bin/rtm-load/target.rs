@@ -19,6 +19,8 @@ pub(crate) struct Target {
     /// NATS and Redis: connect with TLS, trusting `rtm_cert` (the certificate given with
     /// --cert), by the name `localhost`.
     pub(crate) tls: bool,
+    /// Redis with TLS: that certificate's PEM, read once.
+    redis_root: Option<Vec<u8>>,
     /// rtm: the clients' heartbeat interval in seconds.
     pub(crate) heartbeat: u32,
     pub(crate) _server: Option<rtm_testkit::TestServer>,
@@ -67,6 +69,12 @@ impl Target {
         if args.tls && (args.system == System::Rtm || args.cert.is_none()) {
             bail!("--tls is for NATS and Redis, with --cert naming the certificate to trust");
         }
+        let redis_root = match (args.system, args.tls, &args.cert) {
+            (System::Redis, true, Some(cert)) => {
+                Some(std::fs::read(cert).with_context(|| format!("reading {}", cert.display()))?)
+            }
+            _ => None,
+        };
         let topic = matches!(args.workload, Workload::Topic);
         if topic && args.system != System::Rtm {
             bail!("the topic workload is rtm's own (stream channels)");
@@ -82,6 +90,7 @@ impl Target {
             sub_addrs: args.sub_addr.clone(),
             pub_addr: args.pub_addr,
             tls: args.tls,
+            redis_root,
             heartbeat: args.heartbeat,
             _server: server,
         })
@@ -204,18 +213,16 @@ impl Target {
 
     /// A Redis client, over TLS with --tls.
     fn redis(&self) -> anyhow::Result<redis::Client> {
-        if !self.tls {
-            return Ok(redis_client(self.addr)?);
-        }
-        use redis::IntoConnectionInfo;
-        let info = format!("rediss://localhost:{}/", self.addr.port())
-            .into_connection_info()?
-            .set_tcp_settings(redis::io::tcp::TcpSettings::default().set_nodelay(true));
-        let root = std::fs::read(&self.rtm_cert)
-            .with_context(|| format!("reading {}", self.rtm_cert.display()))?;
+        let Some(root) = &self.redis_root else {
+            return Ok(redis::Client::open(nodelay(&format!(
+                "redis://{}/",
+                self.addr
+            ))?)?);
+        };
+        let info = nodelay(&format!("rediss://localhost:{}/", self.addr.port()))?;
         let certs = redis::TlsCertificates {
             client_tls: None,
-            root_cert: Some(root),
+            root_cert: Some(root.clone()),
         };
         Ok(redis::Client::build_with_tls(info, certs)?)
     }
@@ -223,14 +230,13 @@ impl Target {
 
 pub(crate) type RedisStream = Pin<Box<dyn futures_util::Stream<Item = redis::Msg> + Send>>;
 
-/// A Redis client for `addr` with `TCP_NODELAY`, as the other systems' clients have it (redis-rs
-/// 1.x leaves Nagle's algorithm on by default).
-pub(crate) fn redis_client(addr: SocketAddr) -> redis::RedisResult<redis::Client> {
+/// Redis connection settings for `url` with `TCP_NODELAY`, as the other systems' clients have
+/// it (redis-rs 1.x leaves Nagle's algorithm on by default).
+fn nodelay(url: &str) -> redis::RedisResult<redis::ConnectionInfo> {
     use redis::IntoConnectionInfo;
-    let info = format!("redis://{addr}/")
+    Ok(url
         .into_connection_info()?
-        .set_tcp_settings(redis::io::tcp::TcpSettings::default().set_nodelay(true));
-    redis::Client::open(info)
+        .set_tcp_settings(redis::io::tcp::TcpSettings::default().set_nodelay(true)))
 }
 
 /// A subscriber. The clients are kept so that their connections stay open.
