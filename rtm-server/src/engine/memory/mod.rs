@@ -255,6 +255,15 @@ impl MemoryEngine {
         self.store.commit_counts()
     }
 
+    /// The subscribers of a message channel, to walk after the engine's lock is released.
+    fn subscribers(&self, app_id: &str, channel: &str) -> Option<Arc<[Subscriber]>> {
+        self.state()
+            .apps
+            .get_mut(app_id)
+            .and_then(|app| app.channels.get_mut(channel))
+            .map(Subscribers::snapshot)
+    }
+
     /// How many sessions subscribe to `channel` in `app_id` (for tests and metrics).
     pub fn subscriber_count(&self, app_id: &str, channel: &str) -> usize {
         self.state()
@@ -358,12 +367,7 @@ impl Router for MemoryEngine {
         frame: Bytes,
     ) -> Result<Delivery, EngineError> {
         // Clone the list under the lock; push to the queues after releasing it.
-        let subs = self
-            .state()
-            .apps
-            .get_mut(app_id)
-            .and_then(|a| a.channels.get_mut(channel))
-            .map(Subscribers::snapshot);
+        let subs = self.subscribers(app_id, channel);
         let Some(subs) = subs else {
             return Ok(Delivery::default());
         };
@@ -674,12 +678,7 @@ impl Router for MemoryEngine {
             return Ok(Self::push_all(to.iter(), &frame));
         }
         // The subscribers' snapshot, walked after the lock is released.
-        let subs = self
-            .state()
-            .apps
-            .get_mut(app_id)
-            .and_then(|app| app.channels.get_mut(channel))
-            .map(Subscribers::snapshot);
+        let subs = self.subscribers(app_id, channel);
         let Some(subs) = subs else {
             return Ok(Delivery::default());
         };
