@@ -1,5 +1,7 @@
 //! End-to-end: stream channels and topics (`docs/protocol.md` §5.7).
 
+use std::time::Duration;
+
 use rtm_client::{
     ChannelType, ErrorCode, EventStream, JoinOptions, JoinTopicOptions, MessageEvent, RtmClient,
     RtmEvent, StreamChannel, TopicEvent, TopicEventType, TopicMessageOptions,
@@ -538,7 +540,11 @@ async fn ten_thousand_topic_messages_per_publisher_arrive_in_order() {
         .collect();
     let mut next = std::collections::HashMap::from([("A".to_owned(), 0u32), ("B".to_owned(), 0)]);
     for _ in 0..2 * N {
-        let m = expect_message(&mut events).await;
+        let Ok(m) =
+            tokio::time::timeout(Duration::from_secs(15), expect_message(&mut events)).await
+        else {
+            panic!("no message for 15 s; next expected per publisher: {next:?}");
+        };
         let got = u32::from_be_bytes(m.message.as_bytes().try_into().unwrap());
         let expected = next.get_mut(&m.publisher).unwrap();
         assert_eq!(
@@ -553,6 +559,57 @@ async fn ten_thousand_topic_messages_per_publisher_arrive_in_order() {
     for sender in senders {
         sender.await.unwrap();
     }
+}
+
+/// A publisher that leaves the topic, or the channel, as soon as its last publish is answered
+/// still has every message delivered (in a cluster the leave must not overtake messages still
+/// on their way through Redis to the subscriber's node).
+#[tokio::test]
+async fn the_last_messages_before_a_publisher_leaves_are_delivered() {
+    const N: u32 = 2_000;
+    let mut config = TestServer::config();
+    config.connection.outbound_queue = 2 * N + 1024;
+    let server = TestServer::start_with(config).await;
+    let (a, _) = member(&server, "A").await;
+    let (b, _) = member(&server, "B").await;
+    let (x, mut events) = member(&server, "X").await;
+    for p in [&a, &b] {
+        p.join_topic("t", JoinTopicOptions::default())
+            .await
+            .unwrap();
+    }
+    x.subscribe_topic("t", users(&["A", "B"])).await.unwrap();
+    let publish_all = |p: &StreamChannel| {
+        let answers: Vec<_> = (0..N)
+            .map(|i| {
+                p.publish_topic_message(
+                    "t",
+                    i.to_be_bytes().to_vec(),
+                    TopicMessageOptions::default(),
+                )
+            })
+            .collect();
+        futures_util::future::try_join_all(answers)
+    };
+    // A leaves the topic, B the channel, each right after its last answer.
+    let (sent_a, sent_b) = tokio::join!(
+        async {
+            publish_all(&a).await?;
+            a.leave_topic("t").await.map(drop)
+        },
+        async {
+            publish_all(&b).await?;
+            b.leave().await.map(drop)
+        }
+    );
+    sent_a.unwrap();
+    sent_b.unwrap();
+    let mut got = std::collections::HashMap::from([("A".to_owned(), 0u32), ("B".to_owned(), 0)]);
+    for _ in 0..2 * N {
+        let m = expect_message(&mut events).await;
+        *got.get_mut(&m.publisher).unwrap() += 1;
+    }
+    assert_eq!((got["A"], got["B"]), (N, N));
 }
 
 /// A client is one user: a second client of the same user id replaces the first, and its

@@ -52,6 +52,9 @@ pub struct MemoryEngine {
     /// Leaves waiting out the presence debounce window.
     debounce: Debounce,
     next_session: AtomicU64,
+    /// The local part of a cluster's engine: topic publisher lists come from the cluster
+    /// ([`MemoryEngine::set_topic_publishers`]).
+    cluster: bool,
 }
 
 impl Default for MemoryEngine {
@@ -61,6 +64,7 @@ impl Default for MemoryEngine {
             store: Arc::default(),
             debounce: Debounce::default(),
             next_session: AtomicU64::new(1),
+            cluster: false,
         }
     }
 }
@@ -182,6 +186,16 @@ impl MemoryEngine {
         Self::default()
     }
 
+    /// An empty engine without storage that keeps the sessions of one node of a cluster: a
+    /// stream channel's topic publishers are the lists the cluster sends, applied in the order
+    /// they come, and a local publisher's leave waits for its list.
+    pub(crate) fn for_cluster() -> Self {
+        Self {
+            cluster: true,
+            ..Self::default()
+        }
+    }
+
     /// An empty engine whose metadata and history live in `data_dir`, committed as
     /// `durability` says.
     pub fn open(data_dir: &Path, durability: Durability) -> Result<Self, EngineError> {
@@ -227,6 +241,24 @@ impl MemoryEngine {
             .and_then(|a| a.streams.get_mut(channel))
         {
             stream.set_publishers(topic, version, publishers);
+        }
+    }
+
+    /// In a cluster: takes `session` off the publishers of `topic` here at once (its join was
+    /// refused by the cluster, so no list will).
+    pub(crate) fn unlist_topic_publisher(
+        &self,
+        session: &SessionHandle,
+        channel: &str,
+        topic: &str,
+    ) {
+        if let Some(stream) = self
+            .state()
+            .apps
+            .get_mut(session.app_id())
+            .and_then(|a| a.streams.get_mut(channel))
+        {
+            stream.unlist(session.id(), topic);
         }
     }
 
@@ -405,12 +437,19 @@ impl Router for MemoryEngine {
         presence: PresenceFlags,
         max_users: usize,
     ) -> Result<Vec<TopicInfo>, StreamError> {
+        let cluster = self.cluster;
         let mut state = self.state();
         let app = state.apps.entry(session.app_id().into()).or_default();
         let snapshot = app
             .streams
             .entry(channel.into())
-            .or_default()
+            .or_insert_with(|| {
+                if cluster {
+                    StreamChannel::listed()
+                } else {
+                    StreamChannel::default()
+                }
+            })
             .join(session, presence, max_users);
         match snapshot {
             Ok(snapshot) => {

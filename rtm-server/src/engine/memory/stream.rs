@@ -21,6 +21,11 @@ pub(super) struct StreamChannel {
     /// ([`StreamChannel::set_publishers`]), kept while the channel has members here, so that an
     /// older list never replaces a newer one.
     versions: HashMap<Box<str>, u64>,
+    /// In a cluster: publisher lists change only in [`StreamChannel::set_publishers`], in the
+    /// order the cluster's bus delivers them. A publisher that leaves keeps its entry here
+    /// until the list without it arrives, behind the messages it sent before leaving, so those
+    /// still reach its audience.
+    listed: bool,
 }
 
 /// A publisher of a topic as a cluster lists it: session, user, meta.
@@ -128,6 +133,14 @@ impl Topic {
 }
 
 impl StreamChannel {
+    /// A stream channel whose publisher lists come from a cluster (see `listed`).
+    pub(super) fn listed() -> Self {
+        Self {
+            listed: true,
+            ..Self::default()
+        }
+    }
+
     /// How many sessions are members.
     pub(super) fn member_count(&self) -> usize {
         self.members.len()
@@ -174,7 +187,9 @@ impl StreamChannel {
         left.sort();
         for name in member.joined.iter().chain(member.subscribed.iter()) {
             if let Some(topic) = self.topics.get_mut(name) {
-                topic.publishers.retain(|p| p.session != id);
+                if !self.listed {
+                    topic.publishers.retain(|p| p.session != id);
+                }
                 topic.subscribers.remove(&id);
                 topic.rebuild();
                 if topic.is_empty() {
@@ -216,6 +231,15 @@ impl StreamChannel {
 
     pub(super) fn leave_topic(&mut self, id: SessionId, name: &str) -> Result<(), StreamError> {
         self.member(id)?.joined.remove(name);
+        if !self.listed {
+            self.unlist(id, name);
+        }
+        Ok(())
+    }
+
+    /// Takes session `id` off the publishers of topic `name` now, even in a cluster (a join
+    /// the cluster refused).
+    pub(super) fn unlist(&mut self, id: SessionId, name: &str) {
         if let Some(topic) = self.topics.get_mut(name) {
             topic.publishers.retain(|p| p.session != id);
             topic.rebuild();
@@ -223,7 +247,6 @@ impl StreamChannel {
                 self.topics.remove(name);
             }
         }
-        Ok(())
     }
 
     pub(super) fn subscribe_topic(
@@ -488,6 +511,42 @@ mod tests {
         }
         let kept = ch.topics["t"].subscribers[&sub.id()].excluded.len();
         assert_eq!(kept, 0);
+    }
+
+    /// In a cluster, a publisher's messages still on the bus when it leaves reach its audience:
+    /// its entry goes with the list that leaves it out, not with the local leave.
+    #[test]
+    fn a_listed_publisher_keeps_its_audience_until_the_list_without_it() {
+        let mut ch = StreamChannel::listed();
+        let (sub, a, b) = (session(1, "sub"), session(2, "a"), session(3, "b"));
+        for s in [&sub, &a, &b] {
+            ch.join(s, PresenceFlags::default(), 10).unwrap();
+        }
+        ch.join_topic(&a, "t", "").unwrap();
+        ch.join_topic(&b, "t", "").unwrap();
+        let listed = |v: &[&SessionHandle]| -> Vec<ListedPublisher> {
+            v.iter()
+                .map(|s| (s.id(), s.user_id().to_owned(), String::new()))
+                .collect()
+        };
+        assert!(ch.set_publishers("t", 2, &listed(&[&a, &b])));
+        ch.subscribe_topic(&sub, "t", Some(&["a".into(), "b".into()]), 50, 64)
+            .unwrap();
+        // a leaves the topic, b the whole channel: both still have their audience...
+        ch.leave_topic(a.id(), "t").unwrap();
+        ch.leave(b.id()).unwrap();
+        assert_eq!(audience(&ch, &a, "t"), vec!["sub"]);
+        assert_eq!(audience(&ch, &b, "t"), vec!["sub"]);
+        // ...until the lists that leave them out arrive.
+        assert!(ch.set_publishers("t", 3, &listed(&[&b])));
+        assert!(audience(&ch, &a, "t").is_empty());
+        assert_eq!(audience(&ch, &b, "t"), vec!["sub"]);
+        assert!(ch.set_publishers("t", 4, &[]));
+        assert!(audience(&ch, &b, "t").is_empty());
+        // A join the cluster refused is taken back at once.
+        ch.join_topic(&a, "u", "").unwrap();
+        ch.unlist(a.id(), "u");
+        assert!(ch.audience(a.id(), "u").is_none());
     }
 
     #[test]

@@ -235,7 +235,7 @@ impl RedisEngine {
         let node = (node % ((1 << SessionId::NODE_BITS) - 1) + 1) as u32;
         let name = config.node_name.unwrap_or_else(|| format!("node-{node}"));
         let bus = Bus::connect(&clients, node, timeout).await?;
-        let local = Arc::new(MemoryEngine::new());
+        let local = Arc::new(MemoryEngine::for_cluster());
         // In the registry before the node serves anything, so that a node that dies at once is
         // still found and reaped.
         let mut first_beat = BEAT.prepare_invoke();

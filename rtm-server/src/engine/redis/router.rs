@@ -420,6 +420,9 @@ impl Router for RedisEngine {
             .await?;
         if let Err(e) = self.publish_in_topic(session, channel, topic, meta).await {
             let _ = self.inner.local.leave_topic(session, channel, topic).await;
+            self.inner
+                .local
+                .unlist_topic_publisher(session, channel, topic);
             return Err(e.into());
         }
         Ok(())

@@ -1,7 +1,9 @@
 //! Stream-channel topics across nodes: each topic's publishers, in join order, are a Redis
 //! list beside a version counter; every change is one script that changes the list, bumps the
 //! version and publishes the whole new list on the channel's bus, so every node with members
-//! applies the lists of a topic in version order. A node that gets its first member of a channel
+//! applies the lists of a topic in version order, and in bus order with the topic's messages: the
+//! node that ran the script waits for the list on the bus too, so a publisher's last messages
+//! before it leaves still find their audience there. A node that gets its first member of a channel
 //! reads the lists (with their versions) and applies only what is newer than what it already
 //! has; subscriptions stay per node, where the subscribers are.
 
@@ -143,7 +145,7 @@ pub(super) fn parse_entries(entries: &[String]) -> Vec<ListedPublisher> {
 }
 
 impl RedisEngine {
-    /// Makes `session` a publisher of `topic` in the cluster; applies the new list here.
+    /// Makes `session` a publisher of `topic` in the cluster.
     pub(super) async fn publish_in_topic(
         &self,
         session: &SessionHandle,
@@ -155,8 +157,7 @@ impl RedisEngine {
         self.change_topic(session, channel, topic, change).await
     }
 
-    /// Removes `session` from the publishers of `topic` in the cluster; applies the new list
-    /// here.
+    /// Removes `session` from the publishers of `topic` in the cluster.
     pub(super) async fn stop_publishing(
         &self,
         session: &SessionHandle,
@@ -167,8 +168,8 @@ impl RedisEngine {
             .await
     }
 
-    /// Runs a topic's [`JOIN`] or [`LEAVE`] script for `session` and applies the list it
-    /// returns here (the same list reaches the other nodes on the bus).
+    /// Runs a topic's [`JOIN`] or [`LEAVE`] script for `session`; the new list reaches every
+    /// node with members, this one included, on the bus.
     async fn change_topic(
         &self,
         session: &SessionHandle,
@@ -198,15 +199,10 @@ impl RedisEngine {
             .key(&k.version)
             .key(&k.names)
             .key(&k.bus);
-        let (version, entries): (u64, Vec<String>) =
-            self.run(what, invocation.invoke_async(&mut conn)).await?;
-        self.inner.local.set_topic_publishers(
-            app_id,
-            channel,
-            topic,
-            version,
-            &parse_entries(&entries),
-        );
+        // The new list is not applied here from this answer: it comes on the bus like
+        // everywhere else, behind the messages published before it, which still need the old
+        // list to find their audience (a publisher's last messages before it leaves).
+        let _: (u64, Vec<String>) = self.run(what, invocation.invoke_async(&mut conn)).await?;
         Ok(())
     }
 
