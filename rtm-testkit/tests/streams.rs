@@ -499,44 +499,50 @@ async fn leave_clears_everything_the_user_had_in_the_channel() {
     assert_eq!(left.topic_infos[0].topic_name, "t");
 }
 
-/// 10 000 topic messages from each of two publishers arrive complete and, per publisher, in
-/// publish order.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ten_thousand_topic_messages_per_publisher_arrive_in_order() {
-    const N: u32 = 10_000;
-    // Two publishers at full speed outrun one subscriber of a debug build; a queue that holds
-    // them all keeps the slow-consumer policy (protocol.md §5.5) out of an ordering test.
+/// A server with A and B publishing in topic "t" of the channel and X subscribed to both, its
+/// queue large enough for `n` messages from each: two publishers at full speed outrun one
+/// subscriber of a debug build, and the slow-consumer policy (protocol.md §5.5) is not what
+/// these tests are about.
+async fn two_publishers_and_a_subscriber(n: u32) -> (TestServer, [StreamChannel; 3], EventStream) {
     let mut config = TestServer::config();
-    config.connection.outbound_queue = 2 * N + 1024;
+    config.connection.outbound_queue = 2 * n + 1024;
     let server = TestServer::start_with(config).await;
     let (a, _) = member(&server, "A").await;
     let (b, _) = member(&server, "B").await;
-    let (x, mut events) = member(&server, "X").await;
+    let (x, events) = member(&server, "X").await;
     for p in [&a, &b] {
         p.join_topic("t", JoinTopicOptions::default())
             .await
             .unwrap();
     }
     x.subscribe_topic("t", users(&["A", "B"])).await.unwrap();
+    (server, [a, b, x], events)
+}
+
+/// Publishes 0..n (big-endian) in topic "t", all queued in call order before any answer is
+/// awaited; done when every one is answered.
+async fn publish_numbered(p: &StreamChannel, n: u32) -> Result<(), rtm_client::RtmError> {
+    let answers: Vec<_> = (0..n)
+        .map(|i| {
+            p.publish_topic_message(
+                "t",
+                i.to_be_bytes().to_vec(),
+                TopicMessageOptions::default(),
+            )
+        })
+        .collect();
+    futures_util::future::try_join_all(answers).await.map(drop)
+}
+
+/// 10 000 topic messages from each of two publishers arrive complete and, per publisher, in
+/// publish order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_topic_messages_per_publisher_arrive_in_order() {
+    const N: u32 = 10_000;
+    let (_server, [a, b, _x], mut events) = two_publishers_and_a_subscriber(N).await;
     let senders: Vec<_> = [a, b]
         .into_iter()
-        .map(|p| {
-            tokio::spawn(async move {
-                // Queued in call order before any answer is awaited.
-                let answers: Vec<_> = (0..N)
-                    .map(|i| {
-                        p.publish_topic_message(
-                            "t",
-                            i.to_be_bytes().to_vec(),
-                            TopicMessageOptions::default(),
-                        )
-                    })
-                    .collect();
-                for answer in answers {
-                    answer.await.unwrap();
-                }
-            })
-        })
+        .map(|p| tokio::spawn(async move { publish_numbered(&p, N).await.unwrap() }))
         .collect();
     let mut next = std::collections::HashMap::from([("A".to_owned(), 0u32), ("B".to_owned(), 0)]);
     for _ in 0..2 * N {
@@ -567,38 +573,15 @@ async fn ten_thousand_topic_messages_per_publisher_arrive_in_order() {
 #[tokio::test]
 async fn the_last_messages_before_a_publisher_leaves_are_delivered() {
     const N: u32 = 2_000;
-    let mut config = TestServer::config();
-    config.connection.outbound_queue = 2 * N + 1024;
-    let server = TestServer::start_with(config).await;
-    let (a, _) = member(&server, "A").await;
-    let (b, _) = member(&server, "B").await;
-    let (x, mut events) = member(&server, "X").await;
-    for p in [&a, &b] {
-        p.join_topic("t", JoinTopicOptions::default())
-            .await
-            .unwrap();
-    }
-    x.subscribe_topic("t", users(&["A", "B"])).await.unwrap();
-    let publish_all = |p: &StreamChannel| {
-        let answers: Vec<_> = (0..N)
-            .map(|i| {
-                p.publish_topic_message(
-                    "t",
-                    i.to_be_bytes().to_vec(),
-                    TopicMessageOptions::default(),
-                )
-            })
-            .collect();
-        futures_util::future::try_join_all(answers)
-    };
+    let (_server, [a, b, _x], mut events) = two_publishers_and_a_subscriber(N).await;
     // A leaves the topic, B the channel, each right after its last answer.
     let (sent_a, sent_b) = tokio::join!(
         async {
-            publish_all(&a).await?;
+            publish_numbered(&a, N).await?;
             a.leave_topic("t").await.map(drop)
         },
         async {
-            publish_all(&b).await?;
+            publish_numbered(&b, N).await?;
             b.leave().await.map(drop)
         }
     );
