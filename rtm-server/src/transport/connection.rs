@@ -137,7 +137,8 @@ async fn run<E: Engine, L: Link>(
             () = sleep_until(token_at.unwrap_or(login_deadline)),
                 if token_at.is_some() && !token_expired =>
             {
-                token_expired = session.token_deadline_reached().await;
+                // Rare, and its future is large: boxed (see the opening of `run`).
+                token_expired = Box::pin(session.token_deadline_reached()).await;
                 continue;
             }
             () = sleep_until(login_deadline), if !logged_in => {
@@ -193,7 +194,13 @@ async fn run<E: Engine, L: Link>(
             {
                 // A resume of another node's session: that node serves it through this one.
                 let (id, relays, home, body) = target;
-                let opened = relay::open(&relays, home, (id, body), link.needs_heartbeats()).await;
+                let opened = Box::pin(relay::open(
+                    &relays,
+                    home,
+                    (id, body),
+                    link.needs_heartbeats(),
+                ))
+                .await;
                 match opened {
                     Ok((response, opened)) => {
                         respond(id, Ok(response), &mut out);
@@ -203,7 +210,10 @@ async fn run<E: Engine, L: Link>(
                     Err(e) => respond(id, Err(e), &mut out),
                 }
             } else {
-                handle(&mut served, node, inbound, &mut out).await;
+                // Boxed: a request's future (about 3 KiB, a login or a publish to either
+                // engine) would otherwise size the state of every connection, idle ones too;
+                // one allocation per request costs less (docs/performance.md, fifth session).
+                Box::pin(handle(&mut served, node, inbound, &mut out)).await;
             }
             match reader.buffered() {
                 Some(next) => inbound = next,
@@ -272,7 +282,14 @@ async fn run<E: Engine, L: Link>(
     if let Ending::Relayed(opened) = ending {
         // The session is the other node's: nothing of it to end here.
         let max_frame_len = core.connection.max_frame_len as usize;
-        relay::pipe(link, (send, reader), opened, max_frame_len, shutdown).await;
+        Box::pin(relay::pipe(
+            link,
+            (send, reader),
+            opened,
+            max_frame_len,
+            shutdown,
+        ))
+        .await;
         return Ok(());
     }
     Box::pin(end_session(core, link, served, writer, ending, shutdown)).await;

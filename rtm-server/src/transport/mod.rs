@@ -119,8 +119,21 @@ pub(crate) async fn accept_loop<E: Engine>(
                 let shutdown = shutdown.clone();
                 let done = done.clone();
                 tokio::spawn(async move {
-                    serve_quic(node, incoming, &origins, shutdown).await;
-                    drop((ticket, done));
+                    // The handshake's state (the `Incoming`, quinn's `Connecting`, the
+                    // WebTransport CONNECT) is larger than what a connection keeps while it
+                    // waits for requests: a task of its own, so that it does not size the
+                    // connection's task for its whole life (docs/performance.md, fifth session).
+                    let limit = Duration::from_secs(node.core.connection.login_timeout_secs.into());
+                    let Some((link, span)) = handshake(incoming, &origins, limit).await else {
+                        return;
+                    };
+                    tokio::spawn(
+                        async move {
+                            connection::serve(node, link, shutdown).await;
+                            drop((ticket, done));
+                        }
+                        .instrument(span),
+                    );
                 });
             }
             _ = shutdown.changed() => break,
@@ -130,49 +143,46 @@ pub(crate) async fn accept_loop<E: Engine>(
 }
 
 /// Completes the handshake of an incoming QUIC connection (and, for WebTransport, its CONNECT
-/// request), then serves its session.
-async fn serve_quic<E: Engine>(
-    node: Arc<Node<E>>,
+/// request) within the login timeout; gives the link to serve and the connection's span.
+async fn handshake(
     incoming: quinn::Incoming,
     origins: &Origins,
-    shutdown: watch::Receiver<bool>,
-) {
+    limit: Duration,
+) -> Option<(quic::QuicLink, tracing::Span)> {
     let remote = incoming.remote_address();
-    let limit = Duration::from_secs(node.core.connection.login_timeout_secs.into());
     let deadline = tokio::time::Instant::now() + limit;
     let connecting = match incoming.accept() {
         Ok(connecting) => connecting,
         Err(e) => {
             tracing::debug!(%remote, "connection refused: {e}");
-            return;
+            return None;
         }
     };
-    // The handshake, and for WebTransport its CONNECT, within the login timeout.
     let conn = match tokio::time::timeout_at(deadline, connecting).await {
         Ok(Ok(conn)) => conn,
         Ok(Err(e)) => {
             tracing::debug!(%remote, "handshake failed: {e}");
-            return;
+            return None;
         }
         Err(_) => {
             tracing::debug!(%remote, "handshake timed out");
-            return;
+            return None;
         }
     };
     let span = tracing::debug_span!("conn", %remote, id = conn.stable_id());
-    async move {
-        match tokio::time::timeout_at(deadline, quic::QuicLink::open(conn.clone(), origins)).await {
-            Ok(Some(link)) => connection::serve(node, link, shutdown).await,
-            Ok(None) => {}
-            Err(_) => {
-                tracing::debug!("WebTransport handshake timed out");
-                conn.close(
-                    connection::close_code::LOGIN_TIMEOUT.into(),
-                    b"handshake timeout",
-                );
-            }
+    let opened = tokio::time::timeout_at(deadline, quic::QuicLink::open(conn.clone(), origins))
+        .instrument(span.clone())
+        .await;
+    match opened {
+        Ok(Some(link)) => Some((link, span)),
+        Ok(None) => None,
+        Err(_) => {
+            span.in_scope(|| tracing::debug!("WebTransport handshake timed out"));
+            conn.close(
+                connection::close_code::LOGIN_TIMEOUT.into(),
+                b"handshake timeout",
+            );
+            None
         }
     }
-    .instrument(span)
-    .await;
 }
