@@ -254,12 +254,7 @@ impl LaneWriter for QuicLanes {
         if let Some(&(first, _)) = frames.first()
             && frames.iter().all(|(lane, _)| *lane == first)
         {
-            let mut chunks = if frames.len() == 1 {
-                frames.into_iter().map(|(_, f)| f).collect()
-            } else {
-                let frames: Vec<Bytes> = frames.into_iter().map(|(_, f)| f).collect();
-                coalesce(&frames)
-            };
+            let mut chunks = coalesce(&frames, |(_, frame)| frame);
             let link = self.link.clone();
             let stream = self.stream(first).await?;
             return stream
@@ -281,7 +276,7 @@ impl LaneWriter for QuicLanes {
             if self.by_lane[lane].is_empty() {
                 continue;
             }
-            let mut chunks = coalesce(&self.by_lane[lane]);
+            let mut chunks = coalesce(&self.by_lane[lane], |frame| frame);
             self.by_lane[lane].clear();
             let link = self.link.clone();
             let stream = self.stream(lane as u8).await?;
@@ -315,30 +310,27 @@ const JOINED_CHUNK: usize = 16 * 1024;
 /// one segment per 130-byte delivery frame, thousands in flight made that walk a fifth of the
 /// server's CPU at full throughput (docs/performance.md, fifth session). A copy of a small
 /// frame costs far less than the walk.
-fn coalesce(frames: &[Bytes]) -> Vec<Bytes> {
+fn coalesce<T>(frames: &[T], bytes: impl Fn(&T) -> &Bytes) -> Vec<Bytes> {
     let mut chunks = Vec::new();
     let mut start = 0;
     while start < frames.len() {
-        // A run of small frames, up to about JOINED_CHUNK bytes; a lone one is kept as it is.
+        // A run of small frames, up to JOINED_CHUNK bytes plus one frame.
         let mut end = start;
         let mut len = 0;
-        while end < frames.len() && frames[end].len() < OWN_CHUNK && len < JOINED_CHUNK {
-            len += frames[end].len();
+        while end < frames.len() && bytes(&frames[end]).len() < OWN_CHUNK && len < JOINED_CHUNK {
+            len += bytes(&frames[end]).len();
             end += 1;
         }
-        match end - start {
-            0 => {
-                chunks.push(frames[start].clone());
-                end = start + 1;
+        if end - start <= 1 {
+            // A large frame, or a lone small one: written as it is, without a copy.
+            chunks.push(bytes(&frames[start]).clone());
+            end = start + 1;
+        } else {
+            let mut joined = BytesMut::with_capacity(len);
+            for frame in &frames[start..end] {
+                joined.extend_from_slice(bytes(frame));
             }
-            1 => chunks.push(frames[start].clone()),
-            _ => {
-                let mut joined = BytesMut::with_capacity(len);
-                for frame in &frames[start..end] {
-                    joined.extend_from_slice(frame);
-                }
-                chunks.push(joined.freeze());
-            }
+            chunks.push(joined.freeze());
         }
         start = end;
     }
@@ -391,7 +383,7 @@ mod tests {
     #[test]
     fn small_frames_become_one_chunk_in_order() {
         let input = frames(&[100, 130, 1, 200]);
-        let chunks = coalesce(&input);
+        let chunks = coalesce(&input, |frame| frame);
         assert_eq!(chunks.len(), 1);
         assert_eq!(joined(&chunks), joined(&input));
     }
@@ -399,7 +391,7 @@ mod tests {
     #[test]
     fn large_frames_stay_whole_and_keep_their_place() {
         let input = frames(&[100, OWN_CHUNK, 50, 60, OWN_CHUNK + 1]);
-        let chunks = coalesce(&input);
+        let chunks = coalesce(&input, |frame| frame);
         let lens: Vec<usize> = chunks.iter().map(Bytes::len).collect();
         assert_eq!(lens, [100, OWN_CHUNK, 110, OWN_CHUNK + 1]);
         assert_eq!(joined(&chunks), joined(&input));
@@ -410,7 +402,7 @@ mod tests {
     #[test]
     fn joined_chunks_are_bounded() {
         let input = frames(&vec![1000; 40]);
-        let chunks = coalesce(&input);
+        let chunks = coalesce(&input, |frame| frame);
         assert!(chunks.len() >= 40 * 1000 / (JOINED_CHUNK + 1000));
         assert!(chunks.iter().all(|c| c.len() < JOINED_CHUNK + OWN_CHUNK));
         assert_eq!(joined(&chunks), joined(&input));
@@ -418,13 +410,13 @@ mod tests {
 
     #[test]
     fn nothing_in_nothing_out() {
-        assert!(coalesce(&[]).is_empty());
+        assert!(coalesce(&[], |frame: &Bytes| frame).is_empty());
     }
 
     #[test]
     fn a_lone_small_frame_is_not_copied() {
         let input = frames(&[100]);
-        let chunks = coalesce(&input);
+        let chunks = coalesce(&input, |frame| frame);
         assert_eq!(chunks.len(), 1);
         assert_eq!(chunks[0].as_ptr(), input[0].as_ptr());
     }
