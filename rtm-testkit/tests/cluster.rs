@@ -6,10 +6,9 @@
 use std::time::Duration;
 
 use rtm_client::{
-    ChannelType, ErrorCode, EventStream, JoinOptions, JoinTopicOptions, LinkState, LinkStateReason,
-    MetadataItem, Payload, PresenceEvent, PresenceEventType, PublishOptions, RtmEvent, StateDetail,
-    StorageEventType, StreamChannel, SubscribeOptions, TopicEventType, TopicMessageOptions,
-    TopicSubscribeOptions, WhoNowOptions,
+    ChannelType, ErrorCode, EventStream, JoinOptions, LinkState, LinkStateReason, MetadataItem,
+    Payload, PresenceEvent, PresenceEventType, PublishOptions, RtmEvent, StateDetail,
+    StorageEventType, SubscribeOptions, WhoNowOptions,
 };
 use rtm_testkit::{
     RedisServer, TestCluster, TestServer, expect_event, expect_link_state, expect_message,
@@ -371,111 +370,6 @@ async fn apps_stay_apart_across_nodes() {
         .unwrap();
     let m = expect_message(&mut a_events).await;
     assert_eq!(m.message, Payload::from("same app"));
-}
-
-/// A member of stream channel "stage" on node `node`.
-async fn stage_member(
-    cluster: &TestCluster,
-    node: usize,
-    user: &str,
-) -> (StreamChannel, EventStream) {
-    let (client, events) = cluster.node(node).login(user).await;
-    let stage = client.create_stream_channel("stage").unwrap();
-    stage.join(JoinOptions::default()).await.unwrap();
-    (stage, events)
-}
-
-async fn say(stage: &StreamChannel, text: &str) {
-    stage
-        .publish_topic_message("video", text, TopicMessageOptions::default())
-        .await
-        .unwrap();
-}
-
-/// The next topic message, as "publisher:text".
-async fn heard(events: &mut EventStream) -> String {
-    let m = expect_message(events).await;
-    let Payload::Text(text) = m.message else {
-        panic!("a text message");
-    };
-    format!("{}:{text}", m.publisher)
-}
-
-#[tokio::test]
-async fn topic_publishers_and_subscriptions_work_across_nodes() {
-    if !RedisServer::available() {
-        return;
-    }
-    let cluster = TestCluster::start(3).await;
-    let (alice, _) = stage_member(&cluster, 0, "alice").await;
-    alice
-        .join_topic("video", JoinTopicOptions::default())
-        .await
-        .unwrap();
-    // Bob, on another node, sees alice in his snapshot and takes every publisher of the topic.
-    let (bob, mut bob_events) = stage_member(&cluster, 1, "bob").await;
-    let snapshot = expect_event(&mut bob_events, "a topic snapshot", |e| match e {
-        RtmEvent::Topic(t) if t.event_type == TopicEventType::Snapshot => Some(t),
-        _ => None,
-    })
-    .await;
-    let publishers: Vec<&str> = snapshot.topic_infos[0]
-        .publishers
-        .iter()
-        .map(|p| p.user_id.as_str())
-        .collect();
-    assert_eq!(
-        (snapshot.topic_infos[0].topic_name.as_str(), publishers),
-        ("video", vec!["alice"])
-    );
-    let subscribed = bob
-        .subscribe_topic("video", TopicSubscribeOptions::default())
-        .await
-        .unwrap();
-    assert_eq!(subscribed.succeed_users, ["alice"]);
-    // Carol, on a third node, asks for dave only, before dave publishes there.
-    let (carol, mut carol_events) = stage_member(&cluster, 2, "carol").await;
-    carol
-        .subscribe_topic(
-            "video",
-            TopicSubscribeOptions {
-                users: vec!["dave".into()],
-            },
-        )
-        .await
-        .unwrap();
-    let (dave, _) = stage_member(&cluster, 2, "dave").await;
-    dave.join_topic("video", JoinTopicOptions::default())
-        .await
-        .unwrap();
-    let joined = expect_event(&mut bob_events, "dave joining the topic", |e| match e {
-        RtmEvent::Topic(t) if t.event_type == TopicEventType::RemoteJoin => Some(t),
-        _ => None,
-    })
-    .await;
-    assert_eq!(joined.publisher, "dave");
-
-    say(&alice, "a1").await;
-    say(&dave, "d1").await;
-    let mut got = vec![heard(&mut bob_events).await, heard(&mut bob_events).await];
-    got.sort();
-    assert_eq!(
-        got,
-        ["alice:a1", "dave:d1"],
-        "bob takes later publishers too"
-    );
-    assert_eq!(heard(&mut carol_events).await, "dave:d1");
-    say(&alice, "a2").await;
-    say(&dave, "d2").await;
-    assert_eq!(heard(&mut carol_events).await, "dave:d2", "never alice");
-
-    // Alice leaves the topic: bob hears only dave from then on.
-    alice.leave_topic("video").await.unwrap();
-    let mut got = vec![heard(&mut bob_events).await, heard(&mut bob_events).await];
-    got.sort();
-    assert_eq!(got, ["alice:a2", "dave:d2"]);
-    say(&dave, "d3").await;
-    assert_eq!(heard(&mut bob_events).await, "dave:d3");
 }
 
 /// The next storage event, as its type and the set's "key=value" pairs.

@@ -10,6 +10,7 @@ mod commit;
 mod debounce;
 mod history;
 mod inspect;
+mod listed;
 mod locks;
 mod metadata;
 mod storage;
@@ -28,6 +29,7 @@ use rtm_proto::{
 };
 
 use self::debounce::Debounce;
+pub(crate) use self::listed::StoredList;
 pub(crate) use self::locks::LockChange;
 #[cfg(test)]
 pub(crate) use self::metadata::DB_FILE as METADATA_DB_FILE;
@@ -222,63 +224,6 @@ impl MemoryEngine {
     /// The session of `user_id` in `app_id`, if it is here.
     pub(crate) fn session(&self, app_id: &str, user_id: &str) -> Option<SessionHandle> {
         self.state().apps.get(app_id)?.users.get(user_id).cloned()
-    }
-
-    /// In a cluster: version `version` of the publisher list of `topic` in a stream channel
-    /// that has members here (see [`StreamChannel::set_publishers`]).
-    pub(crate) fn set_topic_publishers(
-        &self,
-        app_id: &str,
-        channel: &str,
-        topic: &str,
-        version: u64,
-        publishers: &[ListedPublisher],
-    ) {
-        let mut state = self.state();
-        if let Some(stream) = state
-            .apps
-            .get_mut(app_id)
-            .and_then(|a| a.streams.get_mut(channel))
-        {
-            stream.set_publishers(topic, version, publishers);
-        }
-    }
-
-    /// In a cluster: takes `session` off the publishers of `topic` here at once (its join was
-    /// refused by the cluster, so no list will).
-    pub(crate) fn unlist_topic_publisher(
-        &self,
-        session: &SessionHandle,
-        channel: &str,
-        topic: &str,
-    ) {
-        if let Some(stream) = self
-            .state()
-            .apps
-            .get_mut(session.app_id())
-            .and_then(|a| a.streams.get_mut(channel))
-        {
-            stream.unlist(session.id(), topic);
-        }
-    }
-
-    /// In a cluster: delivers a topic message of `publisher` (a session on any node) to its
-    /// audience here.
-    pub(crate) fn publish_topic_from(
-        &self,
-        app_id: &str,
-        channel: &str,
-        topic: &str,
-        publisher: SessionId,
-        frame: &Bytes,
-    ) -> Delivery {
-        let audience = self
-            .state()
-            .apps
-            .get(app_id)
-            .and_then(|a| a.streams.get(channel))
-            .and_then(|s| s.audience(publisher, topic));
-        audience.map_or_else(Delivery::default, |to| Self::push_all(to.iter(), frame))
     }
 
     /// Transactions and writes committed to the metadata and history database so far (fewer

@@ -170,6 +170,11 @@ impl StreamChannel {
                 },
             );
         }
+        Ok(self.topic_infos())
+    }
+
+    /// The topics that have publishers, by name: a joining member's snapshot.
+    pub(super) fn topic_infos(&self) -> Vec<TopicInfo> {
         let mut snapshot: Vec<TopicInfo> = self
             .topics
             .iter()
@@ -177,7 +182,7 @@ impl StreamChannel {
             .map(|(name, t)| t.info(name))
             .collect();
         snapshot.sort_by(|a, b| a.topic_name.cmp(&b.topic_name));
-        Ok(snapshot)
+        snapshot
     }
 
     /// Removes a member; returns the topics it published in.
@@ -387,6 +392,23 @@ impl StreamChannel {
         true
     }
 
+    /// In a cluster: a list read from the cluster's store rather than received in order with
+    /// the topic's messages, applied only to a topic this channel knows nothing of yet (no list,
+    /// no local publisher or subscriber). A known topic follows the lists that come in order
+    /// with its messages: one read from the store may be ahead of messages still on their way,
+    /// and those of a publisher it no longer lists would find no audience here.
+    pub(super) fn seed_publishers(
+        &mut self,
+        name: &str,
+        version: u64,
+        publishers: &[ListedPublisher],
+    ) -> bool {
+        if self.versions.contains_key(name) || self.topics.contains_key(name) {
+            return false;
+        }
+        self.set_publishers(name, version, publishers)
+    }
+
     /// The audience of `publisher` in `topic`, if it publishes there.
     pub(super) fn audience(
         &self,
@@ -547,6 +569,31 @@ mod tests {
         ch.join_topic(&a, "u", "").unwrap();
         ch.unlist(a.id(), "u");
         assert!(ch.audience(a.id(), "u").is_none());
+    }
+
+    /// In a cluster, the lists read from the store when a session joins fill in unknown topics
+    /// only: a known one may have messages of a publisher still on the bus, ahead of the list
+    /// that leaves it out, and the stored list (already without it) would drop them.
+    #[test]
+    fn a_stored_list_fills_in_only_topics_not_known_here() {
+        let mut ch = StreamChannel::listed();
+        let (sub, remote) = (session(1, "sub"), session(2, "remote"));
+        ch.join(&sub, PresenceFlags::default(), 10).unwrap();
+        let listed = vec![(remote.id(), "remote".to_owned(), String::new())];
+        assert!(ch.set_publishers("t", 1, &listed));
+        ch.subscribe_topic(&sub, "t", None, 50, 64).unwrap();
+        // The store has moved on (the publisher left) while the bus still carries its messages.
+        assert!(!ch.seed_publishers("t", 2, &[]));
+        assert_eq!(audience(&ch, &remote, "t"), vec!["sub"]);
+        // A topic a local subscriber waits on is known too.
+        ch.subscribe_topic(&sub, "u", Some(&["remote".into()]), 50, 64)
+            .unwrap();
+        assert!(!ch.seed_publishers("u", 5, &listed));
+        // An unknown topic takes the stored list, and the bus's older copy of it is ignored.
+        assert!(ch.seed_publishers("v", 3, &listed));
+        assert!(!ch.set_publishers("v", 2, &[]));
+        let topics: Vec<String> = ch.topic_infos().into_iter().map(|t| t.topic_name).collect();
+        assert_eq!(topics, ["t", "v"]);
     }
 
     #[test]

@@ -376,8 +376,8 @@ impl Router for RedisEngine {
             .local
             .join_stream(session, channel, presence, usize::MAX)
             .await?;
-        // The bus is listened to: from here on no change of a topic is missed, and the lists
-        // read now are applied unless a newer one came first.
+        // The bus is listened to: from here on no change of a topic is missed. The lists read
+        // now fill in only the topics this node knows nothing of (`load_topics`).
         match self.load_topics(app_id, channel).await {
             Ok(topics) => Ok(topics),
             Err(e) => {

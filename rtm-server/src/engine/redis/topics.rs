@@ -3,18 +3,19 @@
 //! version and publishes the whole new list on the channel's bus, so every node with members
 //! applies the lists of a topic in version order, and in bus order with the topic's messages: the
 //! node that ran the script waits for the list on the bus too, so a publisher's last messages
-//! before it leaves still find their audience there. A node that gets its first member of a channel
-//! reads the lists (with their versions) and applies only what is newer than what it already
-//! has; subscriptions stay per node, where the subscribers are.
+//! before it leaves still find their audience there. A session joining a channel reads the
+//! stored lists (with their versions); its node applies only those of topics it knows nothing of
+//! (all of them for its first member there), since the bus already brings it the others in
+//! order. Subscriptions stay per node, where the subscribers are.
 
 use std::sync::LazyLock;
 
 use redis::Script;
-use rtm_proto::{PublisherInfo, TopicInfo};
+use rtm_proto::TopicInfo;
 
 use super::RedisEngine;
 use super::envelope::{Envelope, TopicList};
-use crate::engine::memory::ListedPublisher;
+use crate::engine::memory::{ListedPublisher, StoredList};
 use crate::engine::{EngineError, SessionHandle, SessionId};
 
 /// The keys of one stream channel's topics: the set of topic names, and per topic its list of
@@ -206,8 +207,11 @@ impl RedisEngine {
         Ok(())
     }
 
-    /// Reads every topic of a stream channel, applies what is newer here, and returns the
-    /// topics that have publishers, by name (the joining user's snapshot).
+    /// Reads every topic of a stream channel for a session that joined it here, applies the
+    /// lists of topics this node knows nothing of (all of them for the channel's first member
+    /// here), and returns the channel's topics that have publishers as this node has them (the
+    /// joining user's snapshot). A topic already known here keeps the lists the bus brings in
+    /// order with its messages: the stored one may be ahead of a publisher's last messages.
     pub(super) async fn load_topics(
         &self,
         app_id: &str,
@@ -220,31 +224,20 @@ impl RedisEngine {
         let flat: Vec<redis::Value> = self
             .run("topics", invocation.invoke_async(&mut conn))
             .await?;
-        let mut topics = Vec::new();
-        for chunk in flat.chunks_exact(3) {
-            let (Ok(topic), Ok(version), Ok(entries)) = (
-                redis::from_redis_value_ref::<String>(&chunk[0]),
-                redis::from_redis_value_ref::<u64>(&chunk[1]),
-                redis::from_redis_value_ref::<Vec<String>>(&chunk[2]),
-            ) else {
-                continue;
-            };
-            let publishers = parse_entries(&entries);
-            self.inner
-                .local
-                .set_topic_publishers(app_id, channel, &topic, version, &publishers);
-            if !publishers.is_empty() {
-                topics.push(TopicInfo {
-                    topic_name: topic,
-                    publishers: publishers
-                        .into_iter()
-                        .map(|(_, user_id, meta)| PublisherInfo { user_id, meta })
-                        .collect(),
-                });
-            }
-        }
-        topics.sort_by(|a, b| a.topic_name.cmp(&b.topic_name));
-        Ok(topics)
+        let lists: Vec<StoredList> = flat
+            .chunks_exact(3)
+            .filter_map(|chunk| {
+                Some((
+                    redis::from_redis_value_ref::<String>(&chunk[0]).ok()?,
+                    redis::from_redis_value_ref::<u64>(&chunk[1]).ok()?,
+                    parse_entries(&redis::from_redis_value_ref::<Vec<String>>(&chunk[2]).ok()?),
+                ))
+            })
+            .collect();
+        Ok(self
+            .inner
+            .local
+            .seed_topic_publishers(app_id, channel, &lists))
     }
 }
 

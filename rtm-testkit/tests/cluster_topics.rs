@@ -1,0 +1,180 @@
+//! Stream-channel topics across nodes: servers sharing one `redis-server`, publishers and
+//! subscribers of a topic on different nodes (`docs/architecture.md`, "Cluster"). Skipped where
+//! `redis-server` is not installed, unless `RTM_REQUIRE_REDIS=1` (`scripts/test`).
+
+use rtm_client::{
+    EventStream, JoinOptions, JoinTopicOptions, Payload, RtmEvent, StreamChannel, TopicEventType,
+    TopicMessageOptions, TopicSubscribeOptions,
+};
+use rtm_testkit::{RedisServer, TEST_APP_ID, TestCluster, expect_event, expect_message};
+
+/// A member of stream channel "stage" on node `node`.
+async fn stage_member(
+    cluster: &TestCluster,
+    node: usize,
+    user: &str,
+) -> (StreamChannel, EventStream) {
+    let (client, events) = cluster.node(node).login(user).await;
+    let stage = client.create_stream_channel("stage").unwrap();
+    stage.join(JoinOptions::default()).await.unwrap();
+    (stage, events)
+}
+
+async fn say(stage: &StreamChannel, text: &str) {
+    stage
+        .publish_topic_message("video", text, TopicMessageOptions::default())
+        .await
+        .unwrap();
+}
+
+/// The next topic message, as "publisher:text".
+async fn heard(events: &mut EventStream) -> String {
+    let m = expect_message(events).await;
+    let Payload::Text(text) = m.message else {
+        panic!("a text message");
+    };
+    format!("{}:{text}", m.publisher)
+}
+
+#[tokio::test]
+async fn topic_publishers_and_subscriptions_work_across_nodes() {
+    if !RedisServer::available() {
+        return;
+    }
+    let cluster = TestCluster::start(3).await;
+    let (alice, _) = stage_member(&cluster, 0, "alice").await;
+    alice
+        .join_topic("video", JoinTopicOptions::default())
+        .await
+        .unwrap();
+    // Bob, on another node, sees alice in his snapshot and takes every publisher of the topic.
+    let (bob, mut bob_events) = stage_member(&cluster, 1, "bob").await;
+    let snapshot = expect_event(&mut bob_events, "a topic snapshot", |e| match e {
+        RtmEvent::Topic(t) if t.event_type == TopicEventType::Snapshot => Some(t),
+        _ => None,
+    })
+    .await;
+    let publishers: Vec<&str> = snapshot.topic_infos[0]
+        .publishers
+        .iter()
+        .map(|p| p.user_id.as_str())
+        .collect();
+    assert_eq!(
+        (snapshot.topic_infos[0].topic_name.as_str(), publishers),
+        ("video", vec!["alice"])
+    );
+    let subscribed = bob
+        .subscribe_topic("video", TopicSubscribeOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(subscribed.succeed_users, ["alice"]);
+    // Carol, on a third node, asks for dave only, before dave publishes there.
+    let (carol, mut carol_events) = stage_member(&cluster, 2, "carol").await;
+    carol
+        .subscribe_topic(
+            "video",
+            TopicSubscribeOptions {
+                users: vec!["dave".into()],
+            },
+        )
+        .await
+        .unwrap();
+    let (dave, _) = stage_member(&cluster, 2, "dave").await;
+    dave.join_topic("video", JoinTopicOptions::default())
+        .await
+        .unwrap();
+    let joined = expect_event(&mut bob_events, "dave joining the topic", |e| match e {
+        RtmEvent::Topic(t) if t.event_type == TopicEventType::RemoteJoin => Some(t),
+        _ => None,
+    })
+    .await;
+    assert_eq!(joined.publisher, "dave");
+
+    say(&alice, "a1").await;
+    say(&dave, "d1").await;
+    let mut got = vec![heard(&mut bob_events).await, heard(&mut bob_events).await];
+    got.sort();
+    assert_eq!(
+        got,
+        ["alice:a1", "dave:d1"],
+        "bob takes later publishers too"
+    );
+    assert_eq!(heard(&mut carol_events).await, "dave:d1");
+    say(&alice, "a2").await;
+    say(&dave, "d2").await;
+    assert_eq!(heard(&mut carol_events).await, "dave:d2", "never alice");
+
+    // Alice leaves the topic: bob hears only dave from then on.
+    alice.leave_topic("video").await.unwrap();
+    let mut got = vec![heard(&mut bob_events).await, heard(&mut bob_events).await];
+    got.sort();
+    assert_eq!(got, ["alice:a2", "dave:d2"]);
+    say(&dave, "d3").await;
+    assert_eq!(heard(&mut bob_events).await, "dave:d3");
+}
+
+/// The topic snapshot a stream-channel join hands its user.
+async fn topic_snapshot(events: &mut EventStream) -> Vec<(String, Vec<String>)> {
+    let snapshot = expect_event(events, "a topic snapshot", |e| match e {
+        RtmEvent::Topic(t) if t.event_type == TopicEventType::Snapshot => Some(t),
+        _ => None,
+    })
+    .await;
+    snapshot
+        .topic_infos
+        .into_iter()
+        .map(|t| {
+            let users = t.publishers.into_iter().map(|p| p.user_id).collect();
+            (t.topic_name, users)
+        })
+        .collect()
+}
+
+/// A node whose members follow a topic keeps the lists the bus brings it in order with the
+/// topic's messages, even when a later member's join reads a newer list from Redis: that list
+/// may already leave out a publisher whose last messages are still on the bus. Here the newer
+/// list is written into Redis without going on the bus (as if still on its way), and a
+/// message published after it must still reach the subscriber.
+#[tokio::test]
+async fn a_join_does_not_apply_a_stored_list_ahead_of_the_bus() {
+    if !RedisServer::available() {
+        return;
+    }
+    let mut cluster = TestCluster::start(2).await;
+    let (alice, _) = stage_member(&cluster, 1, "alice").await;
+    alice
+        .join_topic("video", JoinTopicOptions::default())
+        .await
+        .unwrap();
+    let (bob, mut bob_events) = stage_member(&cluster, 0, "bob").await;
+    bob.subscribe_topic("video", TopicSubscribeOptions::default())
+        .await
+        .unwrap();
+    say(&alice, "a1").await;
+    assert_eq!(heard(&mut bob_events).await, "alice:a1");
+
+    // The stored list moves on without alice; the bus does not carry it (yet).
+    let list = format!("rtm:{TEST_APP_ID}:tl:stage\nvideo");
+    let version = format!("rtm:{TEST_APP_ID}:tv:stage\nvideo");
+    let out = std::process::Command::new("redis-cli")
+        .arg("-s")
+        .arg(cluster.redis().socket())
+        .args([
+            "EVAL",
+            "redis.call('DEL', KEYS[1]); return redis.call('INCR', KEYS[2])",
+        ])
+        .args(["2", &list, &version])
+        .output()
+        .expect("redis-cli");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "2", "{out:?}");
+
+    // Carol joins on bob's node: her snapshot is that node's view, alice still publishing...
+    let (_carol, mut carol_events) = stage_member(&cluster, 0, "carol").await;
+    assert_eq!(
+        topic_snapshot(&mut carol_events).await,
+        [("video".to_owned(), vec!["alice".to_owned()])]
+    );
+    // ...and what alice says still reaches bob.
+    say(&alice, "a2").await;
+    assert_eq!(heard(&mut bob_events).await, "alice:a2");
+}
