@@ -2,8 +2,9 @@
 //!
 //! The client handle sends [`Command`]s over an unbounded channel, at the moment a call is made
 //! (so calls are sent in the order they were made, however their futures are awaited). The
-//! driver task writes them on the control channel, batching whatever is queued into one write,
-//! and keeps each reply sender in a table keyed by request id. A second task reads the control
+//! driver task writes them on the control channel, batching whatever is queued into one write
+//! (consecutive publishes to one channel as one `PublishBatch` request, `batch.rs`), and keeps
+//! each reply sender in a table keyed by request id. A second task reads the control
 //! channel and completes those replies; one more task per delivery lane decodes events and
 //! hands them to the listeners, counting them for the resume (`docs/protocol.md` §5.6,
 //! `lanes.rs`). Reading and writing are separate tasks so that a burst of requests can never
@@ -36,6 +37,7 @@ use tokio::task::JoinHandle;
 use tokio::time::{Instant, timeout};
 use web_transport_quinn::{SessionError, WebTransportError};
 
+use crate::batch::{Batcher, Waiting, Writer};
 use crate::config::{RtmConfig, Transport};
 use crate::event::{LinkOperation, LinkStateReason, Listeners};
 use crate::parts::Parts;
@@ -130,7 +132,7 @@ pub(crate) struct Shared {
     pub(crate) requests: std::sync::OnceLock<mpsc::WeakUnboundedSender<Command>>,
 }
 
-pub(crate) type Pending = Arc<Mutex<HashMap<u32, Reply>>>;
+pub(crate) type Pending = Arc<Mutex<HashMap<u32, Waiting>>>;
 
 /// Commands written in one batch, at most.
 const WRITE_BATCH: usize = 64;
@@ -335,6 +337,13 @@ impl Connection {
                 heartbeat,
             ))),
         };
+        // Publish batches must fit in the server's frames.
+        let max_frame_len = match &response {
+            Response::Login { limits, .. } | Response::Resume { limits, .. } => {
+                limits.max_frame_len as usize
+            }
+            _ => 0,
+        };
         let ended = tokio::spawn(drive(
             wire,
             reading,
@@ -342,7 +351,7 @@ impl Connection {
             pending,
             shared.clone(),
             events,
-            heartbeat,
+            (heartbeat, max_frame_len),
         ));
         Ok(Opened {
             connection: Self {
@@ -505,7 +514,7 @@ async fn drive(
     pending: Pending,
     shared: Arc<Shared>,
     events: EventGate,
-    heartbeat: Duration,
+    (heartbeat, max_frame_len): (Duration, usize),
 ) -> Outcome {
     let EventGate {
         listeners,
@@ -519,6 +528,7 @@ async fn drive(
     let mut next_id: u32 = 1;
     let mut out = BytesMut::new();
     let mut batch = Vec::with_capacity(WRITE_BATCH);
+    let mut batcher = Batcher::new(max_frame_len);
     let mut readers: Vec<JoinHandle<()>> = Vec::new();
     let mut ack_tick = tokio::time::interval_at(Instant::now() + heartbeat, heartbeat);
     ack_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -536,12 +546,11 @@ async fn drive(
                     break;
                 }
                 let mut table = pending.lock().unwrap_or_else(PoisonError::into_inner);
-                for Command { request, reply } in batch.drain(..) {
-                    let id = next_id;
-                    next_id = next_id.wrapping_add(1).max(1);
-                    table.insert(id, reply);
-                    encode_frame_into(&ClientMsg::Request { id: RequestId(id), request }, &mut out);
+                let mut writer = Writer { table: &mut table, next_id: &mut next_id, out: &mut out };
+                for command in batch.drain(..) {
+                    batcher.push(command, &mut writer);
                 }
+                batcher.flush(&mut writer);
             }
             _ = ack_tick.tick() => {
                 let received = shared.counts();
@@ -552,7 +561,10 @@ async fn drive(
                     next_id = next_id.wrapping_add(1).max(1);
                     // Its Pong completes a reply nobody waits for.
                     let (reply, _) = oneshot::channel();
-                    pending.lock().unwrap_or_else(PoisonError::into_inner).insert(id, reply);
+                    pending
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .insert(id, Waiting::One(reply));
                     let request = Request::Heartbeat { received };
                     encode_frame_into(&ClientMsg::Request { id: RequestId(id), request }, &mut out);
                 } else if received != acked {
@@ -751,32 +763,32 @@ pub(crate) fn answer(read: Read, pending: &Pending) {
             // docs/protocol.md §2.2: the call whose answer cannot be read fails; the others go on.
             Read::Oversized { len, head } => {
                 tracing::warn!("{}", oversized(len));
-                if let Some(reply) = ServerMsg::peek_response_id(&head).and_then(reply_to) {
+                if let Some(waiting) = ServerMsg::peek_response_id(&head).and_then(reply_to) {
                     let error = WireError::new(
                         ErrorCode::ChannelMessageLengthExceedLimitation,
                         oversized(len),
                     );
-                    let _ = reply.send(Err(error));
+                    waiting.complete(Err(error));
                 }
                 return;
             }
         };
         match ServerMsg::decode(&body) {
             Ok(ServerMsg::Response { id, result }) => {
-                if let Some(reply) = reply_to(id) {
-                    let _ = reply.send(result);
+                if let Some(waiting) = reply_to(id) {
+                    waiting.complete(result);
                 }
             }
             Ok(ServerMsg::Error(e)) => tracing::warn!("server error: {} ({})", e.reason, e.code),
             Ok(other) => tracing::debug!("ignoring {other:?} on the control stream"),
             Err(e) => {
                 tracing::warn!("undecodable frame from the server: {e}");
-                if let Some(reply) = ServerMsg::peek_response_id(&body).and_then(reply_to) {
+                if let Some(waiting) = ServerMsg::peek_response_id(&body).and_then(reply_to) {
                     let error = WireError::new(
                         ErrorCode::InvalidParameter,
                         format!("the server's answer could not be decoded: {e}"),
                     );
-                    let _ = reply.send(Err(error));
+                    waiting.complete(Err(error));
                 }
             }
         }

@@ -39,6 +39,7 @@
 //! What this crate does not do yet: storage and locks. Those arrive with their issues.
 #![warn(missing_docs)]
 
+mod batch;
 pub mod config;
 mod connection;
 mod crypto;

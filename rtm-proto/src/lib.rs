@@ -52,6 +52,7 @@ pub mod history;
 pub mod limits;
 pub mod message;
 pub mod presence;
+pub mod publish;
 pub mod split;
 pub mod storage;
 pub mod stream;
@@ -68,6 +69,7 @@ pub use message::{
 pub use presence::{
     ChannelDetail, IntervalDetail, PresenceEvent, PresenceEventType, StateDetail, UserState,
 };
+pub use publish::PublishBatch;
 pub use storage::{
     LockDetail, LockEvent, LockEventType, LockOp, LockRequest, MetadataItem, MetadataOp,
     MetadataOptions, MetadataTarget, MetadataWrite, StorageData, StorageEvent, StorageEventType,

@@ -13,6 +13,8 @@ pub const MAX_MESSAGE_SIZE: usize = 32 * 1024;
 pub const MAX_SUBSCRIPTIONS: usize = 50;
 /// Messages one client may publish per second.
 pub const PUBLISH_RATE: u32 = 60;
+/// Most messages in one [`crate::PublishBatch`].
+pub const MAX_PUBLISH_BATCH: usize = 64;
 /// Largest frame body the server accepts by default: a full-size message plus room for names
 /// and the envelope.
 pub const MAX_FRAME_LEN: usize = MAX_MESSAGE_SIZE + 4 * 1024;

@@ -20,6 +20,8 @@ use crate::de::NoSizeHint;
 use crate::error::{DecodeError, ErrorCode};
 use crate::history::{GetMessagesRequest, HistoryMessage, LostMessages};
 use crate::presence::{ChannelDetail, PresenceEvent, StateDetail, UserState};
+use crate::publish::PublishBatch;
+pub use crate::publish::PublishRequest;
 use crate::storage::{
     LockDetail, LockEvent, LockRequest, MetadataTarget, MetadataWrite, StorageData, StorageEvent,
 };
@@ -263,6 +265,10 @@ pub enum Request {
     PublishAndStore(PublishRequest),
     /// A page of a channel's history.
     GetMessages(GetMessagesRequest),
+    /// Several messages to one channel, with the same options, in one request (at most
+    /// [`crate::limits::MAX_PUBLISH_BATCH`]); each is served as its own publish, in order, and
+    /// the answer is [`Response::PublishBatch`] (`docs/protocol.md` §5.2.1).
+    PublishBatch(PublishBatch),
 }
 
 impl Request {
@@ -304,6 +310,7 @@ impl Request {
             Self::GetLocks { .. } => "getLocks",
             Self::PublishAndStore(_) => "publish",
             Self::GetMessages(_) => "getMessages",
+            Self::PublishBatch(_) => "publish",
         }
     }
 }
@@ -530,19 +537,6 @@ impl From<Bytes> for Payload {
     fn from(b: Bytes) -> Self {
         Self::Binary(b)
     }
-}
-
-/// A publish request.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PublishRequest {
-    /// [`ChannelType::Message`] for a channel, [`ChannelType::User`] for a user.
-    pub channel_type: ChannelType,
-    /// The channel name, or the target user id for [`ChannelType::User`].
-    pub channel: String,
-    /// The payload.
-    pub message: Payload,
-    /// An application-defined type, empty when unused.
-    pub custom_type: String,
 }
 
 /// A frame from the server.
@@ -892,6 +886,14 @@ pub enum Response {
         /// What to pass as `start` for the next (older) page; 0 when there is none.
         new_start: u64,
         /// Server time.
+        timestamp: u64,
+    },
+    /// The answer to [`Request::PublishBatch`]: per message, in order, the timestamp its
+    /// [`Response::Publish`] would carry, or why it was not published.
+    PublishBatch {
+        /// One result per message of the request.
+        results: Vec<Result<u64, WireError>>,
+        /// Server time of the answer.
         timestamp: u64,
     },
 }

@@ -22,11 +22,11 @@ use rtm_proto::{
     GetMessagesRequest, Hello, HistoryMessage, IntervalDetail, JoinOptions, JoinTopicOptions,
     LockDetail, LockEvent, LockEventType, LockOp, LockRequest, LoginLimits, LostMessages,
     MessageEvent, MetadataItem, MetadataOp, MetadataOptions, MetadataTarget, MetadataWrite,
-    Payload, PresenceEvent, PresenceEventType, PublishRequest, PublishTopicRequest, PublisherInfo,
-    Request, RequestId, Response, ResumeRequest, ServerMsg, SessionTicket, StateDetail,
-    StorageData, StorageEvent, StorageEventType, StorageType, StoredItem, SubscribeOptions,
-    TopicEvent, TopicEventType, TopicInfo, TopicPriority, TopicQos, UserState, Welcome,
-    encode_frame,
+    Payload, PresenceEvent, PresenceEventType, PublishBatch, PublishRequest, PublishTopicRequest,
+    PublisherInfo, Request, RequestId, Response, ResumeRequest, ServerMsg, SessionTicket,
+    StateDetail, StorageData, StorageEvent, StorageEventType, StorageType, StoredItem,
+    SubscribeOptions, TopicEvent, TopicEventType, TopicInfo, TopicPriority, TopicQos, UserState,
+    Welcome, encode_frame,
 };
 
 /// Where the golden file lives, from this crate's directory.
@@ -676,6 +676,21 @@ fn client_frames(f: &mut Frames) {
             end: TS,
         }),
     );
+    f.request(
+        "PublishBatch",
+        32,
+        Request::PublishBatch(PublishBatch {
+            channel_type: ChannelType::Message,
+            channel: "café".into(),
+            custom_type: "chat".into(),
+            store: true,
+            messages: vec![
+                Payload::Text("un ✓".into()),
+                Payload::Binary(Bytes::from_static(&[0, 1, 0xff])),
+                Payload::Encrypted(Bytes::from_static(&[7; 5])),
+            ],
+        }),
+    );
 }
 
 fn response_frames(f: &mut Frames) {
@@ -873,6 +888,21 @@ fn response_frames(f: &mut Frames) {
             ],
             new_start: TS - 1,
             timestamp: TS,
+        },
+    );
+    f.response(
+        "PublishBatch",
+        18,
+        Response::PublishBatch {
+            results: vec![
+                Ok(TS),
+                Err(WireError::new(
+                    ErrorCode::ChannelPublishMessageTooFrequent,
+                    "publishing faster than 60 messages per second",
+                )),
+                Ok(TS + 1),
+            ],
+            timestamp: TS + 1,
         },
     );
     f.server(

@@ -281,7 +281,7 @@ describe('postcard primitives', () => {
     failsWith('UnexpectedEnd', () => decodeClientMsg(new Uint8Array(0)));
     failsWith('TrailingBytes', () => decodeClientMsg(Uint8Array.of(1, 1, 5, 0)));
     failsWith('UnknownVariant', () => decodeClientMsg(Uint8Array.of(3)));
-    failsWith('UnknownVariant', () => decodeClientMsg(Uint8Array.of(1, 1, 30)));
+    failsWith('UnknownVariant', () => decodeClientMsg(Uint8Array.of(1, 1, 31)));
     failsWith('UnknownVariant', () => decodeServerMsg(Uint8Array.of(2, 10)));
     failsWith('UnknownVariant', () => decodeServerMsg(Uint8Array.of(1, 1, 2)));
     // Channel type 9 in a publish.

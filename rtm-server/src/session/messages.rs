@@ -1,10 +1,12 @@
-//! The session's message-channel calls: subscribe, unsubscribe and publish
+//! The session's message-channel calls: subscribe, unsubscribe, publish and publish batches
 //! (`docs/protocol.md` §5.2–§5.4).
 
 use std::sync::atomic::Ordering;
 
+use rtm_proto::limits::MAX_PUBLISH_BATCH;
 use rtm_proto::{
-    ChannelType, ErrorCode, PublishRequest, Response, SubscribeOptions, WireError, validate,
+    ChannelType, ErrorCode, PublishBatch, PublishRequest, Response, SubscribeOptions, WireError,
+    validate,
 };
 
 use super::{Session, logged_in, subscription_presence};
@@ -85,6 +87,41 @@ impl<E: Engine> Session<E> {
         publish: PublishRequest,
         store: bool,
     ) -> Result<Response, WireError> {
+        let channel = publish.channel.clone();
+        let timestamp = self.publish_one(publish, store).await?;
+        Ok(Response::Publish { channel, timestamp })
+    }
+
+    /// Serves each message of a batch as a publish of its own, in order, and answers once.
+    pub(super) async fn publish_batch(
+        &mut self,
+        mut batch: PublishBatch,
+    ) -> Result<Response, WireError> {
+        logged_in(&mut self.state)?;
+        let count = batch.messages.len();
+        if count > MAX_PUBLISH_BATCH {
+            return Err(err(
+                ErrorCode::InvalidParameter,
+                format!("a batch of {count} messages; at most {MAX_PUBLISH_BATCH}"),
+            ));
+        }
+        let mut results = Vec::with_capacity(count);
+        for message in std::mem::take(&mut batch.messages) {
+            let publish = batch.request(message);
+            results.push(self.publish_one(publish, batch.store).await);
+        }
+        Ok(Response::PublishBatch {
+            results,
+            timestamp: now_ms(),
+        })
+    }
+
+    /// Publishes one message; its timestamp.
+    async fn publish_one(
+        &mut self,
+        publish: PublishRequest,
+        store: bool,
+    ) -> Result<u64, WireError> {
         let state = logged_in(&mut self.state)?;
         self.core.check_publish(&state.policy, &publish)?;
         let retention = if store {
@@ -106,11 +143,8 @@ impl<E: Engine> Session<E> {
                 ),
             ));
         }
-        let channel = publish.channel.clone();
-        let timestamp = self
-            .core
+        self.core
             .publish((&state.handle).into(), publish, retention)
-            .await?;
-        Ok(Response::Publish { channel, timestamp })
+            .await
     }
 }

@@ -306,6 +306,7 @@ impl<E: Engine> Session<E> {
             Request::Unsubscribe { channel } => self.unsubscribe(channel).await,
             Request::Publish(publish) => self.publish(publish, false).await,
             Request::PublishAndStore(publish) => self.publish(publish, true).await,
+            Request::PublishBatch(batch) => self.publish_batch(batch).await,
             Request::GetMessages(query) => self.get_messages(query).await,
             Request::RenewToken { token } => self.renew_token(&token),
             Request::Heartbeat { received } => {

@@ -16,6 +16,7 @@ import type {
   MetadataOptions,
   MetadataTarget,
   MetadataWrite,
+  PublishBatch,
   PublishRequest,
   PublishTopicRequest,
   Request,
@@ -82,6 +83,14 @@ const publishFields: Fields<PublishRequest> = {
   channel: string,
   message: payload,
   customType: string,
+};
+
+const publishBatchFields: Fields<PublishBatch> = {
+  channelType,
+  channel: string,
+  customType: string,
+  store: bool,
+  messages: seq(payload),
 };
 
 const joinOptions = struct<JoinOptions>('JoinOptions', {
@@ -177,6 +186,7 @@ export const request: Codec<Request> = union<Request>('Request', {
   GetLocks: [27, { channelType, channel: string }],
   PublishAndStore: [28, publishFields],
   GetMessages: [29, getMessagesFields],
+  PublishBatch: [30, publishBatchFields],
 });
 
 /** A client frame body. */

@@ -122,6 +122,17 @@ export interface PublishRequest {
   customType: string;
 }
 
+/** Several messages to one channel with the same options, served in order as publishes of
+ * their own and answered once (§5.2.1); at most 64. */
+export interface PublishBatch {
+  channelType: ChannelType;
+  channel: string;
+  customType: string;
+  /** Store every message in the channel's history. */
+  store: boolean;
+  messages: Payload[];
+}
+
 /** Options of a stream-channel join. */
 export interface JoinOptions {
   token: string;
@@ -251,7 +262,8 @@ export type Request =
   | ({ kind: 'Lock' } & LockRequest)
   | { kind: 'GetLocks'; channelType: ChannelType; channel: string }
   | ({ kind: 'PublishAndStore' } & PublishRequest)
-  | ({ kind: 'GetMessages' } & GetMessagesRequest);
+  | ({ kind: 'GetMessages' } & GetMessagesRequest)
+  | ({ kind: 'PublishBatch' } & PublishBatch);
 
 // ---------------------------------------------------------------------------------------------
 // Server to client (§4.3)
@@ -373,7 +385,11 @@ export type Response =
   | { kind: 'Metadata'; data: StorageData; timestamp: number }
   | { kind: 'Done'; timestamp: number }
   | { kind: 'Locks'; locks: LockDetail[]; timestamp: number }
-  | { kind: 'Messages'; messages: HistoryMessage[]; newStart: number; timestamp: number };
+  | { kind: 'Messages'; messages: HistoryMessage[]; newStart: number; timestamp: number }
+  | { kind: 'PublishBatch'; results: PublishResult[]; timestamp: number };
+
+/** One message of a [`PublishBatch`]: published at `timestamp`, or refused. */
+export type PublishResult = { kind: 'Ok'; timestamp: number } | { kind: 'Err'; code: number; reason: string };
 
 /** Why the server ended a session (close codes 0x10–0x13). */
 export type CloseReason = 'SameUidLogin' | 'SlowConsumer' | 'ServerShutdown' | 'TokenExpired' | 'Kicked';

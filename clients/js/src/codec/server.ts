@@ -21,6 +21,7 @@ import {
   type PresenceEvent,
   type PresenceEventType,
   type PublisherInfo,
+  type PublishResult,
   type Response,
   type ResponseResult,
   type ServerMsg,
@@ -134,6 +135,18 @@ export const response: Codec<Response> = union<Response>('Response', {
         }),
       ),
       newStart: u64,
+      timestamp: u64,
+    },
+  ],
+  PublishBatch: [
+    24,
+    {
+      results: seq(
+        union<PublishResult>('PublishResult', {
+          Ok: [0, { timestamp: u64 }],
+          Err: [1, { code: i32, reason: string }],
+        }),
+      ),
       timestamp: u64,
     },
   ],
