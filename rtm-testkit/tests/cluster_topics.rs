@@ -2,11 +2,15 @@
 //! subscribers of a topic on different nodes (`docs/architecture.md`, "Cluster"). Skipped where
 //! `redis-server` is not installed, unless `RTM_REQUIRE_REDIS=1` (`scripts/test`).
 
+use std::time::Duration;
+
 use rtm_client::{
-    EventStream, JoinOptions, JoinTopicOptions, Payload, RtmEvent, StreamChannel, TopicEventType,
-    TopicMessageOptions, TopicSubscribeOptions,
+    ErrorCode, EventStream, JoinOptions, JoinTopicOptions, Payload, RtmEvent, StreamChannel,
+    TopicEventType, TopicMessageOptions, TopicSubscribeOptions,
 };
-use rtm_testkit::{RedisServer, TEST_APP_ID, TestCluster, expect_event, expect_message};
+use rtm_testkit::{
+    RedisServer, TEST_APP_ID, TestCluster, TestServer, expect_event, expect_message, within,
+};
 
 /// A member of stream channel "stage" on node `node`.
 async fn stage_member(
@@ -177,4 +181,53 @@ async fn a_join_does_not_apply_a_stored_list_ahead_of_the_bus() {
     // ...and what alice says still reaches bob.
     say(&alice, "a2").await;
     assert_eq!(heard(&mut bob_events).await, "alice:a2");
+}
+
+/// A publisher that joins its topic again with new meta while Redis is away is refused, and
+/// stays a publisher with the meta it had: it can publish once Redis is back, and leaving the
+/// channel takes it out of the cluster's list (no publisher left behind in Redis).
+#[tokio::test]
+async fn a_failed_change_of_meta_keeps_the_publisher_and_its_leave_clears_it() {
+    if !RedisServer::available() {
+        return;
+    }
+    let mut config = TestServer::config();
+    // Calls fail fast while Redis is away.
+    config.engine.command_timeout_ms = Some(500);
+    let mut cluster = TestCluster::start_on(RedisServer::start_persistent(), 1, config).await;
+    let meta = |meta: &str| JoinTopicOptions {
+        meta: meta.into(),
+        ..Default::default()
+    };
+    let (alice, _) = stage_member(&cluster, 0, "alice").await;
+    alice.join_topic("video", meta("first")).await.unwrap();
+
+    cluster.redis().kill();
+    let refused = alice.join_topic("video", meta("second")).await.unwrap_err();
+    assert_eq!(refused.code, ErrorCode::ChannelJoinTopicFailed, "{refused}");
+    cluster.redis().restart();
+
+    // Still a publisher of the topic: a message goes out once the node reaches Redis again.
+    within(
+        Duration::from_secs(20),
+        "a topic message after Redis is back",
+        async {
+            loop {
+                let sent = alice
+                    .publish_topic_message("video", "back", TopicMessageOptions::default())
+                    .await;
+                match sent {
+                    Ok(_) => break,
+                    Err(e) => assert_eq!(e.code, ErrorCode::ChannelPublishMessageFailed, "{e}"),
+                }
+                // A retry poll: nothing tells the test when the node has reconnected.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        },
+    )
+    .await;
+    // Leaving takes alice out of Redis's list: a new member sees no publisher.
+    alice.leave().await.unwrap();
+    let (_bob, mut bob_events) = stage_member(&cluster, 0, "bob").await;
+    assert_eq!(topic_snapshot(&mut bob_events).await, []);
 }

@@ -57,6 +57,23 @@ impl MemoryEngine {
         stream.topic_infos()
     }
 
+    /// The meta `session` has joined `topic` with, if it has (to put it back when a change of
+    /// meta fails in the cluster).
+    pub(crate) fn joined_meta(
+        &self,
+        session: &SessionHandle,
+        channel: &str,
+        topic: &str,
+    ) -> Option<String> {
+        self.state()
+            .apps
+            .get(session.app_id())?
+            .streams
+            .get(channel)?
+            .joined_meta(session.id(), topic)
+            .map(str::to_owned)
+    }
+
     /// Takes `session` off the publishers of `topic` here at once (its join was refused by the
     /// cluster, so no list will).
     pub(crate) fn unlist_topic_publisher(

@@ -234,6 +234,16 @@ impl StreamChannel {
         Ok(())
     }
 
+    /// The meta of session `id` as a publisher of topic `name`, if it has joined that topic.
+    pub(super) fn joined_meta(&self, id: SessionId, name: &str) -> Option<&str> {
+        if !self.members.get(&id)?.joined.contains(name) {
+            return None;
+        }
+        let topic = self.topics.get(name)?;
+        let publisher = topic.publishers.iter().find(|p| p.session == id)?;
+        Some(&publisher.meta)
+    }
+
     pub(super) fn leave_topic(&mut self, id: SessionId, name: &str) -> Result<(), StreamError> {
         self.member(id)?.joined.remove(name);
         if !self.listed {

@@ -413,16 +413,33 @@ impl Router for RedisEngine {
         topic: &str,
         meta: &str,
     ) -> Result<(), StreamError> {
+        // A second join of a topic changes the publisher's meta: if that fails, the publisher
+        // stays, with the meta it had.
+        let before = self.inner.local.joined_meta(session, channel, topic);
         // The local engine checks that the session is a member, and records the topic with it.
         self.inner
             .local
             .join_topic(session, channel, topic, meta)
             .await?;
         if let Err(e) = self.publish_in_topic(session, channel, topic, meta).await {
-            let _ = self.inner.local.leave_topic(session, channel, topic).await;
-            self.inner
-                .local
-                .unlist_topic_publisher(session, channel, topic);
+            match before {
+                Some(meta) => {
+                    let _ = self
+                        .inner
+                        .local
+                        .join_topic(session, channel, topic, &meta)
+                        .await;
+                }
+                None => {
+                    let _ = self.inner.local.leave_topic(session, channel, topic).await;
+                    self.inner
+                        .local
+                        .unlist_topic_publisher(session, channel, topic);
+                    // The script may have run before the failure was seen (a timeout): take the
+                    // entry out of Redis too, or nothing here would ever remove it.
+                    let _ = self.stop_publishing(session, channel, topic).await;
+                }
+            }
             return Err(e.into());
         }
         Ok(())
