@@ -117,6 +117,27 @@ async fn topic_publishers_and_subscriptions_work_across_nodes() {
     assert_eq!(heard(&mut bob_events).await, "dave:d3");
 }
 
+/// Runs `redis-cli` with `args` on the cluster's Redis; its answer.
+fn redis_cli(cluster: &mut TestCluster, args: &[&str]) -> String {
+    let out = std::process::Command::new("redis-cli")
+        .arg("-s")
+        .arg(cluster.redis().socket())
+        .args(args)
+        .output()
+        .expect("redis-cli");
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// Empties the publisher list of topic "video" in "stage" in Redis and bumps its version (to 2)
+/// without telling the bus: as if the list had been lost on its way.
+fn drop_video_list_quietly(cluster: &mut TestCluster) {
+    let list = format!("rtm:{TEST_APP_ID}:tl:stage\nvideo");
+    let version = format!("rtm:{TEST_APP_ID}:tv:stage\nvideo");
+    let script = "redis.call('DEL', KEYS[1]); return redis.call('INCR', KEYS[2])";
+    let answer = redis_cli(cluster, &["EVAL", script, "2", &list, &version]);
+    assert_eq!(answer, "2");
+}
+
 /// The topic snapshot a stream-channel join hands its user.
 async fn topic_snapshot(events: &mut EventStream) -> Vec<(String, Vec<String>)> {
     let snapshot = expect_event(events, "a topic snapshot", |e| match e {
@@ -158,19 +179,7 @@ async fn a_join_does_not_apply_a_stored_list_ahead_of_the_bus() {
     assert_eq!(heard(&mut bob_events).await, "alice:a1");
 
     // The stored list moves on without alice; the bus does not carry it (yet).
-    let list = format!("rtm:{TEST_APP_ID}:tl:stage\nvideo");
-    let version = format!("rtm:{TEST_APP_ID}:tv:stage\nvideo");
-    let out = std::process::Command::new("redis-cli")
-        .arg("-s")
-        .arg(cluster.redis().socket())
-        .args([
-            "EVAL",
-            "redis.call('DEL', KEYS[1]); return redis.call('INCR', KEYS[2])",
-        ])
-        .args(["2", &list, &version])
-        .output()
-        .expect("redis-cli");
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "2", "{out:?}");
+    drop_video_list_quietly(&mut cluster);
 
     // Carol joins on bob's node: her snapshot is that node's view, alice still publishing...
     let (_carol, mut carol_events) = stage_member(&cluster, 0, "carol").await;
@@ -230,4 +239,42 @@ async fn a_failed_change_of_meta_keeps_the_publisher_and_its_leave_clears_it() {
     alice.leave().await.unwrap();
     let (_bob, mut bob_events) = stage_member(&cluster, 0, "bob").await;
     assert_eq!(topic_snapshot(&mut bob_events).await, []);
+}
+
+/// A topic list the bus did not bring is not missed for good: once a node's pub/sub connection
+/// is back after a loss, the node reads the lists of its stream channels again. Here a newer list
+/// is written into Redis without the bus, then Redis closes every pub/sub connection.
+#[tokio::test]
+async fn a_node_reads_topic_lists_again_after_its_bus_was_lost() {
+    if !RedisServer::available() {
+        return;
+    }
+    let mut cluster = TestCluster::start(1).await;
+    let (alice, _) = stage_member(&cluster, 0, "alice").await;
+    alice
+        .join_topic("video", JoinTopicOptions::default())
+        .await
+        .unwrap();
+    let (_bob, mut bob_events) = stage_member(&cluster, 0, "bob").await;
+    assert_eq!(
+        topic_snapshot(&mut bob_events).await,
+        [("video".to_owned(), vec!["alice".to_owned()])]
+    );
+    drop_video_list_quietly(&mut cluster);
+    let killed = redis_cli(&mut cluster, &["CLIENT", "KILL", "TYPE", "pubsub"]);
+    assert_ne!(killed, "0", "the node's pub/sub connection is closed");
+    // The node's view (what a joining member is shown) follows the stored list once it has
+    // reconnected and read it again.
+    within(Duration::from_secs(10), "the list read again", async {
+        for n in 0.. {
+            let (carol, mut events) = stage_member(&cluster, 0, &format!("carol{n}")).await;
+            if topic_snapshot(&mut events).await.is_empty() {
+                break;
+            }
+            carol.leave().await.unwrap();
+            // A retry poll: nothing tells the test when the node has read the lists.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
 }

@@ -4,7 +4,7 @@
 use bytes::Bytes;
 use rtm_proto::TopicInfo;
 
-use super::stream::ListedPublisher;
+use super::stream::{ListedPublisher, StreamChannel};
 use super::{MemoryEngine, SessionHandle, SessionId};
 use crate::engine::Delivery;
 
@@ -55,6 +55,16 @@ impl MemoryEngine {
             stream.seed_publishers(topic, *version, publishers);
         }
         stream.topic_infos()
+    }
+
+    /// The topics of a stream channel with members here whose lists came from the cluster.
+    pub(crate) fn listed_topics(&self, app_id: &str, channel: &str) -> Vec<String> {
+        self.state()
+            .apps
+            .get(app_id)
+            .and_then(|a| a.streams.get(channel))
+            .map(StreamChannel::listed_topics)
+            .unwrap_or_default()
     }
 
     /// The meta `session` has joined `topic` with, if it has (to put it back when a change of

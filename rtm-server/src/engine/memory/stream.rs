@@ -173,6 +173,11 @@ impl StreamChannel {
         Ok(self.topic_infos())
     }
 
+    /// The topics whose lists came from the cluster (with a version).
+    pub(super) fn listed_topics(&self) -> Vec<String> {
+        self.versions.keys().map(|t| t.to_string()).collect()
+    }
+
     /// The topics that have publishers, by name: a joining member's snapshot.
     pub(super) fn topic_infos(&self) -> Vec<TopicInfo> {
         let mut snapshot: Vec<TopicInfo> = self

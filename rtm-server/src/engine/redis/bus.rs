@@ -20,6 +20,7 @@ use tokio::sync::mpsc;
 use super::envelope::Envelope;
 use super::listeners::Listeners;
 use super::lock_waits::LockWaits;
+use super::topics::StaleTopics;
 use super::{keys, unavailable};
 use crate::clock::now_ms;
 use crate::engine::relay::Relays;
@@ -338,6 +339,8 @@ pub(super) struct Receivers {
     pub(super) lock_waits: Arc<LockWaits>,
     /// Its relayed connections.
     pub(super) relays: Arc<Relays>,
+    /// The stream channels whose topic lists may have been missed.
+    pub(super) stale_topics: Arc<StaleTopics>,
 }
 
 /// Hands each arriving event to the local sessions it is for, in arrival order.
@@ -354,6 +357,7 @@ async fn dispatch(
         lock_listeners,
         lock_waits,
         relays,
+        stale_topics,
     } = receivers;
     let mut dropped_seen = 0;
     while let Some(item) = rx.recv().await {
@@ -361,6 +365,7 @@ async fn dispatch(
             Item::Push(shard, info) => (shard, info),
             Item::Back { shard, since, at } => {
                 tell_gap(&local, &routes, shard, (since, at)).await;
+                mark_streams(&routes, &stale_topics, Some(shard));
                 continue;
             }
         };
@@ -383,6 +388,8 @@ async fn dispatch(
                 "this node could not keep up with events from Redis; some were dropped"
             );
             dropped_seen = dropped_now;
+            // Which channels lost what is not known: every stream channel's lists are read again.
+            mark_streams(&routes, &stale_topics, None);
         }
         let Some((channel, payload)) = message(info) else {
             continue;
@@ -484,6 +491,17 @@ async fn tell_gap(local: &MemoryEngine, routes: &Routes, shard: usize, (since, a
         let frame = rtm_proto::encode_frame(&rtm_proto::ServerMsg::Event(lost));
         if let Err(e) = local.publish(&route.app_id, &route.channel, frame).await {
             tracing::warn!(channel = %route.channel, "gap not told: {e}");
+        }
+    }
+}
+
+/// Marks the stream channels with members here (on `shard`, or on every shard) for their topic
+/// lists to be read again: lists that did not come are not missed for good.
+fn mark_streams(routes: &Routes, stale: &StaleTopics, shard: Option<usize>) {
+    let routes = routes.read().unwrap_or_else(PoisonError::into_inner);
+    for route in routes.values() {
+        if route.channel_type == ChannelType::Stream && shard.is_none_or(|s| s == route.shard) {
+            stale.mark(&route.app_id, &route.channel);
         }
     }
 }

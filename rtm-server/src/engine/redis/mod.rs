@@ -50,6 +50,7 @@ use tokio::sync::mpsc;
 use self::bus::Bus;
 use self::listeners::Listeners;
 use self::lock_waits::LockWaits;
+use self::topics::StaleTopics;
 #[cfg(doc)]
 use super::Router;
 use super::relay::Relays;
@@ -131,6 +132,8 @@ struct Inner {
     lock_listeners: Arc<Listeners>,
     /// This node's sessions waiting for locks.
     lock_waits: Arc<LockWaits>,
+    /// Stream channels whose topic lists the bus may have failed to bring.
+    stale_topics: Arc<StaleTopics>,
     /// Held from a login's local registration to its key write ([`Router::attach`]).
     logins: tokio::sync::Mutex<()>,
     /// The channels each local session is a member of, for leaving them all at once.
@@ -277,6 +280,7 @@ impl RedisEngine {
                 listeners: Arc::default(),
                 lock_listeners: Arc::default(),
                 lock_waits: Arc::new(lock_waits),
+                stale_topics: Arc::default(),
                 logins: tokio::sync::Mutex::new(()),
                 memberships: Mutex::default(),
                 timeout,
@@ -298,6 +302,7 @@ impl RedisEngine {
             lock_listeners: engine.inner.lock_listeners.clone(),
             lock_waits: engine.inner.lock_waits.clone(),
             relays: engine.inner.relays.clone(),
+            stale_topics: engine.inner.stale_topics.clone(),
         });
         let upkeep = tokio::spawn(upkeep::upkeep(upkeep::weak(&engine), orphans));
         *engine

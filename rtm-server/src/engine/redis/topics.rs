@@ -8,7 +8,8 @@
 //! (all of them for its first member there), since the bus already brings it the others in
 //! order. Subscriptions stay per node, where the subscribers are.
 
-use std::sync::LazyLock;
+use std::collections::HashSet;
+use std::sync::{LazyLock, Mutex, PoisonError};
 
 use redis::Script;
 use rtm_proto::TopicInfo;
@@ -102,21 +103,52 @@ static LEAVE: LazyLock<Script> = LazyLock::new(|| {
     ))
 });
 
-/// Every topic of a channel with its version and list: {topic, version, list, topic, ...}.
+/// Every topic of a channel with its version and list: {topic, version, list, topic, ...}; the
+/// topics named in ARGV[3..] too, even when they have no publisher left (and so are not in the
+/// channel's set).
 static SNAPSHOT: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
         local out = {}
-        for _, topic in ipairs(redis.call('SMEMBERS', KEYS[1])) do
-            local key = ARGV[1] .. topic
+        local seen = {}
+        local function add(topic)
+            if seen[topic] then return end
+            seen[topic] = true
             out[#out + 1] = topic
             out[#out + 1] = tonumber(redis.call('GET', ARGV[2] .. topic) or '0')
-            out[#out + 1] = redis.call('LRANGE', key, 0, -1)
+            out[#out + 1] = redis.call('LRANGE', ARGV[1] .. topic, 0, -1)
+        end
+        for _, topic in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+            add(topic)
+        end
+        for i = 3, #ARGV do
+            add(ARGV[i])
         end
         return out
         ",
     )
 });
+
+/// Stream channels whose topic lists this node may have missed on the bus (a pub/sub connection
+/// lost for a while, or events dropped because the node could not keep up): the upkeep reads
+/// their lists again ([`RedisEngine::refresh_topics`]).
+#[derive(Debug, Default)]
+pub(super) struct StaleTopics(Mutex<HashSet<(Box<str>, Box<str>)>>);
+
+impl StaleTopics {
+    /// Marks stream channel `channel` of `app_id`.
+    pub(super) fn mark(&self, app_id: &str, channel: &str) {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert((app_id.into(), channel.into()));
+    }
+
+    /// The marked channels, unmarked.
+    fn take(&self) -> HashSet<(Box<str>, Box<str>)> {
+        std::mem::take(&mut *self.0.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+}
 
 /// What a topic script does for a session.
 enum Change {
@@ -217,14 +249,53 @@ impl RedisEngine {
         app_id: &str,
         channel: &str,
     ) -> Result<Vec<TopicInfo>, EngineError> {
+        let lists = self.read_topics(app_id, channel, &[]).await?;
+        Ok(self
+            .inner
+            .local
+            .seed_topic_publishers(app_id, channel, &lists))
+    }
+
+    /// Reads again the lists of the stream channels marked stale, and applies each that is
+    /// newer than the one this node has, the topics it knows without publishers left included.
+    /// A list that comes on the bus later is older by then and ignored.
+    pub(super) async fn refresh_topics(&self) {
+        for (app_id, channel) in self.inner.stale_topics.take() {
+            let known = self.inner.local.listed_topics(&app_id, &channel);
+            match self.read_topics(&app_id, &channel, &known).await {
+                Ok(lists) => {
+                    for (topic, version, publishers) in &lists {
+                        self.inner
+                            .local
+                            .set_topic_publishers(&app_id, &channel, topic, *version, publishers);
+                    }
+                }
+                Err(e) => {
+                    tracing::debug!(%channel, "topic lists not read again yet: {e}");
+                    self.inner.stale_topics.mark(&app_id, &channel);
+                }
+            }
+        }
+    }
+
+    /// Every stored topic list of a stream channel, and those of `also` (which may have none).
+    async fn read_topics(
+        &self,
+        app_id: &str,
+        channel: &str,
+        also: &[String],
+    ) -> Result<Vec<StoredList>, EngineError> {
         let k = TopicKeys::new(app_id, channel, "");
         let (_, mut conn) = self.channel_shard(app_id, channel);
         let mut invocation = SNAPSHOT.prepare_invoke();
         invocation.key(&k.names).arg(&k.list).arg(&k.version);
+        for topic in also {
+            invocation.arg(topic);
+        }
         let flat: Vec<redis::Value> = self
             .run("topics", invocation.invoke_async(&mut conn))
             .await?;
-        let lists: Vec<StoredList> = flat
+        Ok(flat
             .chunks_exact(3)
             .filter_map(|chunk| {
                 Some((
@@ -233,11 +304,7 @@ impl RedisEngine {
                     parse_entries(&redis::from_redis_value_ref::<Vec<String>>(&chunk[2]).ok()?),
                 ))
             })
-            .collect();
-        Ok(self
-            .inner
-            .local
-            .seed_topic_publishers(app_id, channel, &lists))
+            .collect())
     }
 }
 
@@ -248,24 +315,11 @@ pub(super) async fn topics_of(
     channel: &str,
     sid: u64,
 ) -> Result<Vec<String>, EngineError> {
-    let k = TopicKeys::new(app_id, channel, "");
-    let (_, mut conn) = engine.channel_shard(app_id, channel);
-    let mut invocation = SNAPSHOT.prepare_invoke();
-    invocation.key(&k.names).arg(&k.list).arg(&k.version);
-    let flat: Vec<redis::Value> = engine
-        .run("topics", invocation.invoke_async(&mut conn))
-        .await?;
-    let prefix = format!("{sid}\n");
-    Ok(flat
-        .chunks_exact(3)
-        .filter_map(|chunk| {
-            let topic = redis::from_redis_value_ref::<String>(&chunk[0]).ok()?;
-            let entries = redis::from_redis_value_ref::<Vec<String>>(&chunk[2]).ok()?;
-            entries
-                .iter()
-                .any(|e| e.starts_with(&prefix))
-                .then_some(topic)
-        })
+    let lists = engine.read_topics(app_id, channel, &[]).await?;
+    Ok(lists
+        .into_iter()
+        .filter(|(_, _, publishers)| publishers.iter().any(|(session, ..)| session.0 == sid))
+        .map(|(topic, ..)| topic)
         .collect())
 }
 

@@ -1,6 +1,7 @@
-//! The node's upkeep, each second: reaping dead nodes (`reaper.rs`) and releasing the away
-//! locks whose time has come on every shard (`lock_store.rs`); and, as they come, giving back
-//! locks granted to sessions that stopped waiting.
+//! The node's upkeep, each second: reaping dead nodes (`reaper.rs`), releasing the away locks
+//! whose time has come on every shard (`lock_store.rs`), and reading again the topic lists the
+//! bus may have failed to bring (`topics.rs`); and, as they come, giving back locks granted to
+//! sessions that stopped waiting.
 
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -128,6 +129,7 @@ pub(super) async fn upkeep(engine: Weak<Inner>, mut orphans: mpsc::UnboundedRece
                     }
                 }
                 engine.recheck_waits().await;
+                engine.refresh_topics().await;
             }
             grant = orphans.recv() => {
                 let Some(grant) = grant else { return };
