@@ -18,9 +18,9 @@ use rtm_proto::{
 
 use crate::connection::{Command, Reply};
 
-/// Room kept in a batch's frame for everything but the payloads: the ids and tags, the channel
-/// name (at most 64 bytes) and the custom type (at most 32).
-const BATCH_HEAD_ROOM: usize = 256;
+/// Room kept in a batch's frame for everything but the payloads, the channel name and the
+/// custom type: the frame header, ids, tags and lengths.
+const BATCH_HEAD_ROOM: usize = 64;
 /// What each message adds to a batch besides its payload, at most: the payload's tag and length.
 const PER_MESSAGE: usize = 8;
 
@@ -98,7 +98,7 @@ impl Writer<'_> {
 pub(crate) struct Batcher {
     /// Each publish, whether it is stored in the history, and its call.
     run: Vec<(PublishRequest, bool, Reply)>,
-    /// Payload bytes in `run`, with [`PER_MESSAGE`] each.
+    /// Bytes of `run` in a batch: its names once, and each payload with [`PER_MESSAGE`].
     bytes: usize,
     /// Most payload bytes a batch may carry: the server's frame limit less [`BATCH_HEAD_ROOM`];
     /// 0 (no batches) when the limit is not known.
@@ -128,6 +128,8 @@ impl Batcher {
             }
         };
         let cost = publish.message.len() + PER_MESSAGE;
+        // The names count once per batch (the first publish pays for them).
+        let names = publish.channel.len() + publish.custom_type.len();
         let joins = self.run.first().is_some_and(|(first, first_store, _)| {
             *first_store == store
                 && first.channel_type == publish.channel_type
@@ -138,6 +140,7 @@ impl Batcher {
         });
         if !joins {
             self.flush(w);
+            self.bytes = names;
         }
         self.bytes += cost;
         self.run.push((publish, store, reply));
@@ -345,12 +348,17 @@ mod tests {
     #[test]
     fn a_batch_stays_within_the_frame_limit_and_the_count_limit() {
         let mut table = HashMap::new();
-        // Room for two 1 000-byte payloads after the head room, not three.
-        let mut batcher = Batcher::new(BATCH_HEAD_ROOM + 2 * (1000 + PER_MESSAGE));
+        // Room for channel "a" and two 1 000-byte payloads after the head room, not three.
+        let mut batcher = Batcher::new(BATCH_HEAD_ROOM + 1 + 2 * (1000 + PER_MESSAGE));
         let big = "x".repeat(1000);
         let commands = (0..5).map(|_| publish("a", &big, false).0).collect();
         let requests = write(&mut batcher, &mut table, commands);
         assert_eq!(kinds(&requests), ["batch a x2", "batch a x2", "publish a"]);
+        // The names count too: a longer channel name leaves room for one payload only.
+        let long = "c".repeat(100);
+        let commands = (0..2).map(|_| publish(&long, &big, false).0).collect();
+        let requests = write(&mut batcher, &mut table, commands);
+        assert_eq!(requests.len(), 2, "{:?}", kinds(&requests));
 
         let mut batcher = Batcher::new(1 << 20);
         let commands = (0..MAX_PUBLISH_BATCH + 1)

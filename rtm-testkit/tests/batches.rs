@@ -119,12 +119,14 @@ async fn a_batch_serves_each_message_as_a_publish_of_its_own() {
     let stored: Vec<u64> = page.message_list.iter().map(|m| m.timestamp).collect();
     assert_eq!(stored, [stamps[1], stamps[0]]);
 
-    // More than 64 messages: refused as a whole, nothing published.
-    let too_many = raw
-        .request(3, batch(vec![Payload::from("x"); 65]))
-        .await
-        .unwrap_err();
-    assert_eq!(too_many.code, ErrorCode::InvalidParameter);
+    // More than 64 messages, or none: refused as a whole, nothing published.
+    for (id, count) in [(3, 65), (4, 0)] {
+        let refused = raw
+            .request(id, batch(vec![Payload::from("x"); count]))
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code, ErrorCode::InvalidParameter);
+    }
     // Before login: refused as every request is.
     let mut fresh = RawSession::hello(&server).await;
     let early = fresh

@@ -99,10 +99,10 @@ impl<E: Engine> Session<E> {
     ) -> Result<Response, WireError> {
         logged_in(&mut self.state)?;
         let count = batch.messages.len();
-        if count > MAX_PUBLISH_BATCH {
+        if count == 0 || count > MAX_PUBLISH_BATCH {
             return Err(err(
                 ErrorCode::InvalidParameter,
-                format!("a batch of {count} messages; at most {MAX_PUBLISH_BATCH}"),
+                format!("a batch of {count} messages; from 1 to {MAX_PUBLISH_BATCH}"),
             ));
         }
         let mut results = Vec::with_capacity(count);

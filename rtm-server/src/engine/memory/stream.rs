@@ -239,14 +239,17 @@ impl StreamChannel {
         Ok(())
     }
 
-    /// The meta of session `id` as a publisher of topic `name`, if it has joined that topic.
+    /// The meta of session `id` as a publisher of topic `name`, if it has joined that topic
+    /// (empty while a cluster's list does not show it yet).
     pub(super) fn joined_meta(&self, id: SessionId, name: &str) -> Option<&str> {
         if !self.members.get(&id)?.joined.contains(name) {
             return None;
         }
-        let topic = self.topics.get(name)?;
-        let publisher = topic.publishers.iter().find(|p| p.session == id)?;
-        Some(&publisher.meta)
+        let listed = self
+            .topics
+            .get(name)
+            .and_then(|t| t.publishers.iter().find(|p| p.session == id));
+        Some(listed.map_or("", |p| p.meta.as_str()))
     }
 
     pub(super) fn leave_topic(&mut self, id: SessionId, name: &str) -> Result<(), StreamError> {

@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use redis::aio::ConnectionManager;
@@ -360,6 +360,7 @@ async fn dispatch(
         stale_topics,
     } = receivers;
     let mut dropped_seen = 0;
+    let mut last_marked = None;
     while let Some(item) = rx.recv().await {
         let (shard, info) = match item {
             Item::Push(shard, info) => (shard, info),
@@ -388,8 +389,12 @@ async fn dispatch(
                 "this node could not keep up with events from Redis; some were dropped"
             );
             dropped_seen = dropped_now;
-            // Which channels lost what is not known: every stream channel's lists are read again.
-            mark_streams(&routes, &stale_topics, None);
+            // Which channels lost what is not known: every stream channel's lists are asked for
+            // again, at most once a second while drops go on.
+            if last_marked.is_none_or(|at: Instant| at.elapsed() >= Duration::from_secs(1)) {
+                mark_streams(&routes, &stale_topics, None);
+                last_marked = Some(Instant::now());
+            }
         }
         let Some((channel, payload)) = message(info) else {
             continue;

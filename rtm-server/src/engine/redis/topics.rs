@@ -129,6 +129,38 @@ static SNAPSHOT: LazyLock<Script> = LazyLock::new(|| {
     )
 });
 
+/// Publishes again on the channel's bus (KEYS[2]) the list of every topic of the channel
+/// (set KEYS[1]) and of the topics named in ARGV[3..], each with its version: for nodes that
+/// may have missed lists, in bus order behind what is already on its way (ARGV[1] and ARGV[2]
+/// are the list and version key prefixes). Returns how many lists it published.
+static RESEND: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        r"{ENVELOPE_LUA}
+        local seen = {{}}
+        local count = 0
+        local function resend(topic)
+            if seen[topic] then return end
+            seen[topic] = true
+            local version = tonumber(redis.call('GET', ARGV[2] .. topic) or '0')
+            local entries = redis.call('LRANGE', ARGV[1] .. topic, 0, -1)
+            redis.call('PUBLISH', KEYS[2], envelope(topic, version, entries))
+            count = count + 1
+        end
+        for _, topic in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+            resend(topic)
+        end
+        for i = 3, #ARGV do
+            resend(ARGV[i])
+        end
+        return count
+        "
+    ))
+});
+
+/// Stale stream channels whose lists are asked for again per upkeep tick, at most: each is a
+/// Redis call, and the upkeep has other work.
+const REFRESH_PER_TICK: usize = 64;
+
 /// Stream channels whose topic lists this node may have missed on the bus (a pub/sub connection
 /// lost for a while, or events dropped because the node could not keep up): the upkeep reads
 /// their lists again ([`RedisEngine::refresh_topics`]).
@@ -256,25 +288,35 @@ impl RedisEngine {
             .seed_topic_publishers(app_id, channel, &lists))
     }
 
-    /// Reads again the lists of the stream channels marked stale, and applies each that is
-    /// newer than the one this node has, the topics it knows without publishers left included.
-    /// A list that comes on the bus later is older by then and ignored.
+    /// Asks Redis to publish again the lists of (at most [`REFRESH_PER_TICK`]) stream channels
+    /// marked stale, the topics this node knows without publishers left included. They come
+    /// on the bus behind what is already on its way, so a publisher's last messages still find
+    /// their audience, and each node applies a list only if it is newer than its own. A channel
+    /// whose call fails stays marked, with those not yet asked for.
     pub(super) async fn refresh_topics(&self) {
-        for (app_id, channel) in self.inner.stale_topics.take() {
+        let mut stale = self.inner.stale_topics.take().into_iter();
+        for (app_id, channel) in stale.by_ref().take(REFRESH_PER_TICK) {
             let known = self.inner.local.listed_topics(&app_id, &channel);
-            match self.read_topics(&app_id, &channel, &known).await {
-                Ok(lists) => {
-                    for (topic, version, publishers) in &lists {
-                        self.inner
-                            .local
-                            .set_topic_publishers(&app_id, &channel, topic, *version, publishers);
-                    }
-                }
-                Err(e) => {
-                    tracing::debug!(%channel, "topic lists not read again yet: {e}");
-                    self.inner.stale_topics.mark(&app_id, &channel);
-                }
+            let k = TopicKeys::new(&app_id, &channel, "");
+            let (_, mut conn) = self.channel_shard(&app_id, &channel);
+            let mut invocation = RESEND.prepare_invoke();
+            invocation
+                .key(&k.names)
+                .key(&k.bus)
+                .arg(&k.list)
+                .arg(&k.version);
+            for topic in &known {
+                invocation.arg(topic);
             }
+            let sent: Result<u64, _> = self.run("topics", invocation.invoke_async(&mut conn)).await;
+            if let Err(e) = sent {
+                tracing::debug!(%channel, "topic lists not sent again yet: {e}");
+                self.inner.stale_topics.mark(&app_id, &channel);
+                break;
+            }
+        }
+        for (app_id, channel) in stale {
+            self.inner.stale_topics.mark(&app_id, &channel);
         }
     }
 
