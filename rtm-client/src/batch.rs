@@ -13,7 +13,8 @@ use bytes::BytesMut;
 use rtm_proto::frame::encode_frame_into;
 use rtm_proto::limits::MAX_PUBLISH_BATCH;
 use rtm_proto::{
-    ClientMsg, ErrorCode, PublishBatch, PublishRequest, Request, RequestId, Response, WireError,
+    ClientMsg, ErrorCode, PUBLISH_BATCH_VERSION, PublishBatch, PublishRequest, Request, RequestId,
+    Response, WireError,
 };
 
 use crate::connection::{Command, Reply};
@@ -101,17 +102,24 @@ pub(crate) struct Batcher {
     /// Bytes of `run` in a batch: its names once, and each payload with [`PER_MESSAGE`].
     bytes: usize,
     /// Most payload bytes a batch may carry: the server's frame limit less [`BATCH_HEAD_ROOM`];
-    /// 0 (no batches) when the limit is not known.
+    /// 0 (no batches) when the limit is not known or the server does not know batches.
     budget: usize,
 }
 
 impl Batcher {
-    /// Batches that fit in frames of `max_frame_len` bytes (0: unknown, no batches).
-    pub(crate) fn new(max_frame_len: usize) -> Self {
+    /// Batches that fit in frames of `max_frame_len` bytes (0: unknown, no batches), on a
+    /// connection that speaks protocol `version` (no batches before
+    /// [`PUBLISH_BATCH_VERSION`]).
+    pub(crate) fn new(version: u16, max_frame_len: usize) -> Self {
+        let budget = if version >= PUBLISH_BATCH_VERSION {
+            max_frame_len.saturating_sub(BATCH_HEAD_ROOM)
+        } else {
+            0
+        };
         Self {
             run: Vec::new(),
             bytes: 0,
-            budget: max_frame_len.saturating_sub(BATCH_HEAD_ROOM),
+            budget,
         }
     }
 
@@ -264,7 +272,7 @@ mod tests {
     #[test]
     fn consecutive_publishes_with_the_same_options_go_out_as_one_batch_in_order() {
         let mut table = HashMap::new();
-        let mut batcher = Batcher::new(36 * 1024);
+        let mut batcher = Batcher::new(PUBLISH_BATCH_VERSION, 36 * 1024);
         let (mut commands, mut answers) = (Vec::new(), Vec::new());
         for (channel, text, store) in [
             ("a", "1", false),
@@ -349,7 +357,10 @@ mod tests {
     fn a_batch_stays_within_the_frame_limit_and_the_count_limit() {
         let mut table = HashMap::new();
         // Room for channel "a" and two 1 000-byte payloads after the head room, not three.
-        let mut batcher = Batcher::new(BATCH_HEAD_ROOM + 1 + 2 * (1000 + PER_MESSAGE));
+        let mut batcher = Batcher::new(
+            PUBLISH_BATCH_VERSION,
+            BATCH_HEAD_ROOM + 1 + 2 * (1000 + PER_MESSAGE),
+        );
         let big = "x".repeat(1000);
         let commands = (0..5).map(|_| publish("a", &big, false).0).collect();
         let requests = write(&mut batcher, &mut table, commands);
@@ -360,7 +371,7 @@ mod tests {
         let requests = write(&mut batcher, &mut table, commands);
         assert_eq!(requests.len(), 2, "{:?}", kinds(&requests));
 
-        let mut batcher = Batcher::new(1 << 20);
+        let mut batcher = Batcher::new(PUBLISH_BATCH_VERSION, 1 << 20);
         let commands = (0..MAX_PUBLISH_BATCH + 1)
             .map(|_| publish("a", "m", false).0)
             .collect();
@@ -371,7 +382,13 @@ mod tests {
         );
 
         // Unknown limit: every publish alone.
-        let mut batcher = Batcher::new(0);
+        let mut batcher = Batcher::new(PUBLISH_BATCH_VERSION, 0);
+        let commands = (0..2).map(|_| publish("a", "m", false).0).collect();
+        let requests = write(&mut batcher, &mut table, commands);
+        assert_eq!(kinds(&requests), ["publish a", "publish a"]);
+
+        // A server that speaks an older protocol, without batches: every publish alone.
+        let mut batcher = Batcher::new(PUBLISH_BATCH_VERSION - 1, 1 << 20);
         let commands = (0..2).map(|_| publish("a", "m", false).0).collect();
         let requests = write(&mut batcher, &mut table, commands);
         assert_eq!(kinds(&requests), ["publish a", "publish a"]);

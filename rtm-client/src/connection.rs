@@ -240,7 +240,7 @@ impl Connection {
             wire.send(&out).await.map_err(|e| lost(&e))?;
             // Over WebSocket, events may come before the answer: kept for the lanes.
             let mut early = Vec::new();
-            let mut welcomed = false;
+            let mut welcomed = None;
             loop {
                 let body = reader
                     .next()
@@ -251,19 +251,32 @@ impl Connection {
                     .map_err(|e| lost(&e))?;
                 let msg = ServerMsg::decode(&body).map_err(|e| lost(&e))?;
                 match msg {
-                    ServerMsg::Welcome(_) => welcomed = true,
+                    ServerMsg::Welcome(w) => {
+                        if !(rtm_proto::MIN_PROTOCOL_VERSION..=PROTOCOL_VERSION)
+                            .contains(&w.version)
+                        {
+                            return Err(lost(&format!(
+                                "the server speaks protocol version {}, this client {} to \
+                                 {PROTOCOL_VERSION}",
+                                w.version,
+                                rtm_proto::MIN_PROTOCOL_VERSION
+                            )));
+                        }
+                        welcomed = Some(w.version);
+                    }
                     ServerMsg::Error(e) => return Err(OpenError::Refused(fail(e.code, e.reason))),
                     ServerMsg::Response {
                         id: RequestId(0),
                         result,
-                    } if welcomed => {
+                    } if welcomed.is_some() => {
+                        let version = welcomed.unwrap_or(rtm_proto::MIN_PROTOCOL_VERSION);
                         return match result {
-                            Ok(response) => Ok((wire, reader, early, response)),
+                            Ok(response) => Ok((wire, reader, early, response, version)),
                             Err(e) => Err(OpenError::Refused(fail(e.code, e.reason))),
                         };
                     }
                     ServerMsg::Lane { .. } | ServerMsg::Event(_)
-                        if welcomed && matches!(reader, ControlReader::Ws(_)) =>
+                        if welcomed.is_some() && matches!(reader, ControlReader::Ws(_)) =>
                     {
                         early.push(body);
                     }
@@ -271,16 +284,16 @@ impl Connection {
                 }
             }
         };
-        let (wire, reader, early, response) = match timeout(config.request_timeout, handshake).await
-        {
-            Ok(result) => result?,
-            Err(_) => {
-                return Err(OpenError::Unreachable(fail(
-                    ErrorCode::LoginTimeout,
-                    format!("no answer from {}", config.endpoint.addr),
-                )));
-            }
-        };
+        let (wire, reader, early, response, version) =
+            match timeout(config.request_timeout, handshake).await {
+                Ok(result) => result?,
+                Err(_) => {
+                    return Err(OpenError::Unreachable(fail(
+                        ErrorCode::LoginTimeout,
+                        format!("no answer from {}", config.endpoint.addr),
+                    )));
+                }
+            };
 
         let Carried { received, parts } = carried;
         // After a resume the count goes on from the server's next frame (frames it no longer
@@ -337,13 +350,16 @@ impl Connection {
                 heartbeat,
             ))),
         };
-        // Publish batches must fit in the server's frames.
-        let max_frame_len = match &response {
-            Response::Login { limits, .. } | Response::Resume { limits, .. } => {
-                limits.max_frame_len as usize
-            }
-            _ => 0,
-        };
+        // Publish batches must fit in the server's frames, and the server must know them.
+        let batcher = Batcher::new(
+            version,
+            match &response {
+                Response::Login { limits, .. } | Response::Resume { limits, .. } => {
+                    limits.max_frame_len as usize
+                }
+                _ => 0,
+            },
+        );
         let ended = tokio::spawn(drive(
             wire,
             reading,
@@ -351,7 +367,7 @@ impl Connection {
             pending,
             shared.clone(),
             events,
-            (heartbeat, max_frame_len),
+            (heartbeat, batcher),
         ));
         Ok(Opened {
             connection: Self {
@@ -514,7 +530,7 @@ async fn drive(
     pending: Pending,
     shared: Arc<Shared>,
     events: EventGate,
-    (heartbeat, max_frame_len): (Duration, usize),
+    (heartbeat, mut batcher): (Duration, Batcher),
 ) -> Outcome {
     let EventGate {
         listeners,
@@ -528,7 +544,6 @@ async fn drive(
     let mut next_id: u32 = 1;
     let mut out = BytesMut::new();
     let mut batch = Vec::with_capacity(WRITE_BATCH);
-    let mut batcher = Batcher::new(max_frame_len);
     let mut readers: Vec<JoinHandle<()>> = Vec::new();
     let mut ack_tick = tokio::time::interval_at(Instant::now() + heartbeat, heartbeat);
     ack_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -84,5 +84,36 @@ pub use stream::{
 /// breaking change to the wire format gets a new ALPN (`docs/protocol.md` §1).
 pub const ALPN: &[u8] = b"rtm/1";
 
-/// The protocol version carried in the first frame ([`Hello`] and [`Welcome`]).
-pub const PROTOCOL_VERSION: u16 = 1;
+/// The newest protocol version this crate speaks, carried in the first frame ([`Hello`] and
+/// [`Welcome`]). Versions within one ALPN only add requests: version 2 added
+/// [`Request::PublishBatch`] (`docs/protocol.md` §4.1).
+pub const PROTOCOL_VERSION: u16 = 2;
+
+/// The oldest protocol version this crate still speaks.
+pub const MIN_PROTOCOL_VERSION: u16 = 1;
+
+/// The first protocol version with [`Request::PublishBatch`]: a client sends batches only on a
+/// connection welcomed with this version or a later one.
+pub const PUBLISH_BATCH_VERSION: u16 = 2;
+
+/// The version a server speaks with a client whose [`Hello`] offers `offered` (the newest the
+/// client speaks): the newest both speak, or `None` when the client is older than
+/// [`MIN_PROTOCOL_VERSION`].
+pub fn negotiate(offered: u16) -> Option<u16> {
+    (offered >= MIN_PROTOCOL_VERSION).then(|| offered.min(PROTOCOL_VERSION))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The newest version both speak; a client older than the oldest supported is refused.
+    #[test]
+    fn negotiation_picks_the_newest_version_both_speak() {
+        assert_eq!(negotiate(0), None);
+        assert_eq!(negotiate(1), Some(1));
+        assert_eq!(negotiate(PROTOCOL_VERSION), Some(PROTOCOL_VERSION));
+        assert_eq!(negotiate(PROTOCOL_VERSION + 1), Some(PROTOCOL_VERSION));
+        assert_eq!(negotiate(u16::MAX), Some(PROTOCOL_VERSION));
+    }
+}

@@ -201,6 +201,39 @@ async fn publishing_faster_than_the_rate_is_refused_not_dropped() {
     );
 }
 
+/// A hello offers the newest version the client speaks; the server welcomes it with the newest
+/// both speak, and refuses a client older than any it speaks (`docs/protocol.md` §4.1).
+#[tokio::test]
+async fn the_welcome_names_the_newest_version_both_sides_speak() {
+    let server = TestServer::start().await;
+    for (offered, welcomed) in [
+        (1, Some(1)),
+        (PROTOCOL_VERSION, Some(PROTOCOL_VERSION)),
+        (PROTOCOL_VERSION + 5, Some(PROTOCOL_VERSION)),
+        (0, None),
+    ] {
+        let mut raw = RawSession::open(&server).await;
+        raw.send_msg(&ClientMsg::Hello(Hello {
+            version: offered,
+            agent: "t".into(),
+        }))
+        .await;
+        match (raw.next_msg().await, welcomed) {
+            (ServerMsg::Welcome(w), Some(version)) => assert_eq!(w.version, version),
+            (ServerMsg::Error(e), None) => {
+                assert_eq!(e.code, ErrorCode::InvalidParameter);
+                within(
+                    rtm_testkit::EVENT_DEADLINE,
+                    "the server to close",
+                    raw.conn.closed(),
+                )
+                .await;
+            }
+            (other, _) => panic!("offered {offered}, expected {welcomed:?}, got {other:?}"),
+        }
+    }
+}
+
 #[tokio::test]
 async fn garbage_on_a_raw_connection_leaves_the_server_serving_others() {
     let server = TestServer::start().await;
@@ -292,13 +325,19 @@ async fn garbage_on_a_raw_connection_leaves_the_server_serving_others() {
 async fn a_wrong_protocol_version_is_refused_with_a_reason() {
     let server = TestServer::start().await;
     let mut raw = RawSession::open(&server).await;
+    // Older than any version the server speaks (a newer one is welcomed with the server's).
     raw.send_msg(&ClientMsg::Hello(Hello {
-        version: 99,
-        agent: "future".into(),
+        version: 0,
+        agent: "ancient".into(),
     }))
     .await;
     match raw.next_msg().await {
-        ServerMsg::Error(e) => assert!(e.reason.contains("99"), "{}", e.reason),
+        ServerMsg::Error(e) => assert!(
+            e.reason.contains("version 0")
+                && e.reason.contains(&format!("1 to {PROTOCOL_VERSION}")),
+            "{}",
+            e.reason
+        ),
         other => panic!("expected an error, got {other:?}"),
     }
 }

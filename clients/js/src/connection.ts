@@ -7,7 +7,8 @@ import type { CloseReason, Event, LoginLimits, Request, Response } from './codec
 import { Code, rtmError, RTMBaseError } from './errors.js';
 import { type Link, type LinkClosed, openLink } from './transport.js';
 
-/** The protocol version this client speaks. */
+/** The protocol version this client offers and speaks: 1, since it sends no `PublishBatch`
+ * (version 2, docs/protocol.md §4.1); a server that speaks 2 welcomes it with 1. */
 const PROTOCOL_VERSION = 1;
 /** Lanes a session can have (§1.2). */
 export const LANES = 16;

@@ -118,12 +118,13 @@ describe('golden frames from rtm-proto', () => {
       'Resume', 'Join', 'Leave', 'JoinTopic', 'LeaveTopic', 'PublishTopic', 'SubscribeTopic',
       'UnsubscribeTopic', 'RenewChannelToken', 'SetState', 'GetState', 'RemoveState', 'WhoNow',
       'WhereNow', 'WriteMetadata', 'GetMetadata', 'SubscribeUserMetadata', 'UnsubscribeUserMetadata',
-      'Lock', 'GetLocks', 'PublishAndStore', 'GetMessages',
+      'Lock', 'GetLocks', 'PublishAndStore', 'GetMessages', 'PublishBatch',
     ]);
     expect('response', ':', [
       'Login', 'Logout', 'Subscribe', 'Unsubscribe', 'Publish', 'Pong', 'RenewToken', 'Resume', 'Join',
       'Leave', 'JoinTopic', 'LeaveTopic', 'PublishTopic', 'SubscribeTopic', 'UnsubscribeTopic', 'State',
       'GetState', 'WhoNow', 'WhereNow', 'MetadataWritten', 'Metadata', 'Done', 'Locks', 'Messages',
+      'PublishBatch',
     ]);
     expect('event', ':', [
       'Message', 'SessionClosed', 'TokenPrivilegeWillExpire', 'Topic', 'ChannelLeft', 'Presence',

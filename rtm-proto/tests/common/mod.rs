@@ -5,9 +5,10 @@ use proptest::prelude::*;
 use rtm_proto::message::{LoginRequest, WireError};
 use rtm_proto::{
     ChannelType, ClientMsg, CloseReason, ErrorCode, Event, FailedUser, Hello, JoinOptions,
-    JoinTopicOptions, LoginLimits, MessageEvent, Payload, PublishRequest, PublishTopicRequest,
-    PublisherInfo, Request, RequestId, Response, ResumeRequest, ServerMsg, SessionTicket,
-    SubscribeOptions, TopicEvent, TopicEventType, TopicInfo, TopicPriority, TopicQos,
+    JoinTopicOptions, LoginLimits, MessageEvent, Payload, PublishBatch, PublishRequest,
+    PublishTopicRequest, PublisherInfo, Request, RequestId, Response, ResumeRequest, ServerMsg,
+    SessionTicket, SubscribeOptions, TopicEvent, TopicEventType, TopicInfo, TopicPriority,
+    TopicQos,
 };
 use rtm_proto::{GetMessagesRequest, HistoryMessage};
 use rtm_proto::{IntervalDetail, PresenceEvent, PresenceEventType, StateDetail, UserState};
@@ -127,6 +128,22 @@ fn storage_request() -> BoxedStrategy<Request> {
                 custom_type: ct,
             })
         }),
+        (
+            channel_type(),
+            ".{0,20}",
+            ".{0,8}",
+            any::<bool>(),
+            prop::collection::vec(payload(), 0..4)
+        )
+            .prop_map(|(channel_type, channel, custom_type, store, messages)| {
+                Request::PublishBatch(PublishBatch {
+                    channel_type,
+                    channel,
+                    custom_type,
+                    store,
+                    messages,
+                })
+            }),
         (channel_type(), ".{0,20}", any::<u32>(), any::<[u64; 2]>()).prop_map(
             |(channel_type, channel, message_count, [start, end])| {
                 Request::GetMessages(GetMessagesRequest {
@@ -459,6 +476,18 @@ pub(crate) fn server_msg() -> BoxedStrategy<ServerMsg> {
                 new_start,
                 timestamp,
             }),
+        (
+            prop::collection::vec(
+                prop_oneof![
+                    any::<u64>().prop_map(Ok),
+                    (prop::sample::select(ErrorCode::ALL), ".{0,30}")
+                        .prop_map(|(code, reason)| Err(WireError { code, reason })),
+                ],
+                0..4
+            ),
+            any::<u64>()
+        )
+            .prop_map(|(results, timestamp)| Response::PublishBatch { results, timestamp }),
     ];
     let error = (prop::sample::select(ErrorCode::ALL), ".{0,30}")
         .prop_map(|(code, reason)| WireError { code, reason });

@@ -323,11 +323,15 @@ async fn open_control<E: Engine, L: Link>(
         Some(Inbound::Frame(body)) => ClientMsg::decode(&body).ok(),
         _ => None,
     };
-    match hello {
-        Some(ClientMsg::Hello(hello)) if hello.version == PROTOCOL_VERSION => {
-            tracing::debug!(agent = %hello.agent, "hello");
+    let version = match &hello {
+        Some(ClientMsg::Hello(hello)) => rtm_proto::negotiate(hello.version),
+        _ => None,
+    };
+    match (hello, version) {
+        (Some(ClientMsg::Hello(hello)), Some(version)) => {
+            tracing::debug!(agent = %hello.agent, version, "hello");
             let welcome = ServerMsg::Welcome(Welcome {
-                version: PROTOCOL_VERSION,
+                version,
                 server: concat!("rtm-server/", env!("CARGO_PKG_VERSION")).into(),
             });
             tokio::time::timeout_at(login_deadline, send.write(&encode_frame(&welcome)))
@@ -336,12 +340,13 @@ async fn open_control<E: Engine, L: Link>(
                     ConnError::Protocol("the welcome was not read before the login deadline")
                 })??;
         }
-        other => {
+        (other, _) => {
             let reason = match other {
                 Some(ClientMsg::Hello(h)) => {
                     format!(
-                        "protocol version {} is not supported; this server speaks {PROTOCOL_VERSION}",
-                        h.version
+                        "protocol version {} is not supported; this server speaks {} to {PROTOCOL_VERSION}",
+                        h.version,
+                        rtm_proto::MIN_PROTOCOL_VERSION
                     )
                 }
                 _ => "the first frame must be a Hello".to_owned(),
