@@ -184,25 +184,63 @@ pub struct LinkStateEvent {
 /// read should be dropped.
 #[derive(Debug)]
 pub struct EventStream {
-    rx: mpsc::UnboundedReceiver<RtmEvent>,
+    rx: mpsc::UnboundedReceiver<Delivery>,
+    /// The rest of a delivery of several events, handed out one by one.
+    held: std::vec::IntoIter<RtmEvent>,
+}
+
+/// What a listener's channel carries: events that arrived together go over as one, so that a
+/// burst wakes the listener's task once rather than once per event.
+#[derive(Debug)]
+enum Delivery {
+    One(RtmEvent),
+    /// Never empty.
+    Many(Vec<RtmEvent>),
 }
 
 impl EventStream {
     /// The next event; `None` once the client is gone.
     pub async fn recv(&mut self) -> Option<RtmEvent> {
-        self.rx.recv().await
+        std::future::poll_fn(|cx| self.poll_event(cx)).await
     }
 
     /// The next event if one is waiting.
     pub fn try_recv(&mut self) -> Option<RtmEvent> {
-        self.rx.try_recv().ok()
+        loop {
+            if let Some(event) = self.held.next() {
+                return Some(event);
+            }
+            match self.rx.try_recv().ok()? {
+                Delivery::One(event) => return Some(event),
+                Delivery::Many(events) => self.held = events.into_iter(),
+            }
+        }
+    }
+
+    /// Hand-offs waiting in the channel (a burst handed over at once is one).
+    #[cfg(test)]
+    pub(crate) fn waiting_hand_offs(&self) -> usize {
+        self.rx.len()
+    }
+
+    fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<Option<RtmEvent>> {
+        loop {
+            if let Some(event) = self.held.next() {
+                return Poll::Ready(Some(event));
+            }
+            match std::task::ready!(self.rx.poll_recv(cx)) {
+                None => return Poll::Ready(None),
+                Some(Delivery::One(event)) => return Poll::Ready(Some(event)),
+                Some(Delivery::Many(events)) => self.held = events.into_iter(),
+            }
+        }
     }
 }
 
 impl futures_core::Stream for EventStream {
     type Item = RtmEvent;
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<RtmEvent>> {
-        self.rx.poll_recv(cx)
+        self.poll_event(cx)
     }
 }
 
@@ -211,7 +249,7 @@ impl futures_core::Stream for EventStream {
 /// on another node recovers from (`gap.rs`).
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Listeners {
-    senders: Arc<Mutex<Vec<mpsc::UnboundedSender<RtmEvent>>>>,
+    senders: Arc<Mutex<Vec<mpsc::UnboundedSender<Delivery>>>>,
     last_message: Arc<Mutex<std::collections::HashMap<String, u64>>>,
 }
 
@@ -250,22 +288,86 @@ impl Listeners {
     pub(crate) fn add(&self) -> EventStream {
         let (tx, rx) = mpsc::unbounded_channel();
         self.lock().push(tx);
-        EventStream { rx }
+        EventStream {
+            rx,
+            held: Vec::new().into_iter(),
+        }
     }
 
     /// Gives `event` to every listener, forgetting those that were dropped.
     pub(crate) fn emit(&self, event: RtmEvent) {
+        self.hand_over(Delivery::One(event));
+    }
+
+    /// Gives `events` (taken, in order) to every listener at once, forgetting those that were
+    /// dropped.
+    pub(crate) fn emit_all(&self, events: &mut Vec<RtmEvent>) {
+        match events.len() {
+            0 => {}
+            1 => {
+                if let Some(event) = events.pop() {
+                    self.emit(event);
+                }
+            }
+            _ => self.hand_over(Delivery::Many(std::mem::take(events))),
+        }
+    }
+
+    fn hand_over(&self, delivery: Delivery) {
         let mut senders = self.lock();
         if let [only] = senders.as_slice() {
-            if only.send(event).is_err() {
+            if only.send(delivery).is_err() {
                 senders.clear();
             }
             return;
         }
-        senders.retain(|tx| tx.send(event.clone()).is_ok());
+        senders.retain(|tx| {
+            let copy = match &delivery {
+                Delivery::One(event) => Delivery::One(event.clone()),
+                Delivery::Many(events) => Delivery::Many(events.clone()),
+            };
+            tx.send(copy).is_ok()
+        });
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<mpsc::UnboundedSender<RtmEvent>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<mpsc::UnboundedSender<Delivery>>> {
         self.senders.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(n: u32) -> RtmEvent {
+        RtmEvent::TokenPrivilegeWillExpire {
+            channel_name: n.to_string(),
+        }
+    }
+
+    /// Events handed over together reach every listener one by one, in order, between the
+    /// events handed over alone; a dropped listener is forgotten.
+    #[tokio::test]
+    async fn a_burst_handed_over_at_once_comes_out_in_order_to_every_listener() {
+        let listeners = Listeners::default();
+        let (mut a, mut b) = (listeners.add(), listeners.add());
+        listeners.emit(event(0));
+        let mut burst = vec![event(1), event(2), event(3)];
+        listeners.emit_all(&mut burst);
+        assert!(burst.is_empty());
+        listeners.emit_all(&mut burst);
+        listeners.emit_all(&mut vec![event(4)]);
+        assert_eq!(a.waiting_hand_offs(), 3);
+        for n in 0..5 {
+            assert_eq!(a.recv().await, Some(event(n)));
+            assert_eq!(b.try_recv(), Some(event(n)));
+        }
+        assert_eq!(b.try_recv(), None);
+
+        drop(a);
+        listeners.emit_all(&mut vec![event(5), event(6)]);
+        assert_eq!(listeners.lock().len(), 1);
+        assert_eq!(b.recv().await, Some(event(5)));
+        assert_eq!(b.recv().await, Some(event(6)));
     }
 }

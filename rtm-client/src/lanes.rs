@@ -21,6 +21,11 @@ use crate::transport::{FrameReader, Read, oversized};
 /// How long recovering one channel's missed messages may take before they are reported lost.
 const RECOVERY_DEADLINE: Duration = Duration::from_secs(10);
 
+/// Most events handed to the listeners at once: events that arrive together go over together
+/// (one wake-up of the application's task instead of one each), and the first of a large burst
+/// does not wait for all the others to be decoded.
+const HAND_OFF: usize = 64;
+
 /// Delivers, oldest first, the messages the server says this session missed, from the
 /// channel's history (`docs/protocol.md` §5.12.1); reports the ones the history does not have
 /// (not stored, or history off) with [`RtmEvent::MessagesLost`].
@@ -124,8 +129,21 @@ pub(crate) async fn read_stream(
         },
         _ => return,
     };
+    let mut ready = Vec::new();
     while let Ok(Some(read)) = reader.next().await {
-        handle(lane, read, &listeners, &shared).await;
+        handle(lane, read, &listeners, &shared, &mut ready).await;
+        // What else has arrived goes over to the listeners in the same hand-off. Only a burst
+        // (more than one event read at once) is worth asking the stream for more without
+        // waiting: a lone event is the common case of a quiet lane, and the question costs a
+        // poll of the stream.
+        while ready.len() < HAND_OFF {
+            match reader.buffered() {
+                Some(read) => handle(lane, read, &listeners, &shared, &mut ready).await,
+                None if ready.len() > 1 && reader.read_arrived().await => {}
+                None => break,
+            }
+        }
+        listeners.emit_all(&mut ready);
     }
 }
 
@@ -144,13 +162,27 @@ pub(crate) async fn read_channel(
             break;
         }
     }
+    let mut ready = Vec::new();
     while let Some(read) = frames.recv().await {
-        handle(lane, read, &listeners, &shared).await;
+        handle(lane, read, &listeners, &shared, &mut ready).await;
+        while ready.len() < HAND_OFF
+            && let Ok(read) = frames.try_recv()
+        {
+            handle(lane, read, &listeners, &shared, &mut ready).await;
+        }
+        listeners.emit_all(&mut ready);
     }
 }
 
-/// Handles one frame of `lane`: joins parts, delivers events, and counts it.
-async fn handle(lane: usize, read: Read, listeners: &Listeners, shared: &Shared) {
+/// Handles one frame of `lane`: joins parts, adds its event to `ready` (events for the
+/// listeners, handed over by the caller), and counts it.
+async fn handle(
+    lane: usize,
+    read: Read,
+    listeners: &Listeners,
+    shared: &Shared,
+    ready: &mut Vec<RtmEvent>,
+) {
     let len = match &read {
         Read::Frame(body) => body.len(),
         Read::Oversized { len, .. } => *len,
@@ -159,8 +191,8 @@ async fn handle(lane: usize, read: Read, listeners: &Listeners, shared: &Shared)
         Read::Frame(body) => match ServerMsg::decode(&body) {
             Ok(ServerMsg::Event(Event::Part(part))) => shared.parts.add(lane, part.into()),
             Ok(ServerMsg::Event(event)) => match shared.parts.complete(lane, event) {
-                Ok(event) => deliver(event, listeners, shared).await,
-                Err(error) => listeners.emit(RtmEvent::Error(error)),
+                Ok(event) => deliver(event, listeners, shared, ready).await,
+                Err(error) => ready.push(RtmEvent::Error(error)),
             },
             Ok(other) => tracing::debug!("ignoring {other:?} on a delivery lane"),
             Err(e) => tracing::warn!("undecodable event from the server: {e}"),
@@ -170,7 +202,7 @@ async fn handle(lane: usize, read: Read, listeners: &Listeners, shared: &Shared)
         Read::Oversized { len, .. } => {
             tracing::warn!("{}", oversized(len));
             shared.parts.forget(std::iter::once(lane));
-            listeners.emit(RtmEvent::Error(RtmError::new(
+            ready.push(RtmEvent::Error(RtmError::new(
                 ErrorCode::ChannelMessageLengthExceedLimitation,
                 "event",
                 oversized(len),
@@ -185,8 +217,9 @@ async fn handle(lane: usize, read: Read, listeners: &Listeners, shared: &Shared)
     }
 }
 
-/// Hands one whole event to the listeners.
-async fn deliver(event: Event, listeners: &Listeners, shared: &Shared) {
+/// Adds one whole event to `ready`, or (missed messages) hands what is ready to the listeners
+/// and delivers the messages recovered before anything that follows.
+async fn deliver(event: Event, listeners: &Listeners, shared: &Shared, ready: &mut Vec<RtmEvent>) {
     match event {
         Event::Message(mut m) => {
             if let Some(cipher) = &shared.cipher {
@@ -195,22 +228,25 @@ async fn deliver(event: Event, listeners: &Listeners, shared: &Shared) {
             if m.channel_type == ChannelType::Message && m.topic_name.is_empty() {
                 listeners.note_message(&m.channel_name, m.timestamp);
             }
-            listeners.emit(RtmEvent::Message(m));
+            ready.push(RtmEvent::Message(m));
         }
-        Event::Topic(t) => listeners.emit(RtmEvent::Topic(t)),
-        Event::Presence(p) => listeners.emit(RtmEvent::Presence(p)),
-        Event::Storage(s) => listeners.emit(RtmEvent::Storage(s)),
+        Event::Topic(t) => ready.push(RtmEvent::Topic(t)),
+        Event::Presence(p) => ready.push(RtmEvent::Presence(p)),
+        Event::Storage(s) => ready.push(RtmEvent::Storage(s)),
         // Read nothing more of this lane until the missed messages are delivered: they come
-        // before what follows them.
-        Event::MessagesLost(lost) => recover(lost, listeners, shared).await,
-        Event::Lock(l) => listeners.emit(RtmEvent::Lock(l)),
+        // after what arrived before them and before what follows them.
+        Event::MessagesLost(lost) => {
+            listeners.emit_all(ready);
+            recover(lost, listeners, shared).await;
+        }
+        Event::Lock(l) => ready.push(RtmEvent::Lock(l)),
         Event::ChannelLeft {
             channel_name,
             reason,
             ..
-        } => listeners.emit(crate::link::stream_channel_failed(channel_name, reason)),
+        } => ready.push(crate::link::stream_channel_failed(channel_name, reason)),
         Event::TokenPrivilegeWillExpire { channel_name } => {
-            listeners.emit(RtmEvent::TokenPrivilegeWillExpire { channel_name });
+            ready.push(RtmEvent::TokenPrivilegeWillExpire { channel_name });
         }
         Event::SessionClosed { reason } => {
             *shared
@@ -219,5 +255,57 @@ async fn deliver(event: Event, listeners: &Listeners, shared: &Shared) {
                 .unwrap_or_else(PoisonError::into_inner) = Some(reason);
         }
         Event::Part(_) => tracing::debug!("a part is joined before delivery"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use rtm_proto::{MessageEvent, Payload, encode_frame};
+
+    use super::*;
+
+    fn message(n: u64) -> MessageEvent {
+        MessageEvent {
+            channel_type: ChannelType::Message,
+            channel_name: "c".into(),
+            topic_name: String::new(),
+            message: Payload::from(n.to_string().as_str()),
+            custom_type: String::new(),
+            publisher: "p".into(),
+            timestamp: n,
+        }
+    }
+
+    fn frame(n: u64) -> Read {
+        let frame = encode_frame(&ServerMsg::Event(Event::Message(message(n))));
+        // The body, without the 4-byte length.
+        Read::Frame(Bytes::copy_from_slice(&frame[4..]))
+    }
+
+    /// Frames that are waiting together reach the listener as one hand-off (one wake-up), in
+    /// order and counted; more than [`HAND_OFF`] are split.
+    #[tokio::test]
+    async fn frames_waiting_together_are_handed_over_at_once() {
+        let (listeners, shared) = (Listeners::default(), Arc::new(Shared::default()));
+        let mut events = listeners.add();
+        let (tx, rx) = mpsc::unbounded_channel();
+        let count = HAND_OFF as u64 + 3;
+        for n in 0..count {
+            tx.send(frame(n)).unwrap();
+        }
+        drop(tx);
+        let (_open, gate) = watch::channel(true);
+        read_channel(2, rx, gate, listeners.clone(), shared.clone()).await;
+
+        assert_eq!(events.waiting_hand_offs(), 2);
+        for n in 0..count {
+            match events.try_recv() {
+                Some(RtmEvent::Message(m)) => assert_eq!(m, message(n)),
+                other => panic!("expected message {n}, got {other:?}"),
+            }
+        }
+        assert_eq!(events.try_recv(), None);
+        assert_eq!(shared.received[2].load(Ordering::Acquire), count);
     }
 }

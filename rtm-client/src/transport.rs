@@ -250,17 +250,40 @@ impl FrameReader {
     /// with the next); `Ok(None)` at the end of the stream.
     pub(crate) async fn next(&mut self) -> Result<Option<Read>, web_transport_quinn::ReadError> {
         loop {
-            match self.decoder.decode(&mut self.buf) {
-                Ok(Some(body)) => return Ok(Some(Read::Frame(body))),
-                Ok(None) => {}
-                Err(FrameError::Oversized { len, head, .. }) => {
-                    return Ok(Some(Read::Oversized { len, head }));
-                }
+            if let Some(read) = self.buffered() {
+                return Ok(Some(read));
             }
             match self.recv.read_chunk(64 * 1024, true).await? {
                 Some(chunk) => self.buf.extend_from_slice(&chunk.bytes),
                 None => return Ok(None),
             }
+        }
+    }
+
+    /// Reads what has already arrived on the stream, without waiting for more; whether
+    /// anything was read. (The end of the stream, or an error, is left for [`Self::next`] to
+    /// meet again.)
+    pub(crate) async fn read_arrived(&mut self) -> bool {
+        let chunk = {
+            let mut read = std::pin::pin!(self.recv.read_chunk(64 * 1024, true));
+            std::future::poll_fn(|cx| std::task::Poll::Ready(read.as_mut().poll(cx))).await
+        };
+        match chunk {
+            std::task::Poll::Ready(Ok(Some(chunk))) => {
+                self.buf.extend_from_slice(&chunk.bytes);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The next frame (or news of one too large) among the bytes already read, without
+    /// reading more.
+    pub(crate) fn buffered(&mut self) -> Option<Read> {
+        match self.decoder.decode(&mut self.buf) {
+            Ok(Some(body)) => Some(Read::Frame(body)),
+            Ok(None) => None,
+            Err(FrameError::Oversized { len, head, .. }) => Some(Read::Oversized { len, head }),
         }
     }
 }
