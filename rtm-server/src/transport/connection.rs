@@ -68,6 +68,17 @@ pub(crate) async fn serve<E: Engine, L: Link>(
     }
 }
 
+/// Which of a connection's deadlines its timer waits for.
+#[derive(Clone, Copy, Debug)]
+enum Deadline {
+    /// The token expires (a logged-in session gets a warning, then is closed).
+    Token,
+    /// The client has not logged in in time.
+    Login,
+    /// The client fell silent for longer than its heartbeat allows.
+    Silent,
+}
+
 #[derive(Debug, thiserror::Error)]
 enum ConnError {
     #[error(transparent)]
@@ -117,6 +128,18 @@ async fn run<E: Engine, L: Link>(
             .token_deadline()
             .map(|at| Instant::now() + Duration::from_millis(at.saturating_sub(now_ms())));
         let logged_in = session.is_logged_in();
+        // One timer for the nearest of the connection's deadlines: each timer would take its
+        // place in the state every idle connection keeps (docs/performance.md, eighth session).
+        let deadline = [
+            token_at
+                .filter(|_| !token_expired)
+                .map(|at| (at, Deadline::Token)),
+            (!logged_in).then_some((login_deadline, Deadline::Login)),
+            silent_at.map(|at| (at, Deadline::Silent)),
+        ]
+        .into_iter()
+        .flatten()
+        .min_by_key(|(at, _)| *at);
         let inbound = tokio::select! {
             inbound = reader.next() => inbound,
             claim = session.next_claim() => match claim {
@@ -134,24 +157,29 @@ async fn run<E: Engine, L: Link>(
                 }
                 continue;
             }
-            () = sleep_until(token_at.unwrap_or(login_deadline)),
-                if token_at.is_some() && !token_expired =>
+            () = sleep_until(deadline.map_or(login_deadline, |(at, _)| at)),
+                if deadline.is_some() =>
             {
-                // Rare, and its future is large: boxed (see the opening of `run`).
-                token_expired = Box::pin(session.token_deadline_reached()).await;
-                continue;
-            }
-            () = sleep_until(login_deadline), if !logged_in => {
-                link.close(close_code::LOGIN_TIMEOUT, "login timeout");
-                break Ending::Finished;
-            }
-            () = sleep_until(silent_at.unwrap_or(login_deadline)), if silent_at.is_some() => {
-                core.metrics
-                    .heartbeat_timeouts
-                    .fetch_add(1, Ordering::Relaxed);
-                tracing::debug!("connection lost: no heartbeat");
-                link.close(close_code::HEARTBEAT_TIMEOUT, "no heartbeat");
-                break Ending::Lost;
+                match deadline.map(|(_, which)| which) {
+                    Some(Deadline::Token) => {
+                        // Rare, and its future is large: boxed (see the opening of `run`).
+                        token_expired = Box::pin(session.token_deadline_reached()).await;
+                        continue;
+                    }
+                    Some(Deadline::Login) => {
+                        link.close(close_code::LOGIN_TIMEOUT, "login timeout");
+                        break Ending::Finished;
+                    }
+                    Some(Deadline::Silent) => {
+                        core.metrics
+                            .heartbeat_timeouts
+                            .fetch_add(1, Ordering::Relaxed);
+                        tracing::debug!("connection lost: no heartbeat");
+                        link.close(close_code::HEARTBEAT_TIMEOUT, "no heartbeat");
+                        break Ending::Lost;
+                    }
+                    None => continue,
+                }
             }
             _ = shutdown.changed(), if !shutting_down => {
                 shutting_down = true;

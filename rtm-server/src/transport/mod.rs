@@ -13,6 +13,7 @@ mod connection;
 mod link;
 pub(crate) mod origins;
 mod quic;
+mod quic_stream;
 pub(crate) mod relay;
 pub(crate) mod websocket;
 

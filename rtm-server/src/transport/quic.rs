@@ -10,10 +10,11 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 use rtm_proto::frame::encode_frame;
 use rtm_proto::{FrameDecoder, FrameError, ServerMsg};
-use web_transport_quinn::{RecvStream, SendStream, Session, SessionError, WebTransportError};
+use web_transport_quinn::{Session, SessionError, WebTransportError};
 
 use super::link::{ControlRecv, ControlSend, Inbound, LaneWriter, Link, LinkError};
 use super::origins::Origins;
+use super::quic_stream::{RecvHalf, SendHalf};
 
 /// The path of the WebTransport endpoint.
 pub(crate) const WEBTRANSPORT_PATH: &str = "/rtm";
@@ -21,9 +22,17 @@ pub(crate) const WEBTRANSPORT_PATH: &str = "/rtm";
 /// A QUIC connection serving one session.
 #[derive(Clone)]
 pub(crate) struct QuicLink {
-    /// Shared: a session is large (close to 1 KiB), and every part of the connection holds it.
-    session: Arc<Session>,
-    web: bool,
+    conn: Conn,
+}
+
+/// What a link holds of its connection.
+#[derive(Clone)]
+enum Conn {
+    /// Native QUIC: quinn's handle (one pointer), nothing of the WebTransport layer.
+    Native(quinn::Connection),
+    /// WebTransport. Shared: a session is large (close to 1 KiB), and every part of the
+    /// connection holds it.
+    Web(Arc<Session>),
 }
 
 impl QuicLink {
@@ -41,8 +50,7 @@ impl QuicLink {
             // would only fill its own flow-control window, which the server never reads).
             conn.set_max_concurrent_uni_streams(0u32.into());
             return Some(Self {
-                session: Arc::new(Session::raw(conn)),
-                web: false,
+                conn: Conn::Native(conn),
             });
         }
         // HTTP/3 needs the client's CONNECT request stream besides the control stream the
@@ -75,8 +83,7 @@ impl QuicLink {
         }
         match request.ok().await {
             Ok(session) => Some(Self {
-                session: Arc::new(session),
-                web: true,
+                conn: Conn::Web(Arc::new(session)),
             }),
             Err(e) => {
                 tracing::debug!("WebTransport handshake failed: {e}");
@@ -90,20 +97,52 @@ impl QuicLink {
     /// local close. Only an explicit code 0 is a normal close; anything unclear is a loss (the
     /// session waits for a resume rather than ending).
     fn error(&self, what: &dyn std::fmt::Display) -> LinkError {
-        match (**self.session).close_reason() {
-            Some(quinn::ConnectionError::TimedOut) => return LinkError::TimedOut,
-            Some(quinn::ConnectionError::ApplicationClosed(close))
-                if !self.web && close.error_code == 0u32.into() =>
+        match (self.quinn().close_reason(), &self.conn) {
+            (Some(quinn::ConnectionError::TimedOut), _) => return LinkError::TimedOut,
+            (Some(quinn::ConnectionError::ApplicationClosed(close)), Conn::Native(_))
+                if close.error_code == 0u32.into() =>
             {
                 return LinkError::Closed;
             }
             _ => {}
         }
-        match self.session.close_reason() {
-            Some(SessionError::WebTransportError(WebTransportError::Closed(0, _))) if self.web => {
+        let web_reason = match &self.conn {
+            Conn::Web(session) => session.close_reason(),
+            Conn::Native(_) => None,
+        };
+        match web_reason {
+            Some(SessionError::WebTransportError(WebTransportError::Closed(0, _))) => {
                 LinkError::Closed
             }
             _ => LinkError::Lost(what.to_string()),
+        }
+    }
+
+    /// The QUIC connection under the link, whichever kind it is.
+    fn quinn(&self) -> &quinn::Connection {
+        match &self.conn {
+            Conn::Native(conn) => conn,
+            Conn::Web(session) => session,
+        }
+    }
+
+    fn is_web(&self) -> bool {
+        matches!(self.conn, Conn::Web(_))
+    }
+
+    /// Opens a delivery stream.
+    async fn open_uni(&self) -> Result<SendHalf, LinkError> {
+        match &self.conn {
+            Conn::Native(conn) => conn
+                .open_uni()
+                .await
+                .map(SendHalf::Native)
+                .map_err(|e| self.error(&e)),
+            Conn::Web(session) => session
+                .open_uni()
+                .await
+                .map(SendHalf::Web)
+                .map_err(|e| self.error(&e)),
         }
     }
 }
@@ -121,9 +160,20 @@ impl Link for QuicLink {
         &self,
         max_frame_len: usize,
     ) -> Result<(QuicControl, FrameReader), LinkError> {
-        let (send, recv) = self.session.accept_bi().await.map_err(|e| self.error(&e))?;
+        let (send, recv) = match &self.conn {
+            Conn::Native(conn) => conn
+                .accept_bi()
+                .await
+                .map(|(send, recv)| (SendHalf::Native(send), RecvHalf::Native(recv)))
+                .map_err(|e| self.error(&e))?,
+            Conn::Web(session) => session
+                .accept_bi()
+                .await
+                .map(|(send, recv)| (SendHalf::Web(send), RecvHalf::Web(recv)))
+                .map_err(|e| self.error(&e))?,
+        };
         // The protocol has one client-opened stream: no credit for another, ever.
-        self.session.set_max_concurrent_bi_streams(0u32.into());
+        self.quinn().set_max_concurrent_bi_streams(0u32.into());
         Ok((
             QuicControl {
                 send,
@@ -134,7 +184,7 @@ impl Link for QuicLink {
     }
 
     fn logged_in(&self) {
-        self.session
+        self.quinn()
             .set_receive_window(super::LOGGED_IN_WINDOW.into());
     }
 
@@ -148,15 +198,18 @@ impl Link for QuicLink {
     }
 
     fn close(&self, code: u32, reason: &str) {
-        self.session.close(code, reason.as_bytes());
+        match &self.conn {
+            Conn::Native(conn) => conn.close(code.into(), reason.as_bytes()),
+            Conn::Web(session) => session.close(code, reason.as_bytes()),
+        }
     }
 
     fn needs_heartbeats(&self) -> bool {
-        self.web
+        self.is_web()
     }
 
     fn transport(&self) -> crate::metrics::Transport {
-        if self.web {
+        if self.is_web() {
             crate::metrics::Transport::webtransport
         } else {
             crate::metrics::Transport::quic
@@ -166,7 +219,7 @@ impl Link for QuicLink {
 
 /// The sending side of the control stream.
 pub(crate) struct QuicControl {
-    send: SendStream,
+    send: SendHalf,
     link: QuicLink,
 }
 
@@ -179,21 +232,21 @@ impl ControlSend for QuicControl {
     }
 
     async fn finish(&mut self) {
-        let _ = self.send.finish();
+        self.send.finish();
         let _ = tokio::time::timeout(super::CLOSE_GRACE, self.send.stopped()).await;
     }
 }
 
 /// A receive stream split into frames, with the size cap checked before buffering.
 pub(crate) struct FrameReader {
-    recv: RecvStream,
+    recv: RecvHalf,
     link: QuicLink,
     buf: BytesMut,
     decoder: FrameDecoder,
 }
 
 impl FrameReader {
-    fn new(recv: RecvStream, link: QuicLink, max_frame_len: usize) -> Self {
+    fn new(recv: RecvHalf, link: QuicLink, max_frame_len: usize) -> Self {
         Self {
             recv,
             link,
@@ -224,8 +277,8 @@ impl ControlRecv for FrameReader {
             if let Some(inbound) = self.buffered() {
                 return Ok(Some(inbound));
             }
-            match self.recv.read_chunk(64 * 1024, true).await {
-                Ok(Some(chunk)) => self.buf.extend_from_slice(&chunk.bytes),
+            match self.recv.read_chunk(64 * 1024).await {
+                Ok(Some(chunk)) => self.buf.extend_from_slice(&chunk),
                 Ok(None) => {
                     if !self.buf.is_empty() {
                         tracing::debug!(bytes = self.buf.len(), "stream ended inside a frame");
@@ -243,7 +296,7 @@ impl ControlRecv for FrameReader {
 pub(crate) struct QuicLanes {
     link: QuicLink,
     lanes: u8,
-    streams: Vec<Option<SendStream>>,
+    streams: Vec<Option<SendHalf>>,
     /// Frames of one batch, sorted by lane (kept to reuse the allocations).
     by_lane: Vec<Vec<Bytes>>,
 }
@@ -290,10 +343,10 @@ impl LaneWriter for QuicLanes {
 
     async fn finish(&mut self) {
         for stream in self.streams.iter_mut().flatten() {
-            let _ = stream.finish();
+            stream.finish();
         }
-        for stream in self.streams.iter_mut().flatten() {
-            let _ = stream.stopped().await;
+        for stream in self.streams.iter().flatten() {
+            stream.stopped().await;
         }
     }
 }
@@ -338,7 +391,7 @@ fn coalesce<T>(frames: &[T], bytes: impl Fn(&T) -> &Bytes) -> Vec<Bytes> {
 }
 
 impl QuicLanes {
-    async fn stream(&mut self, lane: u8) -> Result<&mut SendStream, LinkError> {
+    async fn stream(&mut self, lane: u8) -> Result<&mut SendHalf, LinkError> {
         let index = usize::from(lane);
         if index >= usize::from(self.lanes) {
             return Err(LinkError::Lost(format!("no lane {lane}")));
@@ -347,22 +400,25 @@ impl QuicLanes {
             self.streams.resize_with(index + 1, || None);
         }
         if self.streams[index].is_none() {
-            let mut stream = self
-                .link
-                .session
-                .open_uni()
-                .await
-                .map_err(|e| self.link.error(&e))?;
-            stream
-                .write_all(&encode_frame(&ServerMsg::Lane { lane }))
-                .await
-                .map_err(|e| self.link.error(&e))?;
+            // Once per lane, and its future is several times the size of a write's: boxed, so
+            // that it does not size the writer task that every idle connection keeps.
+            let stream = Box::pin(open_lane(&self.link, lane)).await?;
             self.streams[index] = Some(stream);
         }
         self.streams[index]
             .as_mut()
             .ok_or_else(|| LinkError::Lost("no stream".into()))
     }
+}
+
+/// Opens the delivery stream of `lane` and writes its `Lane` frame.
+async fn open_lane(link: &QuicLink, lane: u8) -> Result<SendHalf, LinkError> {
+    let mut stream = link.open_uni().await?;
+    stream
+        .write_all(&encode_frame(&ServerMsg::Lane { lane }))
+        .await
+        .map_err(|e| link.error(&e))?;
+    Ok(stream)
 }
 
 #[cfg(test)]
