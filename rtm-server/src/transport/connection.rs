@@ -140,6 +140,8 @@ async fn run<E: Engine, L: Link>(
         .into_iter()
         .flatten()
         .min_by_key(|(at, _)| *at);
+        // Without a deadline the timer's branch is off, and these are not used.
+        let (wake_at, which) = deadline.unwrap_or((login_deadline, Deadline::Login));
         let inbound = tokio::select! {
             inbound = reader.next() => inbound,
             claim = session.next_claim() => match claim {
@@ -157,20 +159,18 @@ async fn run<E: Engine, L: Link>(
                 }
                 continue;
             }
-            () = sleep_until(deadline.map_or(login_deadline, |(at, _)| at)),
-                if deadline.is_some() =>
-            {
-                match deadline.map(|(_, which)| which) {
-                    Some(Deadline::Token) => {
+            () = sleep_until(wake_at), if deadline.is_some() => {
+                match which {
+                    Deadline::Token => {
                         // Rare, and its future is large: boxed (see the opening of `run`).
                         token_expired = Box::pin(session.token_deadline_reached()).await;
                         continue;
                     }
-                    Some(Deadline::Login) => {
+                    Deadline::Login => {
                         link.close(close_code::LOGIN_TIMEOUT, "login timeout");
                         break Ending::Finished;
                     }
-                    Some(Deadline::Silent) => {
+                    Deadline::Silent => {
                         core.metrics
                             .heartbeat_timeouts
                             .fetch_add(1, Ordering::Relaxed);
@@ -178,7 +178,6 @@ async fn run<E: Engine, L: Link>(
                         link.close(close_code::HEARTBEAT_TIMEOUT, "no heartbeat");
                         break Ending::Lost;
                     }
-                    None => continue,
                 }
             }
             _ = shutdown.changed(), if !shutting_down => {
