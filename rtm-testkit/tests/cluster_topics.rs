@@ -241,6 +241,115 @@ async fn a_failed_change_of_meta_keeps_the_publisher_and_its_leave_clears_it() {
     assert_eq!(topic_snapshot(&mut bob_events).await, []);
 }
 
+/// The entries of topic "video" of "stage" in Redis's list, and the list's version.
+fn video_list(cluster: &mut TestCluster) -> (Vec<String>, String) {
+    let list = format!("rtm:{TEST_APP_ID}:tl:stage\nvideo");
+    let version = format!("rtm:{TEST_APP_ID}:tv:stage\nvideo");
+    // Entries hold newlines: read them as a JSON array, where each stays on one line.
+    let script =
+        "return cjson.encode({redis.call('LRANGE', KEYS[1], 0, -1), redis.call('GET', KEYS[2])})";
+    let answer = redis_cli(cluster, &["EVAL", script, "2", &list, &version]);
+    let (entries, version): (serde_json::Value, String) =
+        serde_json::from_str(&answer).unwrap_or_else(|e| panic!("{answer}: {e}"));
+    // cjson writes an empty table as `{}`.
+    let entries = entries
+        .as_array()
+        .map(|entries| {
+            let entries = entries.iter().filter_map(serde_json::Value::as_str);
+            entries
+                .map(|e| e.split_once('\n').map_or("", |(_, rest)| rest).to_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    (entries, version)
+}
+
+/// A publisher that leaves its topic while Redis is away is told the leave failed, but it has
+/// left here, and the node takes its entry out of Redis's list once Redis is back: without
+/// that, every member joining later would see a publisher that is gone.
+#[tokio::test]
+async fn a_leave_redis_missed_is_made_good_once_it_is_back() {
+    if !RedisServer::available() {
+        return;
+    }
+    let mut config = TestServer::config();
+    config.engine.command_timeout_ms = Some(500);
+    let mut cluster = TestCluster::start_on(RedisServer::start_persistent(), 1, config).await;
+    let (alice, _) = stage_member(&cluster, 0, "alice").await;
+    alice
+        .join_topic("video", JoinTopicOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(video_list(&mut cluster).0, ["alice\n"]);
+
+    cluster.redis().kill();
+    alice.leave_topic("video").await.unwrap_err();
+    cluster.redis().restart();
+    assert_eq!(
+        video_list(&mut cluster).0,
+        ["alice\n"],
+        "the leave did not reach Redis"
+    );
+
+    within(Duration::from_secs(20), "the entry taken out", async {
+        while !video_list(&mut cluster).0.is_empty() {
+            // A retry poll: nothing tells the test when the upkeep has run.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+}
+
+/// A change of meta that Redis runs only after the node gave up on it (here Redis holds every
+/// write for longer than the command timeout) is refused, and the node puts the old meta back
+/// in Redis's list once the late change has run: the list must not keep a meta its publisher
+/// was told was refused.
+#[tokio::test]
+async fn a_change_of_meta_that_ran_too_late_is_undone() {
+    if !RedisServer::available() {
+        return;
+    }
+    let mut config = TestServer::config();
+    config.engine.command_timeout_ms = Some(500);
+    let mut cluster = TestCluster::start_on(RedisServer::start_persistent(), 1, config).await;
+    let meta = |meta: &str| JoinTopicOptions {
+        meta: meta.into(),
+        ..Default::default()
+    };
+    let (alice, _) = stage_member(&cluster, 0, "alice").await;
+    alice.join_topic("video", meta("first")).await.unwrap();
+    assert_eq!(
+        video_list(&mut cluster),
+        (vec!["alice\nfirst".to_owned()], "1".to_owned())
+    );
+
+    assert_eq!(
+        redis_cli(&mut cluster, &["CLIENT", "PAUSE", "1500", "WRITE"]),
+        "OK"
+    );
+    let refused = alice.join_topic("video", meta("second")).await.unwrap_err();
+    assert_eq!(refused.code, ErrorCode::ChannelJoinTopicFailed, "{refused}");
+    // A write of the test's own waits for the pause to end.
+    assert_eq!(
+        redis_cli(&mut cluster, &["SET", "rtm-test-probe", "1"]),
+        "OK"
+    );
+
+    // The late change ran (version 2), then the repair (version 3 or more).
+    within(Duration::from_secs(20), "the old meta back", async {
+        loop {
+            let (entries, version) = video_list(&mut cluster);
+            if version.parse::<u64>().unwrap_or(0) >= 3 {
+                assert_eq!(entries, ["alice\nfirst"]);
+                break;
+            }
+            // A retry poll: nothing tells the test when the upkeep has run.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+}
+
 /// A topic list the bus did not bring is not missed for good: once a node's pub/sub connection
 /// is back after a loss, the node reads the lists of its stream channels again. Here a newer list
 /// is written into Redis without the bus, then Redis closes every pub/sub connection.

@@ -67,21 +67,21 @@ impl MemoryEngine {
             .unwrap_or_default()
     }
 
-    /// The meta `session` has joined `topic` with, if it has (to put it back when a change of
-    /// meta fails in the cluster).
+    /// If `session` has joined `topic`: the meta it is listed with, if the cluster's list here
+    /// shows it yet (to put it back when a change of meta fails in the cluster).
     pub(crate) fn joined_meta(
         &self,
         session: &SessionHandle,
         channel: &str,
         topic: &str,
-    ) -> Option<String> {
+    ) -> Option<Option<String>> {
         self.state()
             .apps
             .get(session.app_id())?
             .streams
             .get(channel)?
             .joined_meta(session.id(), topic)
-            .map(str::to_owned)
+            .map(|listed| listed.map(str::to_owned))
     }
 
     /// Takes `session` off the publishers of `topic` here at once (its join was refused by the

@@ -239,9 +239,9 @@ impl StreamChannel {
         Ok(())
     }
 
-    /// The meta of session `id` as a publisher of topic `name`, if it has joined that topic
-    /// (empty while a cluster's list does not show it yet).
-    pub(super) fn joined_meta(&self, id: SessionId, name: &str) -> Option<&str> {
+    /// If session `id` has joined topic `name`: its meta as a publisher of it, if listed (a
+    /// cluster's list may not show it yet).
+    pub(super) fn joined_meta(&self, id: SessionId, name: &str) -> Option<Option<&str>> {
         if !self.members.get(&id)?.joined.contains(name) {
             return None;
         }
@@ -249,7 +249,7 @@ impl StreamChannel {
             .topics
             .get(name)
             .and_then(|t| t.publishers.iter().find(|p| p.session == id));
-        Some(listed.map_or("", |p| p.meta.as_str()))
+        Some(listed.map(|p| p.meta.as_str()))
     }
 
     pub(super) fn leave_topic(&mut self, id: SessionId, name: &str) -> Result<(), StreamError> {

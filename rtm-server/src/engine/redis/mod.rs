@@ -34,6 +34,7 @@ mod relay_out;
 mod router;
 mod shards;
 mod store;
+mod topic_repairs;
 mod topics;
 mod upkeep;
 
@@ -50,6 +51,7 @@ use tokio::sync::mpsc;
 use self::bus::Bus;
 use self::listeners::Listeners;
 use self::lock_waits::LockWaits;
+use self::topic_repairs::TopicRepairs;
 use self::topics::StaleTopics;
 #[cfg(doc)]
 use super::Router;
@@ -134,6 +136,8 @@ struct Inner {
     lock_waits: Arc<LockWaits>,
     /// Stream channels whose topic lists the bus may have failed to bring.
     stale_topics: Arc<StaleTopics>,
+    /// Publisher entries Redis did not confirm, for the upkeep to correct.
+    topic_repairs: TopicRepairs,
     /// Held from a login's local registration to its key write ([`Router::attach`]).
     logins: tokio::sync::Mutex<()>,
     /// The channels each local session is a member of, for leaving them all at once.
@@ -281,6 +285,7 @@ impl RedisEngine {
                 lock_listeners: Arc::default(),
                 lock_waits: Arc::new(lock_waits),
                 stale_topics: Arc::default(),
+                topic_repairs: TopicRepairs::default(),
                 logins: tokio::sync::Mutex::new(()),
                 memberships: Mutex::default(),
                 timeout,

@@ -92,7 +92,7 @@ static FREE_USER: LazyLock<Script> = LazyLock::new(|| {
 const LEASE_MS: u64 = 60_000;
 
 /// A handle for a session of a dead node: it has the session's identity, and delivers nowhere.
-fn ghost(id: SessionId, app_id: &str, user_id: &str) -> SessionHandle {
+pub(super) fn ghost(id: SessionId, app_id: &str, user_id: &str) -> SessionHandle {
     let (outbox, _) = Outbox::new(1, Arc::new(Metrics::default()));
     SessionHandle::new(id, app_id, user_id, outbox)
 }

@@ -10,6 +10,7 @@ use rtm_proto::{ChannelDetail, ChannelType, StateDetail, SubscribeOptions, Topic
 
 use super::envelope::Envelope;
 use super::keys::{self, ChannelKeys};
+use super::topic_repairs::Wanted;
 use super::{RedisEngine, topics};
 use crate::engine::{
     Delivery, EngineError, PresenceFlags, PresentPage, Router, SessionHandle, SessionId,
@@ -397,7 +398,11 @@ impl Router for RedisEngine {
         let topics = self.inner.local.leave_stream(session, channel).await?;
         let mut failed = None;
         for topic in &topics {
+            self.inner.topic_repairs.cancel(session, channel, topic);
             if let Err(e) = self.stop_publishing(session, channel, topic).await {
+                self.inner
+                    .topic_repairs
+                    .record(session, channel, topic, Wanted::Gone);
                 failed = Some(e);
             }
         }
@@ -421,23 +426,32 @@ impl Router for RedisEngine {
             .local
             .join_topic(session, channel, topic, meta)
             .await?;
+        self.inner.topic_repairs.cancel(session, channel, topic);
         if let Err(e) = self.publish_in_topic(session, channel, topic, meta).await {
+            // The script may have run before the failure was seen (a timeout), or may still
+            // run: the upkeep puts the entry back as it was (`topic_repairs.rs`).
+            let repairs = &self.inner.topic_repairs;
             match before {
-                Some(meta) => {
+                Some(listed) => {
+                    let meta = listed.clone().unwrap_or_default();
                     let _ = self
                         .inner
                         .local
                         .join_topic(session, channel, topic, &meta)
                         .await;
+                    // Only a meta the cluster's list showed is known to be Redis's.
+                    if let Some(meta) = listed {
+                        repairs.record(session, channel, topic, Wanted::Listed(meta));
+                    }
                 }
                 None => {
                     let _ = self.inner.local.leave_topic(session, channel, topic).await;
                     self.inner
                         .local
                         .unlist_topic_publisher(session, channel, topic);
-                    // The script may have run before the failure was seen (a timeout): take the
-                    // entry out of Redis too, or nothing here would ever remove it.
-                    let _ = self.stop_publishing(session, channel, topic).await;
+                    if self.stop_publishing(session, channel, topic).await.is_err() {
+                        repairs.record(session, channel, topic, Wanted::Gone);
+                    }
                 }
             }
             return Err(e.into());
@@ -455,7 +469,14 @@ impl Router for RedisEngine {
             .local
             .leave_topic(session, channel, topic)
             .await?;
-        self.stop_publishing(session, channel, topic).await?;
+        self.inner.topic_repairs.cancel(session, channel, topic);
+        if let Err(e) = self.stop_publishing(session, channel, topic).await {
+            // Left here all the same: the upkeep takes the entry out of Redis once it can.
+            self.inner
+                .topic_repairs
+                .record(session, channel, topic, Wanted::Gone);
+            return Err(e.into());
+        }
         Ok(())
     }
 

@@ -1,6 +1,7 @@
 //! The node's upkeep, each second: reaping dead nodes (`reaper.rs`), releasing the away locks
-//! whose time has come on every shard (`lock_store.rs`), and reading again the topic lists the
-//! bus may have failed to bring (`topics.rs`); and, as they come, giving back locks granted to
+//! whose time has come on every shard (`lock_store.rs`), reading again the topic lists the bus
+//! may have failed to bring (`topics.rs`) and correcting the publisher entries Redis did not
+//! confirm (`topic_repairs.rs`); and, as they come, giving back locks granted to
 //! sessions that stopped waiting.
 
 use std::sync::{Arc, Weak};
@@ -130,6 +131,7 @@ pub(super) async fn upkeep(engine: Weak<Inner>, mut orphans: mpsc::UnboundedRece
                 }
                 engine.recheck_waits().await;
                 engine.refresh_topics().await;
+                engine.repair_topics().await;
             }
             grant = orphans.recv() => {
                 let Some(grant) = grant else { return };
