@@ -2,6 +2,8 @@
 //! (`docs/protocol.md` §5.2.1). The server serves each message as a publish of its own, and the
 //! client answers each call as its own answer would have.
 
+use std::sync::atomic::Ordering;
+
 use rtm_client::{ChannelType, ErrorCode, Payload, PublishOptions, SubscribeOptions};
 use rtm_proto::{PublishBatch, Request, Response};
 use rtm_testkit::{RawSession, TestServer, expect_message};
@@ -87,6 +89,14 @@ async fn a_batch_serves_each_message_as_a_publish_of_its_own() {
         panic!("a batch answer");
     };
     assert_eq!(results.len(), 3);
+    let batches = |server: &TestServer| {
+        let m = server.metrics();
+        (
+            m.publish_batches.load(Ordering::Relaxed),
+            m.batched_messages.load(Ordering::Relaxed),
+        )
+    };
+    assert_eq!(batches(&server), (1, 3), "one batch of three, counted");
     let stamps: Vec<u64> = [&results[0], &results[2]]
         .iter()
         .map(|r| *r.as_ref().unwrap())
@@ -127,6 +137,7 @@ async fn a_batch_serves_each_message_as_a_publish_of_its_own() {
             .unwrap_err();
         assert_eq!(refused.code, ErrorCode::InvalidParameter);
     }
+    assert_eq!(batches(&server), (1, 3), "refused batches are not counted");
     // Before login: refused as every request is.
     let mut fresh = RawSession::hello(&server).await;
     let early = fresh

@@ -145,7 +145,7 @@ fn gauge(encoder: &mut DescriptorEncoder<'_>, name: &str, help: &str, value: u64
 impl Collector for Scraped {
     fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> fmt::Result {
         let m = &self.metrics;
-        let counters: [(&str, &str, &AtomicU64); 12] = [
+        let counters: [(&str, &str, &AtomicU64); 14] = [
             ("logins", "Logins that succeeded", &m.logins),
             (
                 "frames_delivered",
@@ -156,6 +156,16 @@ impl Collector for Scraped {
                 "frames_dropped",
                 "Frames not queued because a subscriber's queue was full",
                 &m.frames_dropped,
+            ),
+            (
+                "publish_batches",
+                "PublishBatch requests served",
+                &m.publish_batches,
+            ),
+            (
+                "publish_batched_messages",
+                "Messages that came in PublishBatch requests",
+                &m.batched_messages,
             ),
             (
                 "slow_consumer_disconnects",

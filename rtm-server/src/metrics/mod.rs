@@ -117,6 +117,11 @@ pub struct Metrics {
     pub sessions: AtomicU64,
     /// Messages published (to message channels, users and stream topics).
     pub messages_published: AtomicU64,
+    /// `PublishBatch` requests served (refused ones not counted).
+    pub publish_batches: AtomicU64,
+    /// The messages those batches carried (each also counted in `messages_published` once
+    /// published).
+    pub batched_messages: AtomicU64,
     /// Frames queued to subscribers.
     pub frames_delivered: AtomicU64,
     /// Frames not queued because a subscriber's queue was full.
@@ -181,6 +186,8 @@ impl Default for Metrics {
             connections: AtomicU64::default(),
             sessions: AtomicU64::default(),
             messages_published: AtomicU64::default(),
+            publish_batches: AtomicU64::default(),
+            batched_messages: AtomicU64::default(),
             frames_delivered: AtomicU64::default(),
             frames_dropped: AtomicU64::default(),
             slow_consumer_disconnects: AtomicU64::default(),

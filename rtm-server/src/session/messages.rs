@@ -105,6 +105,11 @@ impl<E: Engine> Session<E> {
                 format!("a batch of {count} messages; from 1 to {MAX_PUBLISH_BATCH}"),
             ));
         }
+        let metrics = &self.core.metrics;
+        metrics.publish_batches.fetch_add(1, Ordering::Relaxed);
+        metrics
+            .batched_messages
+            .fetch_add(count as u64, Ordering::Relaxed);
         let mut results = Vec::with_capacity(count);
         for message in std::mem::take(&mut batch.messages) {
             let publish = batch.request(message);
