@@ -93,7 +93,7 @@ async fn a_batch_serves_each_message_as_a_publish_of_its_own() {
         let m = server.metrics();
         (
             m.publish_batches.load(Ordering::Relaxed),
-            m.batched_messages.load(Ordering::Relaxed),
+            m.publish_batched_messages.load(Ordering::Relaxed),
         )
     };
     assert_eq!(batches(&server), (1, 3), "one batch of three, counted");

@@ -165,7 +165,7 @@ impl Collector for Scraped {
             (
                 "publish_batched_messages",
                 "Messages that came in PublishBatch requests",
-                &m.batched_messages,
+                &m.publish_batched_messages,
             ),
             (
                 "slow_consumer_disconnects",

@@ -121,7 +121,7 @@ pub struct Metrics {
     pub publish_batches: AtomicU64,
     /// The messages those batches carried (each also counted in `messages_published` once
     /// published).
-    pub batched_messages: AtomicU64,
+    pub publish_batched_messages: AtomicU64,
     /// Frames queued to subscribers.
     pub frames_delivered: AtomicU64,
     /// Frames not queued because a subscriber's queue was full.
@@ -187,7 +187,7 @@ impl Default for Metrics {
             sessions: AtomicU64::default(),
             messages_published: AtomicU64::default(),
             publish_batches: AtomicU64::default(),
-            batched_messages: AtomicU64::default(),
+            publish_batched_messages: AtomicU64::default(),
             frames_delivered: AtomicU64::default(),
             frames_dropped: AtomicU64::default(),
             slow_consumer_disconnects: AtomicU64::default(),

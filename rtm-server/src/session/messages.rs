@@ -108,7 +108,7 @@ impl<E: Engine> Session<E> {
         let metrics = &self.core.metrics;
         metrics.publish_batches.fetch_add(1, Ordering::Relaxed);
         metrics
-            .batched_messages
+            .publish_batched_messages
             .fetch_add(count as u64, Ordering::Relaxed);
         let mut results = Vec::with_capacity(count);
         for message in std::mem::take(&mut batch.messages) {

@@ -398,7 +398,10 @@ impl Router for RedisEngine {
         let topics = self.inner.local.leave_stream(session, channel).await?;
         let mut failed = None;
         for topic in &topics {
-            self.inner.topic_repairs.cancel(session, channel, topic);
+            self.inner
+                .topic_repairs
+                .cancel(session, channel, topic)
+                .await;
             if let Err(e) = self.stop_publishing(session, channel, topic).await {
                 self.inner
                     .topic_repairs
@@ -426,18 +429,28 @@ impl Router for RedisEngine {
             .local
             .join_topic(session, channel, topic, meta)
             .await?;
-        self.inner.topic_repairs.cancel(session, channel, topic);
+        // A repair still waiting to put back a refused change's meta knows the meta to keep
+        // better than the list here, which the refused change may have reached since.
+        let before = match self
+            .inner
+            .topic_repairs
+            .cancel(session, channel, topic)
+            .await
+        {
+            Some(Wanted::Listed(meta)) => Some(Some(meta)),
+            _ => before,
+        };
         if let Err(e) = self.publish_in_topic(session, channel, topic, meta).await {
             // The script may have run before the failure was seen (a timeout), or may still
             // run: the upkeep puts the entry back as it was (`topic_repairs.rs`).
             let repairs = &self.inner.topic_repairs;
             match before {
                 Some(listed) => {
-                    let meta = listed.clone().unwrap_or_default();
+                    let meta = listed.as_deref().unwrap_or_default();
                     let _ = self
                         .inner
                         .local
-                        .join_topic(session, channel, topic, &meta)
+                        .join_topic(session, channel, topic, meta)
                         .await;
                     // Only a meta the cluster's list showed is known to be Redis's.
                     if let Some(meta) = listed {
@@ -469,7 +482,10 @@ impl Router for RedisEngine {
             .local
             .leave_topic(session, channel, topic)
             .await?;
-        self.inner.topic_repairs.cancel(session, channel, topic);
+        self.inner
+            .topic_repairs
+            .cancel(session, channel, topic)
+            .await;
         if let Err(e) = self.stop_publishing(session, channel, topic).await {
             // Left here all the same: the upkeep takes the entry out of Redis once it can.
             self.inner

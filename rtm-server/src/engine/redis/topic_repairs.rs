@@ -10,17 +10,17 @@
 //! answers ([`RedisEngine::repair_topics`]), unless the session changes that topic again first:
 //! its own call then decides, and cancels the repair.
 
-use std::collections::HashMap;
-use std::sync::{Mutex, PoisonError};
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use super::RedisEngine;
 use super::reaper::ghost;
 use crate::engine::{SessionHandle, SessionId};
 
-/// Repairs kept at most: beyond that (Redis away for long under many leaves) the oldest
-/// failures are not retried and their entries stay until the node dies and is reaped.
+/// Repairs kept at most: beyond that (Redis away for long under many leaves) new failures are
+/// not recorded, and their entries stay until the node dies and is reaped.
 const MAX_REPAIRS: usize = 65_536;
-/// Repairs run per upkeep tick, at most.
+/// Repair scripts run per upkeep tick, at most.
 const REPAIRS_PER_TICK: usize = 128;
 
 /// What the cluster's list should hold for one session's entry of one topic.
@@ -40,13 +40,30 @@ struct Repair {
     app_id: Box<str>,
     user_id: Box<str>,
     wanted: Wanted,
+    /// Which recording this is: a run forgets the repair only if no newer one replaced it.
+    generation: u64,
+    /// Held while the repair's script runs; the session's next call for the topic waits for
+    /// it, so the two scripts reach Redis one after the other, the session's last.
+    gate: Arc<tokio::sync::Mutex<()>>,
+}
+
+#[derive(Debug, Default)]
+struct Repairs {
+    waiting: HashMap<Key, Repair>,
+    generations: u64,
+    /// Failures not recorded because `MAX_REPAIRS` were waiting.
+    dropped: u64,
 }
 
 /// The repairs waiting for Redis, one per session and topic (the newest wins).
 #[derive(Debug, Default)]
-pub(super) struct TopicRepairs(Mutex<HashMap<Key, Repair>>);
+pub(super) struct TopicRepairs(Mutex<Repairs>);
 
 impl TopicRepairs {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Repairs> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// Records that `session`'s entry of `topic` in `channel` should be as `wanted`.
     pub(super) fn record(
         &self,
@@ -55,70 +72,121 @@ impl TopicRepairs {
         topic: &str,
         wanted: Wanted,
     ) {
-        let mut repairs = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut repairs = self.lock();
         let key = (session.id(), channel.into(), topic.into());
-        if repairs.len() >= MAX_REPAIRS && !repairs.contains_key(&key) {
-            tracing::warn!(%channel, %topic, "too many topic entries to repair: this one is left as it is");
-            return;
-        }
-        repairs.insert(
+        let gate = match repairs.waiting.get(&key) {
+            Some(repair) => repair.gate.clone(),
+            None if repairs.waiting.len() >= MAX_REPAIRS => {
+                repairs.dropped += 1;
+                if repairs.dropped.is_power_of_two() {
+                    let dropped = repairs.dropped;
+                    tracing::warn!(
+                        dropped,
+                        "too many topic entries wait for Redis: new ones are left as they are"
+                    );
+                }
+                return;
+            }
+            None => Arc::default(),
+        };
+        repairs.generations += 1;
+        let generation = repairs.generations;
+        repairs.waiting.insert(
             key,
             Repair {
                 app_id: session.app_id().into(),
                 user_id: session.user_id().into(),
                 wanted,
+                generation,
+                gate,
             },
         );
     }
 
-    /// Forgets the repair of `session`'s entry of `topic`: the session changes it again.
-    pub(super) fn cancel(&self, session: &SessionHandle, channel: &str, topic: &str) {
-        let mut repairs = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        if !repairs.is_empty() {
-            repairs.remove(&(session.id(), channel.into(), topic.into()));
-        }
+    /// Forgets the repair of `session`'s entry of `topic`, because the session changes that
+    /// entry again, after waiting for the repair's script if it is running; what the repair
+    /// wanted, if one waited.
+    pub(super) async fn cancel(
+        &self,
+        session: &SessionHandle,
+        channel: &str,
+        topic: &str,
+    ) -> Option<Wanted> {
+        let key = (session.id(), channel.into(), topic.into());
+        let gate = {
+            let repairs = self.lock();
+            if repairs.waiting.is_empty() {
+                return None;
+            }
+            repairs.waiting.get(&key)?.gate.clone()
+        };
+        let _running = gate.lock().await;
+        self.lock().waiting.remove(&key).map(|r| r.wanted)
     }
 
-    /// The keys waiting, at most `n`.
-    fn keys(&self, n: usize) -> Vec<Key> {
-        let repairs = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        repairs.keys().take(n).cloned().collect()
+    /// The keys waiting.
+    fn keys(&self) -> Vec<Key> {
+        self.lock().waiting.keys().cloned().collect()
     }
 
-    /// What `key` wants, if it is still waiting.
-    fn get(&self, key: &Key) -> Option<(SessionHandle, Wanted)> {
-        let repairs = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        let repair = repairs.get(key)?;
+    /// The gate of `key`, if it still waits.
+    fn gate(&self, key: &Key) -> Option<Arc<tokio::sync::Mutex<()>>> {
+        Some(self.lock().waiting.get(key)?.gate.clone())
+    }
+
+    /// What `key` wants and its generation, if it still waits.
+    fn get(&self, key: &Key) -> Option<(SessionHandle, Wanted, u64)> {
+        let repairs = self.lock();
+        let repair = repairs.waiting.get(key)?;
         let session = ghost(key.0, &repair.app_id, &repair.user_id);
-        Some((session, repair.wanted.clone()))
+        Some((session, repair.wanted.clone(), repair.generation))
     }
 
-    /// Forgets `key` if it still wants `wanted` (a newer failure may have replaced it).
-    fn done(&self, key: &Key, wanted: &Wanted) {
-        let mut repairs = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        if repairs.get(key).is_some_and(|r| r.wanted == *wanted) {
-            repairs.remove(key);
+    /// Forgets `key` if it is still the recording `generation` (not replaced since).
+    fn done(&self, key: &Key, generation: u64) {
+        let mut repairs = self.lock();
+        if repairs
+            .waiting
+            .get(key)
+            .is_some_and(|r| r.generation == generation)
+        {
+            repairs.waiting.remove(key);
         }
     }
 
     /// How many repairs wait.
     #[cfg(test)]
     fn len(&self) -> usize {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner).len()
+        self.lock().waiting.len()
     }
 }
 
 impl RedisEngine {
-    /// Runs the waiting repairs (at most [`REPAIRS_PER_TICK`]), each only while the session's
-    /// state here still agrees with it: a listed entry for a session still joined to the
-    /// topic, no entry for one that is not. Stops at the first failure: Redis is still away.
+    /// Runs the waiting repairs (at most [`REPAIRS_PER_TICK`] scripts), each only while the
+    /// session's state here still agrees with it: a listed entry for a session still joined to
+    /// the topic, no entry for one that is not. A shard that fails one is skipped for the rest
+    /// of the tick: it is likely still away.
     pub(super) async fn repair_topics(&self) {
         let repairs = &self.inner.topic_repairs;
-        for key in repairs.keys(REPAIRS_PER_TICK) {
-            let Some((session, wanted)) = repairs.get(&key) else {
+        let mut failed_shards = HashSet::new();
+        let mut ran = 0;
+        for key in repairs.keys() {
+            if ran == REPAIRS_PER_TICK {
+                break;
+            }
+            let Some(gate) = repairs.gate(&key) else {
+                continue;
+            };
+            let _running = gate.lock().await;
+            // Cancelled while this run waited for the gate: the session's call decides.
+            let Some((session, wanted, generation)) = repairs.get(&key) else {
                 continue;
             };
             let (_, channel, topic) = &key;
+            let (shard, _) = self.channel_shard(session.app_id(), channel);
+            if failed_shards.contains(&shard) {
+                continue;
+            }
             let joined = self
                 .inner
                 .local
@@ -126,18 +194,21 @@ impl RedisEngine {
                 .is_some();
             let result = match &wanted {
                 Wanted::Listed(meta) if joined => {
+                    ran += 1;
                     self.publish_in_topic(&session, channel, topic, meta).await
                 }
-                Wanted::Gone if !joined => self.stop_publishing(&session, channel, topic).await,
-                // The session's state moved on without a call of its own here (it joined or
-                // left through another path, which ran its own script).
+                Wanted::Gone if !joined => {
+                    ran += 1;
+                    self.stop_publishing(&session, channel, topic).await
+                }
+                // The session's state moved on through a path that ran its own script.
                 _ => Ok(()),
             };
             match result {
-                Ok(()) => repairs.done(&key, &wanted),
+                Ok(()) => repairs.done(&key, generation),
                 Err(e) => {
                     tracing::debug!(%channel, %topic, "a publisher entry not repaired yet: {e}");
-                    return;
+                    failed_shards.insert(shard);
                 }
             }
         }
@@ -146,11 +217,25 @@ impl RedisEngine {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
     use super::*;
     use crate::metrics::Metrics;
     use crate::outbox::Outbox;
+
+    /// Polls `fut` once.
+    fn poll_once<F: Future + Unpin>(mut fut: F) -> Option<F::Output> {
+        let waker = std::task::Waker::noop();
+        let mut cx = std::task::Context::from_waker(waker);
+        match std::pin::Pin::new(&mut fut).poll(&mut cx) {
+            std::task::Poll::Ready(out) => Some(out),
+            std::task::Poll::Pending => None,
+        }
+    }
+
+    /// Runs a future that completes without waiting.
+    fn now<F: Future>(fut: F) -> F::Output {
+        let mut fut = std::pin::pin!(fut);
+        poll_once(fut.as_mut()).expect("completes at once")
+    }
 
     fn session(id: u64) -> SessionHandle {
         thread_local!(static METRICS: Arc<Metrics> = Arc::default());
@@ -167,19 +252,42 @@ mod tests {
         repairs.record(&alice, "stage", "audio", Wanted::Gone);
         assert_eq!(repairs.len(), 2);
         let key = (SessionId(7), "stage".into(), "video".into());
-        let (ghost, wanted) = repairs.get(&key).unwrap();
+        let (ghost, wanted, generation) = repairs.get(&key).unwrap();
         assert_eq!(
             (ghost.id(), ghost.user_id(), wanted),
             (SessionId(7), "alice", Wanted::Gone)
         );
 
-        // A repair that was replaced while it ran is kept.
-        repairs.done(&key, &Wanted::Listed("old".into()));
+        // A repair recorded again while it ran (even wanting the same) is kept.
+        repairs.record(&alice, "stage", "video", Wanted::Gone);
+        repairs.done(&key, generation);
         assert_eq!(repairs.len(), 2);
-        repairs.done(&key, &Wanted::Gone);
+        let (_, _, newer) = repairs.get(&key).unwrap();
+        repairs.done(&key, newer);
         assert_eq!(repairs.len(), 1);
 
-        repairs.cancel(&alice, "stage", "audio");
+        assert_eq!(
+            now(repairs.cancel(&alice, "stage", "audio")),
+            Some(Wanted::Gone)
+        );
+        assert_eq!(now(repairs.cancel(&alice, "stage", "audio")), None);
+        assert_eq!(repairs.len(), 0);
+    }
+
+    /// A session's call waits for a repair of its entry that is running.
+    #[tokio::test]
+    async fn a_call_of_the_session_waits_for_a_running_repair() {
+        let repairs = TopicRepairs::default();
+        let alice = session(7);
+        repairs.record(&alice, "stage", "video", Wanted::Listed("old".into()));
+        let key = (SessionId(7), "stage".into(), "video".into());
+        let gate = repairs.gate(&key).unwrap();
+        let running = gate.lock().await;
+        let mut cancel = std::pin::pin!(repairs.cancel(&alice, "stage", "video"));
+        assert!(poll_once(cancel.as_mut()).is_none(), "waits for the run");
+        assert_eq!(repairs.len(), 1);
+        drop(running);
+        assert_eq!(cancel.await, Some(Wanted::Listed("old".into())));
         assert_eq!(repairs.len(), 0);
     }
 
@@ -194,5 +302,6 @@ mod tests {
         repairs.record(&session(0), "stage", "video", Wanted::Listed("m".into()));
         let key = (SessionId(0), "stage".into(), "video".into());
         assert_eq!(repairs.get(&key).unwrap().1, Wanted::Listed("m".into()));
+        assert_eq!(repairs.lock().dropped, 10);
     }
 }

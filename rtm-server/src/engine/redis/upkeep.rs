@@ -110,9 +110,10 @@ impl RedisEngine {
     }
 }
 
-/// The node's upkeep, until the engine goes: each second, reaps dead nodes and releases the
-/// away locks that are due on every shard; and gives back the locks granted to sessions that
-/// stopped waiting.
+/// The node's upkeep, until the engine goes: each second, reaps dead nodes, releases the away
+/// locks that are due on every shard, answers lost lock waits, has Redis publish again the
+/// topic lists this node may have missed and repairs the publisher entries Redis did not
+/// confirm; and gives back the locks granted to sessions that stopped waiting.
 pub(super) async fn upkeep(engine: Weak<Inner>, mut orphans: mpsc::UnboundedReceiver<LockGrant>) {
     let mut tick = tokio::time::interval(SWEEP);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
