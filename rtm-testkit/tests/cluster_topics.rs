@@ -201,10 +201,6 @@ async fn a_failed_change_of_meta_keeps_the_publisher_and_its_leave_clears_it() {
         return;
     }
     let mut cluster = cluster_with_short_timeouts().await;
-    let meta = |meta: &str| JoinTopicOptions {
-        meta: meta.into(),
-        ..Default::default()
-    };
     let (alice, _) = stage_member(&cluster, 0, "alice").await;
     alice.join_topic("video", meta("first")).await.unwrap();
 
@@ -236,6 +232,14 @@ async fn a_failed_change_of_meta_keeps_the_publisher_and_its_leave_clears_it() {
     alice.leave().await.unwrap();
     let (_bob, mut bob_events) = stage_member(&cluster, 0, "bob").await;
     assert_eq!(topic_snapshot(&mut bob_events).await, []);
+}
+
+/// Options to join a topic with `meta`.
+fn meta(meta: &str) -> JoinTopicOptions {
+    JoinTopicOptions {
+        meta: meta.into(),
+        ..Default::default()
+    }
 }
 
 /// The entries of topic "video" of "stage" in Redis's list, and the list's version.
@@ -325,10 +329,6 @@ async fn a_change_of_meta_that_ran_too_late_is_undone() {
         return;
     }
     let mut cluster = cluster_with_short_timeouts().await;
-    let meta = |meta: &str| JoinTopicOptions {
-        meta: meta.into(),
-        ..Default::default()
-    };
     let (alice, _) = stage_member(&cluster, 0, "alice").await;
     alice.join_topic("video", meta("first")).await.unwrap();
     assert_eq!(

@@ -398,14 +398,7 @@ impl Router for RedisEngine {
         let topics = self.inner.local.leave_stream(session, channel).await?;
         let mut failed = None;
         for topic in &topics {
-            self.inner
-                .topic_repairs
-                .cancel(session, channel, topic)
-                .await;
-            if let Err(e) = self.stop_publishing(session, channel, topic).await {
-                self.inner
-                    .topic_repairs
-                    .record(session, channel, topic, Wanted::Gone);
+            if let Err(e) = self.leave_in_cluster(session, channel, topic).await {
                 failed = Some(e);
             }
         }
@@ -482,17 +475,8 @@ impl Router for RedisEngine {
             .local
             .leave_topic(session, channel, topic)
             .await?;
-        self.inner
-            .topic_repairs
-            .cancel(session, channel, topic)
-            .await;
-        if let Err(e) = self.stop_publishing(session, channel, topic).await {
-            // Left here all the same: the upkeep takes the entry out of Redis once it can.
-            self.inner
-                .topic_repairs
-                .record(session, channel, topic, Wanted::Gone);
-            return Err(e.into());
-        }
+        // Left here all the same if that fails: the upkeep takes the entry out once it can.
+        self.leave_in_cluster(session, channel, topic).await?;
         Ok(())
     }
 

@@ -8,14 +8,15 @@
 //! would ever correct either while the node lives (the reaper only takes care of dead nodes).
 //! So each is recorded here, and the upkeep runs the script again each second until Redis
 //! answers ([`RedisEngine::repair_topics`]), unless the session changes that topic again first:
-//! its own call then decides, and cancels the repair.
+//! its own call then decides, and cancels the repair (after waiting for it if it is running, so
+//! the session's script reaches Redis last).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use super::RedisEngine;
 use super::reaper::ghost;
-use crate::engine::{SessionHandle, SessionId};
+use crate::engine::{EngineError, SessionHandle, SessionId};
 
 /// Repairs kept at most: beyond that (Redis away for long under many leaves) new failures are
 /// not recorded, and their entries stay until the node dies and is reaped.
@@ -162,6 +163,23 @@ impl TopicRepairs {
 }
 
 impl RedisEngine {
+    /// Takes `session` out of `topic`'s list in the cluster (it has left here); if Redis does
+    /// not answer, the upkeep does it later.
+    pub(super) async fn leave_in_cluster(
+        &self,
+        session: &SessionHandle,
+        channel: &str,
+        topic: &str,
+    ) -> Result<(), EngineError> {
+        let repairs = &self.inner.topic_repairs;
+        repairs.cancel(session, channel, topic).await;
+        let left = self.stop_publishing(session, channel, topic).await;
+        if left.is_err() {
+            repairs.record(session, channel, topic, Wanted::Gone);
+        }
+        left
+    }
+
     /// Runs the waiting repairs (at most [`REPAIRS_PER_TICK`] scripts), each only while the
     /// session's state here still agrees with it: a listed entry for a session still joined to
     /// the topic, no entry for one that is not. A shard that fails one is skipped for the rest
