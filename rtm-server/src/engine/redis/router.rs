@@ -436,7 +436,6 @@ impl Router for RedisEngine {
         if let Err(e) = self.publish_in_topic(session, channel, topic, meta).await {
             // The script may have run before the failure was seen (a timeout), or may still
             // run: the upkeep puts the entry back as it was (`topic_repairs.rs`).
-            let repairs = &self.inner.topic_repairs;
             match before {
                 Some(listed) => {
                     let meta = listed.as_deref().unwrap_or_default();
@@ -447,7 +446,12 @@ impl Router for RedisEngine {
                         .await;
                     // Only a meta the cluster's list showed is known to be Redis's.
                     if let Some(meta) = listed {
-                        repairs.record(session, channel, topic, Wanted::Listed(meta));
+                        self.inner.topic_repairs.record(
+                            session,
+                            channel,
+                            topic,
+                            Wanted::Listed(meta),
+                        );
                     }
                 }
                 None => {
@@ -455,9 +459,7 @@ impl Router for RedisEngine {
                     self.inner
                         .local
                         .unlist_topic_publisher(session, channel, topic);
-                    if self.stop_publishing(session, channel, topic).await.is_err() {
-                        repairs.record(session, channel, topic, Wanted::Gone);
-                    }
+                    let _ = self.leave_in_cluster(session, channel, topic).await;
                 }
             }
             return Err(e.into());

@@ -113,13 +113,15 @@ impl TopicRepairs {
         channel: &str,
         topic: &str,
     ) -> Option<Wanted> {
-        let key = (session.id(), channel.into(), topic.into());
-        let gate = {
+        let (key, gate) = {
             let repairs = self.lock();
+            // Nearly always: nothing waits, and the key need not be made.
             if repairs.waiting.is_empty() {
                 return None;
             }
-            repairs.waiting.get(&key)?.gate.clone()
+            let key: Key = (session.id(), channel.into(), topic.into());
+            let gate = repairs.waiting.get(&key)?.gate.clone();
+            (key, gate)
         };
         let _running = gate.lock().await;
         self.lock().waiting.remove(&key).map(|r| r.wanted)
@@ -137,10 +139,17 @@ impl TopicRepairs {
 
     /// What `key` wants and its generation, if it still waits.
     fn get(&self, key: &Key) -> Option<(SessionHandle, Wanted, u64)> {
-        let repairs = self.lock();
-        let repair = repairs.waiting.get(key)?;
-        let session = ghost(key.0, &repair.app_id, &repair.user_id);
-        Some((session, repair.wanted.clone(), repair.generation))
+        let (app_id, user_id, wanted, generation) = {
+            let repairs = self.lock();
+            let r = repairs.waiting.get(key)?;
+            (
+                r.app_id.clone(),
+                r.user_id.clone(),
+                r.wanted.clone(),
+                r.generation,
+            )
+        };
+        Some((ghost(key.0, &app_id, &user_id), wanted, generation))
     }
 
     /// Forgets `key` if it is still the recording `generation` (not replaced since).
